@@ -1,0 +1,24 @@
+/**
+ * Where the reference fixtures live. CI and developers keep them beside the repository at ../shared/fixtures;
+ * FRAMEPACK_FIXTURES points elsewhere. Parity suites fail (never skip) when they are missing, so a broken
+ * checkout cannot pass silently.
+ */
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// dist/test/fixtures.js -> repository root is two levels up.
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+export const fixturesDir = resolve(process.env.FRAMEPACK_FIXTURES ?? join(repoRoot, '..', 'shared', 'fixtures'));
+
+/** Absolute path of a file under the fixtures folder; throws with a hint when it does not exist. */
+export function fixture(...parts: string[]): string {
+  const p = join(fixturesDir, ...parts);
+  if (!existsSync(p)) {
+    throw new Error(`fixture not found: ${p} (set FRAMEPACK_FIXTURES to the fixtures folder)`);
+  }
+  return p;
+}
+
+export const tinyModels = (): string => fixture('framepack-tiny', 'models');
