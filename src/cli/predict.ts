@@ -1,0 +1,156 @@
+/**
+ * `framepack predict -i key=value -i input_image=@photo.png [-o out.mp4]`: one prediction on this machine,
+ * without a server, with `cog predict`'s input syntax and validation messages.
+ *
+ *   -i, --input name=value     an input; `@path` reads a file; repeating a name makes a list
+ *   --json '{...}' | @file     inputs as JSON (strings starting with @ are files)
+ *   -o, --output <path>        where to write the output (default output.<ext> in the current directory)
+ *   --predictor <module>       another predictor module (default: FramePack)
+ *   --models <dir>, --noise <f>, --dump <f>, --any-flag <v>    passed to the predictor as options
+ *
+ * Values are typed from the input schema (integers, numbers, booleans); the rest is validated exactly as
+ * the server validates a request. Progress is drawn as a bar on a terminal, as plain lines otherwise.
+ */
+import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { extname, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { AppError, errorMessage } from '../errors.js';
+import { createLogger, teeLogger } from '../log.js';
+import type { Predictor } from '../predictor.js';
+import { fetchInputFiles } from '../server/input-files.js';
+import { inputComponent, type JsonSchema } from '../server/openapi.js';
+import { predictorSource } from '../server/predictor-source.js';
+import { mimeOf } from '../server/uploads.js';
+import { validateInput } from '../server/validation.js';
+import { parseArgs, predictorOptionsFrom } from './flags.js';
+
+const KNOWN = ['input', 'output', 'json', 'predictor'];
+
+class UsageError extends Error {}
+
+/** `@path` for a file input -> a file: URL (used in place); for any other input -> a data URL, like cog. */
+async function fileValue(path: string, prop: JsonSchema | undefined): Promise<string> {
+  const abs = resolve(path);
+  if (prop?.format === 'uri') return pathToFileURL(abs).href;
+  const bytes = await readFile(abs).catch((err) => { throw new UsageError(`could not read ${path}: ${errorMessage(err)}`); });
+  return `data:${mimeOf(abs)};base64,${bytes.toString('base64')}`;
+}
+
+/** Types a `-i` value by the schema, as `cog predict` >= 0.22 does; the validator reports what stays wrong. */
+function typed(value: string, prop: JsonSchema | undefined): unknown {
+  const v = value.length >= 2 && value.startsWith('"') && value.endsWith('"') ? value.slice(1, -1) : value;
+  switch (prop?.type) {
+    case 'integer': return /^[+-]?\d+$/.test(v.trim()) ? Number(v) : v;
+    case 'number': return v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : v;
+    case 'boolean': return /^true$/i.test(v) ? true : /^false$/i.test(v) ? false : v;
+    case 'array': case 'object':
+      try { return JSON.parse(v); } catch { return v; }
+    default: return v;
+  }
+}
+
+async function buildInput(pairs: string[], json: string | undefined, component: JsonSchema): Promise<Record<string, unknown>> {
+  const props = (component.properties ?? {}) as Record<string, JsonSchema>;
+  const input: Record<string, unknown> = {};
+  if (json !== undefined) {
+    const text = json.startsWith('@') ? await readFile(json === '@-' ? '/dev/stdin' : json.slice(1), 'utf8') : json;
+    let parsed: unknown;
+    try { parsed = JSON.parse(text); } catch (err) { throw new UsageError(`--json is not valid JSON: ${errorMessage(err)}`); }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new UsageError('--json must be a JSON object');
+    for (const [k, v] of Object.entries(parsed)) input[k] = typeof v === 'string' && v.startsWith('@') ? await fileValue(v.slice(1), props[k]) : v;
+  }
+  const seen = new Map<string, unknown[]>();
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq <= 0) throw new UsageError(`-i expects name=value, got '${pair}'`);
+    const name = pair.slice(0, eq);
+    const raw = pair.slice(eq + 1);
+    if (!(name in props)) throw new UsageError(`unknown input '${name}'; inputs are: ${Object.keys(props).join(', ')}`);
+    const value = raw.startsWith('@') ? await fileValue(raw.slice(1), props[name]) : typed(raw, props[name]);
+    seen.set(name, [...(seen.get(name) ?? []), value]);
+  }
+  for (const [name, values] of seen) input[name] = values.length === 1 ? values[0] : values;
+  return input;
+}
+
+/** A one-line progress bar on a terminal; plain lines otherwise. Log lines print above the bar. */
+class Progress {
+  private bar = '';
+  private lastPlain = '';
+  constructor(private readonly tty: boolean) {}
+  line(text: string): void {
+    if (this.tty && this.bar) process.stderr.write('\r\x1b[2K');
+    process.stderr.write(text.endsWith('\n') ? text : `${text}\n`);
+    if (this.tty && this.bar) process.stderr.write(this.bar);
+  }
+  update(done: number, total: number, label = 'progress'): void {
+    const frac = total > 0 ? Math.min(1, done / total) : 0;
+    if (this.tty) {
+      const width = 30;
+      const fill = Math.round(frac * width);
+      this.bar = `${label} [${'#'.repeat(fill)}${'-'.repeat(width - fill)}] ${done}/${total}`;
+      process.stderr.write(`\r\x1b[2K${this.bar}`);
+      if (done >= total) { process.stderr.write('\n'); this.bar = ''; }
+    } else {
+      const text = `${label} ${done}/${total}`;
+      if (text !== this.lastPlain) process.stderr.write(`${text}\n`);
+      this.lastPlain = text;
+    }
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { aliases: { i: 'input', o: 'output' } });
+  const str = (name: string) => { const v = args.flags.get(name); return typeof v === 'string' ? v : undefined; };
+  const logger = createLogger({ fd: 2, level: process.env.COG_LOG_LEVEL ? undefined : 'warn' });
+  const progress = new Progress(process.stderr.isTTY === true);
+  const controller = new AbortController();
+  const onSigint = () => { progress.line('canceling...'); controller.abort(); };
+  process.on('SIGINT', onSigint);
+  let tmpDir: string | undefined;
+  try {
+    const source = predictorSource(str('predictor'), predictorOptionsFrom(args, KNOWN));
+    let predictor: Predictor | undefined;
+    const schema = source.schema ?? (predictor = await source.load()).inputSchema;
+    const component = inputComponent(schema);
+    const raw = await buildInput(args.all.get('input') ?? [], str('json'), component);
+    const { value, issues } = validateInput(component, raw, { denyPrivate: false, allowFileUrls: true });
+    if (issues.length > 0) {
+      process.stderr.write(`The inputs you passed could not be validated:\n${issues.map((i) => ` - ${i.loc.at(-1)}: ${i.msg}`).join('\n')}\n`);
+      return 1;
+    }
+    predictor ??= await source.load();
+    const tee = (line: string) => progress.line(line);
+    const setupLogger = teeLogger(logger, { phase: 'setup' }, tee);
+    await predictor.setup({ log: (l) => setupLogger.info(l), logger: setupLogger, signal: controller.signal, progress: (d, t, l) => progress.update(d, t, l) });
+
+    tmpDir = await mkdtemp(join(tmpdir(), 'framepack-predict-'));
+    const local = await fetchInputFiles(component, value, tmpDir, { denyPrivate: false, maxBytes: Number.MAX_SAFE_INTEGER, signal: controller.signal });
+    const parsed = predictor.inputSchema.parse(local);
+    const predLogger = teeLogger(logger, {}, tee);
+    const started = performance.now();
+    const out = await predictor.predict(parsed, {
+      log: (l) => predLogger.info(l), logger: predLogger, signal: controller.signal, tmpDir,
+      progress: (d, t, l) => progress.update(d, t, l),
+    });
+    const target = resolve(str('output') ?? `output${extname(out)}`);
+    await copyFile(out, target);
+    process.stderr.write(`Finished in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+    process.stdout.write(`Written output to: ${target}\n`);
+    return 0;
+  } catch (err) {
+    if (controller.signal.aborted) {
+      process.stderr.write('Prediction canceled\n');
+      return 130;
+    }
+    const msg = err instanceof UsageError || err instanceof AppError ? err.message
+      : err instanceof Error ? (err.stack ?? err.message) : String(err);
+    process.stderr.write(`Prediction failed: ${msg}\n`);
+    return 1;
+  } finally {
+    process.off('SIGINT', onSigint);
+    if (tmpDir) await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
+    logger.flush();
+  }
+}

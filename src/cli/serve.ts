@@ -1,0 +1,91 @@
+/**
+ * `framepack serve`: the Cog-compatible HTTP server. Accepts the flags Cog's server takes (this is what
+ * `python -m cog.server.http ...` runs in the container) plus the project's own:
+ *
+ *   --host <addr>                      bind address (0.0.0.0)
+ *   --port <n>                         port (PORT, else 5000)
+ *   --upload-url <url>                 PUT output files there instead of returning data URLs
+ *   --await-explicit-shutdown[=bool]   ignore SIGTERM; stay up after a failed setup; exit on POST /shutdown or SIGINT
+ *   --predictor <module>               another predictor module (default: FramePack)
+ *   --models <dir>, --noise <f>, --dump <f>, --any-flag <v>   passed to the predictor as options
+ *   --deny-private-urls                also refuse loopback/private addresses for input URLs
+ *   --x-mode, --threads                accepted and ignored (Cog flags without meaning here)
+ *   -v, --version                      print the version
+ *
+ * Environment: PORT, COG_LOG_LEVEL, LOG_FORMAT, COG_THROTTLE_RESPONSE_INTERVAL, WEBHOOK_AUTH_TOKEN,
+ * COG_SETUP_TIMEOUT, COG_WAIT_FILE, COG_USER_AGENT, KUBERNETES_SERVICE_HOST, FRAMEPACK_DENY_PRIVATE_URLS,
+ * FRAMEPACK_MAX_INPUT_BYTES, FRAMEPACK_BODY_LIMIT, FRAMEPACK_READY_FILE.
+ */
+import { createLogger } from '../log.js';
+import { CogServer, DEFAULT_BODY_LIMIT, DEFAULT_MAX_INPUT_BYTES } from '../server/app.js';
+import { predictorSource } from '../server/predictor-source.js';
+import { COG_VERSION } from '../server/routes.js';
+import { throttleFromEnv } from '../server/webhooks.js';
+import { flagBool, parseArgs, predictorOptionsFrom } from './flags.js';
+
+const KNOWN = ['host', 'port', 'upload-url', 'await-explicit-shutdown', 'predictor', 'deny-private-urls', 'x-mode',
+  'threads', 'version', 'check-hash-based-pycs'];
+
+function positiveNumber(value: string | undefined, fallback: number): number {
+  const n = Number(value);
+  return value !== undefined && value.trim() !== '' && Number.isFinite(n) && n > 0 ? n : fallback;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, {
+    booleans: ['version', 'deny-private-urls'],
+    optionalBooleans: ['await-explicit-shutdown'],
+    aliases: { v: 'version' },
+  });
+  if (args.flags.has('version')) {
+    process.stdout.write(`framepack-cog (Cog HTTP API ${COG_VERSION})\n`);
+    return 0;
+  }
+  const logger = createLogger();
+  const str = (name: string): string | undefined => {
+    const v = args.flags.get(name);
+    return typeof v === 'string' ? v : undefined;
+  };
+  const options = predictorOptionsFrom(args, KNOWN);
+  const extra = Object.keys(options).filter((k) => !['models', 'noise', 'dump'].includes(k));
+  if (extra.length > 0) logger.info({ options: extra }, 'passing unrecognised flags to the predictor');
+  if (args.positionals.length > 0) logger.warn({ args: args.positionals }, 'ignoring arguments');
+
+  const port = Number(str('port') ?? process.env.PORT ?? 5000);
+  const awaitExplicitShutdown = flagBool(args.flags.get('await-explicit-shutdown')) ?? false;
+  const setupTimeout = positiveNumber(process.env.COG_SETUP_TIMEOUT, 0);
+  const server = new CogServer({
+    logger,
+    host: str('host') ?? '0.0.0.0',
+    port: Number.isInteger(port) && port >= 0 ? port : 5000,
+    awaitExplicitShutdown,
+    bodyLimit: positiveNumber(process.env.FRAMEPACK_BODY_LIMIT, DEFAULT_BODY_LIMIT),
+    source: predictorSource(str('predictor'), options),
+    uploadUrl: str('upload-url'),
+    policy: { denyPrivate: args.flags.has('deny-private-urls') || flagBool(process.env.FRAMEPACK_DENY_PRIVATE_URLS) === true },
+    maxInputBytes: positiveNumber(process.env.FRAMEPACK_MAX_INPUT_BYTES, DEFAULT_MAX_INPUT_BYTES),
+    throttleMs: throttleFromEnv(process.env.COG_THROTTLE_RESPONSE_INTERVAL),
+    webhookAuthToken: process.env.WEBHOOK_AUTH_TOKEN || undefined,
+    setupTimeoutMs: setupTimeout > 0 ? setupTimeout * 1000 : undefined,
+    waitFile: process.env.COG_WAIT_FILE || undefined,
+    readyFile: process.env.KUBERNETES_SERVICE_HOST ? (process.env.FRAMEPACK_READY_FILE ?? '/var/run/cog/ready') : undefined,
+  });
+
+  process.on('SIGTERM', () => {
+    if (awaitExplicitShutdown) logger.info('SIGTERM ignored (--await-explicit-shutdown): POST /shutdown to stop');
+    else void server.stop(0, { cancel: true, graceMs: 8000 });
+  });
+  process.on('SIGINT', () => void server.stop(0, { cancel: true, graceMs: 8000 }));
+
+  try {
+    await server.start();
+  } catch (err) {
+    logger.fatal({ err }, 'could not start the server');
+    return 1;
+  }
+  const code = await server.exited;
+  logger.flush();
+  // Sessions, workers and keep-alive sockets of a model must not keep a stopped server alive.
+  setTimeout(() => process.exit(code), 50).unref();
+  return code;
+}

@@ -1,0 +1,24 @@
+/**
+ * FramePack's inputs: the same names, types, defaults, bounds and order as the Cog predictor this project
+ * replaces (so existing clients and the published schema keep working). The openapi document is generated
+ * from this schema, so the server can serve it before any weights exist.
+ */
+import { z } from 'zod';
+import { fileInput } from '../predictor.js';
+
+export const inputSchema = z.object({
+  input_image: fileInput().describe('The image the video starts from'),
+  prompt: z.string().describe('What should happen in the video'),
+  negative_prompt: z.string().default('').describe('What to avoid (used only when cfg_scale > 1)'),
+  seed: z.int().nullable().default(null).describe('Random seed; leave empty for a random one'),
+  total_video_length_seconds: z.number().min(1).max(10).default(3).describe('Length of the video in seconds (30 fps)'),
+  latent_window_size: z.int().min(1).max(16).default(9).describe('Latent frames generated per section'),
+  steps: z.int().min(1).max(50).default(25).describe('Sampling steps per section'),
+  cfg_scale: z.number().min(1).max(32).default(1).describe('Classifier-free guidance scale (1 disables it)'),
+  distilled_cfg_scale: z.number().min(1).max(32).default(10).describe('Distilled guidance scale'),
+  cfg_rescale: z.number().min(0).max(1).default(0).describe('Guidance rescale factor'),
+  use_teacache: z.boolean().default(true).describe('Skip transformer blocks when the output barely changes (faster)'),
+  mp4_crf: z.int().min(0).max(51).default(23).describe('H.264 quality: lower is better, 0 is lossless; 16 if you get black frames'),
+});
+
+export type FramePackInput = z.infer<typeof inputSchema>;

@@ -1,0 +1,237 @@
+/**
+ * One FramePack generation, start image + prompt -> frames: the original's `worker` (demo_gradio.py, which
+ * the Cog predictor repeats) over networks reached through the FramePackNets interface.
+ *
+ * Stages: prompt conditioning (LLaMA + CLIP; zeros for the negative when cfg == 1, which is then never
+ * evaluated), bucket resize + centre crop, VAE start latent, SigLIP image embeddings, then the sections in
+ * inverted order (end of the video first): noise -> UniPC over the window -> prepend to the latent history
+ * -> decode the newest slice -> blend into the pixels. The caller encodes the frames (video.ts).
+ *
+ * Everything heavy runs in ORT worker threads behind FramePackNets; what runs here is element-wise work on
+ * one latent window per step, and the loop yields between steps, so the event loop stays responsive.
+ */
+import type { HostTensor } from '../onnx/safetensors.js';
+import { findNearestBucket, resizeAndCenterCrop, sigLipPixels, vaePixels, type RgbImage, type SigLipPreprocessor } from './image.js';
+import { NormalGenerator } from './noise.js';
+import { distilledGuidance, sampleUniPC, sectionSigmas, type VelocityFn } from './sampler.js';
+import {
+  FPS, LatentHistory, PixelHistory, overlapFrames, planSections, totalPixelFrames, type Conditioning, type Float32Tensor,
+  type SectionPlan,
+} from './sections.js';
+
+/** Prompt conditioning as the transformer takes it (text.ts encodePrompt). */
+export interface PromptEmbeddings {
+  llamaVec: HostTensor;   // (1, 512, D) float32, zero-padded after the prompt's L tokens
+  llamaMask: HostTensor;  // (1, 512) int64, L ones
+  clipPooler: HostTensor; // (1, Dc) float32
+}
+
+/** Everything the DiT sees in one section besides the noisy latents and the timestep. */
+export interface SectionInputs {
+  plan: SectionPlan;
+  steps: number;
+  positive: PromptEmbeddings;
+  negative: PromptEmbeddings | null;  // null when cfg == 1
+  imageEmbeddings: HostTensor;        // (1, 729, Ds)
+  guidance: number;                   // distilled guidance value (gs x 1000, bf16-rounded in half precision)
+  conditioning: Conditioning;         // clean latents: [start, 1x], 2x, 4x
+  latentShape: number[];              // (1, C, lws, h8, w8)
+  teacache: boolean;
+}
+
+/** A transformer prepared for one section (its TeaCache state lives and dies with it). */
+export interface SectionModel {
+  velocity: VelocityFn;
+  /** Frees per-section state (cached residuals). Always called, also after a failure or a cancel. */
+  close(): Promise<void>;
+  /** Optional one-line summary logged after the section (e.g. TeaCache skips). */
+  summary?(): string | undefined;
+}
+
+/** The networks, as the pipeline needs them. */
+export interface FramePackNets {
+  /** Whether the DiT computes in half precision: then x, timestep and guidance are bf16-rounded as on the GPU. */
+  readonly halfPrecision: boolean;
+  readonly sigLip: SigLipPreprocessor;
+  encodePrompt(prompt: string, signal: AbortSignal): Promise<PromptEmbeddings>;
+  /** SigLIP last_hidden_state of the preprocessed bucket image. */
+  encodeImage(pixelValues: HostTensor, signal: AbortSignal): Promise<HostTensor>;
+  /** VAE posterior mean x scaling factor of (1, 3, 1, H, W) pixels in [-1, 1]. */
+  encodeLatent(pixels: HostTensor, signal: AbortSignal): Promise<HostTensor>;
+  /** Scaled latents (1, C, T, h, w) -> pixels (1, 3, 4(T-1)+1, 8h, 8w) float32. */
+  decodeLatents(latents: HostTensor, signal: AbortSignal): Promise<HostTensor>;
+  section(inputs: SectionInputs, signal: AbortSignal): Promise<SectionModel>;
+  /** Called once the prompt and image conditioning exist: a low-memory placement frees the encoders here. */
+  encodingDone?(): Promise<void>;
+}
+
+export interface GenerateParams {
+  prompt: string;
+  negativePrompt: string;
+  seed: number;
+  seconds: number;
+  latentWindowSize: number;
+  steps: number;
+  cfg: number;
+  distilledCfg: number;
+  cfgRescale: number;
+  teacache: boolean;
+}
+
+export interface GenerateHooks {
+  signal: AbortSignal;
+  log(line: string): void;
+  progress?(done: number, total: number, label?: string): void;
+  /** Initial noise per section (`noise_<i>`), replacing the seeded generator: reproduces a reference run. */
+  noise?: Record<string, HostTensor>;
+  /** Filled with the intermediate tensors, named as in the reference fixtures. */
+  dump?: Record<string, HostTensor>;
+}
+
+export interface GenerateResult {
+  pixels: PixelHistory;
+  width: number;
+  height: number;
+  fps: number;
+  bucket: [number, number];
+  sections: number;
+}
+
+const f32 = (dims: number[], data: Float32Array): Float32Tensor => ({ dtype: 'float32', dims, data });
+
+function asFloat32(t: HostTensor, what: string): Float32Tensor {
+  if (t.dtype !== 'float32') throw new Error(`${what}: expected float32, got ${t.dtype}`);
+  return t as Float32Tensor;
+}
+
+/** The negative conditioning when cfg == 1: zeros shaped like the positive (the original's zeros_like). */
+function zerosLike(p: PromptEmbeddings): PromptEmbeddings {
+  return {
+    llamaVec: f32(p.llamaVec.dims, new Float32Array(p.llamaVec.data.length)),
+    llamaMask: { ...p.llamaMask, data: p.llamaMask.data.slice() } as HostTensor,
+    clipPooler: f32(p.clipPooler.dims, new Float32Array(p.clipPooler.data.length)),
+  };
+}
+
+/** The injected noise of one section, converted to float32 and checked against the window's shape. */
+function injectedNoise(noise: Record<string, HostTensor>, index: number, shape: number[]): Float32Array {
+  const t = noise[`noise_${index}`];
+  if (!t) throw new Error(`noise file has no noise_${index} (keys: ${Object.keys(noise).join(', ')})`);
+  if (t.dims.join() !== shape.join()) {
+    throw new Error(`noise_${index} has shape (${t.dims.join(', ')}), the section needs (${shape.join(', ')})`);
+  }
+  if (t.dtype === 'float32') return t.data as Float32Array;
+  throw new Error(`noise_${index}: expected float data, got ${t.dtype}`);
+}
+
+const seconds = (t0: number) => ((performance.now() - t0) / 1000).toFixed(1);
+
+/** Runs a whole generation; returns the assembled pixels (earliest frame first). */
+export async function generate(nets: FramePackNets, image: RgbImage, p: GenerateParams, hooks: GenerateHooks): Promise<GenerateResult> {
+  const { signal, log } = hooks;
+  const dump = hooks.dump;
+  const plans = planSections(p.seconds, p.latentWindowSize);
+  const lws = p.latentWindowSize;
+  const totalFrames = totalPixelFrames(plans.length, lws);
+  log(`seed ${p.seed}; ${plans.length} section(s) of ${lws} latent frames (paddings ${plans.map((s) => s.padding).join(', ')}), ` +
+    `${totalFrames} frames at ${FPS} fps`);
+
+  // ---- text
+  let t0 = performance.now();
+  log('encoding the prompt');
+  const positive = await nets.encodePrompt(p.prompt, signal);
+  const negative = p.cfg === 1 ? null : await nets.encodePrompt(p.negativePrompt, signal);
+  log(`prompt encoded in ${seconds(t0)} s`);
+  if (dump) {
+    const n = negative ?? zerosLike(positive);
+    Object.assign(dump, {
+      llama_vec: positive.llamaVec, llama_attention_mask: positive.llamaMask, clip_l_pooler: positive.clipPooler,
+      llama_vec_n: n.llamaVec, clip_l_pooler_n: n.clipPooler,
+    });
+  }
+
+  // ---- image
+  signal.throwIfAborted();
+  const [H, W] = findNearestBucket(image.height, image.width);
+  const resized = resizeAndCenterCrop(image, W, H);
+  log(`input ${image.width}x${image.height} -> bucket ${W}x${H}`);
+  t0 = performance.now();
+  log('encoding the start image (VAE)');
+  const start = asFloat32(await nets.encodeLatent(vaePixels(resized), signal), 'start latent');
+  log(`start latent in ${seconds(t0)} s`);
+  t0 = performance.now();
+  log('encoding the start image (SigLIP)');
+  const imageEmbeddings = await nets.encodeImage(sigLipPixels(resized, nets.sigLip), signal);
+  log(`image embeddings in ${seconds(t0)} s`);
+  if (dump) Object.assign(dump, { start_latent: start, image_embeddings: imageEmbeddings });
+  await nets.encodingDone?.();
+
+  // ---- sections
+  const [, C, , h8, w8] = start.dims;
+  const latentShape = [1, C, lws, h8, w8];
+  const sigmas = sectionSigmas(p.steps, lws, h8, w8);
+  const guidance = distilledGuidance(p.distilledCfg, nets.halfPrecision);
+  const generator = new NormalGenerator(p.seed);
+  const history = new LatentHistory(start);
+  const pixels = new PixelHistory(overlapFrames(lws));
+  const totalSteps = plans.length * p.steps;
+
+  for (const plan of plans) {
+    signal.throwIfAborted();
+    const label = `section ${plan.index + 1}/${plans.length}`;
+    const count = latentShape.reduce((a, b) => a * b, 1);
+    // The generator advances even when noise is injected, so a partial injection keeps later sections' noise.
+    const drawn = generator.normal(count);
+    const noise = hooks.noise ? injectedNoise(hooks.noise, plan.index, latentShape) : drawn;
+    if (dump) dump[`noise_${plan.index}`] = f32(latentShape, noise);
+
+    t0 = performance.now();
+    const model = await nets.section({
+      plan, steps: p.steps, positive, negative, imageEmbeddings, guidance, conditioning: history.conditioning(),
+      latentShape, teacache: p.teacache,
+    }, signal);
+    let generated: Float32Array;
+    try {
+      generated = await sampleUniPC({
+        noise, sigmas, velocity: model.velocity, cfg: p.cfg, rescale: p.cfgRescale, halfPrecision: nets.halfPrecision, signal,
+        onStep: (i, n) => {
+          log(`${label}, step ${i + 1}/${n}`);
+          hooks.progress?.(plan.index * p.steps + i + 1, totalSteps, 'steps');
+        },
+      });
+    } finally {
+      await model.close();
+    }
+    const summary = model.summary?.();
+    log(`${label} sampled in ${seconds(t0)} s${summary ? ` (${summary})` : ''}`);
+
+    const chunk = history.push(f32(latentShape, generated), plan);
+    if (dump) dump[`section_${plan.index}_generated_latents`] = chunk;
+
+    t0 = performance.now();
+    const latents = history.decodeSlice(plan, lws);
+    const decoded = asFloat32(await nets.decodeLatents(latents, signal), 'decoded pixels');
+    pixels.prepend(decoded);
+    log(`${label} decoded ${latents.dims[2]} latents to ${decoded.dims[2]} frames in ${seconds(t0)} s; ` +
+      `${pixels.frameCount}/${totalFrames} frames`);
+  }
+  if (pixels.frameCount !== totalFrames) {
+    throw new Error(`assembled ${pixels.frameCount} frames, expected ${totalFrames}`);
+  }
+  return { pixels, width: pixels.width, height: pixels.height, fps: FPS, bucket: [H, W], sections: plans.length };
+}
+
+/** Mean and (population) standard deviation of every frame's uint8 values. */
+export function frameStats(frames: Uint8Array, frameBytes: number): { mean: Float32Array; std: Float32Array } {
+  const n = frames.length / frameBytes;
+  const mean = new Float32Array(n);
+  const std = new Float32Array(n);
+  for (let f = 0; f < n; f++) {
+    let s = 0, ss = 0;
+    for (let i = f * frameBytes; i < (f + 1) * frameBytes; i++) { s += frames[i]; ss += frames[i] * frames[i]; }
+    const m = s / frameBytes;
+    mean[f] = m;
+    std[f] = Math.sqrt(Math.max(ss / frameBytes - m * m, 0));
+  }
+  return { mean, std };
+}

@@ -1,0 +1,219 @@
+/**
+ * The packed transformer as the sampler calls it: three ONNX sessions (embed, blocks, head; see
+ * src/nets/dit.ts) run per forward call, with TeaCache deciding between embed and blocks whether the blocks
+ * run or their cached residual is re-used (src/framepack/teacache.ts).
+ *
+ * Per call:
+ *   embed(inputs)               -> img, txt, temb [, modulated when TeaCache is on]
+ *   TeaCache (host)             -> compute or skip
+ *   blocks(img, txt, temb, rope) -> residual over the noisy tokens   (computed calls only)
+ *   head(img_noisy, residual)   -> velocity (1, C, T, H, W) float32
+ * The rotary tables depend only on the frame indices and the latent grid: they are computed on the host and
+ * kept while a section's calls repeat them.
+ *
+ * Inputs carry the names of the original forward's arguments (and of the fixtures):
+ * hidden_states, timestep, guidance, encoder_hidden_states, encoder_attention_mask, pooled_projections,
+ * image_embeddings, latent_indices, clean_latents, clean_latent_indices, clean_latents_2x,
+ * clean_latent_2x_indices, clean_latents_4x, clean_latent_4x_indices. Batch 1.
+ */
+import { Checkpoint, type HostTensor } from '../onnx/safetensors.js';
+import type { Precision } from '../onnx/graph.js';
+import { Session, type ExecutionProvider } from '../runtime/session.js';
+import { buildDitGraphs, type DitConfig, type DitGraphOptions } from '../nets/dit.js';
+import { packedRope, type RopeTable } from '../nets/dit-rope.js';
+import type { ForwardNet, NetOptions } from '../nets/registry.js';
+import { TeaCacheBank, type TeaCacheDecision, type TeaCacheSettings } from './teacache.js';
+
+export const DIT_INPUTS = [
+  'hidden_states', 'timestep', 'encoder_hidden_states', 'encoder_attention_mask', 'pooled_projections', 'guidance',
+  'latent_indices', 'clean_latents', 'clean_latent_indices', 'clean_latents_2x', 'clean_latent_2x_indices',
+  'clean_latents_4x', 'clean_latent_4x_indices', 'image_embeddings',
+] as const;
+export type DitInputName = (typeof DIT_INPUTS)[number];
+export type DitInputs = Record<Exclude<DitInputName, 'guidance'>, HostTensor> & { guidance?: HostTensor };
+
+export interface TransformerOptions extends DitGraphOptions {
+  ep: ExecutionProvider;
+  deviceId?: number;
+  threads?: number;
+}
+
+export interface SectionOptions {
+  /** forward calls per CFG branch in this section (= sampler steps) */
+  steps: number;
+  teacache?: TeaCacheSettings;
+}
+
+export interface ForwardResult {
+  /** (1, out_channels, T, H, W) float32: the predicted flow velocity */
+  output: HostTensor;
+  /** what TeaCache did on this call (null when it is off) */
+  teacache: TeaCacheDecision | null;
+}
+
+export class TransformerInputError extends Error {
+  override name = 'TransformerInputError';
+}
+
+type Residual = HostTensor;
+
+export class PackedTransformer {
+  private bank: TeaCacheBank<Residual> | null = null;
+  private rope: { key: string; table: RopeTable } | null = null;
+
+  private constructor(
+    readonly config: DitConfig,
+    readonly precision: Precision,
+    private readonly embed: Session,
+    private readonly blocks: Session,
+    private readonly head: Session,
+  ) {}
+
+  /** Builds the graphs of the checkpoint folder `dir` and creates their sessions. */
+  static async load(dir: string, opts: TransformerOptions): Promise<PackedTransformer> {
+    const ck = await Checkpoint.open(dir);
+    const graphs = buildDitGraphs(ck, opts);
+    const so = { ep: opts.ep, deviceId: opts.deviceId, threads: opts.threads };
+    const sessions: Session[] = [];
+    try {
+      for (const m of [graphs.embed, graphs.blocks, graphs.head]) sessions.push(await Session.create(m, so));
+    } catch (e) {
+      await Promise.all(sessions.map((s) => s.release()));
+      throw e;
+    }
+    return new PackedTransformer(graphs.config, opts.precision, sessions[0], sessions[1], sessions[2]);
+  }
+
+  /**
+   * Starts a section: TeaCache state is reset (the original re-initialises it per section with the section's
+   * step count). Without `teacache.enabled`, every call runs the blocks.
+   */
+  beginSection(opts: SectionOptions): void {
+    const tc = opts.teacache;
+    this.bank = tc?.enabled ? new TeaCacheBank<Residual>(opts.steps, tc, this.precision === 'bfloat16') : null;
+  }
+
+  /** One transformer call; `branch` names the CFG branch for the per-branch TeaCache mode. */
+  async forward(inputs: DitInputs, call: { branch?: string; signal?: AbortSignal } = {}): Promise<ForwardResult> {
+    const { signal } = call;
+    const c = this.config;
+    const { grid, rope } = this.prepare(inputs);
+    const state = this.bank?.state(call.branch ?? 'positive') ?? null;
+
+    const feeds: Record<string, HostTensor> = {};
+    for (const name of this.embed.inputs) feeds[name] = name === 'encoder_attention_mask' ? asInt64(inputs[name]) : inputs[name as DitInputName]!;
+    const wanted = state ? ['img', 'txt', 'temb', 'modulated'] : ['img', 'txt', 'temb'];
+    const e = await this.embed.run(feeds, { signal, outputs: wanted });
+
+    const decision = state ? state.decide(e.modulated.data as Float32Array) : null;
+    const nNoisy = grid[0] * grid[1] * grid[2];
+    const img = e.img.data as Float32Array;
+    const tail: HostTensor = { dtype: 'float32', dims: [1, nNoisy, c.dim], data: img.slice(img.length - nNoisy * c.dim) };
+    const latentGrid: HostTensor = { dtype: 'int64', dims: [3], data: BigInt64Array.from(grid.map(BigInt)) };
+
+    let residual: Residual;
+    if (!decision || decision.compute) {
+      const r = await this.blocks.run({
+        img: e.img, txt: e.txt, temb: { ...e.temb, data: e.temb.data.slice() },
+        rope_cos: { dtype: 'float32', dims: [rope.tokens, rope.half], data: rope.cos.slice() },
+        rope_sin: { dtype: 'float32', dims: [rope.tokens, rope.half], data: rope.sin.slice() },
+        latent_grid: { ...latentGrid, data: latentGrid.data.slice() },
+      }, { signal, transfer: true });
+      residual = r.residual;
+      if (state) state.residual = residual;
+    } else {
+      residual = state!.residual!;
+    }
+    const h = await this.head.run(
+      { img: tail, residual: state ? { ...residual, data: residual.data.slice() } : residual, temb: e.temb, latent_grid: latentGrid },
+      { signal, transfer: true });
+    return { output: h.output, teacache: decision };
+  }
+
+  async release(): Promise<void> {
+    this.bank = null;
+    await Promise.all([this.embed.release(), this.blocks.release(), this.head.release()]);
+  }
+
+  /** Checks the inputs and returns the noisy token grid (T, h, w) and the rotary table of this call. */
+  private prepare(x: DitInputs): { grid: [number, number, number]; rope: RopeTable } {
+    const c = this.config;
+    for (const name of DIT_INPUTS) {
+      if (name === 'guidance' && !c.guidance) continue;
+      if (!x[name as keyof DitInputs]) throw new TransformerInputError(`transformer input "${name}" is missing`);
+    }
+    const [b, ch, T, H, W] = expectDims(x.hidden_states, 'hidden_states', 5);
+    if (b !== 1) throw new TransformerInputError(`hidden_states: batch ${b}, only batch 1 is supported (run CFG branches as separate calls)`);
+    if (ch !== c.inChannels) throw new TransformerInputError(`hidden_states: ${ch} channels, the model takes ${c.inChannels}`);
+    if (H % c.patch || W % c.patch) throw new TransformerInputError(`hidden_states: latent size ${H}x${W} is not a multiple of the patch size ${c.patch}`);
+    const frames = (tensor: string, idx: string): number[] => {
+      const d = expectDims(x[tensor as keyof DitInputs]!, tensor, 5);
+      if (d[0] !== 1 || d[1] !== ch || d[3] !== H || d[4] !== W) {
+        throw new TransformerInputError(`${tensor}: dims [${d}] do not match hidden_states [1, ${ch}, *, ${H}, ${W}]`);
+      }
+      const ids = indices(x[idx as keyof DitInputs]!, idx);
+      if (ids.length !== d[2]) throw new TransformerInputError(`${idx}: ${ids.length} indices for ${d[2]} frames of ${tensor}`);
+      return ids;
+    };
+    const latent = indices(x.latent_indices, 'latent_indices');
+    if (latent.length !== T) throw new TransformerInputError(`latent_indices: ${latent.length} indices for ${T} frames of hidden_states`);
+    const clean = frames('clean_latents', 'clean_latent_indices');
+    const clean2x = frames('clean_latents_2x', 'clean_latent_2x_indices');
+    const clean4x = frames('clean_latents_4x', 'clean_latent_4x_indices');
+
+    const [tb, L, td] = expectDims(x.encoder_hidden_states, 'encoder_hidden_states', 3);
+    if (tb !== 1 || td !== c.textDim) throw new TransformerInputError(`encoder_hidden_states: dims [${tb}, ${L}, ${td}], expected [1, L, ${c.textDim}]`);
+    const [mb, ml] = expectDims(x.encoder_attention_mask, 'encoder_attention_mask', 2);
+    if (mb !== 1 || ml !== L) throw new TransformerInputError(`encoder_attention_mask: dims [${mb}, ${ml}], expected [1, ${L}]`);
+    if (!Array.from(x.encoder_attention_mask.data as ArrayLike<number | bigint>).some((v) => Number(v) !== 0)) {
+      throw new TransformerInputError('encoder_attention_mask: no valid text token');
+    }
+
+    const h = H / c.patch, w = W / c.patch;
+    const key = `${h}x${w}|${latent}|${clean}|${clean2x}|${clean4x}`;
+    if (this.rope?.key !== key) {
+      this.rope = { key, table: packedRope(c.rope, { latent, clean, clean2x, clean4x }, h, w) };
+    }
+    return { grid: [T, h, w], rope: this.rope.table };
+  }
+}
+
+function expectDims(t: HostTensor, name: string, rank: number): number[] {
+  if (t.dims.length !== rank) throw new TransformerInputError(`${name}: rank ${t.dims.length} (dims [${t.dims}]), expected ${rank}`);
+  return t.dims;
+}
+
+function indices(t: HostTensor, name: string): number[] {
+  if (t.dims.length !== 2 || t.dims[0] !== 1) throw new TransformerInputError(`${name}: dims [${t.dims}], expected [1, n]`);
+  return Array.from(t.data as ArrayLike<number | bigint>, Number);
+}
+
+function asInt64(t: HostTensor): HostTensor {
+  if (t.dtype === 'int64') return t;
+  return { dtype: 'int64', dims: [...t.dims], data: BigInt64Array.from(Array.from(t.data as ArrayLike<number>), (v) => BigInt(v ? 1 : 0)) };
+}
+
+/**
+ * One uncached forward of the transformer in `weightsDir`: builds the graphs, runs them once (TeaCache off)
+ * and releases the sessions. Feeds are picked by name; other tensors are ignored.
+ */
+export async function forwardDit(weightsDir: string, feeds: Record<string, HostTensor>, opts: NetOptions): Promise<Record<string, HostTensor>> {
+  const inputs: Record<string, HostTensor> = {};
+  for (const name of DIT_INPUTS) if (feeds[name]) inputs[name] = feeds[name];
+  const t = await PackedTransformer.load(weightsDir, { precision: opts.precision, ep: opts.ep, quantize: opts.quantize });
+  try {
+    t.beginSection({ steps: 1 });
+    const { output } = await t.forward(inputs as DitInputs);
+    return { output };
+  } finally {
+    await t.release();
+  }
+}
+
+/** The `dit` network of `framepack forward` (tensor names of components/transformer.safetensors). */
+export const ditNet: ForwardNet = {
+  inputs: [...DIT_INPUTS],
+  outputs: ['output'],
+  kind: 'dit',
+  forward: forwardDit,
+};

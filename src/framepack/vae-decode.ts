@@ -1,0 +1,331 @@
+/**
+ * The VAE as FramePack uses it: encode the start image to its scaled latent, decode latent slices to pixels.
+ *
+ * Decoding reproduces diffusers' AutoencoderKLHunyuanVideo.decode exactly (spec 4.5): more than 4 latent
+ * frames always go through the temporal tiled decode (windows of 5 latents, stride 3, 4-frame linear blend);
+ * spatial tiling (32-latent tiles, stride 24, 64-px blend) only when `spatialTiling` is set, as the original
+ * does in its low-VRAM mode. Encoding uses the posterior mean (the original samples it with an unseeded RNG,
+ * a documented deviation shared with the fixtures).
+ *
+ * The networks run in ORT sessions (worker thread of src/runtime); tile blending and the assembly of the
+ * output run in a second worker (vae-stitch-worker.ts), so the event loop only moves buffers.
+ */
+import { Worker } from 'node:worker_threads';
+import { Checkpoint, type HostTensor } from '../onnx/safetensors.js';
+import type { BuiltModel, Precision } from '../onnx/graph.js';
+import type { ForwardNet } from '../nets/registry.js';
+import { Session, type ExecutionProvider } from '../runtime/session.js';
+import {
+  buildDecoderHead, buildDecoderTail, buildEncoderHead, buildEncoderTail, buildMidAttention, vaeConfig, type VaeConfig,
+} from '../nets/vae.js';
+import {
+  decodeNeedsSpatialTiling, decodeSpatialPlan, encodeNeedsSpatialTiling, encodeSpatialPlan, pixelFrames, temporalWindows,
+  type Block, type SpatialPlan,
+} from './vae-tiling.js';
+
+export interface VaeOptions {
+  ep: ExecutionProvider;
+  precision: Precision;
+  deviceId?: number;
+  /** Spatial tiling of encode and decode (the original's low-VRAM mode). */
+  spatialTiling?: boolean;
+}
+
+type Dims5 = [number, number, number, number, number];
+
+export interface DecodeOptions {
+  signal?: AbortSignal;
+  /** default true: diffusers' temporal tiled decode for more than 4 latent frames */
+  temporalTiling?: boolean;
+}
+
+/** Posterior of an encode: mean and std (exp(0.5 clamp(logvar, -30, 20))), each (1, latent, t, h, w). */
+export interface Posterior { mean: HostTensor; std: HostTensor }
+
+const f32 = (dims: number[], data: Float32Array): HostTensor => ({ dtype: 'float32', dims, data });
+
+function asFloat32(t: HostTensor, what: string): Float32Array {
+  if (t.dtype !== 'float32') throw new Error(`${what}: expected float32, got ${t.dtype}`);
+  return t.data as Float32Array;
+}
+
+/** Crop [t0,t1) x [y0,y1) x [x0,x1) of a (1, C, T, H, W) tensor, optionally scaled. */
+function crop5(t: HostTensor, t0: number, t1: number, y0: number, y1: number, x0: number, x1: number, scale = 1): HostTensor {
+  const [, C, T, H, W] = t.dims;
+  const src = asFloat32(t, 'crop');
+  const nt = t1 - t0, nh = y1 - y0, nw = x1 - x0;
+  const out = new Float32Array(C * nt * nh * nw);
+  let o = 0;
+  for (let c = 0; c < C; c++) {
+    for (let tt = t0; tt < t1; tt++) {
+      for (let y = y0; y < y1; y++) {
+        const s = ((c * T + tt) * H + y) * W;
+        for (let x = x0; x < x1; x++) out[o++] = src[s + x] * scale;
+      }
+    }
+  }
+  return f32([1, C, nt, nh, nw], out);
+}
+
+/** Client of the stitching worker: ordered request/response over one message channel. */
+class Stitcher {
+  private worker: Worker | null = null;
+  private seq = 0;
+  private pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
+  private keys = 0;
+
+  private start(): Worker {
+    if (this.worker) return this.worker;
+    const w = new Worker(new URL('./vae-stitch-worker.js', import.meta.url));
+    w.unref();
+    w.on('message', (m: { id: number; error?: string }) => {
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (m.error) p.reject(new Error(`VAE stitching: ${m.error}`));
+      else p.resolve(m);
+    });
+    w.on('error', (err) => { for (const p of this.pending.values()) p.reject(err); this.pending.clear(); this.worker = null; });
+    this.worker = w;
+    return w;
+  }
+
+  private call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<{ dims?: number[]; data?: Float32Array }> {
+    const id = ++this.seq;
+    const w = this.start();
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      w.postMessage({ id, ...msg }, transfer);
+    });
+  }
+
+  newKey(): string { return `s${++this.keys}`; }
+  openTemporal(key: string, channels: number, latentFrames: number, height: number, width: number) {
+    return this.call({ op: 'open', key, kind: 'temporal', channels, latentFrames, height, width });
+  }
+  openSpatial(key: string, plan: SpatialPlan) { return this.call({ op: 'open', key, kind: 'spatial', plan }); }
+  /** Transfers the tensor's buffer: `t` must not be used afterwards. */
+  push(key: string, index: number, t: HostTensor) {
+    const data = asFloat32(t, 'stitch');
+    const dims = t.dims.slice(1) as Block['dims'];
+    return this.call({ op: 'push', key, index, dims, data }, [data.buffer as ArrayBuffer]);
+  }
+  async finish(key: string): Promise<HostTensor> {
+    const r = await this.call({ op: 'finish', key });
+    return f32([1, ...r.dims!], r.data!);
+  }
+  drop(key: string) { return this.call({ op: 'drop', key }); }
+
+  async close(): Promise<void> {
+    const w = this.worker;
+    this.worker = null;
+    if (w) await w.terminate();
+  }
+}
+
+/**
+ * The HunyuanVideo VAE on ORT. Sessions are created on first use: a job that only encodes never loads the
+ * decoder. `release()` frees them.
+ */
+export class Vae {
+  readonly config: VaeConfig;
+  private sessions = new Map<string, Promise<Session>>();
+  private stitcher = new Stitcher();
+
+  private constructor(readonly ckpt: Checkpoint, readonly opts: VaeOptions) {
+    this.config = vaeConfig(ckpt.config);
+  }
+
+  /** `dir` is the VAE component folder (config.json + diffusion_pytorch_model.safetensors). */
+  static async load(dir: string, opts: VaeOptions): Promise<Vae> {
+    return new Vae(await Checkpoint.open(dir), opts);
+  }
+
+  private session(name: string, build: () => BuiltModel): Promise<Session> {
+    let s = this.sessions.get(name);
+    if (!s) {
+      s = Session.create(build(), { ep: this.opts.ep, deviceId: this.opts.deviceId });
+      s.catch(() => this.sessions.delete(name));
+      this.sessions.set(name, s);
+    }
+    return s;
+  }
+
+  /** Runs a session on feeds this class made (their buffers are handed to the session worker). */
+  private async run(name: string, build: () => BuiltModel, feeds: Record<string, HostTensor>, signal?: AbortSignal): Promise<HostTensor> {
+    const s = await this.session(name, build);
+    const out = await s.run(feeds, { signal, transfer: true });
+    return out[s.outputs[0]];
+  }
+
+  private async midAttention(part: 'encoder' | 'decoder', hidden: HostTensor, signal?: AbortSignal): Promise<HostTensor> {
+    const T = hidden.dims[2];
+    const g = { precision: this.opts.precision };
+    return this.run(`${part}-attention-${T}`, () => buildMidAttention(this.ckpt, part, T, g), { hidden }, signal);
+  }
+
+  /** One untiled encoder forward: (1, 3, T, H, W) in [-1, 1] -> moments (1, 2 latent, t, H/8, W/8). `x` is consumed. */
+  private async encodeChunk(x: HostTensor, signal?: AbortSignal): Promise<HostTensor> {
+    const g = { precision: this.opts.precision };
+    let h = await this.run('encoder-head', () => buildEncoderHead(this.ckpt, g), { x }, signal);
+    h = await this.midAttention('encoder', h, signal);
+    return this.run('encoder-tail', () => buildEncoderTail(this.ckpt, g), { hidden: h }, signal);
+  }
+
+  /** One untiled decoder forward: unscaled latent (1, latent, T, h, w) -> (1, 3, 4(T-1)+1, 8h, 8w). `z` is consumed. */
+  private async decodeChunk(z: HostTensor, signal?: AbortSignal): Promise<HostTensor> {
+    const g = { precision: this.opts.precision };
+    let h = await this.run('decoder-head', () => buildDecoderHead(this.ckpt, g), { z }, signal);
+    h = await this.midAttention('decoder', h, signal);
+    return this.run('decoder-tail', () => buildDecoderTail(this.ckpt, g), { hidden: h }, signal);
+  }
+
+  /** diffusers `encode(x).latent_dist` (mean, std), with spatial tiling when enabled and the image exceeds 256 px. */
+  async encode(x: HostTensor, signal?: AbortSignal): Promise<Posterior> {
+    const [B, C, T, H, W] = x.dims;
+    if (B !== 1 || C !== this.config.inChannels || x.dims.length !== 5) throw new Error(`VAE encode: expected (1, ${this.config.inChannels}, T, H, W), got (${x.dims.join(', ')})`);
+    if (H % 8 || W % 8) throw new Error(`VAE encode: height and width must be multiples of 8, got ${H}x${W}`);
+    if (T > 16) throw new Error(`VAE encode: ${T} frames would need temporal tiled encoding, which FramePack never uses`);
+    let moments: HostTensor;
+    if (this.opts.spatialTiling && encodeNeedsSpatialTiling(H, W)) {
+      const plan = encodeSpatialPlan(H, W);
+      const key = this.stitcher.newKey();
+      await this.stitcher.openSpatial(key, plan);
+      try {
+        let i = 0;
+        for (const r of plan.rows) {
+          for (const c of plan.cols) {
+            const tile = crop5(x, 0, T, r, Math.min(r + plan.tile, H), c, Math.min(c + plan.tile, W));
+            await this.stitcher.push(key, i++, await this.encodeChunk(tile, signal));
+          }
+        }
+        moments = await this.stitcher.finish(key);
+      } catch (err) { await this.stitcher.drop(key).catch(() => {}); throw err; }
+    } else {
+      moments = await this.encodeChunk(crop5(x, 0, T, 0, H, 0, W), signal); // a copy: the caller keeps x
+    }
+    return posterior(moments, this.config.latentChannels);
+  }
+
+  /** FramePack's start latent: posterior mean x scaling factor, (1, latent, 1, H/8, W/8). */
+  async encodeLatent(image: HostTensor, signal?: AbortSignal): Promise<HostTensor> {
+    const { mean } = await this.encode(image, signal);
+    const m = mean.data as Float32Array;
+    for (let i = 0; i < m.length; i++) m[i] *= this.config.scalingFactor;
+    return mean;
+  }
+
+  /**
+   * diffusers `decode(z).sample` for an UNSCALED latent (1, latent, T, h, w) -> float32 (1, 3, 4(T-1)+1, 8h, 8w),
+   * roughly in [-1, 1]. `temporalTiling: false` decodes all frames at once (diffusers' tiled_decode/decoder
+   * alone; a different result for T > 4 and much more memory): for checks and experiments only.
+   */
+  decode(z: HostTensor, opts: DecodeOptions = {}): Promise<HostTensor> {
+    return this.decodeScaled(z, 1, opts);
+  }
+
+  /** FramePack's vae_decode: scaled latents (1, latent, T, h, w) -> pixels (1, 3, 4(T-1)+1, 8h, 8w) float32. */
+  decodeLatents(latents: HostTensor, opts: DecodeOptions = {}): Promise<HostTensor> {
+    return this.decodeScaled(latents, 1 / this.config.scalingFactor, opts);
+  }
+
+  private async decodeScaled(z: HostTensor, scale: number, { signal, temporalTiling = true }: DecodeOptions): Promise<HostTensor> {
+    const [B, L, T, h, w] = z.dims as Dims5;
+    if (B !== 1 || L !== this.config.latentChannels || z.dims.length !== 5) throw new Error(`VAE decode: expected (1, ${this.config.latentChannels}, T, h, w), got (${z.dims.join(', ')})`);
+    if (T < 1 || h < 1 || w < 1) throw new Error(`VAE decode: empty latent (${z.dims.join(', ')})`);
+    const windows = temporalTiling ? temporalWindows(T) : [[0, T] as [number, number]];
+    if (windows.length === 1) return this.decodeWindow(z, 0, T, scale, signal);
+    const s = this.config.spatialCompression, C = this.config.outChannels;
+    const key = this.stitcher.newKey();
+    await this.stitcher.openTemporal(key, C, T, h * s, w * s);
+    try {
+      for (const [i, [t0, t1]] of windows.entries()) {
+        // a trailing 1-latent window decodes to 1 frame, which the tiling drops: only its slot matters
+        const tile = t1 - t0 === 1
+          ? f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s))
+          : await this.decodeWindow(z, t0, t1, scale, signal);
+        await this.stitcher.push(key, i, tile);
+      }
+      return await this.stitcher.finish(key);
+    } catch (err) {
+      await this.stitcher.drop(key).catch(() => {});
+      throw err;
+    }
+  }
+
+  /** Latent frames [t0, t1) decoded at once (diffusers `tiled_decode` when spatial tiling applies, else the decoder). */
+  private async decodeWindow(z: HostTensor, t0: number, t1: number, scale: number, signal?: AbortSignal): Promise<HostTensor> {
+    const [, , , h, w] = z.dims;
+    if (!this.opts.spatialTiling || !decodeNeedsSpatialTiling(h, w)) {
+      return this.decodeChunk(crop5(z, t0, t1, 0, h, 0, w, scale), signal);
+    }
+    const plan = decodeSpatialPlan(h, w);
+    const key = this.stitcher.newKey();
+    await this.stitcher.openSpatial(key, plan);
+    try {
+      let n = 0;
+      for (const r of plan.rows) {
+        for (const c of plan.cols) {
+          const tile = crop5(z, t0, t1, r, Math.min(r + plan.tile, h), c, Math.min(c + plan.tile, w), scale);
+          await this.stitcher.push(key, n++, await this.decodeChunk(tile, signal));
+        }
+      }
+      return await this.stitcher.finish(key);
+    } catch (err) {
+      await this.stitcher.drop(key).catch(() => {});
+      throw err;
+    }
+  }
+
+  /** Number of pixel frames a decode of `latentFrames` latents returns. */
+  static pixelFrames = pixelFrames;
+
+  async release(): Promise<void> {
+    const all = [...this.sessions.values()];
+    this.sessions.clear();
+    await Promise.all(all.map(async (p) => { try { await (await p).release(); } catch { /* creation failed: nothing to free */ } }));
+    await this.stitcher.close();
+  }
+}
+
+/** DiagonalGaussianDistribution of (1, 2L, t, h, w) moments: mean = first L channels, std from the logvar half. */
+export function posterior(moments: HostTensor, latent: number): Posterior {
+  const [B, C2, ...rest] = moments.dims;
+  if (C2 !== 2 * latent) throw new Error(`VAE posterior: ${C2} moment channels, expected ${2 * latent}`);
+  const m = asFloat32(moments, 'posterior');
+  const half = m.length / 2;
+  const mean = m.slice(0, half);
+  const std = new Float32Array(half);
+  for (let i = 0; i < half; i++) std[i] = Math.exp(0.5 * Math.min(20, Math.max(-30, m[half + i])));
+  return { mean: f32([B, latent, ...rest], mean), std: f32([B, latent, ...rest], std) };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// `framepack forward vae-encode | vae-decode` (tensor names of the reference fixtures)
+
+/** encode_input (1, 3, T, H, W) in [-1, 1] -> encode_mean, encode_std (the unscaled posterior). */
+export const vaeEncodeNet: ForwardNet = {
+  inputs: ['encode_input'],
+  outputs: ['encode_mean', 'encode_std'],
+  kind: 'vae',
+  async forward(dir, feeds, opts) {
+    const vae = await Vae.load(dir, { ep: opts.ep, precision: opts.precision });
+    try {
+      const { mean, std } = await vae.encode(feeds.encode_input);
+      return { encode_mean: mean, encode_std: std };
+    } finally { await vae.release(); }
+  },
+};
+
+/** decode_input (1, 16, T, h, w), unscaled -> decode_output (1, 3, 4(T-1)+1, 8h, 8w), temporal tiling for T > 4. */
+export const vaeDecodeNet: ForwardNet = {
+  inputs: ['decode_input'],
+  outputs: ['decode_output'],
+  kind: 'vae',
+  async forward(dir, feeds, opts) {
+    const vae = await Vae.load(dir, { ep: opts.ep, precision: opts.precision });
+    try {
+      return { decode_output: await vae.decode(feeds.decode_input) };
+    } finally { await vae.release(); }
+  },
+};

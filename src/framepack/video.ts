@@ -1,0 +1,137 @@
+/**
+ * MP4 output: raw rgb24 frames piped into ffmpeg (libx264, yuv420p, 30 fps, +faststart), the equivalent of
+ * the original's torchvision write_video(..., video_codec='libx264', options={'crf': ...}).
+ *
+ * ffmpeg is spawned directly (no wrapper library). The binary is, in order: $FRAMEPACK_FFMPEG, `ffmpeg` on
+ * PATH, or the static build inside the optional npm package @ffmpeg-installer/linux-x64. It must have libx264.
+ *
+ * crf 0: x264's lossless mode only exists in the "High 4:4:4 Predictive" profile, even for 4:2:0 input,
+ * and browsers do not play that profile (the original UI's "change to 16 if you get black outputs"). There
+ * is no lossless 4:2:0 H.264 a browser plays, so crf 0 is encoded as crf 1 (High profile, visually
+ * lossless) and the substitution is logged.
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { once } from 'node:events';
+
+export const VIDEO_FPS = 30;
+
+export class FfmpegSetupError extends Error {
+  readonly code = 'ffmpeg_unavailable';
+}
+
+interface ProbeResult { path: string; ok: boolean; why?: string }
+
+function probe(path: string): ProbeResult {
+  const r = spawnSync(path, ['-hide_banner', '-encoders'], { encoding: 'utf8', timeout: 15000 });
+  if (r.error) return { path, ok: false, why: r.error.message };
+  if (r.status !== 0) return { path, ok: false, why: `exit ${r.status}: ${r.stderr.trim().slice(0, 200)}` };
+  if (!/\blibx264\b/.test(r.stdout)) return { path, ok: false, why: 'built without libx264' };
+  return { path, ok: true };
+}
+
+function npmFfmpeg(): string | null {
+  try {
+    const require = createRequire(import.meta.url);
+    const pkg = require.resolve('@ffmpeg-installer/linux-x64/package.json');
+    const bin = join(dirname(pkg), 'ffmpeg');
+    return existsSync(bin) ? bin : null;
+  } catch {
+    return null;
+  }
+}
+
+const found = new Map<string, string>(); // FRAMEPACK_FFMPEG value -> working binary
+
+/** The ffmpeg binary to use; throws FfmpegSetupError listing what was tried when none works. */
+export function findFfmpeg(): string {
+  const hit = found.get(process.env.FRAMEPACK_FFMPEG ?? '');
+  if (hit) return hit;
+  const candidates: string[] = [];
+  if (process.env.FRAMEPACK_FFMPEG) candidates.push(process.env.FRAMEPACK_FFMPEG);
+  else {
+    candidates.push('ffmpeg');
+    const npm = npmFfmpeg();
+    if (npm) candidates.push(npm);
+  }
+  const tried: string[] = [];
+  for (const c of candidates) {
+    const r = probe(c);
+    if (r.ok) {
+      found.set(process.env.FRAMEPACK_FFMPEG ?? '', c);
+      return c;
+    }
+    tried.push(`${c}: ${r.why}`);
+  }
+  if (!process.env.FRAMEPACK_FFMPEG && candidates.length === 1) tried.push('@ffmpeg-installer/linux-x64: not installed');
+  throw new FfmpegSetupError(
+    `no usable ffmpeg with libx264 (tried ${tried.join('; ')}). Install ffmpeg (apt-get install ffmpeg), ` +
+      'npm install @ffmpeg-installer/linux-x64, or set FRAMEPACK_FFMPEG to a binary.',
+  );
+}
+
+/** The crf actually passed to x264 (see the file comment for crf 0). */
+export function effectiveCrf(crf: number): number {
+  if (!Number.isInteger(crf) || crf < 0 || crf > 51) throw new RangeError(`mp4 crf must be an integer 0..51, got ${crf}`);
+  return crf === 0 ? 1 : crf;
+}
+
+export interface WriteVideoOptions {
+  width: number;
+  height: number;
+  crf: number;
+  fps?: number;
+  signal?: AbortSignal;
+  log?: (line: string) => void;
+}
+
+/**
+ * Encodes frames (each buffer holds whole H x W x 3 rgb24 frames, earliest first) to `path`. Writes honour
+ * stdin back-pressure, so memory stays bounded by the frames the caller already holds.
+ */
+export async function writeMp4(path: string, frames: Iterable<Uint8Array>, opts: WriteVideoOptions): Promise<number> {
+  const { width, height } = opts;
+  if (width % 2 || height % 2) throw new RangeError(`yuv420p needs even dimensions, got ${width}x${height}`);
+  const crf = effectiveCrf(opts.crf);
+  if (crf !== opts.crf) opts.log?.(`mp4_crf ${opts.crf} would make a lossless High 4:4:4 stream browsers cannot play; using crf ${crf}`);
+  const bin = findFfmpeg();
+  const args = [
+    '-hide_banner', '-loglevel', 'error', '-y',
+    '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${width}x${height}`, '-r', String(opts.fps ?? VIDEO_FPS), '-i', 'pipe:0',
+    '-an', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-crf', String(crf), '-preset', 'medium',
+    '-movflags', '+faststart', path,
+  ];
+  const child = spawn(bin, args, { stdio: ['pipe', 'ignore', 'pipe'], signal: opts.signal });
+  let stderr = '';
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (d: string) => { stderr = (stderr + d).slice(-4000); });
+  const exited = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
+  // An early ffmpeg exit makes stdin emit EPIPE; the exit status below carries the real error.
+  child.stdin.on('error', () => {});
+
+  const frameBytes = width * height * 3;
+  let count = 0;
+  try {
+    for (const buf of frames) {
+      if (buf.length % frameBytes) throw new Error(`frame buffer of ${buf.length} bytes is not whole ${width}x${height} rgb24 frames`);
+      count += buf.length / frameBytes;
+      if (!child.stdin.write(buf)) {
+        await Promise.race([once(child.stdin, 'drain'), exited]);
+        if (child.exitCode !== null || child.signalCode !== null) break;
+      }
+    }
+    child.stdin.end();
+    const [code, sig] = await exited;
+    if (code !== 0) throw new Error(`ffmpeg failed (${sig ?? `exit ${code}`}): ${stderr.trim()}`);
+  } catch (err) {
+    child.kill('SIGKILL');
+    await exited.catch(() => {});
+    await rm(path, { force: true });
+    opts.signal?.throwIfAborted();
+    throw err;
+  }
+  return count;
+}

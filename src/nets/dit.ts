@@ -1,0 +1,450 @@
+/**
+ * FramePack's packed HunyuanVideo transformer (HunyuanVideoTransformer3DModelPacked) as three ONNX graphs,
+ * built from config.json and the safetensors checkpoint at any size.
+ *
+ * References: FramePack (lllyasviel) diffusers_helper/models/hunyuan_video_packed.py; diffusers
+ * transformer_hunyuan_video.py / transformer_hunyuan_video_framepack.py (same blocks and keys); the
+ * re-implementation spec, sections 5 and 14-15.
+ *
+ * The split lets TeaCache decide, between graphs, whether the blocks run:
+ *   embed   patch embeddings (noisy; clean 1x, 2x, 4x with replicate padding), time/guidance/pooled-text
+ *           embedding, token refiner with its mask, SigLIP projection, the text crop -> img, txt, temb, and
+ *           the first block's modulated image input (TeaCache's measure)
+ *   blocks  dual-stream then single-stream blocks -> residual = img_out - img_in over the noisy tokens
+ *   head    (img + residual) over the noisy tokens -> final AdaLN, proj_out in float32, unpatchify
+ * Only the noisy tokens reach the head, so only their residual is kept: the original caches the residual of
+ * every image token but reads back only these after norm_out.
+ *
+ * Conventions: batch 1 (as the original runs; real CFG is two calls). Graph inputs and outputs are float32 or
+ * int64; inside, everything but the float32 islands runs in the graph's precision (float32 on the CPU,
+ * bfloat16 on CUDA). Float32 islands as in the original: sinusoidal embeddings, the refiner's masked mean,
+ * RoPE application, norm statistics (ORT's LayerNormalization/RMSNormalization compute in float32), the
+ * TeaCache residual arithmetic and the final projection.
+ *
+ * Text: encoder_hidden_states (1, L, C) with any L and its mask; the refiner attends with the original's mask
+ * rules (valid rows see valid keys, every row sees key 0) and the context is then cropped to 729 + sum(mask)
+ * tokens, so the blocks see no padding and need no mask (spec 5.8, trap 33).
+ *
+ * RoPE: the (tokens, head_dim/2) cos/sin tables are computed on the host (dit-rope.ts) and applied with
+ * com.microsoft.RotaryEmbedding (interleaved pairs). Text rows get cos = 1, sin = 0 so that single-stream
+ * blocks rotate the whole joint sequence with one op.
+ */
+import type { Checkpoint } from '../onnx/safetensors.js';
+import { Graph, type BuiltModel, type Dim, type Precision, type Value } from '../onnx/graph.js';
+import { ropeConfig, type RopeConfig } from './dit-rope.js';
+
+export interface DitConfig {
+  inChannels: number;
+  outChannels: number;
+  heads: number;
+  headDim: number;
+  dim: number;              // heads * headDim
+  dualLayers: number;
+  singleLayers: number;
+  refinerLayers: number;
+  mlpRatio: number;
+  patch: number;            // spatial patch (2)
+  patchT: number;           // temporal patch (1)
+  textDim: number;          // LLaMA width (4096)
+  pooledDim: number;        // CLIP pooled width (768)
+  imageProjDim: number;     // SigLIP width (1152)
+  guidance: boolean;
+  rope: RopeConfig;
+}
+
+export function ditConfig(cfg: Record<string, any>): DitConfig {
+  const heads = cfg.num_attention_heads ?? 24;
+  const headDim = cfg.attention_head_dim ?? 128;
+  const c: DitConfig = {
+    inChannels: cfg.in_channels ?? 16,
+    outChannels: cfg.out_channels ?? cfg.in_channels ?? 16,
+    heads,
+    headDim,
+    dim: heads * headDim,
+    dualLayers: cfg.num_layers ?? 20,
+    singleLayers: cfg.num_single_layers ?? 40,
+    refinerLayers: cfg.num_refiner_layers ?? 2,
+    mlpRatio: cfg.mlp_ratio ?? 4.0,
+    patch: cfg.patch_size ?? 2,
+    patchT: cfg.patch_size_t ?? 1,
+    textDim: cfg.text_embed_dim ?? 4096,
+    pooledDim: cfg.pooled_projection_dim ?? 768,
+    imageProjDim: cfg.image_proj_dim ?? 1152,
+    guidance: cfg.guidance_embeds ?? true,
+    rope: ropeConfig(cfg),
+  };
+  const ropeWidth = c.rope.axes[0] + c.rope.axes[1] + c.rope.axes[2];
+  if (ropeWidth !== headDim) throw new Error(`DiT: rope_axes_dim sums to ${ropeWidth}, attention_head_dim is ${headDim}`);
+  if ((cfg.qk_norm ?? 'rms_norm') !== 'rms_norm') throw new Error(`DiT: qk_norm ${cfg.qk_norm} is not supported (only rms_norm)`);
+  if (cfg.has_image_proj === false) throw new Error('DiT: checkpoints without image_projection (has_image_proj false) are not supported');
+  if (cfg.has_clean_x_embedder === false) throw new Error('DiT: checkpoints without clean_x_embedder are not supported');
+  if (c.patchT !== 1) throw new Error(`DiT: patch_size_t ${c.patchT} is not supported (only 1)`);
+  return c;
+}
+
+export interface DitGraphOptions {
+  precision: Precision;
+  /** see Graph: 'run' keeps host RAM near the checkpoint size when the precision differs from bf16 */
+  castWeightsAt?: 'load' | 'run';
+  quantize?: { bits: 4 | 8; blockSize?: number; cacheDir?: string };
+}
+
+export interface DitGraphs {
+  config: DitConfig;
+  embed: BuiltModel;
+  blocks: BuiltModel;
+  head: BuiltModel;
+}
+
+const EPS = 1e-6;
+/** Additive mask value of the refiner's boolean mask: finite in float32 and bfloat16, exp() underflows to 0. */
+const MASKED = -1e30;
+
+// ---------------------------------------------------------------------------------------------------------
+// Shared pieces
+
+type Ctx = { g: Graph; ck: Checkpoint; c: DitConfig };
+
+/** Runtime dims [from, to) of x as an int64 (to - from) vector. */
+function dims(g: Graph, x: Value, from: number, to: number): Value {
+  return g.op('Shape', [x], { start: from, end: to }, { dtype: 'int64', shape: [to - from] })[0];
+}
+
+function reshapeDyn(g: Graph, x: Value, target: Value, shape: Dim[]): Value {
+  return g.op('Reshape', [x, target], {}, { shape })[0];
+}
+
+/** x[:, start:end] along `axis` with runtime bounds (int64 [1] values). */
+function sliceDyn(g: Graph, x: Value, start: Value, end: Value, axis: number, shape: Dim[]): Value {
+  return g.op('Slice', [x, start, end, g.ints([axis])], {}, { shape })[0];
+}
+
+/** The (1, n) conditioning vector -> n chunks of shape (D): batch 1 lets them act as LayerNorm scale/bias. */
+function chunks(g: Graph, v: Value, n: number, dim: number): Value[] {
+  return g.split(g.reshape(v, [n * dim]), n, 0);
+}
+
+/** LN(x) * (1 + scale) + shift as one LayerNormalization (no affine weights of its own, eps 1e-6). */
+function modulate(g: Graph, x: Value, shift: Value, scale: Value): Value {
+  return g.layerNorm(x, g.add(scale, 1), shift, EPS);
+}
+
+/** The bf16 value the original feeds its sinusoid (the sampler casts t and g to bf16 on the GPU). */
+function asModelScalar(g: Graph, t: Value): Value {
+  return g.precision === 'bfloat16' ? g.cast(g.cast(t, 'bfloat16'), 'float32') : t;
+}
+
+/**
+ * diffusers Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0): [cos(t f_k), sin(t f_k)],
+ * f_k = exp(-ln(10000) k / 128), float32 throughout (the frequencies are rounded as torch computes them).
+ */
+function sinusoid(g: Graph, t: Value /* (1,) f32 */): Value /* (1, 256) f32 */ {
+  const half = 128;
+  const freqs = new Float32Array(half);
+  const lnMax = Math.fround(-Math.log(10000));
+  for (let k = 0; k < half; k++) freqs[k] = Math.exp(Math.fround(Math.fround(k * lnMax) / half));
+  const a = g.mul(g.unsqueeze(t, [1]), g.constant(freqs, [1, half])); // (1, 128)
+  return g.concat([g.cos(a), g.sin(a)], 1);
+}
+
+/** TimestepEmbedding / PixArtAlphaTextProjection: linear_2(silu(linear_1(x))). */
+function mlpEmbed(x: Value, { g, ck }: Ctx, prefix: string): Value {
+  return g.linear(g.silu(g.linear(x, ck, `${prefix}.linear_1`)), ck, `${prefix}.linear_2`);
+}
+
+/** Feed-forward of the blocks: net.2(act(net.0.proj(x))). */
+function feedForward(x: Value, { g, ck }: Ctx, prefix: string, act: 'gelu_tanh' | 'silu'): Value {
+  const h = g.linear(x, ck, `${prefix}.net.0.proj`);
+  return g.linear(act === 'silu' ? g.silu(h) : g.gelu(h, 'tanh'), ck, `${prefix}.net.2`);
+}
+
+/** Per-head RMSNorm of (1, S, heads*hd) with weight [hd]. */
+function headRmsNorm(x: Value, { g, ck, c }: Ctx, key: string): Value {
+  const w = g.param(ck, key, { shape: [c.headDim] });
+  const y = g.rmsNorm(g.reshape(x, [0, 0, c.heads, c.headDim]), w, EPS); // (1, S, heads, hd)
+  return g.reshape(y, [0, 0, c.dim]);
+}
+
+/** Interleaved-pair rotation in float32 (the original computes it in float32 and rounds once). */
+function rope(g: Graph, x: Value, cos: Value, sin: Value): Value {
+  const pos = g.constant(BigInt64Array.of(0n), [1], 'int64'); // row s uses table row 0 + s
+  const y = g.rotary(g.cast(x, 'float32'), pos, cos, sin, { interleaved: true });
+  return g.cast(y, x.dtype);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Embed graph
+
+/**
+ * Conv3d with kernel = stride = k as a patchify + Gemm over (c, kt, kh, kw) vectors. With `replicate`, the
+ * input is first edge-padded at the end of T, H and W to multiples of k (pad_for_3d_conv).
+ * x (1, C, T, H, W) float32 -> (1, T'*H'*W', D) tokens in (t, y, x) order.
+ */
+function patchEmbed(x: Value, ctx: Ctx, prefix: string, k: [number, number, number], replicate: boolean): Value {
+  const { g, ck, c } = ctx;
+  return g.scope(prefix, () => {
+    const C = c.inChannels;
+    const K = C * k[0] * k[1] * k[2];
+    const kk = g.ints(k);
+    let xp = x;
+    if (replicate) {
+      const thw = dims(g, x, 2, 5);
+      const extra = g.op('Mod', [g.sub(kk, g.op('Mod', [thw, kk])[0]), kk])[0]; // (k - d % k) % k
+      const pads = g.concat([g.ints([0, 0, 0, 0, 0, 0, 0]), extra], 0); // begins (5), ends (N, C, T, H, W)
+      xp = g.op('Pad', [x, pads], { mode: 'edge' }, { shape: [1, C, 'Tp', 'Hp', 'Wp'] })[0];
+    }
+    xp = g.cast(xp, g.precision);
+    const grid = g.op('Div', [dims(g, xp, 2, 5), kk])[0]; // (T', H', W')
+    const at = (i: number) => g.gather(grid, [i]);
+    const target = g.concat([g.ints([C]), at(0), g.ints([k[0]]), at(1), g.ints([k[1]]), at(2), g.ints([k[2]])], 0);
+    const blocks = reshapeDyn(g, xp, target, [C, 'Tq', k[0], 'Hq', k[1], 'Wq', k[2]]);
+    const patches = g.reshape(g.transpose(blocks, [1, 3, 5, 0, 2, 4, 6]), [-1, K]); // (N, C*kt*kh*kw)
+    const w = g.reshape(g.param(ck, `${prefix}.weight`, { shape: [c.dim, C, ...k] }), [c.dim, K]);
+    const b = g.param(ck, `${prefix}.bias`, { shape: [c.dim] });
+    const tokens = g.op('Gemm', [patches, w, b], { transB: 1 })[0]; // (N, D)
+    return g.unsqueeze(tokens, [0]); // (1, N, D)
+  });
+}
+
+/** time_text_embed: timestep + guidance + pooled CLIP -> temb (1, D). */
+function conditioning(ctx: Ctx, t: Value, guidance: Value | null, pooled: Value): Value {
+  const { g } = ctx;
+  return g.scope('time_text_embed', () => {
+    let temb = mlpEmbed(g.cast(sinusoid(g, asModelScalar(g, t)), g.precision), ctx, 'time_text_embed.timestep_embedder');
+    if (guidance) {
+      const gemb = mlpEmbed(g.cast(sinusoid(g, asModelScalar(g, guidance)), g.precision), ctx, 'time_text_embed.guidance_embedder');
+      temb = g.add(temb, gemb);
+    }
+    return g.add(temb, mlpEmbed(g.cast(pooled, g.precision), ctx, 'time_text_embed.text_embedder'));
+  });
+}
+
+/** One refiner block (HunyuanVideoIndividualTokenRefinerBlock), y (1, L, D), bias (1, 1, L, L). */
+function refinerBlock(ctx: Ctx, y: Value, temb: Value, bias: Value, i: number): Value {
+  const { g, ck, c } = ctx;
+  const p = `context_embedder.token_refiner.refiner_blocks.${i}`;
+  return g.scope(p, () => {
+    const n1 = g.layerNorm(y, g.param(ck, `${p}.norm1.weight`), g.param(ck, `${p}.norm1.bias`), EPS);
+    const q = g.linear(n1, ck, `${p}.attn.to_q`);
+    const k = g.linear(n1, ck, `${p}.attn.to_k`);
+    const v = g.linear(n1, ck, `${p}.attn.to_v`);
+    const a = g.linear(g.attention(q, k, v, { heads: c.heads, bias }), ck, `${p}.attn.to_out.0`);
+    const [gateMsa, gateMlp] = g.split(g.linear(g.silu(temb), ck, `${p}.norm_out.linear`), 2, 1); // (1, D) each
+    let h = g.add(y, g.mul(a, gateMsa));
+    const n2 = g.layerNorm(h, g.param(ck, `${p}.norm2.weight`), g.param(ck, `${p}.norm2.bias`), EPS);
+    h = g.add(h, g.mul(feedForward(n2, ctx, `${p}.ff`, 'silu'), gateMlp));
+    return h;
+  });
+}
+
+/**
+ * context_embedder (HunyuanVideoTokenRefiner) on the whole padded text, then cropped to its sum(mask) first
+ * tokens. text (1, L, textDim) f32, mask (1, L) int64 -> (1, sum(mask), D).
+ */
+function tokenRefiner(ctx: Ctx, text: Value, mask: Value, t: Value): Value {
+  const { g, c } = ctx;
+  return g.scope('context_embedder', () => {
+    const x = g.cast(text, g.precision); // the original's text is bf16 on the GPU
+    const m = g.cast(mask, 'float32'); // (1, L)
+    // Masked mean in float32, then back to the compute dtype.
+    const xs = g.reduceSum(g.mul(g.cast(x, 'float32'), g.unsqueeze(m, [2])), [1], false); // (1, textDim)
+    const pooled = g.cast(g.div(xs, g.reduceSum(m, [1], true)), g.precision);
+    const temb = g.add(
+      mlpEmbed(g.cast(sinusoid(g, asModelScalar(g, t)), g.precision), ctx, 'context_embedder.time_text_embed.timestep_embedder'),
+      mlpEmbed(pooled, ctx, 'context_embedder.time_text_embed.text_embedder'));
+    let y = g.linear(x, ctx.ck, 'context_embedder.proj_in'); // (1, L, D)
+
+    // S[i, j] = m_i and m_j, and every row attends to key 0; as an additive bias (1, 1, L, L).
+    const valid = g.cast(mask, 'bool');
+    const pair = g.op('And', [g.unsqueeze(valid, [2]), g.unsqueeze(valid, [1])])[0]; // (1, L, L)
+    const L = g.reshape(dims(g, mask, 1, 2), []);
+    const cols = g.op('Range', [g.constant(BigInt64Array.of(0n), [], 'int64'), L, g.constant(BigInt64Array.of(1n), [], 'int64')], {}, { dtype: 'int64', shape: ['L'] })[0];
+    const keyZero = g.op('Equal', [cols, g.constant(BigInt64Array.of(0n), [], 'int64')])[0]; // (L)
+    const allowed = g.op('Or', [pair, keyZero])[0];
+    const bias = g.cast(g.unsqueeze(g.where(allowed, g.scalar(0, 'float32'), g.scalar(MASKED, 'float32')), [1]), g.precision);
+
+    for (let i = 0; i < c.refinerLayers; i++) y = refinerBlock(ctx, y, temb, bias, i);
+
+    // Batch 1: keep the first sum(mask) tokens (the original crops the [image ; text] context to its mask sum).
+    const kept = g.reshape(g.reduceSum(mask, [1], false), [1]);
+    return sliceDyn(g, y, g.ints([0]), kept, 1, [1, 'text_kept', c.dim]);
+  });
+}
+
+/** image_projection: down(silu(up(x))), SigLIP (1, 729, 1152) -> (1, 729, D). */
+function imageProjection(ctx: Ctx, image: Value): Value {
+  const { g, ck } = ctx;
+  return g.scope('image_projection', () =>
+    g.linear(g.silu(g.linear(g.cast(image, g.precision), ck, 'image_projection.up')), ck, 'image_projection.down'));
+}
+
+function buildEmbed(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
+  const g = new Graph({ name: 'dit-embed', precision: o.precision, castWeightsAt: o.castWeightsAt, quantize: o.quantize });
+  const ctx: Ctx = { g, ck, c };
+  const C = c.inChannels;
+  const x = g.input('hidden_states', 'float32', [1, C, 'frames', 'height', 'width']);
+  const t = g.input('timestep', 'float32', [1]);
+  const text = g.input('encoder_hidden_states', 'float32', [1, 'text', c.textDim]);
+  const mask = g.input('encoder_attention_mask', 'int64', [1, 'text']);
+  const pooled = g.input('pooled_projections', 'float32', [1, c.pooledDim]);
+  const guidance = c.guidance ? g.input('guidance', 'float32', [1]) : null;
+  const clean = g.input('clean_latents', 'float32', [1, C, 'clean_frames', 'height', 'width']);
+  const clean2x = g.input('clean_latents_2x', 'float32', [1, C, 'frames_2x', 'height', 'width']);
+  const clean4x = g.input('clean_latents_4x', 'float32', [1, C, 'frames_4x', 'height', 'width']);
+  const image = g.input('image_embeddings', 'float32', [1, 'image_tokens', c.imageProjDim]);
+
+  const p = c.patch;
+  // (1, N_img, D) in packing order [4x | 2x | clean 1x | noisy]
+  const img = g.concat([
+    patchEmbed(clean4x, ctx, 'clean_x_embedder.proj_4x', [4 * c.patchT, 4 * p, 4 * p], true),
+    patchEmbed(clean2x, ctx, 'clean_x_embedder.proj_2x', [2 * c.patchT, 2 * p, 2 * p], true),
+    patchEmbed(clean, ctx, 'clean_x_embedder.proj', [c.patchT, p, p], false),
+    patchEmbed(x, ctx, 'x_embedder.proj', [c.patchT, p, p], false),
+  ], 1);
+  const temb = conditioning(ctx, t, guidance, pooled); // (1, D)
+  // (1, 729 + sum(mask), D): SigLIP tokens first, then the valid text
+  const txt = g.concat([imageProjection(ctx, image), tokenRefiner(ctx, text, mask, t)], 1);
+
+  // TeaCache's measure: block 0's modulated image input (norm1 of transformer_blocks.0).
+  const mod = g.scope('teacache', () => {
+    const [shift, scale] = chunks(g, g.linear(g.silu(temb), ck, 'transformer_blocks.0.norm1.linear'), 6, c.dim);
+    return modulate(g, img, shift, scale);
+  });
+
+  g.output(g.cast(img, 'float32'), 'img');
+  g.output(g.cast(txt, 'float32'), 'txt');
+  g.output(g.cast(temb, 'float32'), 'temb');
+  g.output(g.cast(mod, 'float32'), 'modulated');
+  return g.toModel();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Blocks graph
+
+/** Dual-stream block (HunyuanVideoTransformerBlock): img (1, Ni, D), txt (1, Nt, D). */
+function dualBlock(ctx: Ctx, i: number, img: Value, txt: Value, temb: Value, cos: Value, sin: Value, nImg: Value): [Value, Value] {
+  const { g, ck, c } = ctx;
+  const p = `transformer_blocks.${i}`;
+  return g.scope(p, () => {
+    const act = g.silu(temb);
+    const [sh1, sc1, g1, sh2, sc2, g2] = chunks(g, g.linear(act, ck, `${p}.norm1.linear`), 6, c.dim);
+    const [csh1, csc1, cg1, csh2, csc2, cg2] = chunks(g, g.linear(act, ck, `${p}.norm1_context.linear`), 6, c.dim);
+    const nImg1 = modulate(g, img, sh1, sc1);
+    const nTxt1 = modulate(g, txt, csh1, csc1);
+
+    // Joint attention over [image ; text]; RoPE on the image queries and keys only.
+    const qi = rope(g, headRmsNorm(g.linear(nImg1, ck, `${p}.attn.to_q`), ctx, `${p}.attn.norm_q.weight`), cos, sin);
+    const ki = rope(g, headRmsNorm(g.linear(nImg1, ck, `${p}.attn.to_k`), ctx, `${p}.attn.norm_k.weight`), cos, sin);
+    const vi = g.linear(nImg1, ck, `${p}.attn.to_v`);
+    const qt = headRmsNorm(g.linear(nTxt1, ck, `${p}.attn.add_q_proj`), ctx, `${p}.attn.norm_added_q.weight`);
+    const kt = headRmsNorm(g.linear(nTxt1, ck, `${p}.attn.add_k_proj`), ctx, `${p}.attn.norm_added_k.weight`);
+    const vt = g.linear(nTxt1, ck, `${p}.attn.add_v_proj`);
+    const a = g.attention(g.concat([qi, qt], 1), g.concat([ki, kt], 1), g.concat([vi, vt], 1), { heads: c.heads }); // (1, Ni+Nt, D)
+    const aImg = sliceDyn(g, a, g.ints([0]), nImg, 1, img.shape);
+    const aTxt = sliceDyn(g, a, nImg, g.ints([Number.MAX_SAFE_INTEGER]), 1, txt.shape);
+
+    let hImg = g.add(img, g.mul(g.linear(aImg, ck, `${p}.attn.to_out.0`), g1));
+    let hTxt = g.add(txt, g.mul(g.linear(aTxt, ck, `${p}.attn.to_add_out`), cg1));
+    hImg = g.add(hImg, g.mul(feedForward(modulate(g, hImg, sh2, sc2), ctx, `${p}.ff`, 'gelu_tanh'), g2));
+    hTxt = g.add(hTxt, g.mul(feedForward(modulate(g, hTxt, csh2, csc2), ctx, `${p}.ff_context`, 'gelu_tanh'), cg2));
+    return [hImg, hTxt];
+  });
+}
+
+/** Single-stream block (HunyuanVideoSingleTransformerBlock) on z = [img ; txt] (1, N, D). */
+function singleBlock(ctx: Ctx, i: number, z: Value, temb: Value, cos: Value, sin: Value): Value {
+  const { g, ck, c } = ctx;
+  const p = `single_transformer_blocks.${i}`;
+  return g.scope(p, () => {
+    const [shift, scale, gate] = chunks(g, g.linear(g.silu(temb), ck, `${p}.norm.linear`), 3, c.dim);
+    const n = modulate(g, z, shift, scale);
+    const mlp = g.gelu(g.linear(n, ck, `${p}.proj_mlp`), 'tanh'); // (1, N, mlp)
+    // Text rows of cos/sin are (1, 0): the rotation touches the image rows only.
+    const q = rope(g, headRmsNorm(g.linear(n, ck, `${p}.attn.to_q`), ctx, `${p}.attn.norm_q.weight`), cos, sin);
+    const k = rope(g, headRmsNorm(g.linear(n, ck, `${p}.attn.to_k`), ctx, `${p}.attn.norm_k.weight`), cos, sin);
+    const v = g.linear(n, ck, `${p}.attn.to_v`);
+    const a = g.attention(q, k, v, { heads: c.heads }); // no output projection (pre_only)
+    const out = g.linear(g.concat([a, mlp], 2), ck, `${p}.proj_out`);
+    return g.add(z, g.mul(out, gate));
+  });
+}
+
+function buildBlocks(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
+  const g = new Graph({ name: 'dit-blocks', precision: o.precision, castWeightsAt: o.castWeightsAt, quantize: o.quantize });
+  const ctx: Ctx = { g, ck, c };
+  const half = c.headDim / 2;
+  const img32 = g.input('img', 'float32', [1, 'img_tokens', c.dim]);
+  const txt32 = g.input('txt', 'float32', [1, 'txt_tokens', c.dim]);
+  const temb32 = g.input('temb', 'float32', [1, c.dim]);
+  const cos = g.input('rope_cos', 'float32', ['img_tokens', half]);
+  const sin = g.input('rope_sin', 'float32', ['img_tokens', half]);
+  const grid = g.input('latent_grid', 'int64', [3]); // noisy tokens per axis (T, h, w)
+
+  const temb = g.cast(temb32, g.precision);
+  let img = g.cast(img32, g.precision);
+  let txt = g.cast(txt32, g.precision);
+  const nImg = dims(g, img32, 1, 2);
+  for (let i = 0; i < c.dualLayers; i++) [img, txt] = dualBlock(ctx, i, img, txt, temb, cos, sin, nImg);
+
+  // Identity rotation for the text rows of the joint sequence.
+  const nTxt = dims(g, txt32, 1, 2);
+  const ones = g.op('Expand', [g.constant(new Array(half).fill(1), [1, half]), g.concat([nTxt, g.ints([half])], 0)], {}, { shape: ['txt_tokens', half] })[0];
+  const zeros = g.sub(ones, 1);
+  const cosZ = g.concat([cos, ones], 0);
+  const sinZ = g.concat([sin, zeros], 0);
+  let z = g.concat([img, txt], 1);
+  for (let i = 0; i < c.singleLayers; i++) z = singleBlock(ctx, i, z, temb, cosZ, sinZ);
+
+  // residual = img_out - img_in over the last T*h*w (noisy) image tokens, in float32.
+  const nNoisy = g.op('ReduceProd', [grid, g.ints([0])], { keepdims: 1 }, { shape: [1] })[0];
+  const start = g.sub(nImg, nNoisy);
+  const out = g.cast(sliceDyn(g, z, start, nImg, 1, [1, 'noisy_tokens', c.dim]), 'float32');
+  const inp = sliceDyn(g, img32, start, nImg, 1, [1, 'noisy_tokens', c.dim]);
+  g.output(g.sub(out, inp), 'residual');
+  return g.toModel();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Head graph
+
+function buildHead(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
+  const g = new Graph({ name: 'dit-head', precision: o.precision, castWeightsAt: o.castWeightsAt });
+  const img = g.input('img', 'float32', [1, 'noisy_tokens', c.dim]);
+  const residual = g.input('residual', 'float32', [1, 'noisy_tokens', c.dim]);
+  const temb = g.input('temb', 'float32', [1, c.dim]);
+  const grid = g.input('latent_grid', 'int64', [3]);
+
+  const x = g.cast(g.add(img, residual), g.precision); // blocks output, as the original holds it
+  const out = g.scope('norm_out', () => {
+    // AdaLayerNormContinuous: (scale, shift), scale first.
+    const [scale, shift] = chunks(g, g.linear(g.silu(g.cast(temb, g.precision)), ck, 'norm_out.linear'), 2, c.dim);
+    return modulate(g, x, shift, scale);
+  });
+  // proj_out in float32 with the stored weights up-cast (high_quality_fp32_output_for_inference).
+  const w = g.param(ck, 'proj_out.weight', { dtype: 'float32' });
+  const b = g.param(ck, 'proj_out.bias', { dtype: 'float32' });
+  const patchDim = c.outChannels * c.patchT * c.patch * c.patch;
+  const tokens = g.op('Gemm', [g.reshape(g.cast(out, 'float32'), [-1, c.dim]), w, b], { transB: 1 })[0]; // (N, C*pt*p*p)
+
+  // Unpatchify: token (t, y, x), channel (c, pt, ph, pw) -> (1, C, t*pt + pt_, y*p + ph, x*p + pw).
+  const k = [c.patchT, c.patch, c.patch];
+  const t7 = reshapeDyn(g, tokens, g.concat([grid, g.ints([c.outChannels, ...k])], 0), ['T', 'h', 'w', c.outChannels, ...k]);
+  const perm = g.transpose(t7, [3, 0, 4, 1, 5, 2, 6]); // (C, T, pt, h, p, w, p)
+  const size = g.mul(grid, g.ints(k));
+  const video = reshapeDyn(g, perm, g.concat([g.ints([1, c.outChannels]), size], 0), [1, c.outChannels, 'frames', 'height', 'width']);
+  g.output(video, 'output');
+  return g.toModel();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+/** The three graphs of a transformer checkpoint folder (config.json + safetensors). */
+export function buildDitGraphs(ck: Checkpoint, opts: DitGraphOptions): DitGraphs {
+  const config = ditConfig(ck.config);
+  return {
+    config,
+    embed: buildEmbed(ck, config, opts),
+    blocks: buildBlocks(ck, config, opts),
+    head: buildHead(ck, config, opts),
+  };
+}

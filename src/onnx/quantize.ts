@@ -1,0 +1,126 @@
+/**
+ * Weight-only block quantization for com.microsoft.MatMulNBits (ONNX Runtime contrib op).
+ *
+ * A linear weight W [N, K] (torch layout, out x in) is cut along K into blocks of `blockSize`; each block of
+ * each row gets a float scale and a uint8 zero point, w ~= (q - zp) * scale with q in [0, 2^bits).
+ * Min/max ranges include 0 so that zero weights stay exact, as ONNX Runtime's own quantizer does.
+ * Packed layout (MatMulNBits spec): B uint8 [N, blocks, blockSize*bits/8], 4-bit values two per byte with
+ * the even element in the low nibble; scales [N, blocks]; zero points [N, ceil(blocks*bits/8)], 4-bit packed
+ * the same way. K is zero-padded to a whole number of blocks.
+ *
+ * Prepared files hold B, then the scales as float32, then the zero points, back to back; they are written
+ * once (to a temp name, then renamed) and reused by every later session.
+ */
+import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { decodeToFloat32, ST_ITEM_SIZE, type TensorEntry } from './safetensors.js';
+
+export interface QuantJob {
+  source: TensorEntry;
+  bits: 4 | 8;
+  blockSize: number;
+  /** absolute path of the prepared file */
+  file: string;
+  size: number;
+}
+
+export function quantizedLayout(n: number, k: number, bits: number, blockSize: number) {
+  if (blockSize < 16 || (blockSize & (blockSize - 1))) throw new Error(`MatMulNBits block size must be a power of two >= 16, got ${blockSize}`);
+  const blocks = Math.ceil(k / blockSize);
+  const blobSize = (blockSize * bits) / 8;
+  const zpCols = Math.ceil((blocks * bits) / 8);
+  const bBytes = n * blocks * blobSize;
+  const scaleBytes = n * blocks * 4;
+  const zpBytes = n * zpCols;
+  return { blocks, blobSize, zpCols, bBytes, scaleBytes, zpBytes, total: bBytes + scaleBytes + zpBytes };
+}
+
+/** Quantizes rows [N, K] of float32 weights into the packed buffers. */
+export function quantizeRows(w: Float32Array, n: number, k: number, bits: 4 | 8, blockSize: number) {
+  const L = quantizedLayout(n, k, bits, blockSize);
+  const B = new Uint8Array(L.bBytes);
+  const scales = new Float32Array(n * L.blocks);
+  const zps = new Uint8Array(L.zpBytes);
+  const qmax = (1 << bits) - 1;
+  for (let r = 0; r < n; r++) {
+    for (let b = 0; b < L.blocks; b++) {
+      const start = b * blockSize, end = Math.min(k, start + blockSize);
+      let lo = 0, hi = 0;
+      for (let i = start; i < end; i++) {
+        const v = w[r * k + i];
+        if (v < lo) lo = v;
+        if (v > hi) hi = v;
+      }
+      const scale = hi > lo ? (hi - lo) / qmax : 1;
+      const zp = Math.min(qmax, Math.max(0, Math.round(-lo / scale)));
+      scales[r * L.blocks + b] = scale;
+      if (bits === 8) zps[r * L.zpCols + b] = zp;
+      else zps[r * L.zpCols + (b >> 1)] |= zp << ((b & 1) * 4);
+      const base = (r * L.blocks + b) * L.blobSize;
+      for (let i = 0; i < blockSize; i++) {
+        const col = start + i;
+        const v = col < end ? w[r * k + col] : 0;
+        const q = Math.min(qmax, Math.max(0, Math.round(v / scale) + zp));
+        if (bits === 8) B[base + i] = q;
+        else B[base + (i >> 1)] |= q << ((i & 1) * 4);
+      }
+    }
+  }
+  return { B, scales, zps };
+}
+
+/** Float32 weights [N, K] that a prepared file stands for (tests compare MatMulNBits against these). */
+export function dequantizeRows(B: Uint8Array, scales: Float32Array, zps: Uint8Array, n: number, k: number, bits: 4 | 8, blockSize: number): Float32Array {
+  const L = quantizedLayout(n, k, bits, blockSize);
+  const w = new Float32Array(n * k);
+  for (let r = 0; r < n; r++) {
+    for (let c = 0; c < k; c++) {
+      const b = Math.floor(c / blockSize), i = c % blockSize;
+      const base = (r * L.blocks + b) * L.blobSize;
+      const q = bits === 8 ? B[base + i] : (B[base + (i >> 1)] >> ((i & 1) * 4)) & 15;
+      const zp = bits === 8 ? zps[r * L.zpCols + b] : (zps[r * L.zpCols + (b >> 1)] >> ((b & 1) * 4)) & 15;
+      w[r * k + c] = (q - zp) * scales[r * L.blocks + b];
+    }
+  }
+  return w;
+}
+
+/** Writes the prepared file of `job` unless a complete one exists. Reads the source a slab of rows at a time. */
+export async function prepareQuantized(job: QuantJob): Promise<'cached' | 'written'> {
+  const existing = await stat(job.file).catch(() => null);
+  if (existing && existing.size === job.size) return 'cached';
+  const [n, k] = job.source.shape;
+  const L = quantizedLayout(n, k, job.bits, job.blockSize);
+  const item = ST_ITEM_SIZE[job.source.dtype];
+  await mkdir(dirname(job.file), { recursive: true });
+  const tmp = `${job.file}.${process.pid}.${Date.now()}.tmp`;
+  const src = await open(job.source.file, 'r');
+  const dst = await open(tmp, 'w');
+  try {
+    const rowsPerSlab = Math.max(1, Math.floor((64 << 20) / (k * item))); // ~64 MB of source per read
+    const scalesAll = new Float32Array(n * L.blocks);
+    const zpsAll = new Uint8Array(L.zpBytes);
+    for (let r0 = 0; r0 < n; r0 += rowsPerSlab) {
+      const rows = Math.min(rowsPerSlab, n - r0);
+      const bytes = new Uint8Array(rows * k * item);
+      const { bytesRead } = await src.read(bytes, 0, bytes.length, job.source.offset + r0 * k * item);
+      if (bytesRead !== bytes.length) throw new Error(`${job.source.file}: truncated while reading ${job.source.key}`);
+      const q = quantizeRows(decodeToFloat32(job.source.dtype, bytes), rows, k, job.bits, job.blockSize);
+      await dst.write(q.B, 0, q.B.length, r0 * L.blocks * L.blobSize);
+      scalesAll.set(q.scales, r0 * L.blocks);
+      zpsAll.set(q.zps, r0 * L.zpCols);
+    }
+    const sb = new Uint8Array(scalesAll.buffer);
+    await dst.write(sb, 0, sb.length, L.bBytes);
+    await dst.write(zpsAll, 0, zpsAll.length, L.bBytes + L.scaleBytes);
+    await dst.close();
+    await rename(tmp, job.file);
+    return 'written';
+  } catch (e) {
+    await dst.close().catch(() => {});
+    await unlink(tmp).catch(() => {});
+    throw e;
+  } finally {
+    await src.close();
+  }
+}

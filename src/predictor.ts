@@ -1,0 +1,61 @@
+/**
+ * The seam between the server and a model, shaped like Cog's BasePredictor.
+ *
+ * A predictor module default-exports a factory `(options: PredictorOptions) => Predictor`. The factory must be
+ * cheap (no weights loaded): the server calls it at start-up and does the expensive work in `setup()`, while
+ * the health check reports STARTING.
+ *
+ * - `inputSchema` is a zod object. Its field order is the order of the inputs (`x-order`), `.describe()` gives
+ *   their descriptions, `.default()`/`.min()`/`.max()`/`.nullable()` their defaults, bounds and nullability.
+ *   File inputs are declared with `fileInput()`: the schema shows them as `{type: string, format: uri}`, clients
+ *   send `data:` or `http(s):` URLs, and `predict()` receives a local file path (the server downloads the file
+ *   into the prediction's temp directory and deletes it afterwards).
+ * - `setup(ctx)` loads the model. Lines logged through `ctx.log`/`ctx.logger` become the health check's
+ *   `setup.logs`. Throwing puts the server in SETUP_FAILED.
+ * - `predict(input, ctx)` returns the path of the output file. Write it inside `ctx.tmpDir`: the server
+ *   removes that directory once the output has been sent. Lines logged through `ctx.log`/`ctx.logger` become
+ *   the prediction's `logs`. `ctx.signal` aborts on cancel: stop promptly by throwing (any error thrown after
+ *   the abort counts as a cancellation). Never block the event loop: heavy work belongs in worker threads.
+ *   Throw an error with `fatal: true` when the model can never run again (its worker died): the server
+ *   then reports DEFUNCT.
+ */
+import { z } from 'zod';
+import type { Logger } from 'pino';
+
+export interface PredictorContext {
+  /** Appends one line to the prediction's logs (and to the server log). */
+  log(line: string): void;
+  /** A logger whose lines also become the prediction's logs. */
+  logger: Logger;
+  /** Aborted when the prediction is canceled or the server stops. */
+  signal: AbortSignal;
+  /** A fresh directory for this prediction, removed after the output is sent. */
+  tmpDir: string;
+  /** Optional progress report (`done` of `total` units of `label`); the command line draws it as a bar. */
+  progress?(done: number, total: number, label?: string): void;
+}
+
+export type SetupContext = Omit<PredictorContext, 'signal' | 'tmpDir'> & { signal?: AbortSignal };
+
+export interface Predictor<S extends z.ZodObject = z.ZodObject> {
+  inputSchema: S;
+  setup(ctx: SetupContext): Promise<void>;
+  predict(input: z.infer<S>, ctx: PredictorContext): Promise<string>;
+}
+
+/** Options from the command line (`--models`, `--noise`, `--dump` and any predictor-specific `--flag value`). */
+export interface PredictorOptions {
+  models?: string;
+  noise?: string;
+  dump?: string;
+  [k: string]: unknown;
+}
+
+export type PredictorFactory = (options: PredictorOptions) => Predictor;
+
+/**
+ * A file input: a URL string in requests (`data:` or `http(s):`), a local path in `predict()`.
+ */
+export function fileInput(): z.ZodString {
+  return z.string().meta({ format: 'uri' });
+}

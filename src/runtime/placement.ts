@@ -1,0 +1,179 @@
+/**
+ * Where the networks run and how much of them stays in memory, decided once at setup and named in the logs.
+ *
+ *   high  every session created once and kept (LLaMA, CLIP, SigLIP, VAE, DiT); VAE decode untiled.
+ *         FramePack's own "high_vram" mode.
+ *   low   text/image encoders created, run and released in turn; DiT and LLaMA with 8-bit weight-only
+ *         MatMulNBits; VAE spatial tiling. FramePack's low-VRAM mode without its per-layer CPU streaming.
+ *   cpu   everything on the CPU in float32 (the parity path; slow for real sizes).
+ *
+ * Environment: FRAMEPACK_PLACEMENT=auto|high|low|cpu, FRAMEPACK_EP=auto|cuda|cpu|webgpu,
+ * FRAMEPACK_DEVICE_ID=<n> (the CUDA / WebGPU device, counted as CUDA counts them, i.e. after
+ * CUDA_VISIBLE_DEVICES).
+ */
+import { appError, AppError } from '../errors.js';
+import type { Precision } from '../onnx/graph.js';
+import type { ExecutionProvider } from './protocol.js';
+import { cudaProviderStatus, parseProviderRequest, type ProviderStatus } from './providers.js';
+import { probeVram, type GpuInfo, type VramProbe } from './vram.js';
+
+export type PlacementPolicy = 'high' | 'low' | 'cpu';
+
+/**
+ * Free VRAM for `high`. Resident weights are ~42.4 GB (spec §10: LLaMA 15.0 GB fp16, DiT 25.75 GB bf16,
+ * SigLIP 0.86, VAE 0.5, CLIP 0.25), i.e. ~39.5 GiB; on top come the DiT attention and MLP activations of a
+ * ~20k-token section, an untiled VAE decode of 33 frames at 640 px and the CUDA context and arenas. 60 GiB
+ * is FramePack's own high_vram threshold on free memory, and keeps 48 GB cards (L40S, A6000) in `low`,
+ * as the Cog port's 65 GB total threshold does. An 80 GB H100 shows ~79 GiB free.
+ */
+export const HIGH_MIN_FREE_MIB = 60 * 1024;
+
+/**
+ * Free VRAM for `low`: the largest single resident network is the 8-bit DiT (~12.9 GB of weights, ~12 GiB),
+ * plus its section activations (a few GiB at 640 px) and ~1 GiB of context; the 8-bit LLaMA (~7.5 GB) is
+ * loaded only while the DiT is not. Below this the DiT does not fit and the CPU is the only safe choice.
+ */
+export const LOW_MIN_FREE_MIB = 20 * 1024;
+
+export interface Placement {
+  policy: PlacementPolicy;
+  ep: ExecutionProvider;
+  deviceId: number;
+  gpu?: GpuInfo;
+  /** Sessions stay created between predictions. */
+  resident: boolean;
+  /** 8-bit weight-only quantization of the two large networks. */
+  quantize: { dit?: 8; llama?: 8 };
+  vaeTiling: boolean;
+  precision: { dit: Precision; encoders: Precision; vae: Precision };
+  /** Why this placement, for the logs. */
+  reason: string;
+}
+
+export interface PlacementInputs {
+  env?: NodeJS.ProcessEnv;
+  /** Injected in tests; probed with nvidia-smi otherwise. */
+  vram?: VramProbe;
+  cuda?: ProviderStatus;
+  log?: (line: string) => void;
+}
+
+function parsePolicy(value: string | undefined): PlacementPolicy | 'auto' {
+  const v = (value ?? 'auto').trim().toLowerCase() || 'auto';
+  if (v === 'auto' || v === 'high' || v === 'low' || v === 'cpu') return v;
+  throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_PLACEMENT', value, allowed: 'auto, high, low, cpu' });
+}
+
+function parseDeviceId(value: string | undefined): number | undefined {
+  if (value === undefined || value.trim() === '') return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_DEVICE_ID', value, allowed: 'an integer >= 0' });
+  return n;
+}
+
+/**
+ * The GPUs as CUDA numbers them: nvidia-smi lists every GPU by its physical index, CUDA only those in
+ * CUDA_VISIBLE_DEVICES, renumbered from 0 in that order.
+ */
+export function cudaVisible(gpus: GpuInfo[], visible: string | undefined): GpuInfo[] {
+  if (visible === undefined) return gpus;
+  const ids = visible.split(',').map((s) => s.trim()).filter(Boolean);
+  if (!ids.every((s) => /^\d+$/.test(s))) return gpus;     // UUID / MIG names: keep nvidia-smi's order
+  return ids.map(Number).map((i) => gpus.find((g) => g.index === i)).filter((g): g is GpuInfo => g !== undefined);
+}
+
+function policyFor(free: number): PlacementPolicy {
+  return free >= HIGH_MIN_FREE_MIB ? 'high' : free >= LOW_MIN_FREE_MIB ? 'low' : 'cpu';
+}
+
+function build(policy: PlacementPolicy, ep: ExecutionProvider, deviceId: number, gpu: GpuInfo | undefined, reason: string): Placement {
+  if (policy === 'cpu' || ep === 'cpu') {
+    return { policy: 'cpu', ep: 'cpu', deviceId: 0, resident: true, quantize: {}, vaeTiling: false,
+      precision: { dit: 'float32', encoders: 'float32', vae: 'float32' }, reason };
+  }
+  // WebGPU has no bfloat16 and the DiT gives NaN in float16, so its DiT stays in float32 there.
+  const dit: Precision = ep === 'cuda' ? 'bfloat16' : 'float32';
+  const low = policy === 'low';
+  return { policy, ep, deviceId, gpu, resident: !low, quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low,
+    precision: { dit, encoders: 'float16', vae: 'float16' }, reason };
+}
+
+const mib = (n: number) => `${(n / 1024).toFixed(1)} GiB`;
+
+export async function choosePlacement(inputs: PlacementInputs = {}): Promise<Placement> {
+  const env = inputs.env ?? process.env;
+  const forced = parsePolicy(env.FRAMEPACK_PLACEMENT);
+  const request = parseProviderRequest(env.FRAMEPACK_EP);
+  if (request === null) throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_EP', value: env.FRAMEPACK_EP, allowed: 'auto, cuda, cpu, webgpu' });
+  const wantedDevice = parseDeviceId(env.FRAMEPACK_DEVICE_ID);
+
+  if (forced === 'cpu' || request === 'cpu') {
+    const why = forced === 'cpu' ? 'FRAMEPACK_PLACEMENT=cpu' : 'FRAMEPACK_EP=cpu';
+    return build('cpu', 'cpu', 0, undefined, why);
+  }
+
+  const vram = inputs.vram ?? await probeVram({ env });
+  const gpus = cudaVisible(vram.gpus, env.CUDA_VISIBLE_DEVICES);
+  const deviceId = wantedDevice ?? 0;
+  const gpu = gpus[deviceId];
+  if (wantedDevice !== undefined && gpus.length > 0 && !gpu) {
+    throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_DEVICE_ID', value: wantedDevice, allowed: `0..${gpus.length - 1} (${gpus.length} visible GPUs)` });
+  }
+
+  let ep: ExecutionProvider;
+  let epWhy: string;
+  if (request === 'webgpu') {
+    ep = 'webgpu';
+    epWhy = 'FRAMEPACK_EP=webgpu';
+  } else {
+    const cuda = gpu ? (inputs.cuda ?? await cudaProviderStatus({ env })) : undefined;
+    if (gpu && cuda?.available) {
+      ep = 'cuda';
+      epWhy = `CUDA provider ${cuda.detail}`;
+    } else if (request === 'cuda' || (forced !== 'auto')) {
+      const detail = !gpu ? (vram.reason ?? 'no GPU is visible') : cuda!.detail;
+      throw appError('EP_UNAVAILABLE', { what: request === 'cuda' ? 'FRAMEPACK_EP=cuda' : `FRAMEPACK_PLACEMENT=${forced}`, detail });
+    } else {
+      return build('cpu', 'cpu', 0, undefined, !gpu ? `no GPU: ${vram.reason ?? 'none visible'}` : `GPU found but ${cuda!.detail}`);
+    }
+  }
+
+  const where = gpu ? `${gpu.name}, ${mib(gpu.freeMiB)} free of ${mib(gpu.totalMiB)}` : 'no nvidia-smi figures';
+  if (forced !== 'auto') return build(forced, ep, deviceId, gpu, `FRAMEPACK_PLACEMENT=${forced}; ${epWhy}; ${where}`);
+  if (!gpu) return build('low', ep, deviceId, gpu, `${epWhy}; free memory unknown, so low`);
+  const policy = policyFor(gpu.freeMiB);
+  const rule = policy === 'high' ? `>= ${mib(HIGH_MIN_FREE_MIB)} free`
+    : policy === 'low' ? `< ${mib(HIGH_MIN_FREE_MIB)} free` : `< ${mib(LOW_MIN_FREE_MIB)} free, too little for the 8-bit DiT`;
+  return build(policy, policy === 'cpu' ? 'cpu' : ep, deviceId, gpu, `${where} (${rule}); ${epWhy}`);
+}
+
+/** One log line naming the policy and what it implies. */
+export function describePlacement(p: Placement): string {
+  const device = p.ep === 'cpu' ? 'cpu' : `${p.ep}:${p.deviceId}`;
+  const what = p.policy === 'high' ? 'every session resident'
+    : p.policy === 'low' ? 'encoders loaded in turn, 8-bit DiT and LLaMA, VAE tiling'
+      : 'float32 on the CPU';
+  return `placement: ${p.policy} on ${device} (${what}; DiT ${p.precision.dit}, encoders ${p.precision.encoders}): ${p.reason}`;
+}
+
+/** Messages ONNX Runtime's CUDA / cuDNN / cuBLAS paths and its arena use when device memory runs out. */
+const GPU_OOM = [
+  /CUDA (?:failure|error) 2\b/i, /out of memory/i, /cudaErrorMemoryAllocation/, /CUBLAS_STATUS_ALLOC_FAILED/,
+  /CUDNN_STATUS_ALLOC_FAILED/, /BFCArena.*(?:Available memory|Failed to allocate)/s, /Failed to allocate memory for requested buffer/,
+];
+
+export function isGpuOutOfMemory(err: unknown): boolean {
+  const message = err instanceof Error ? err.message : String(err);
+  return GPU_OOM.some((re) => re.test(message));
+}
+
+/**
+ * The catalogue error for an ORT out-of-memory failure, or the error itself when it is something else.
+ * Not fatal: the prediction fails, the server stays ready for the next one.
+ */
+export function mapOrtError(err: unknown, ep: ExecutionProvider): unknown {
+  // the CPU arena reports "Failed to allocate memory" too: that is host memory, not the GPU's
+  if (ep === 'cpu' || err instanceof AppError || !isGpuOutOfMemory(err)) return err;
+  const first = (err instanceof Error ? err.message : String(err)).split('\n')[0].slice(0, 300);
+  return appError('GPU_OUT_OF_MEMORY', { detail: first }, err);
+}

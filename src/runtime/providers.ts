@@ -1,0 +1,65 @@
+/**
+ * Which ONNX Runtime execution provider to use.
+ *
+ * The onnxruntime-node package bundles the CPU and WebGPU providers; the CUDA provider is a separate
+ * library (`libonnxruntime_providers_cuda.so`, version-locked to the core) that must sit next to
+ * `libonnxruntime.so.1`, and that needs the CUDA / cuBLAS / cuDNN libraries it was built against. The
+ * Docker image installs it; elsewhere it is usually absent. "CUDA when its provider library loads": the
+ * library is dlopen-ed in a short-lived child process, so a missing dependency (say libcublas.so.13) is
+ * reported by name and nothing is loaded into the server process itself. WebGPU is used only when asked
+ * for (FRAMEPACK_EP=webgpu): it runs, but far slower than CUDA and without bfloat16.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import type { ExecutionProvider } from './protocol.js';
+
+export const CUDA_PROVIDER_LIB = 'libonnxruntime_providers_cuda.so';
+
+/** The folder holding onnxruntime-node's libonnxruntime.so.1 for this platform. */
+export function ortLibDir(): string {
+  const require = createRequire(import.meta.url);
+  const pkg = dirname(require.resolve('onnxruntime-node/package.json'));
+  return join(pkg, 'bin', 'napi-v6', process.platform, process.arch);
+}
+
+export interface ProviderStatus {
+  available: boolean;
+  /** What was found, for the logs: the library path when available, else why not. */
+  detail: string;
+}
+
+/**
+ * Loads `file` with dlopen in a child Node process. A library that is not a Node addon loads and then fails
+ * with "did not self-register": that failure means every dependency resolved.
+ */
+function dlopenProbe(file: string, timeoutMs: number, env: NodeJS.ProcessEnv): Promise<{ ok: boolean; message: string }> {
+  const script = 'try { process.dlopen({ exports: {} }, process.argv[1]); console.log("OK") } catch (e) { console.log(String(e.message)) }';
+  return new Promise((resolve) => {
+    execFile(process.execPath, ['-e', script, file], { timeout: timeoutMs, env }, (err, stdout) => {
+      if (err && !stdout) { resolve({ ok: false, message: err.message.split('\n')[0] }); return; }
+      const message = stdout.trim().split('\n')[0] ?? '';
+      resolve({ ok: message === 'OK' || /did not self-register|Module did not/.test(message), message });
+    });
+  });
+}
+
+export async function cudaProviderStatus(opts: { libDir?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ProviderStatus> {
+  if (process.platform !== 'linux') return { available: false, detail: `the CUDA provider is set up for Linux only (this is ${process.platform})` };
+  const dir = opts.libDir ?? ortLibDir();
+  const lib = join(dir, CUDA_PROVIDER_LIB);
+  if (!existsSync(lib)) {
+    return { available: false, detail: `${CUDA_PROVIDER_LIB} is not installed next to libonnxruntime.so.1 in ${dir}` };
+  }
+  const probe = await dlopenProbe(lib, opts.timeoutMs ?? 20_000, opts.env ?? process.env);
+  if (!probe.ok) return { available: false, detail: `${lib} does not load: ${probe.message} (check LD_LIBRARY_PATH for the CUDA libraries)` };
+  return { available: true, detail: lib };
+}
+
+export type ProviderRequest = ExecutionProvider | 'auto';
+
+export function parseProviderRequest(value: string | undefined): ProviderRequest | null {
+  const v = (value ?? 'auto').trim().toLowerCase() || 'auto';
+  return v === 'auto' || v === 'cpu' || v === 'cuda' || v === 'webgpu' ? v : null;
+}

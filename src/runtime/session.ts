@@ -1,0 +1,230 @@
+/**
+ * ONNX Runtime sessions living in worker threads: one worker per device ("cpu", "cuda:0", ...), shared by
+ * every session on that device, so the event loop never blocks on `create` or `run`.
+ *
+ * Requests to a worker are queued here and sent one at a time. A run whose AbortSignal fires while queued is
+ * dropped before it starts; one already running finishes in the worker (ONNX Runtime cannot be interrupted
+ * from Node) but its promise rejects at once with an AbortError and the result is discarded.
+ *
+ * GPU sessions set `session.disable_cpu_ep_fallback` so a node without a GPU kernel fails loudly instead of
+ * silently running on the CPU (pass `allowCpuFallback` to accept it).
+ *
+ * Debugging: FRAMEPACK_DUMP_ONNX=<dir> writes each created model (graph only; weights stay external) to
+ * <dir>/<name>.onnx for Netron.
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { BuiltModel } from '../onnx/graph.js';
+import type { HostTensor } from '../onnx/safetensors.js';
+import { buffersOf, type CreatePayload, type CreateResult, type ExecutionProvider, type Request, type Response, type RunResult } from './protocol.js';
+
+export type { ExecutionProvider } from './protocol.js';
+
+export interface SessionOptions {
+  ep: ExecutionProvider;
+  deviceId?: number;
+  /** GPU only: let nodes without a GPU kernel run on the CPU (default false: such models fail to load) */
+  allowCpuFallback?: boolean;
+  /** intra-op threads (default: ONNX Runtime's choice, the physical cores) */
+  threads?: number;
+  /** ONNX Runtime log level, 0 verbose .. 4 fatal (default 2, warnings) */
+  logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
+}
+
+export interface RunOptions {
+  signal?: AbortSignal;
+  /** hand the feeds' ArrayBuffers to the worker instead of copying them (they become unusable here) */
+  transfer?: boolean;
+  /** compute only these outputs */
+  outputs?: string[];
+}
+
+export class SessionError extends Error {
+  override name = 'SessionError';
+}
+
+function abortError(signal: AbortSignal): Error {
+  const reason = signal.reason;
+  if (reason instanceof Error && reason.name === 'AbortError') return reason;
+  const e = new Error(typeof reason === 'string' ? reason : 'The operation was aborted');
+  e.name = 'AbortError';
+  return e;
+}
+
+interface Pending {
+  req: Request;
+  transfer: ArrayBuffer[];
+  resolve: (v: any) => void;
+  reject: (e: Error) => void;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+  settled: boolean;
+}
+
+/** The worker of one device and its request queue. */
+class DeviceWorker {
+  private worker: Worker | null = null;
+  private queue: Pending[] = [];
+  private inflight: Pending | null = null;
+  private nextId = 1;
+
+  constructor(readonly key: string) {}
+
+  request<T>(make: (id: number) => Request, transfer: ArrayBuffer[] = [], signal?: AbortSignal): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (signal?.aborted) return reject(abortError(signal));
+      const p: Pending = { req: make(this.nextId++), transfer, resolve, reject, signal, settled: false };
+      if (signal) {
+        p.onAbort = () => {
+          if (p.settled) return;
+          p.settled = true;
+          const i = this.queue.indexOf(p);
+          if (i >= 0) this.queue.splice(i, 1);
+          reject(abortError(signal));
+        };
+        signal.addEventListener('abort', p.onAbort, { once: true });
+      }
+      this.queue.push(p);
+      this.pump();
+    });
+  }
+
+  private start(): Worker {
+    const w = new Worker(new URL('./worker.js', import.meta.url));
+    w.on('message', (msg: Response) => this.onMessage(msg));
+    w.on('error', (err) => { if (this.worker === w) this.fail(err); });
+    w.on('exit', (code) => { if (this.worker === w) this.fail(new SessionError(`session worker ${this.key} exited with code ${code}`)); });
+    return w;
+  }
+
+  private pump(): void {
+    if (this.inflight) return;
+    const next = this.queue.shift();
+    if (!next) {
+      this.worker?.unref(); // idle sessions must not keep the process alive
+      return;
+    }
+    this.worker ??= this.start();
+    this.worker.ref();
+    this.inflight = next;
+    this.worker.postMessage(next.req, next.transfer);
+  }
+
+  private onMessage(msg: Response): void {
+    const p = this.inflight;
+    this.inflight = null;
+    if (p && p.req.id === msg.id) this.settle(p, msg);
+    this.pump();
+  }
+
+  private settle(p: Pending, msg: Response): void {
+    if (p.signal && p.onAbort) p.signal.removeEventListener('abort', p.onAbort);
+    if (p.settled) return;
+    p.settled = true;
+    if (msg.ok) p.resolve(msg.result);
+    else {
+      const e = new SessionError(msg.error.message);
+      if (msg.error.stack) e.stack = `SessionError: ${msg.error.message}\n    (in session worker)\n${msg.error.stack.split('\n').slice(1).join('\n')}`;
+      p.reject(e);
+    }
+  }
+
+  /** The worker died: every pending request fails, sessions on it are gone, a new worker starts on demand. */
+  private fail(err: Error): void {
+    if (!this.worker) return;
+    this.worker = null;
+    const all = [...(this.inflight ? [this.inflight] : []), ...this.queue];
+    this.inflight = null;
+    this.queue = [];
+    for (const p of all) {
+      if (p.signal && p.onAbort) p.signal.removeEventListener('abort', p.onAbort);
+      if (!p.settled) { p.settled = true; p.reject(err instanceof SessionError ? err : new SessionError(`session worker ${this.key} failed: ${err.message}`)); }
+    }
+    this.generation++;
+  }
+
+  /** bumped when the worker dies, so sessions of an old worker know they are gone */
+  generation = 0;
+
+  async terminate(): Promise<void> {
+    const w = this.worker;
+    this.fail(new SessionError(`session worker ${this.key} was terminated`));
+    if (w) await w.terminate();
+  }
+}
+
+const workers = new Map<string, DeviceWorker>();
+
+function workerFor(ep: ExecutionProvider, deviceId: number): DeviceWorker {
+  const key = ep === 'cpu' ? 'cpu' : `${ep}:${deviceId}`;
+  let w = workers.get(key);
+  if (!w) workers.set(key, (w = new DeviceWorker(key)));
+  return w;
+}
+
+/** Stops every session worker (their sessions are lost). For tests and shutdown. */
+export async function terminateWorkers(): Promise<void> {
+  await Promise.all([...workers.values()].map((w) => w.terminate()));
+  workers.clear();
+}
+
+export class Session {
+  private released = false;
+
+  private constructor(
+    private readonly worker: DeviceWorker,
+    private readonly id: number,
+    private readonly generation: number,
+    readonly name: string,
+    readonly inputs: string[],
+    readonly outputs: string[],
+    /** quantized weight files this session uses, and whether creating it wrote them */
+    readonly prepared: CreateResult['prepared'],
+  ) {}
+
+  static async create(model: BuiltModel, opts: SessionOptions): Promise<Session> {
+    const dump = process.env.FRAMEPACK_DUMP_ONNX;
+    if (dump) {
+      await mkdir(dump, { recursive: true });
+      await writeFile(join(dump, `${model.name.replace(/[^A-Za-z0-9._-]/g, '_')}.onnx`), model.bytes);
+    }
+    const deviceId = opts.deviceId ?? 0;
+    const config: Record<string, string> = { ...(model.sessionConfig ?? {}) };
+    if (opts.ep !== 'cpu' && !opts.allowCpuFallback) config['session.disable_cpu_ep_fallback'] = '1';
+    const payload: CreatePayload = {
+      bytes: model.bytes, externalFolder: model.externalFolder, name: model.name, config,
+      prepare: model.prepare ?? [], ep: opts.ep, deviceId,
+      intraOpThreads: opts.threads, logSeverityLevel: opts.logSeverityLevel,
+    };
+    const w = workerFor(opts.ep, deviceId);
+    try {
+      const r = await w.request<CreateResult>((id) => ({ id, op: 'create', payload }));
+      return new Session(w, r.session, w.generation, model.name, r.inputs, r.outputs, r.prepared);
+    } catch (e) {
+      throw new SessionError(`cannot create session "${model.name}" on ${opts.ep}: ${(e as Error).message}`);
+    }
+  }
+
+  async run(feeds: Record<string, HostTensor>, opts: RunOptions = {}): Promise<Record<string, HostTensor>> {
+    this.check();
+    const transfer = opts.transfer ? buffersOf(feeds) : [];
+    return this.worker.request<RunResult>(
+      (id) => ({ id, op: 'run', session: this.id, feeds, ...(opts.outputs ? { outputs: opts.outputs } : {}) }),
+      transfer, opts.signal,
+    );
+  }
+
+  /** Frees the session (weights, arena, mapped files). Idempotent. */
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    if (this.worker.generation !== this.generation) return;
+    await this.worker.request((id) => ({ id, op: 'release', session: this.id }));
+  }
+
+  private check(): void {
+    if (this.released) throw new SessionError(`session "${this.name}" was released`);
+    if (this.worker.generation !== this.generation) throw new SessionError(`session "${this.name}" was lost: its worker exited`);
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * The section loop's orchestration over stand-in networks (the parity of the real networks is e2e.test.ts):
+ * stages in order, per-step progress, noise injection, dumps, cancellation between steps.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { HostTensor } from '../../src/onnx/safetensors.js';
+import { SIGLIP_384, type RgbImage } from '../../src/framepack/image.js';
+import { generate, type FramePackNets, type GenerateParams, type SectionInputs } from '../../src/framepack/pipeline.js';
+import { NormalGenerator } from '../../src/framepack/noise.js';
+
+const f32 = (dims: number[], fill = 0): HostTensor => ({ dtype: 'float32', dims, data: new Float32Array(dims.reduce((a, b) => a * b, 1)).fill(fill) });
+
+function fakeNets(events: string[], opts: { abortAt?: { section: number; step: number; ac: AbortController } } = {}) {
+  const sections: SectionInputs[] = [];
+  const firstInputs: Float32Array[] = [];
+  let closed = 0;
+  const nets: FramePackNets = {
+    halfPrecision: false,
+    sigLip: SIGLIP_384,
+    async encodePrompt(prompt) {
+      events.push(`prompt:${prompt}`);
+      const mask: HostTensor = { dtype: 'int64', dims: [1, 512], data: new BigInt64Array(512).fill(1n, 0, 3) };
+      return { llamaVec: f32([1, 512, 4], prompt.length), llamaMask: mask, clipPooler: f32([1, 8], 1) };
+    },
+    async encodeImage(pv) {
+      events.push(`siglip:${pv.dims.join('x')}`);
+      return f32([1, 729, 8], 0.5);
+    },
+    async encodeLatent(px) {
+      events.push(`vae-encode:${px.dims.join('x')}`);
+      const [, , , H, W] = px.dims;
+      return f32([1, 16, 1, H / 8, W / 8], -3);
+    },
+    async decodeLatents(z) {
+      const [, , T, h, w] = z.dims;
+      events.push(`decode:${T}`);
+      return f32([1, 3, 4 * (T - 1) + 1, 8 * h, 8 * w], 0.25);
+    },
+    async section(inputs) {
+      sections.push(inputs);
+      events.push(`section:${inputs.plan.index}`);
+      return {
+        velocity: async (x, _t, call) => {
+          if (call.step === 0 && call.branch === 'positive') firstInputs.push(Float32Array.from(x));
+          const a = opts.abortAt;
+          if (a && inputs.plan.index === a.section && call.step === a.step) a.ac.abort();
+          return new Float32Array(x.length).fill(call.branch === 'positive' ? 0.1 : 0.3);
+        },
+        close: async () => { closed++; },
+      };
+    },
+  };
+  return { nets, sections, firstInputs, closed: () => closed };
+}
+
+const image: RgbImage = { width: 64, height: 48, data: new Uint8Array(64 * 48 * 3).fill(200) };
+const params: GenerateParams = {
+  prompt: 'a cat', negativePrompt: 'dog', seed: 5, seconds: 1, latentWindowSize: 2, steps: 3, cfg: 1, distilledCfg: 10,
+  cfgRescale: 0, teacache: true,
+};
+
+test('stages run in order; every section gets its plan, history and the shared conditioning', async () => {
+  const events: string[] = [];
+  const logs: string[] = [];
+  const progress: number[] = [];
+  const f = fakeNets(events);
+  const r = await generate(f.nets, image, params, {
+    signal: new AbortController().signal, log: (l) => logs.push(l), progress: (d) => progress.push(d),
+  });
+  // 64x48 -> the 640 bucket of the same aspect: (H, W) = (544, 704)
+  assert.deepEqual(r.bucket, [544, 704]);
+  assert.equal(r.width, 704);
+  assert.equal(r.height, 544);
+  assert.equal(r.sections, 4);
+  assert.equal(r.pixels.frameCount, 33);
+  assert.deepEqual(events, ['prompt:a cat', 'vae-encode:1x3x1x544x704', 'siglip:1x3x384x384',
+    'section:0', 'decode:2', 'section:1', 'decode:4', 'section:2', 'decode:4', 'section:3', 'decode:5']);
+  assert.deepEqual(f.sections.map((s) => s.plan.padding), [3, 2, 1, 0]);
+  assert.equal(f.sections[0].negative, null, 'cfg 1: no negative conditioning');
+  assert.equal(f.sections[0].guidance, 10000);
+  assert.deepEqual(f.sections[0].latentShape, [1, 16, 2, 68, 88]);
+  // Section 2's 1x history frame is section 1's first generated frame: x0 = noise - 1 * v at the last step...
+  const post = f.sections[1].conditioning.cleanLatents;
+  assert.equal(post.data[0], -3, 'clean latents start with the start latent');
+  assert.notEqual(post.data[68 * 88], 0, 'the 1x frame comes from section 1');
+  assert.equal(f.sections[0].conditioning.cleanLatents.data[68 * 88], 0, 'empty history in section 1');
+  assert.equal(f.closed(), 4);
+  assert.ok(logs.includes('section 2/4, step 3/3'), logs.join('\n'));
+  assert.ok(logs.some((l) => l.startsWith('seed 5;')));
+  assert.deepEqual(progress, Array.from({ length: 12 }, (_, i) => i + 1));
+  // The seeded generator draws section after section.
+  const g = new NormalGenerator(5);
+  const n = 16 * 2 * 68 * 88;
+  assert.deepEqual(f.firstInputs[0], g.normal(n));
+  assert.deepEqual(f.firstInputs[1], g.normal(n));
+});
+
+test('real CFG encodes the negative prompt; injected noise and the dump use the fixture names', async () => {
+  const events: string[] = [];
+  const f = fakeNets(events);
+  const shape = [1, 16, 2, 68, 88];
+  const noise: Record<string, HostTensor> = {};
+  for (let i = 0; i < 4; i++) noise[`noise_${i}`] = f32(shape, i + 1);
+  const dump: Record<string, HostTensor> = {};
+  await generate(f.nets, image, { ...params, cfg: 2 }, { signal: new AbortController().signal, log: () => {}, noise, dump });
+  assert.deepEqual(events.slice(0, 2), ['prompt:a cat', 'prompt:dog']);
+  assert.ok(f.sections[0].negative);
+  f.firstInputs.forEach((x, i) => assert.ok(x.every((v) => v === i + 1), `section ${i} starts from noise_${i}`));
+  assert.deepEqual(Object.keys(dump).sort(), ['clip_l_pooler', 'clip_l_pooler_n', 'image_embeddings', 'llama_attention_mask',
+    'llama_vec', 'llama_vec_n', 'noise_0', 'noise_1', 'noise_2', 'noise_3', 'section_0_generated_latents',
+    'section_1_generated_latents', 'section_2_generated_latents', 'section_3_generated_latents', 'start_latent']);
+  assert.deepEqual(dump.section_3_generated_latents.dims, [1, 16, 3, 68, 88], 'the start latent is prepended in the last section');
+  assert.deepEqual(dump.section_0_generated_latents.dims, [1, 16, 2, 68, 88]);
+
+  await assert.rejects(generate(fakeNets([]).nets, image, params, { signal: new AbortController().signal, log: () => {},
+    noise: { noise_0: f32([1, 16, 2, 8, 8]) } }), /noise_0 has shape/);
+});
+
+test('a cancel stops within the step and frees the section', async () => {
+  const ac = new AbortController();
+  const events: string[] = [];
+  const f = fakeNets(events, { abortAt: { section: 1, step: 1, ac } });
+  const logs: string[] = [];
+  await assert.rejects(generate(f.nets, image, params, { signal: ac.signal, log: (l) => logs.push(l) }), { name: 'AbortError' });
+  assert.equal(f.closed(), 2, 'the aborted section was closed too');
+  assert.ok(!events.includes('decode:4'), 'nothing decoded after the cancel');
+  assert.ok(!logs.includes('section 2/4, step 2/3'));
+});

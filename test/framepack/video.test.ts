@@ -1,0 +1,111 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { effectiveCrf, findFfmpeg, writeMp4, FfmpegSetupError } from '../../src/framepack/video.js';
+
+function ffprobe(path: string) {
+  const r = spawnSync('ffprobe', ['-v', 'error', '-count_frames', '-select_streams', 'v:0', '-show_entries',
+    'stream=codec_name,profile,pix_fmt,width,height,r_frame_rate,nb_read_frames', '-of', 'json', path], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout).streams[0] as Record<string, string | number>;
+}
+
+/** Frames with a moving gradient, in chunks of `per` frames (as the pixel history hands them over). */
+function* frames(count: number, width: number, height: number, per: number) {
+  for (let f0 = 0; f0 < count; f0 += per) {
+    const n = Math.min(per, count - f0);
+    const buf = new Uint8Array(n * width * height * 3);
+    for (let f = 0; f < n; f++) {
+      for (let i = 0; i < width * height; i++) {
+        const o = (f * width * height + i) * 3;
+        buf[o] = (i % width + (f0 + f) * 4) & 255;
+        buf[o + 1] = (Math.floor(i / width) * 2) & 255;
+        buf[o + 2] = 128;
+      }
+    }
+    yield buf;
+  }
+}
+
+test('writes H.264 yuv420p at 30 fps with every frame, through back-pressure', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
+  try {
+    const out = join(dir, 'a.mp4');
+    // ~45 MB of raw frames: far more than a pipe buffer, so writes have to wait for drain.
+    const n = await writeMp4(out, frames(97, 320, 480, 7), { width: 320, height: 480, crf: 23 });
+    assert.equal(n, 97);
+    const s = ffprobe(out);
+    assert.equal(s.codec_name, 'h264');
+    assert.equal(s.pix_fmt, 'yuv420p');
+    assert.equal(s.r_frame_rate, '30/1');
+    assert.equal(Number(s.nb_read_frames), 97);
+    assert.equal(s.width, 320);
+    assert.equal(s.height, 480);
+    assert.equal(s.profile, 'High');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('crf 0 still gives a browser-playable High profile stream (encoded as crf 1)', async () => {
+  assert.equal(effectiveCrf(0), 1);
+  assert.equal(effectiveCrf(16), 16);
+  assert.throws(() => effectiveCrf(52), RangeError);
+  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
+  try {
+    const out = join(dir, 'lossless.mp4');
+    const logs: string[] = [];
+    await writeMp4(out, frames(5, 64, 32, 5), { width: 64, height: 32, crf: 0, log: (l) => logs.push(l) });
+    assert.equal(ffprobe(out).profile, 'High');
+    assert.match(logs.join('\n'), /crf 1/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('bad input and a failing ffmpeg leave no file behind; odd sizes are refused', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
+  try {
+    const out = join(dir, 'bad.mp4');
+    await assert.rejects(writeMp4(out, [new Uint8Array(10)], { width: 64, height: 32, crf: 23 }), /not whole/);
+    await assert.rejects(stat(out), { code: 'ENOENT' });
+    await assert.rejects(writeMp4(out, [], { width: 63, height: 32, crf: 23 }), RangeError);
+    await assert.rejects(writeMp4(join(dir, 'no', 'such', 'dir.mp4'), frames(2, 64, 32, 1), { width: 64, height: 32, crf: 23 }), /ffmpeg failed/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a cancel stops the encoder and removes the partial file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
+  try {
+    const out = join(dir, 'c.mp4');
+    const ac = new AbortController();
+    function* slow() {
+      let i = 0;
+      for (const f of frames(400, 640, 640, 1)) {
+        if (++i === 20) ac.abort();
+        yield f;
+      }
+    }
+    await assert.rejects(writeMp4(out, slow(), { width: 640, height: 640, crf: 23, signal: ac.signal }), { name: 'AbortError' });
+    await assert.rejects(stat(out), { code: 'ENOENT' });
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a missing ffmpeg is a clear setup error', () => {
+  assert.ok(findFfmpeg().length > 0);
+  const saved = process.env.FRAMEPACK_FFMPEG;
+  process.env.FRAMEPACK_FFMPEG = '/nonexistent/ffmpeg';
+  try {
+    assert.throws(() => findFfmpeg(), (e: unknown) => e instanceof FfmpegSetupError && /nonexistent.*apt-get install ffmpeg/s.test(e.message));
+  } finally {
+    if (saved === undefined) delete process.env.FRAMEPACK_FFMPEG;
+    else process.env.FRAMEPACK_FFMPEG = saved;
+  }
+});

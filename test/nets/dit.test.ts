@@ -1,0 +1,179 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
+import { terminateWorkers } from '../../src/runtime/session.js';
+import { gridRope, packedRope, pooledRope, ropeConfig } from '../../src/nets/dit-rope.js';
+import { ditConfig } from '../../src/nets/dit.js';
+import { PackedTransformer, TransformerInputError, forwardDit, type DitInputs } from '../../src/framepack/transformer.js';
+import { getNet } from '../../src/nets/registry.js';
+import { fixture, tinyModels } from '../fixtures.js';
+
+const DIT_DIR = () => join(tinyModels(), 'lllyasviel', 'FramePackI2V_HY');
+const TOL = 1e-4; // fixtures README: components, relative L2
+
+function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, `length ${a.length} vs ${b.length}`);
+  let num = 0, den = 0;
+  for (let i = 0; i < b.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
+  return Math.sqrt(num / den);
+}
+
+let ref: Record<string, HostTensor>;
+let dit: PackedTransformer;
+
+function plainInputs(): DitInputs {
+  const { output, masked_output, masked_encoder_hidden_states, masked_encoder_attention_mask, ...rest } = ref;
+  return rest as unknown as DitInputs;
+}
+
+function maskedInputs(): DitInputs {
+  return { ...plainInputs(), encoder_hidden_states: ref.masked_encoder_hidden_states, encoder_attention_mask: ref.masked_encoder_attention_mask };
+}
+
+before(async () => {
+  ref = await loadTensors(fixture('framepack-tiny', 'components', 'transformer.safetensors'));
+  dit = await PackedTransformer.load(DIT_DIR(), { precision: 'float32', ep: 'cpu' });
+});
+
+after(async () => {
+  await dit?.release();
+  await terminateWorkers();
+});
+
+test('packed transformer matches the reference forward (float32, CPU)', async () => {
+  dit.beginSection({ steps: 25 });
+  const { output, teacache } = await dit.forward(plainInputs());
+  assert.equal(teacache, null);
+  assert.deepEqual(output.dims, ref.output.dims);
+  const err = relL2(output.data as Float32Array, ref.output.data as Float32Array);
+  console.log(`# dit plain call: relative L2 ${err.toExponential(3)}`);
+  assert.ok(err <= TOL, `relative L2 ${err} > ${TOL}`);
+});
+
+test('padded text: the refiner honours the mask and the context is cropped to the valid tokens', async () => {
+  dit.beginSection({ steps: 25 });
+  const { output } = await dit.forward(maskedInputs());
+  const err = relL2(output.data as Float32Array, ref.masked_output.data as Float32Array);
+  console.log(`# dit padded-text call: relative L2 ${err.toExponential(3)}`);
+  assert.ok(err <= TOL, `relative L2 ${err} > ${TOL}`);
+  // The padding must matter only through the mask: the plain and padded calls are different prompts.
+  assert.ok(relL2(output.data as Float32Array, ref.output.data as Float32Array) > 1e-3);
+});
+
+test('TeaCache in the runner: a skipped call re-uses the residual, first and last calls compute', async () => {
+  dit.beginSection({ steps: 3, teacache: { enabled: true } });
+  const a = await dit.forward(plainInputs());
+  assert.deepEqual(a.teacache, { compute: true, relL1: null, accumulated: 0, cntAfter: 1 });
+  // Same input again: r = 0, acc = f(0) = 0.0961 < 0.15 -> skipped, output from the cached residual.
+  const b = await dit.forward(plainInputs());
+  assert.equal(b.teacache!.compute, false);
+  assert.equal(b.teacache!.relL1, 0);
+  assert.ok(Math.abs(b.teacache!.accumulated - 0.0961237896) < 1e-12);
+  const errSkip = relL2(b.output.data as Float32Array, ref.output.data as Float32Array);
+  console.log(`# dit TeaCache-skipped call: relative L2 ${errSkip.toExponential(3)}`);
+  assert.ok(errSkip <= TOL);
+  // A changed input on a skipped call goes through the head with the old residual (no blocks).
+  const c = await dit.forward(maskedInputs());
+  assert.equal(c.teacache!.compute, true, 'the last call of a section always computes');
+  assert.ok(relL2(c.output.data as Float32Array, ref.masked_output.data as Float32Array) <= TOL);
+});
+
+test('TeaCache skip with a changed input uses the cached residual, not fresh blocks', async () => {
+  dit.beginSection({ steps: 4, teacache: { enabled: true, threshold: 1e9 } });
+  await dit.forward(plainInputs());
+  const skipped = await dit.forward(maskedInputs()); // text differs, image tokens do not: r = 0, skipped
+  assert.equal(skipped.teacache!.compute, false);
+  // The head sees img + residual of the plain call: image stream identical -> the plain output, not the masked one.
+  assert.ok(relL2(skipped.output.data as Float32Array, ref.output.data as Float32Array) <= TOL);
+  assert.ok(relL2(skipped.output.data as Float32Array, ref.masked_output.data as Float32Array) > 1e-3);
+});
+
+test('per-branch TeaCache keeps a separate state per CFG branch; shared mode is the original counter', async () => {
+  dit.beginSection({ steps: 2, teacache: { enabled: true } });
+  const p0 = await dit.forward(plainInputs(), { branch: 'positive' });
+  const n0 = await dit.forward(plainInputs(), { branch: 'negative' });
+  assert.equal(p0.teacache!.cntAfter, 1);
+  assert.equal(n0.teacache!.cntAfter, 1, 'negative branch has its own counter');
+  dit.beginSection({ steps: 2, teacache: { enabled: true, mode: 'shared' } });
+  await dit.forward(plainInputs(), { branch: 'positive' });
+  const s1 = await dit.forward(plainInputs(), { branch: 'negative' });
+  assert.equal(s1.teacache!.cntAfter, 0, 'shared counter wraps after steps calls of both branches');
+});
+
+test('bad inputs fail with clear errors', async () => {
+  dit.beginSection({ steps: 1 });
+  const x = plainInputs();
+  const { hidden_states: _drop, ...missing } = x;
+  await assert.rejects(dit.forward(missing as DitInputs), (e: Error) => e instanceof TransformerInputError && /hidden_states/.test(e.message));
+  const two: HostTensor = { ...x.hidden_states, dims: [2, ...x.hidden_states.dims.slice(1)], data: new Float32Array(2 * x.hidden_states.data.length) };
+  await assert.rejects(dit.forward({ ...x, hidden_states: two }), /batch 2/);
+  const badIdx: HostTensor = { dtype: 'int64', dims: [1, 2], data: BigInt64Array.of(1n, 2n) };
+  await assert.rejects(dit.forward({ ...x, latent_indices: badIdx }), /latent_indices: 2 indices for 3 frames/);
+});
+
+test('the registry `dit` net runs one uncached call on the fixture file as is (extra tensors ignored)', async () => {
+  const net = await getNet('dit');
+  assert.equal(net.forward, forwardDit);
+  assert.deepEqual(net.outputs, ['output']);
+  for (const name of net.inputs) assert.ok(name in ref || name === 'guidance', `fixture lacks ${name}`);
+  const out = await net.forward(DIT_DIR(), ref, { precision: 'float32', ep: 'cpu' });
+  assert.ok(relL2(out.output.data as Float32Array, ref.output.data as Float32Array) <= TOL);
+});
+
+// ---------------------------------------------------------------------------------------------------------
+// RoPE tables (host side)
+
+const cfg = ropeConfig({ rope_theta: 256, rope_axes_dim: [4, 6, 6] });
+
+test('rope: frequencies 256^(-2k/d) per axis, one value per interleaved pair', () => {
+  const t = gridRope(cfg, [3], 2, 5); // one frame, 2 x 5 grid
+  assert.equal(t.half, 8);
+  assert.equal(t.tokens, 10);
+  // token (t=3, y=1, x=4): row 1*5+4 = 9; lanes [T0 T1 | Y0 Y1 Y2 | X0 X1 X2]
+  const row = 9 * 8;
+  const expect = [3, 3 / 256 ** 0.5, 1, 1 / 256 ** (1 / 3), 1 / 256 ** (2 / 3), 4, 4 / 256 ** (1 / 3), 4 / 256 ** (2 / 3)];
+  for (let j = 0; j < 8; j++) {
+    assert.ok(Math.abs(t.cos[row + j] - Math.cos(expect[j])) < 1e-6, `cos lane ${j}`);
+    assert.ok(Math.abs(t.sin[row + j] - Math.sin(expect[j])) < 1e-6, `sin lane ${j}`);
+  }
+  // position 0 on every axis is the identity rotation
+  const z = gridRope(cfg, [0], 1, 1);
+  assert.deepEqual(Array.from(z.cos), new Array(8).fill(1));
+  assert.deepEqual(Array.from(z.sin), new Array(8).fill(0));
+});
+
+test('rope: 2x/4x tables average replicate-padded cos/sin values over k^3 cells', () => {
+  const frames = [7, 8];
+  const full = gridRope(cfg, frames, 3, 5); // h = 3, w = 5 -> padded to 4 x 6 for k = 2
+  const pooled = pooledRope(cfg, frames, 3, 5, 2);
+  assert.equal(pooled.tokens, 1 * 2 * 3);
+  // output cell (0, 1, 2) averages rows y in {2, 2 (pad)}, x in {4, 4 (pad)}, t in {0, 1}
+  const at = (t: number, y: number, x: number, j: number) => full.cos[((t * 3 + y) * 5 + x) * 8 + j];
+  const cell = (0 * 2 + 1) * 3 + 2;
+  for (let j = 0; j < 8; j++) {
+    const want = (2 * at(0, 2, 4, j) + 2 * at(1, 2, 4, j) + 2 * at(0, 2, 4, j) + 2 * at(1, 2, 4, j)) / 8;
+    assert.ok(Math.abs(pooled.cos[cell * 8 + j] - want) < 1e-6, `lane ${j}`);
+  }
+  // pooled entries are not unit rotations once angles differ inside a cell
+  const c0 = pooled.cos[8 + 3], s0 = pooled.sin[8 + 3];
+  assert.ok(c0 * c0 + s0 * s0 < 0.999);
+});
+
+test('rope: packed order is [4x | 2x | clean 1x | noisy]', () => {
+  const idx = { latent: [3, 4, 5], clean: [0, 6], clean2x: [7, 8], clean4x: Array.from({ length: 16 }, (_, i) => 9 + i) };
+  const t = packedRope(cfg, idx, 4, 3);
+  const n4 = 4 * 1 * 1, n2 = 1 * 2 * 2, n1 = 2 * 4 * 3, nn = 3 * 4 * 3;
+  assert.equal(t.tokens, n4 + n2 + n1 + nn);
+  const noisy = gridRope(cfg, idx.latent, 4, 3);
+  assert.deepEqual(Array.from(t.cos.subarray((n4 + n2 + n1) * 8)), Array.from(noisy.cos));
+  const clean = gridRope(cfg, idx.clean, 4, 3);
+  assert.deepEqual(Array.from(t.sin.subarray((n4 + n2) * 8, (n4 + n2 + n1) * 8)), Array.from(clean.sin));
+});
+
+test('config: the fixture transformer parses, and inconsistent configs are refused', () => {
+  const c = ditConfig({ num_attention_heads: 2, attention_head_dim: 16, rope_axes_dim: [4, 6, 6], num_layers: 2 });
+  assert.equal(c.dim, 32);
+  assert.throws(() => ditConfig({ attention_head_dim: 16, rope_axes_dim: [4, 6, 4] }), /sums to 14/);
+  assert.throws(() => ditConfig({ attention_head_dim: 16, rope_axes_dim: [4, 6, 6], patch_size_t: 2 }), /patch_size_t/);
+});

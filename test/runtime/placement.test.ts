@@ -1,0 +1,161 @@
+/**
+ * Placement from what a (fake) nvidia-smi on PATH reports, the environment overrides, the CUDA provider
+ * check, and the mapping of ORT out-of-memory errors.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { chmod, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AppError } from '../../src/errors.js';
+import { choosePlacement, cudaVisible, describePlacement, HIGH_MIN_FREE_MIB, LOW_MIN_FREE_MIB, mapOrtError } from '../../src/runtime/placement.js';
+import { CUDA_PROVIDER_LIB, cudaProviderStatus, ortLibDir } from '../../src/runtime/providers.js';
+import { parseNvidiaSmi, probeVram } from '../../src/runtime/vram.js';
+
+let bin: string;
+const cudaOk = { available: true, detail: '/fake/libonnxruntime_providers_cuda.so' };
+
+before(async () => {
+  bin = await mkdtemp(join(tmpdir(), 'fake-smi-'));
+  // Prints FAKE_SMI_OUT (one CSV line per GPU, as --format=csv,noheader,nounits), or fails like a broken driver.
+  await writeFile(join(bin, 'nvidia-smi'), [
+    '#!/bin/sh',
+    'case "$*" in *--query-gpu=index,name,memory.total,memory.used,memory.free,driver_version*) ;; *) echo "unexpected args: $*" >&2; exit 2;; esac',
+    'if [ -n "$FAKE_SMI_FAIL" ]; then echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver." >&2; exit 9; fi',
+    'printf "%b" "$FAKE_SMI_OUT"',
+  ].join('\n'));
+  await chmod(join(bin, 'nvidia-smi'), 0o755);
+});
+after(async () => { await rm(bin, { recursive: true, force: true }); });
+
+const gpuLine = (index: number, totalMiB: number, freeMiB: number, name = 'NVIDIA H100 80GB HBM3') =>
+  `${index}, ${name}, ${totalMiB}, ${totalMiB - freeMiB}, ${freeMiB}, 580.159.04\\n`;
+
+/** An environment whose PATH finds only the fake nvidia-smi (and sh). */
+function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return { PATH: `${bin}:/usr/bin:/bin`, ...extra };
+}
+
+test('nvidia-smi output is parsed into MiB figures; [N/A] devices are skipped', () => {
+  const gpus = parseNvidiaSmi('0, NVIDIA H100 80GB HBM3, 81559, 600, 80959, 580.159.04\n1, GRID vGPU, [N/A], [N/A], [N/A], 580\n');
+  assert.deepEqual(gpus, [{ index: 0, name: 'NVIDIA H100 80GB HBM3', totalMiB: 81559, usedMiB: 600, freeMiB: 80959, driver: '580.159.04' }]);
+});
+
+test('an 80 GB GPU with the CUDA provider: high, bf16 DiT, named in the log line', async () => {
+  const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 81559, 80959) }), cuda: cudaOk });
+  assert.equal(p.policy, 'high');
+  assert.equal(p.ep, 'cuda');
+  assert.equal(p.deviceId, 0);
+  assert.equal(p.resident, true);
+  assert.deepEqual(p.quantize, {});
+  assert.equal(p.precision.dit, 'bfloat16');
+  assert.equal(p.precision.vae, 'float16');
+  assert.match(describePlacement(p), /^placement: high on cuda:0 .*NVIDIA H100/);
+});
+
+test('a 48 GB GPU: low (8-bit DiT and LLaMA, VAE tiling, encoders in turn)', async () => {
+  const free = HIGH_MIN_FREE_MIB - 1024;
+  const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 49140, free, 'NVIDIA L40S') }), cuda: cudaOk });
+  assert.equal(p.policy, 'low');
+  assert.equal(p.ep, 'cuda');
+  assert.equal(p.resident, false);
+  assert.deepEqual(p.quantize, { dit: 8, llama: 8 });
+  assert.equal(p.vaeTiling, true);
+  assert.match(describePlacement(p), /placement: low on cuda:0/);
+});
+
+test('a busy or small GPU: cpu', async () => {
+  const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 24564, LOW_MIN_FREE_MIB - 1, 'NVIDIA RTX 4090') }), cuda: cudaOk });
+  assert.equal(p.policy, 'cpu');
+  assert.equal(p.ep, 'cpu');
+  assert.equal(p.precision.dit, 'float32');
+  assert.match(p.reason, /too little/);
+});
+
+test('no nvidia-smi, or a failing one: cpu, saying why', async () => {
+  const none = await choosePlacement({ env: { PATH: '/nonexistent' }, cuda: cudaOk });
+  assert.equal(none.policy, 'cpu');
+  assert.match(none.reason, /nvidia-smi not found/);
+  const broken = await choosePlacement({ env: env({ FAKE_SMI_FAIL: '1' }), cuda: cudaOk });
+  assert.equal(broken.policy, 'cpu');
+  assert.match(broken.reason, /couldn't communicate with the NVIDIA driver/);
+  assert.deepEqual((await probeVram({ env: env({ FAKE_SMI_FAIL: '1' }) })).gpus, []);
+});
+
+test('a GPU without the CUDA provider library: cpu; FRAMEPACK_EP=cuda then fails clearly', async () => {
+  const cudaMissing = { available: false, detail: `${CUDA_PROVIDER_LIB} is not installed` };
+  const e = env({ FAKE_SMI_OUT: gpuLine(0, 81559, 80959) });
+  const p = await choosePlacement({ env: e, cuda: cudaMissing });
+  assert.equal(p.policy, 'cpu');
+  assert.match(p.reason, /not installed/);
+  await assert.rejects(choosePlacement({ env: { ...e, FRAMEPACK_EP: 'cuda' }, cuda: cudaMissing }),
+    (err: AppError) => err.code === 'EP_UNAVAILABLE' && /FRAMEPACK_EP=cuda/.test(err.message));
+  await assert.rejects(choosePlacement({ env: { ...e, FRAMEPACK_PLACEMENT: 'high' }, cuda: cudaMissing }),
+    (err: AppError) => err.code === 'EP_UNAVAILABLE');
+});
+
+test('environment overrides: placement, provider, device id (after CUDA_VISIBLE_DEVICES)', async () => {
+  const two = gpuLine(0, 81559, 10000) + gpuLine(1, 81559, 80000);
+  const forcedLow = await choosePlacement({ env: env({ FAKE_SMI_OUT: two, FRAMEPACK_PLACEMENT: 'low', FRAMEPACK_DEVICE_ID: '1' }), cuda: cudaOk });
+  assert.equal(forcedLow.policy, 'low');
+  assert.equal(forcedLow.deviceId, 1);
+  assert.match(forcedLow.reason, /FRAMEPACK_PLACEMENT=low/);
+
+  const second = await choosePlacement({ env: env({ FAKE_SMI_OUT: two, FRAMEPACK_DEVICE_ID: '1' }), cuda: cudaOk });
+  assert.equal(second.policy, 'high');          // GPU 1 has 80000 MiB free, GPU 0 only 10000
+  const first = await choosePlacement({ env: env({ FAKE_SMI_OUT: two }), cuda: cudaOk });
+  assert.equal(first.policy, 'cpu');
+
+  const visible = await choosePlacement({ env: env({ FAKE_SMI_OUT: two, CUDA_VISIBLE_DEVICES: '1' }), cuda: cudaOk });
+  assert.equal(visible.deviceId, 0);            // CUDA renumbers physical GPU 1 as device 0
+  assert.equal(visible.policy, 'high');
+  assert.deepEqual(cudaVisible(parseNvidiaSmi(two.replace(/\\n/g, '\n')), '1,0').map((g) => g.index), [1, 0]);
+
+  const cpu = await choosePlacement({ env: env({ FAKE_SMI_OUT: two, FRAMEPACK_EP: 'cpu' }), cuda: cudaOk });
+  assert.equal(cpu.policy, 'cpu');
+  const webgpu = await choosePlacement({ env: env({ FAKE_SMI_OUT: two, FRAMEPACK_EP: 'webgpu', FRAMEPACK_DEVICE_ID: '1' }) });
+  assert.equal(webgpu.ep, 'webgpu');
+  assert.equal(webgpu.precision.dit, 'float32');  // no bf16 on WebGPU, and fp16 DiT gives NaN
+
+  for (const [name, value] of [['FRAMEPACK_PLACEMENT', 'huge'], ['FRAMEPACK_EP', 'tpu'], ['FRAMEPACK_DEVICE_ID', '-1'], ['FRAMEPACK_DEVICE_ID', '5']]) {
+    await assert.rejects(choosePlacement({ env: env({ FAKE_SMI_OUT: two, [name]: value }), cuda: cudaOk }),
+      (err: AppError) => err.code === 'RUNTIME_SETTING_INVALID' && err.message.includes(name));
+  }
+});
+
+test('CUDA provider check: absent, present but unloadable, loadable', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'ort-lib-'));
+  try {
+    const absent = await cudaProviderStatus({ libDir: dir });
+    assert.equal(absent.available, false);
+    assert.match(absent.detail, /not installed next to libonnxruntime\.so\.1/);
+
+    await writeFile(join(dir, CUDA_PROVIDER_LIB), 'not a shared library');
+    const broken = await cudaProviderStatus({ libDir: dir });
+    assert.equal(broken.available, false);
+    assert.match(broken.detail, /does not load: .*(ELF|too short)/);
+
+    // any real shared library stands in for one whose dependencies all resolve
+    await rm(join(dir, CUDA_PROVIDER_LIB));
+    await symlink(join(ortLibDir(), 'libonnxruntime.so.1'), join(dir, CUDA_PROVIDER_LIB));
+    const loads = await cudaProviderStatus({ libDir: dir });
+    assert.equal(loads.available, true, loads.detail);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('ORT out-of-memory on the GPU maps to GPU_OUT_OF_MEMORY; other errors and CPU ones pass through', () => {
+  const oom = new Error('Non-zero status code returned while running MatMul node. Name:\'dit/blocks.3/matmul\' Status Message: ' +
+    '/onnxruntime/core/framework/bfc_arena.cc:359 void* onnxruntime::BFCArena::AllocateRawInternal(size_t, bool, ' +
+    'onnxruntime::Stream*) Failed to allocate memory for requested buffer of size 4294967296');
+  const mapped = mapOrtError(oom, 'cuda');
+  assert.ok(mapped instanceof AppError);
+  assert.equal(mapped.code, 'GPU_OUT_OF_MEMORY');
+  assert.equal(mapped.fatal, false);
+  assert.match(mapped.message, /FRAMEPACK_PLACEMENT=low/);
+  assert.equal((mapOrtError(new Error('CUDA failure 2: out of memory ; GPU=0'), 'cuda') as AppError).code, 'GPU_OUT_OF_MEMORY');
+  const other = new Error('Invalid input name: foo');
+  assert.equal(mapOrtError(other, 'cuda'), other);
+  assert.equal(mapOrtError(oom, 'cpu'), oom);
+});

@@ -1,0 +1,80 @@
+/**
+ * The generated OpenAPI document against the Cog schema clients rely on: FramePack's Input component exactly
+ * as the predictor this project replaces published it, Output as a uri string, and the
+ * /predictions -> PredictionResponse.output -> Output chain `cog predict` follows.
+ */
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { z } from 'zod';
+import { inputSchema } from '../../src/framepack/inputs.js';
+import { fileInput } from '../../src/predictor.js';
+import { inputComponent, openapiDocument, titleOf } from '../../src/server/openapi.js';
+
+// components.schemas.Input as published by the Cog predictor (Python cog 0.16), descriptions aside.
+const EXPECTED_INPUT = {
+  title: 'Input', type: 'object',
+  required: ['input_image', 'prompt'],
+  properties: {
+    input_image: { title: 'Input Image', type: 'string', format: 'uri', 'x-order': 0 },
+    prompt: { title: 'Prompt', type: 'string', 'x-order': 1 },
+    negative_prompt: { title: 'Negative Prompt', type: 'string', default: '', 'x-order': 2 },
+    seed: { title: 'Seed', type: 'integer', nullable: true, default: null, 'x-order': 3 },
+    total_video_length_seconds: { title: 'Total Video Length Seconds', type: 'number', default: 3.0, minimum: 1.0, maximum: 10.0, 'x-order': 4 },
+    latent_window_size: { title: 'Latent Window Size', type: 'integer', default: 9, minimum: 1, maximum: 16, 'x-order': 5 },
+    steps: { title: 'Steps', type: 'integer', default: 25, minimum: 1, maximum: 50, 'x-order': 6 },
+    cfg_scale: { title: 'Cfg Scale', type: 'number', default: 1.0, minimum: 1.0, maximum: 32.0, 'x-order': 7 },
+    distilled_cfg_scale: { title: 'Distilled Cfg Scale', type: 'number', default: 10.0, minimum: 1.0, maximum: 32.0, 'x-order': 8 },
+    cfg_rescale: { title: 'Cfg Rescale', type: 'number', default: 0.0, minimum: 0.0, maximum: 1.0, 'x-order': 9 },
+    use_teacache: { title: 'Use Teacache', type: 'boolean', default: true, 'x-order': 10 },
+    mp4_crf: { title: 'Mp4 Crf', type: 'integer', default: 23, minimum: 0, maximum: 51, 'x-order': 11 },
+  },
+};
+
+function withoutDescriptions(schema: any): any {
+  const props: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(schema.properties as Record<string, any>)) {
+    const { description, ...rest } = v;
+    assert.equal(typeof description, 'string', `${k} has a description`);
+    props[k] = rest;
+  }
+  return { ...schema, properties: props };
+}
+
+describe('openapi', () => {
+  const doc = openapiDocument(inputSchema);
+
+  it('generates FramePack Input exactly (names, types, defaults, bounds, order, titles, nullable seed)', () => {
+    const input = withoutDescriptions(doc.components.schemas.Input);
+    assert.deepEqual(input, EXPECTED_INPUT);
+    assert.deepEqual(Object.keys(input.properties), Object.keys(EXPECTED_INPUT.properties));
+  });
+
+  it('declares the output as a uri string reached by a direct $ref', () => {
+    assert.equal(doc.openapi, '3.0.2');
+    assert.deepEqual(doc.components.schemas.Output, { title: 'Output', type: 'string', format: 'uri' });
+    const ref = doc.paths['/predictions'].post.responses['200'].content['application/json'].schema.$ref;
+    assert.equal(ref, '#/components/schemas/PredictionResponse');
+    assert.deepEqual(doc.components.schemas.PredictionResponse.properties.output, { $ref: '#/components/schemas/Output' });
+    assert.deepEqual(doc.components.schemas.PredictionRequest.properties.input, { $ref: '#/components/schemas/Input' });
+  });
+
+  it('resolves every $ref inside the document', () => {
+    const refs: string[] = [];
+    const walk = (v: unknown) => {
+      if (Array.isArray(v)) v.forEach(walk);
+      else if (v && typeof v === 'object') for (const [k, x] of Object.entries(v)) k === '$ref' ? refs.push(x as string) : walk(x);
+    };
+    walk(doc);
+    assert.ok(refs.length > 5);
+    for (const ref of refs) assert.ok(doc.components.schemas[ref.replace('#/components/schemas/', '')], ref);
+  });
+
+  it('derives titles, order, required and nullable the way Cog does for any schema', () => {
+    assert.equal(titleOf('mp4_crf'), 'Mp4 Crf');
+    const c = inputComponent(z.object({ b: fileInput(), a: z.int().optional(), c: z.string().nullable().default(null) }));
+    assert.deepEqual(c.required, ['b']);
+    assert.deepEqual(Object.keys(c.properties), ['b', 'a', 'c']);
+    assert.deepEqual(c.properties.a, { title: 'A', type: 'integer', 'x-order': 1 });
+    assert.deepEqual(c.properties.c, { title: 'C', type: 'string', nullable: true, default: null, 'x-order': 2 });
+  });
+});

@@ -1,0 +1,19 @@
+/** A predictor whose predict() throws; --fatal makes the error fatal (the model "died"). */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { z } from 'zod';
+import type { Predictor, PredictorOptions } from '../../../src/predictor.js';
+
+export const inputSchema = z.object({ prompt: z.string().default('x') });
+
+export default function failing(options: PredictorOptions): Predictor<typeof inputSchema> {
+  return {
+    inputSchema,
+    async setup() {},
+    async predict(_input, ctx) {
+      ctx.log('about to fail');
+      await sleep(10);
+      const err = Object.assign(new Error('the model exploded'), options.fatal ? { fatal: true } : {});
+      throw err;
+    },
+  };
+}
