@@ -14,13 +14,15 @@
  * the HunyuanVideo prompt template uses; CLIP style vocab.json + merges.txt (`</w>` word ends,
  * `<|endoftext|>` the highest id, as the legacy pooling needs).
  *
- * Usage: node dist/scripts/make-tiny-model.js [outDir=models/tiny] [--seed N]
+ * Usage: node dist/scripts/make-tiny-model.js [outDir, default models/tiny of this checkout] [--seed N]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { float32ToBFloat16, float32ToFloat16 } from '../src/onnx/half.js';
 import { saveRaw, type StDType } from '../src/onnx/safetensors.js';
+import { folderProblem } from '../src/hub/cache.js';
+import { folderDirs, loadManifest } from '../src/hub/manifest.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // sizes
@@ -519,6 +521,15 @@ export async function makeTinyModel(outDir: string, opts: TinyModelOptions = {})
   return outDir;
 }
 
+/** models/tiny of this checkout (git-ignored): the default model of the demo and the end-to-end tests. */
+export const TINY_MODEL_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'models', 'tiny');
+
+/** Writes the tiny model into `dir` unless a complete one is already there; returns `dir`. */
+export async function ensureTinyModel(dir = TINY_MODEL_DIR): Promise<string> {
+  const complete = Object.values(folderDirs(loadManifest(), dir)).every((d) => folderProblem(d) === null);
+  return complete ? dir : makeTinyModel(dir);
+}
+
 async function main(argv: string[]): Promise<void> {
   let seed: number | undefined;
   const rest: string[] = [];
@@ -526,7 +537,7 @@ async function main(argv: string[]): Promise<void> {
     if (argv[i] === '--seed') seed = Number(argv[++i]);
     else rest.push(argv[i]);
   }
-  const out = resolve(rest[0] ?? 'models/tiny');
+  const out = rest[0] ? resolve(rest[0]) : TINY_MODEL_DIR;
   const t0 = performance.now();
   await makeTinyModel(out, { seed });
   console.log(`tiny FramePack written to ${out} in ${((performance.now() - t0) / 1000).toFixed(2)} s`);

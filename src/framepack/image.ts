@@ -13,6 +13,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import sharp from 'sharp';
 import { appError } from '../errors.js';
 import type { Precision } from '../onnx/graph.js';
@@ -253,6 +254,37 @@ export function sigLipPixels(img: RgbImage, pre: SigLipPreprocessor = SIGLIP_384
     }
   }
   return { dtype: 'float32', dims: [1, 3, height, width], data: out };
+}
+
+export interface StartImage {
+  /** (height, width) */
+  bucket: [number, number];
+  /** the bucket-sized image the VAE and SigLIP see */
+  resized: RgbImage;
+  /** SigLIP's pixel_values of `resized` */
+  pixelValues: HostTensor;
+}
+
+/**
+ * Bucket, resize + centre crop and SigLIP pixels of an uploaded image, computed in a worker thread so that
+ * a large image does not block the event loop (the same functions as above, same bytes).
+ */
+export function prepareStartImage(img: RgbImage, pre: SigLipPreprocessor = SIGLIP_384): Promise<StartImage> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(new URL('./image-worker.js', import.meta.url), { workerData: { img, pre } });
+    let settled = false;
+    worker.once('message', (m: StartImage) => {
+      settled = true;
+      resolve(m);
+    });
+    worker.once('error', (err) => {
+      settled = true;
+      reject(err);
+    });
+    worker.once('exit', (code) => {
+      if (!settled) reject(new Error(`image preprocessing worker exited with code ${code}`));
+    });
+  });
 }
 
 /** The VAE input (1, 3, 1, H, W) float32 in [-1, 1]: x / 127.5 - 1. */

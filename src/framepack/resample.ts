@@ -136,33 +136,40 @@ export function resample(src: Uint8Array, width: number, height: number, channel
     const c = axisCoefficients(width, outWidth, filter, fixedPoint);
     const half = 2 ** (c.bits - 1);
     const out = new Uint8Array(height * outWidth * channels);
+    const { start, count, weights, ksize, bits } = c;
     for (let y = 0; y < height; y++) {
       const row = y * width * channels;
       for (let x = 0; x < outWidth; x++) {
-        const s = c.start[x], n = c.count[x], wo = x * c.ksize;
+        const n = count[x], wo = x * ksize;
+        const o = (y * outWidth + x) * channels;
         for (let ch = 0; ch < channels; ch++) {
-          // |acc| < 255 * sum|w| * 2^22 < 2^31: exact in doubles and safe for the int32 shift in clip8.
+          // |acc| < 255 * sum|w| * 2^bits < 2^31: exact in doubles and safe for the int32 shift in clip8.
           let acc = half;
-          for (let k = 0; k < n; k++) acc += cur[row + (s + k) * channels + ch] * c.weights[wo + k];
-          out[(y * outWidth + x) * channels + ch] = clip8(acc, c.bits);
+          let at = row + start[x] * channels + ch;
+          for (let k = 0; k < n; k++, at += channels) acc += cur[at] * weights[wo + k];
+          out[o + ch] = clip8(acc, bits);
         }
       }
     }
     cur = out;
   }
-  // Vertical pass: (height, outWidth) -> (outHeight, outWidth).
+  // Vertical pass: (height, outWidth) -> (outHeight, outWidth), whole rows at a time.
   if (outHeight !== height) {
     const c = axisCoefficients(height, outHeight, filter, fixedPoint);
     const half = 2 ** (c.bits - 1);
     const stride = outWidth * channels;
     const out = new Uint8Array(outHeight * stride);
+    const acc = new Float64Array(stride);
     for (let y = 0; y < outHeight; y++) {
       const s = c.start[y], n = c.count[y], wo = y * c.ksize;
-      for (let i = 0; i < stride; i++) {
-        let acc = half;
-        for (let k = 0; k < n; k++) acc += cur[(s + k) * stride + i] * c.weights[wo + k];
-        out[y * stride + i] = clip8(acc, c.bits);
+      acc.fill(half);
+      for (let k = 0; k < n; k++) {
+        const w = c.weights[wo + k];
+        const src = (s + k) * stride;
+        for (let i = 0; i < stride; i++) acc[i] += cur[src + i] * w;
       }
+      const o = y * stride;
+      for (let i = 0; i < stride; i++) out[o + i] = clip8(acc[i], c.bits);
     }
     cur = out;
   }

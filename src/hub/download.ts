@@ -15,6 +15,7 @@ import { listFiles } from '@huggingface/hub';
 import { appError, AppError } from '../errors.js';
 import { anchorOf, blobPath, folderProblem, linkSnapshot, sizeOf, snapshotDir } from './cache.js';
 import { fetchBlob, type RemoteFile } from './fetch-file.js';
+import { lockPath, withLock } from './lock.js';
 import { included, type Component, type Manifest, type ManifestRepo } from './manifest.js';
 import { formatBytes, Progress } from './progress.js';
 import type { HubSettings } from './settings.js';
@@ -163,8 +164,11 @@ export async function ensureDownloaded(manifest: Manifest, opts: DownloadOptions
   await pool(unique, opts.concurrency ?? 4, async (f) => {
     const blob = blobPath(settings.cacheDir, f.repo, f.etag);
     await mkdir(dirname(blob), { recursive: true });
-    await fetchBlob(f, blob, { settings, fetch: fetchImpl, progress, signal: opts.signal, retries: opts.retries, backoffMs: opts.backoffMs });
-    log(`models: verified ${f.repo} ${f.path} (${formatBytes(f.size)})`);
+    await withLock(lockPath(settings.cacheDir, f.repo, f.etag), async () => {
+      if (existsSync(blob)) { progress.skip(f.size); return; }     // another process finished it meanwhile
+      await fetchBlob(f, blob, { settings, fetch: fetchImpl, progress, signal: opts.signal, retries: opts.retries, backoffMs: opts.backoffMs });
+      log(`models: verified ${f.repo} ${f.path} (${formatBytes(f.size)})`);
+    }, { signal: opts.signal, onWait: (pid) => log(`models: waiting for process ${pid}, which is downloading ${f.repo} ${f.path}`) });
   });
   if (total > 0) log(progress.line('done'));
 

@@ -50,10 +50,11 @@ export class Progress {
   }
 
   rate(t = this.now()): number {
-    this.samples.push({ t, bytes: this.done });
+    if (t - this.samples[this.samples.length - 1].t >= 500) this.samples.push({ t, bytes: this.done });
     while (this.samples.length > 2 && t - this.samples[1].t > 10_000) this.samples.shift();
     const first = this.samples[0];
     const dt = (t - first.t) / 1000;
+    // (the newest bytes count even when no sample was taken for them yet)
     return dt > 0 ? (this.done - first.bytes) / dt : 0;
   }
 

@@ -438,6 +438,54 @@ function buildHead(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel
 
 // ---------------------------------------------------------------------------------------------------------
 
+/** Every checkpoint tensor the graphs read, with its shape (spec 5.13): checks loaders and writes test checkpoints. */
+export function ditParameterShapes(c: DitConfig): Array<[string, number[]]> {
+  const D = c.dim, F = Math.round(D * c.mlpRatio), hd = c.headDim, p = c.patch, C = c.inChannels;
+  const out: Array<[string, number[]]> = [];
+  const lin = (k: string, o: number, i: number) => out.push([`${k}.weight`, [o, i]], [`${k}.bias`, [o]]);
+  const mlp = (k: string, i: number) => { lin(`${k}.linear_1`, D, i); lin(`${k}.linear_2`, D, D); };
+  out.push(['x_embedder.proj.weight', [D, C, c.patchT, p, p]], ['x_embedder.proj.bias', [D]]);
+  out.push(['clean_x_embedder.proj.weight', [D, C, c.patchT, p, p]], ['clean_x_embedder.proj.bias', [D]]);
+  out.push(['clean_x_embedder.proj_2x.weight', [D, C, 2 * c.patchT, 2 * p, 2 * p]], ['clean_x_embedder.proj_2x.bias', [D]]);
+  out.push(['clean_x_embedder.proj_4x.weight', [D, C, 4 * c.patchT, 4 * p, 4 * p]], ['clean_x_embedder.proj_4x.bias', [D]]);
+  lin('image_projection.up', 3 * D, c.imageProjDim);
+  lin('image_projection.down', D, 3 * D);
+  mlp('time_text_embed.timestep_embedder', 256);
+  if (c.guidance) mlp('time_text_embed.guidance_embedder', 256);
+  mlp('time_text_embed.text_embedder', c.pooledDim);
+  mlp('context_embedder.time_text_embed.timestep_embedder', 256);
+  mlp('context_embedder.time_text_embed.text_embedder', c.textDim);
+  lin('context_embedder.proj_in', D, c.textDim);
+  for (let i = 0; i < c.refinerLayers; i++) {
+    const b = `context_embedder.token_refiner.refiner_blocks.${i}`;
+    out.push([`${b}.norm1.weight`, [D]], [`${b}.norm1.bias`, [D]]);
+    for (const n of ['to_q', 'to_k', 'to_v', 'to_out.0']) lin(`${b}.attn.${n}`, D, D);
+    out.push([`${b}.norm2.weight`, [D]], [`${b}.norm2.bias`, [D]]);
+    lin(`${b}.ff.net.0.proj`, F, D);
+    lin(`${b}.ff.net.2`, D, F);
+    lin(`${b}.norm_out.linear`, 2 * D, D);
+  }
+  for (let i = 0; i < c.dualLayers; i++) {
+    const b = `transformer_blocks.${i}`;
+    lin(`${b}.norm1.linear`, 6 * D, D);
+    lin(`${b}.norm1_context.linear`, 6 * D, D);
+    for (const n of ['to_q', 'to_k', 'to_v', 'add_q_proj', 'add_k_proj', 'add_v_proj', 'to_out.0', 'to_add_out']) lin(`${b}.attn.${n}`, D, D);
+    for (const n of ['norm_q', 'norm_k', 'norm_added_q', 'norm_added_k']) out.push([`${b}.attn.${n}.weight`, [hd]]);
+    for (const ff of ['ff', 'ff_context']) { lin(`${b}.${ff}.net.0.proj`, F, D); lin(`${b}.${ff}.net.2`, D, F); }
+  }
+  for (let i = 0; i < c.singleLayers; i++) {
+    const b = `single_transformer_blocks.${i}`;
+    for (const n of ['to_q', 'to_k', 'to_v']) lin(`${b}.attn.${n}`, D, D);
+    out.push([`${b}.attn.norm_q.weight`, [hd]], [`${b}.attn.norm_k.weight`, [hd]]);
+    lin(`${b}.norm.linear`, 3 * D, D);
+    lin(`${b}.proj_mlp`, F, D);
+    lin(`${b}.proj_out`, D, D + F);
+  }
+  lin('norm_out.linear', 2 * D, D);
+  lin('proj_out', c.outChannels * c.patchT * p * p, D);
+  return out;
+}
+
 /** The three graphs of a transformer checkpoint folder (config.json + safetensors). */
 export function buildDitGraphs(ck: Checkpoint, opts: DitGraphOptions): DitGraphs {
   const config = ditConfig(ck.config);

@@ -9,6 +9,9 @@
  * GPU sessions set `session.disable_cpu_ep_fallback` so a node without a GPU kernel fails loudly instead of
  * silently running on the CPU (pass `allowCpuFallback` to accept it).
  *
+ * Workers run at a lower CPU priority than the main thread (FRAMEPACK_WORKER_NICE, default 10; Linux
+ * applies it per thread), so CPU inference cannot starve the event loop.
+ *
  * Debugging: FRAMEPACK_DUMP_ONNX=<dir> writes each created model (graph only; weights stay external) to
  * <dir>/<name>.onnx for Netron.
  */
@@ -91,7 +94,7 @@ class DeviceWorker {
   }
 
   private start(): Worker {
-    const w = new Worker(new URL('./worker.js', import.meta.url));
+    const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: { nice: workerNice() } });
     w.on('message', (msg: Response) => this.onMessage(msg));
     w.on('error', (err) => { if (this.worker === w) this.fail(err); });
     w.on('exit', (code) => { if (this.worker === w) this.fail(new SessionError(`session worker ${this.key} exited with code ${code}`)); });
@@ -152,6 +155,12 @@ class DeviceWorker {
     this.fail(new SessionError(`session worker ${this.key} was terminated`));
     if (w) await w.terminate();
   }
+}
+
+/** Niceness of session workers relative to the main thread: FRAMEPACK_WORKER_NICE, default 10 (0 = off). */
+function workerNice(): number {
+  const v = Number(process.env.FRAMEPACK_WORKER_NICE ?? 10);
+  return Number.isInteger(v) && v >= 0 && v <= 19 ? v : 10;
 }
 
 const workers = new Map<string, DeviceWorker>();

@@ -15,7 +15,7 @@ import sharp from 'sharp';
 import { AppError } from '../../src/errors.js';
 import {
   BUCKETS_640, SIGLIP_384, encodeImage, findNearestBucket, loadImage, loadImageEncoder, loadSigLipPreprocessor,
-  resizeAndCenterCrop, roundHalfEven, sigLipPixels, vaePixels, type ImageEncoder, type RgbImage,
+  prepareStartImage, resizeAndCenterCrop, roundHalfEven, sigLipPixels, vaePixels, type ImageEncoder, type RgbImage,
 } from '../../src/framepack/image.js';
 import { resample, BICUBIC, LANCZOS } from '../../src/framepack/resample.js';
 import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
@@ -121,6 +121,19 @@ describe('resize and centre crop', () => {
       assert.equal(d.max, 0);
     });
   }
+
+  it('prepareStartImage (worker thread) gives the same bucket, bytes and pixel_values', async () => {
+    const input = await loadImage(fixture('framepack-tiny', 'cases', 'realcfg_rescale', 'input.png'));
+    const [h, w] = findNearestBucket(input.height, input.width);
+    const resized = resizeAndCenterCrop(input, w, h);
+    const prepared = await prepareStartImage(input, SIGLIP_384);
+    assert.deepEqual(prepared.bucket, [h, w]);
+    assert.deepEqual([prepared.resized.width, prepared.resized.height], [w, h]);
+    assert.ok(Buffer.from(prepared.resized.data).equals(Buffer.from(resized.data)));
+    assert.deepEqual(prepared.pixelValues.dims, [1, 3, 384, 384]);
+    assert.ok(Buffer.from((prepared.pixelValues.data as Float32Array).buffer)
+      .equals(Buffer.from((sigLipPixels(resized).data as Float32Array).buffer)));
+  });
 
   it('returns the image itself at the target size and crops the centre after a downscale', () => {
     const img: RgbImage = { width: 4, height: 2, data: new Uint8Array(24).map((_, i) => i) };

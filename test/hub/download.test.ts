@@ -5,6 +5,7 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, lstatSync, readlinkSync, statSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -15,6 +16,7 @@ import { makeTinyModel } from '../../scripts/make-tiny-model.js';
 import { main as downloadMain } from '../../src/cli/download.js';
 import { AppError } from '../../src/errors.js';
 import { cacheRepoRoot, repoFolder } from '../../src/hub/cache.js';
+import { lockPath } from '../../src/hub/lock.js';
 import { loadManifest, type Manifest } from '../../src/hub/manifest.js';
 import { resolveModels, type ResolveOptions } from '../../src/hub/resolve.js';
 import { hubSettings } from '../../src/hub/settings.js';
@@ -301,4 +303,32 @@ test('`framepack download --models-cache <dir>` fills the cache and prints the c
   assert.ok(existsSync(join(dirs.textEncoder, 'config.json')));
   assert.match(err, /models: verified/);
   await assert.rejects(downloadMain(['--bogus']), code('CLI_USAGE'));
+});
+
+test('a blob another live process is downloading is waited for; a dead owner\'s lock is taken over', async () => {
+  reset();
+  const cache = await freshCache();
+  const fp = manifest.repos.find((r) => r.id === 'lllyasviel/FramePackI2V_HY')!;
+  const etag = sha256(join(tiny, 'lllyasviel/FramePackI2V_HY', SHARD));
+  const other = spawn('sleep', ['30']);
+  try {
+    await mkdir(dirname(lockPath(cache, fp.id, etag)), { recursive: true });
+    await writeFile(lockPath(cache, fp.id, etag), String(other.pid));
+    // a lock left by a process that no longer exists
+    const vae = sha256(join(tiny, 'hunyuanvideo-community/HunyuanVideo/vae/diffusion_pytorch_model.safetensors'));
+    await mkdir(dirname(lockPath(cache, 'hunyuanvideo-community/HunyuanVideo', vae)), { recursive: true });
+    await writeFile(lockPath(cache, 'hunyuanvideo-community/HunyuanVideo', vae), '999999999');
+
+    const logs: string[] = [];
+    const run = fromHub(cache, logs);
+    for (let t = 0; t < 200 && !logs.some((l) => l.includes('waiting for process')); t++) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(logs.some((l) => l.includes(`waiting for process ${other.pid}`)), logs.join('\n'));
+    assert.equal(hub.requests.filter((r) => r.url.includes(etag)).length, 0);
+    other.kill();
+    const dirs = await run;
+    assert.ok(readlinkSync(join(dirs.transformer, SHARD)).endsWith(etag));
+    assert.ok(!existsSync(lockPath(cache, fp.id, etag)));
+  } finally {
+    other.kill();
+  }
 });

@@ -5,11 +5,11 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Tokenizer } from 'tokenizers';
-import { makeTinyModel } from '../../scripts/make-tiny-model.js';
+import { ensureTinyModel, makeTinyModel } from '../../scripts/make-tiny-model.js';
 import { Checkpoint } from '../../src/onnx/safetensors.js';
 import { loadClipTokenizer, loadLlamaTokenizer, LLAMA_TEMPLATE } from '../../src/framepack/text.js';
 import { folderDirs, loadManifest } from '../../src/hub/manifest.js';
@@ -115,4 +115,21 @@ test('CLIP tokenizer: vocab.json + merges.txt, lower-cased, <|endoftext|> the hi
   assert.equal(a.ids[0], vocab['<|startoftext|>']);
   assert.equal(a.ids[a.length - 1], max);
   assert.ok(a.length > 2 && a.length < 12, `few tokens for three words, got ${a.length}`);
+});
+
+test('ensureTinyModel writes a missing model once and keeps a complete one', async () => {
+  const dir = join(await mkdtemp(join(tmpdir(), 'tiny-model-')), 'tiny');
+  try {
+    await ensureTinyModel(dir);
+    const config = join(dir, 'lllyasviel', 'FramePackI2V_HY', 'config.json');
+    const first = (await stat(config)).mtimeMs;
+    await new Promise((r) => setTimeout(r, 20));
+    await ensureTinyModel(dir);
+    assert.equal((await stat(config)).mtimeMs, first);
+    await rm(config);
+    await ensureTinyModel(dir);
+    assert.ok((await stat(config)).mtimeMs > first);
+  } finally {
+    await rm(dirname(dir), { recursive: true, force: true });
+  }
 });

@@ -1,10 +1,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
+import { Checkpoint, loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { gridRope, packedRope, pooledRope, ropeConfig } from '../../src/nets/dit-rope.js';
-import { ditConfig } from '../../src/nets/dit.js';
+import { ditConfig, ditParameterShapes } from '../../src/nets/dit.js';
 import { PackedTransformer, TransformerInputError, forwardDit, type DitInputs } from '../../src/framepack/transformer.js';
 import { getNet } from '../../src/nets/registry.js';
 import { fixture, tinyModels } from '../fixtures.js';
@@ -169,6 +169,23 @@ test('rope: packed order is [4x | 2x | clean 1x | noisy]', () => {
   assert.deepEqual(Array.from(t.cos.subarray((n4 + n2 + n1) * 8)), Array.from(noisy.cos));
   const clean = gridRope(cfg, idx.clean, 4, 3);
   assert.deepEqual(Array.from(t.sin.subarray((n4 + n2) * 8, (n4 + n2 + n1) * 8)), Array.from(clean.sin));
+});
+
+test('parameter list: equals the fixture checkpoint; at full size 1274 tensors and 12,874,314,816 params (spec 1.7, 5.13)', async () => {
+  const ck = await Checkpoint.open(DIT_DIR());
+  const shapes = ditParameterShapes(ditConfig(ck.config));
+  assert.deepEqual(shapes.map(([k]) => k).sort(), ck.keys().sort());
+  for (const [k, shape] of shapes) assert.deepEqual(ck.entry(k).shape, shape, k);
+
+  const full = ditParameterShapes(ditConfig({ image_proj_dim: 1152 }));
+  assert.equal(full.length, 1274);
+  const count = (prefix: string) => full.filter(([k]) => k.startsWith(prefix)).reduce((a, [, s]) => a + s.reduce((x, y) => x * y, 1), 0);
+  assert.equal(count(''), 12_874_314_816);
+  assert.equal(count('transformer_blocks.0.'), 339_831_296);
+  assert.equal(count('single_transformer_blocks.0.'), 141_591_808);
+  assert.equal(count('context_embedder.'), 309_175_296);
+  assert.equal(count('clean_x_embedder.'), 14_361_600);
+  assert.equal(count('image_projection.'), 38_940_672);
 });
 
 test('config: the fixture transformer parses, and inconsistent configs are refused', () => {

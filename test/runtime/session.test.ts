@@ -30,10 +30,7 @@ function doubler(name = 'doubler') {
   return g.toModel();
 }
 
-/**
- * A CPU-heavy model: `layers` chained 512x512 MatMul + Tanh on (rows, 512); run time grows with rows, so a
- * test can size a run in seconds on any machine.
- */
+/** A CPU-heavy model: `layers` chained 512x512 MatMul + Tanh on (rows, 512); time grows with both. */
 function heavy(layers = 8) {
   const g = new Graph({ name: 'heavy', precision: 'float32' });
   let h = g.input('x', 'float32', ['rows', 512]);
@@ -133,11 +130,14 @@ describe('Session', () => {
   });
 
   test('the event loop stays responsive (< 20 ms stalls) while a worker runs a ~2 s session', async () => {
-    const s = await Session.create(heavy(), { ep: 'cpu', threads: 1 });
-    let rows = 64, ms = 0;
-    while ((ms = await timeRun(s, rows)) < 250 && rows < 1 << 16) rows *= 2;
-    rows = Math.max(1, Math.round((rows * 2000) / ms));
+    // Small input, long compute (like a DiT step): size the chain of layers so one run takes ~2 s here.
+    const rows = 256;
     const x = f32([rows, 512], rand(rows * 512, 10));
+    const probe = await Session.create(heavy(8), { ep: 'cpu', threads: 1 });
+    await timeRun(probe, rows);
+    const perLayer = (await timeRun(probe, rows)) / 8;
+    await probe.release();
+    const s = await Session.create(heavy(Math.max(8, Math.round(2000 / perLayer))), { ep: 'cpu', threads: 1 });
 
     let last = performance.now(), worst = 0;
     const tick = setInterval(() => {

@@ -161,7 +161,7 @@ describe('slow predictor: endpoints, states, sync/async, cancel, PUT', () => {
     const notFound = await fetch(`${s.url}/nope`);
     assert.equal(notFound.status, 404);
     assert.deepEqual(await json(notFound), { detail: 'Not Found' });
-    assert.equal((await fetch(`${s.url}/predictions/`)).status, 404);
+    assert.equal((await fetch(`${s.url}/predictions/a/b`)).status, 404);
     const wrongMethod = await fetch(`${s.url}/predictions`);
     assert.equal(wrongMethod.status, 405);
     assert.deepEqual(await json(wrongMethod), { detail: 'Method Not Allowed' });
@@ -191,7 +191,7 @@ describe('webhooks', () => {
   let hook: Receiver;
   before(async () => {
     hook = await startReceiver();
-    s = await startServer('slow', {}, { webhookAuthToken: 'sekrit', throttleMs: 0 });
+    s = await startServer('slow', {}, { webhookAuthToken: 'sekrit', throttleMs: 0, webhookRetries: 3 });
     await waitReady(s.url);
   });
   after(async () => {

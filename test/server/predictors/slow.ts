@@ -22,7 +22,7 @@ export default function slow(options: PredictorOptions): Predictor<typeof inputS
     inputSchema,
     async setup(ctx) {
       ctx.log('loading the slow model');
-      await sleep(Number(options.setupMs ?? 0));
+      await sleep(Number(options.setupMs ?? 0), undefined, { signal: ctx.signal });
       if (options.failSetup) throw new Error('weights not found in /nowhere');
       ctx.log('slow model ready');
     },

@@ -1,0 +1,12 @@
+/**
+ * Worker thread for `prepareStartImage` (image.ts): the bucket resize of a large upload is a few hundred
+ * million multiply-adds in JavaScript, which must not stall the server's event loop.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { findNearestBucket, resizeAndCenterCrop, sigLipPixels, type RgbImage, type SigLipPreprocessor } from './image.js';
+
+const { img, pre } = workerData as { img: RgbImage; pre: SigLipPreprocessor };
+const bucket = findNearestBucket(img.height, img.width);
+const resized = resizeAndCenterCrop(img, bucket[1], bucket[0]);
+const pixelValues = sigLipPixels(resized, pre);
+parentPort!.postMessage({ bucket, resized, pixelValues }, [resized.data.buffer as ArrayBuffer, pixelValues.data.buffer as ArrayBuffer]);

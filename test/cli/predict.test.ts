@@ -1,0 +1,81 @@
+/**
+ * `framepack predict` and the `framepack` dispatcher, run as processes with the test predictors.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { cliPath, PNG_1x1, predictorPath } from '../server/helpers.js';
+
+function framepack(args: string[], cwd: string) {
+  return spawnSync(process.execPath, [cliPath, ...args], { cwd, encoding: 'utf8', timeout: 30_000, env: { ...process.env, TMPDIR: cwd } });
+}
+
+describe('framepack predict', () => {
+  it('writes output.<ext> in the current directory, with plain progress lines off a terminal', () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'predict-'));
+    const r = framepack(['predict', '--predictor', predictorPath('slow'), '-i', 'prompt="a cat"', '-i', 'steps=2', '-i', 'ratio=1', '-i', 'flag=false'], cwd);
+    assert.equal(r.status, 0, r.stderr);
+    assert.match(r.stdout, /Written output to: .*output\.mp4/);
+    assert.match(r.stderr, /step 1\/2\n/);
+    assert.match(r.stderr, /steps 2\/2\n/);
+    const out = readFileSync(join(cwd, 'output.mp4'), 'utf8');
+    assert.match(out, /^fake video for a cat /);
+    assert.deepEqual(JSON.parse(out.slice(out.indexOf('{'))), { prompt: 'a cat', steps: 2, step_ms: 20, ratio: 1, flag: false, seed: null });
+    assert.deepEqual(readdirSync(cwd).sort(), ['output.mp4'], 'temp files removed');
+  });
+
+  it('reads @file inputs and honours -o and --json', () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'predict-'));
+    writeFileSync(join(cwd, 'in.png'), PNG_1x1);
+    const r = framepack(['predict', '--predictor', predictorPath('file-input'), '-i', 'input_image=@in.png', '-o', 'copy.png'], cwd);
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(readFileSync(join(cwd, 'copy.png')), PNG_1x1);
+    const j = framepack(['predict', '--predictor', predictorPath('file-input'), '--json', '{"input_image": "@in.png"}', '-o', 'j.png'], cwd);
+    assert.equal(j.status, 0, j.stderr);
+    assert.deepEqual(readFileSync(join(cwd, 'in.png')), PNG_1x1, 'the input file is left alone');
+  });
+
+  it('prints cog predict\'s validation message and exits 1', () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'predict-'));
+    const r = framepack(['predict', '--predictor', predictorPath('slow'), '-i', 'steps=0', '-i', 'ratio=abc'], cwd);
+    assert.equal(r.status, 1);
+    assert.equal(r.stderr, 'The inputs you passed could not be validated:\n - prompt: Field required\n - steps: Input should be greater than or equal to 1\n - ratio: Input should be a valid number, unable to parse string as a number\n');
+    const unknown = framepack(['predict', '--predictor', predictorPath('slow'), '-i', 'prompt=x', '-i', 'bogus=1'], cwd);
+    assert.equal(unknown.status, 1);
+    assert.match(unknown.stderr, /unknown input 'bogus'/);
+    const missing = framepack(['predict', '--predictor', predictorPath('file-input'), '-i', 'input_image=@nope.png'], cwd);
+    assert.equal(missing.status, 1);
+    assert.match(missing.stderr, /Could not read input file .*nope\.png/);
+  });
+
+  it('reports a failing prediction and exits 1', () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'predict-'));
+    const r = framepack(['predict', '--predictor', predictorPath('failing')], cwd);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /about to fail\n[\s\S]*Prediction failed: .*the model exploded/);
+  });
+
+  it('validates FramePack inputs without loading the model', () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'predict-'));
+    const r = framepack(['predict', '-i', 'prompt=x', '-i', 'mp4_crf=52'], cwd);
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, / - input_image: Field required\n - mp4_crf: Input should be less than or equal to 51\n/);
+  });
+});
+
+describe('framepack dispatcher', () => {
+  it('prints usage for an unknown command and exits 1', () => {
+    const r = spawnSync(process.execPath, [cliPath, 'frobnicate'], { encoding: 'utf8' });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /unknown command 'frobnicate'[\s\S]*usage: framepack <command>[\s\S]*serve/);
+    const traversal = spawnSync(process.execPath, [cliPath, '../cli'], { encoding: 'utf8' });
+    assert.equal(traversal.status, 1);
+    assert.match(traversal.stderr, /unknown command/);
+    const none = spawnSync(process.execPath, [cliPath], { encoding: 'utf8' });
+    assert.equal(none.status, 1);
+    assert.match(none.stdout, /usage:/);
+  });
+});
