@@ -60,16 +60,20 @@ ENV NODE_ENV=production \
     PORT=5000 \
     LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib:/usr/local/nvidia/lib64
 
-# Cog's labels. The schema must be the one this image serves: the build fails when they differ.
+# Cog's labels. docker/build.sh passes the schema; `cog build --openapi-schema` writes the label itself (the
+# argument is then empty). A schema that is given must be the one this image serves, or the build fails.
 ARG COG_OPENAPI_SCHEMA=""
 ARG COG_CONFIG='{"build":{"gpu":true,"python_version":"3.12"}}'
 ARG COG_VERSION=0.16.12
 RUN set -eu; \
-    test -n "$COG_OPENAPI_SCHEMA" || { echo "COG_OPENAPI_SCHEMA is empty: build with docker/build.sh" >&2; exit 1; }; \
-    node dist/src/cli.js openapi > /tmp/served.json; \
-    printf '%s\n' "$COG_OPENAPI_SCHEMA" > /tmp/label.json; \
-    node -e 'const a=require("/tmp/served.json"),b=require("/tmp/label.json");if(JSON.stringify(a)!==JSON.stringify(b)){console.error("run.cog.openapi_schema differs from the schema this image serves");process.exit(1)}'; \
-    rm /tmp/served.json /tmp/label.json; \
+    if [ -n "$COG_OPENAPI_SCHEMA" ]; then \
+      node dist/src/cli.js openapi > /tmp/served.json; \
+      printf '%s\n' "$COG_OPENAPI_SCHEMA" > /tmp/label.json; \
+      node -e 'const a=require("/tmp/served.json"),b=require("/tmp/label.json");if(JSON.stringify(a)!==JSON.stringify(b)){console.error("run.cog.openapi_schema differs from the schema this image serves");process.exit(1)}'; \
+      rm /tmp/served.json /tmp/label.json; \
+    else \
+      echo "warning: COG_OPENAPI_SCHEMA is empty; build with docker/build.sh or cog build --openapi-schema" >&2; \
+    fi; \
     python -m pip freeze; \
     python -m cog.server.http --version
 LABEL run.cog.config="${COG_CONFIG}" \

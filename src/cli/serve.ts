@@ -76,6 +76,10 @@ export async function main(argv: string[]): Promise<number> {
     else void server.stop(0, { cancel: true, graceMs: 8000 });
   });
   process.on('SIGINT', () => void server.stop(0, { cancel: true, graceMs: 8000 }));
+  // A model callback that throws outside any promise must not take the server down unannounced: the
+  // prediction fails and the health check says DEFUNCT (then the process exits unless told to wait).
+  process.on('uncaughtException', (err) => server.runner.markDefunct(err));
+  process.on('unhandledRejection', (reason) => logger.error({ err: reason }, 'unhandled promise rejection'));
 
   try {
     await server.start();

@@ -132,6 +132,7 @@ export class Graph {
     return { name, dtype, shape: [...shape] };
   }
 
+  /** Marks `v` as a graph output called `name` (unique among inputs, outputs and checkpoint keys used). */
   output(v: Value, name: string): void {
     this.claim(name);
     this.nodes.push({ opType: 'Identity', input: [v.name], output: [name], name: this.nodeName('output') });

@@ -181,7 +181,8 @@ export async function terminateWorkers(): Promise<void> {
 export class Session {
   private released = false;
 
-  private constructor(
+  /** Use Session.create; the constructor only wraps a session that already exists in a worker. */
+  constructor(
     private readonly worker: DeviceWorker,
     private readonly id: number,
     private readonly generation: number,
@@ -201,6 +202,8 @@ export class Session {
     const deviceId = opts.deviceId ?? 0;
     const config: Record<string, string> = { ...(model.sessionConfig ?? {}) };
     if (opts.ep !== 'cpu' && !opts.allowCpuFallback) config['session.disable_cpu_ep_fallback'] = '1';
+    // CUDA: weights go straight to device memory instead of the BFC arena, which would round them up
+    if (opts.ep === 'cuda') config['session.use_device_allocator_for_initializers'] ??= '1';
     const payload: CreatePayload = {
       bytes: model.bytes, externalFolder: model.externalFolder, name: model.name, config,
       prepare: model.prepare ?? [], ep: opts.ep, deviceId,

@@ -113,8 +113,18 @@ function get(url: URL, opts: FetchOptions): Promise<http.IncomingMessage> {
       signal: opts.signal,
       agent: false,
     });
-    req.setTimeout(opts.readTimeoutMs ?? 10_000, () => req.destroy(new Error(`no data for ${(opts.readTimeoutMs ?? 10_000) / 1000} s`)));
-    req.once('response', resolve);
+    let response: http.IncomingMessage | undefined;
+    const timeoutMs = opts.readTimeoutMs ?? 10_000;
+    req.setTimeout(timeoutMs, () => {
+      // After the headers the body stream is what the caller reads: fail that one with the reason.
+      const err = new Error(`no data for ${timeoutMs / 1000} s`);
+      if (response) response.destroy(err);
+      else req.destroy(err);
+    });
+    req.once('response', (res) => {
+      response = res;
+      resolve(res);
+    });
     req.once('error', reject);
   });
 }

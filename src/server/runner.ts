@@ -50,6 +50,8 @@ export interface RunnerOptions {
   /** Written (empty) the first time the server is READY; Kubernetes probes read it. */
   readyFile?: string;
   tmpRoot?: string;
+  /** Idle time allowed between two chunks of an input download (Cog: 10 s). */
+  inputReadTimeoutMs?: number;
   webhookRetries?: number;
   webhookBackoffMs?: number;
   uploadRetries?: number;
@@ -117,6 +119,8 @@ export class Runner extends EventEmitter {
   current: Prediction | null = null;
   shuttingDown = false;
   private becameReady = false;
+  /** Set by markDefunct: the running prediction fails with it instead of being canceled. */
+  private fatalError: unknown;
   /** Terminal webhooks still being delivered (retries can take minutes). */
   private readonly deliveries = new Set<Promise<void>>();
 
@@ -231,11 +235,26 @@ export class Runner extends EventEmitter {
         authToken: this.opts.webhookAuthToken, logger: this.opts.logger.child({ prediction_id: p.state.id }),
         retries: this.opts.webhookRetries, backoffMs: this.opts.webhookBackoffMs,
       });
-      p.webhooks.send('start', p.snapshot());
+      p.webhooks.send('start', () => p.state);
     }
     this.opts.logger.info({ prediction_id: p.state.id }, 'prediction started');
     void this.run(p, traceHeaders);
     return p;
+  }
+
+  /**
+   * The process hit an error nobody caught (a model callback threw outside any promise): its state can no
+   * longer be trusted. Fails the running prediction (if any) and reports DEFUNCT.
+   */
+  markDefunct(err: unknown): void {
+    this.opts.logger.fatal({ err }, 'uncaught error: the model can no longer run');
+    const p = this.current;
+    if (p) {
+      this.fatalError = err;
+      p.controller.abort();
+    }
+    this.setStatus('DEFUNCT');
+    if (!p) this.emit('defunct');
   }
 
   /** Cancels an in-flight prediction; false when `id` is not in flight. */
@@ -253,13 +272,13 @@ export class Runner extends EventEmitter {
     const signal = p.controller.signal;
     const logger = teeLogger(this.opts.logger, { prediction_id: p.state.id }, (line) => {
       p.appendLog(line);
-      p.webhooks?.send('logs', p.snapshot());
+      p.webhooks?.send('logs', () => p.state);
     });
     let tmpDir: string | undefined;
     try {
       tmpDir = await mkdtemp(join(this.opts.tmpRoot ?? tmpdir(), 'prediction-'));
       const local = await fetchInputFiles(this.component!, p.state.input, tmpDir, {
-        ...this.opts.policy, maxBytes: this.opts.maxInputBytes, signal,
+        ...this.opts.policy, maxBytes: this.opts.maxInputBytes, signal, readTimeoutMs: this.opts.inputReadTimeoutMs,
       });
       signal.throwIfAborted();
       const predictor = this.predictor!;
@@ -277,8 +296,9 @@ export class Runner extends EventEmitter {
         : await toDataUrl(outputPath);
       signal.throwIfAborted();
       p.state.status = 'succeeded';
-    } catch (err) {
-      if (signal.aborted) {
+    } catch (caught) {
+      const err = this.fatalError ?? caught;
+      if (signal.aborted && this.fatalError === undefined) {
         p.state.status = 'canceled';
         p.state.output = null;
       } else {
@@ -287,7 +307,7 @@ export class Runner extends EventEmitter {
         p.state.error = errorMessage(err);
         p.appendLog(err instanceof AppError ? err.message : (err instanceof Error ? (err.stack ?? err.message) : String(err)));
         this.opts.logger.warn({ prediction_id: p.state.id, err }, 'prediction failed');
-        if (isFatal(err)) this.setStatus('DEFUNCT');
+        if (isFatal(err) || this.fatalError !== undefined) this.setStatus('DEFUNCT');
       }
     } finally {
       if (tmpDir) await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
@@ -296,7 +316,7 @@ export class Runner extends EventEmitter {
     p.state.metrics = { ...(p.state.metrics ?? {}), predict_time: secondsBetween(p.state.started_at!, p.state.completed_at) };
     this.opts.logger.info({ prediction_id: p.state.id, status: p.state.status, predict_time: p.state.metrics.predict_time }, 'prediction finished');
     if (p.webhooks) {
-      p.webhooks.send('completed', p.snapshot());
+      p.webhooks.send('completed', () => p.state);
       const delivery = p.webhooks.flush();
       this.deliveries.add(delivery);
       void delivery.finally(() => this.deliveries.delete(delivery));

@@ -42,16 +42,17 @@ export class WebhookSender {
   }
 
   /**
-   * Queues `event` with the prediction state `payload` (serialised now). Non-terminal events inside the
-   * throttle window are dropped; `start` is the first send, so it is never dropped.
+   * Queues `event` with the prediction state `payload()` (taken and serialised now, only when the event is
+   * actually sent). Non-terminal events inside the throttle window are dropped; `start` is the first send,
+   * so it is never dropped.
    */
-  send(event: WebhookEvent, payload: unknown): void {
+  send(event: WebhookEvent, payload: () => unknown): void {
     if (this.events !== null && !this.events.has(event)) return;
     const terminal = event === 'completed';
     const now = performance.now();
     if (!terminal && event !== 'start' && now - this.lastSent < this.opts.throttleMs) return;
     this.lastSent = now;
-    const body = JSON.stringify(payload);
+    const body = JSON.stringify(payload());
     this.chain = this.chain.then(() => this.deliver(event, body, terminal));
   }
 

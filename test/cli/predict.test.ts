@@ -27,6 +27,18 @@ describe('framepack predict', () => {
     assert.deepEqual(readdirSync(cwd).sort(), ['output.mp4'], 'temp files removed');
   });
 
+  it('draws a progress bar on a terminal', () => {
+    const cwd = mkdtempSync(join(tmpdir(), 'predict-'));
+    const cmd = [process.execPath, cliPath, 'predict', '--predictor', predictorPath('slow'), '-i', 'prompt=x', '-i', 'steps=3']
+      .map((a) => `'${a}'`).join(' ');
+    // `script` runs the command on a pseudo-terminal.
+    const r = spawnSync('script', ['-qec', cmd, '/dev/null'], { cwd, encoding: 'utf8', timeout: 30_000, env: { ...process.env, TMPDIR: cwd } });
+    assert.equal(r.status, 0, r.stdout);
+    assert.match(r.stdout, /\r\x1b\[2Ksteps \[#{10}-{20}\] 1\/3/);
+    assert.match(r.stdout, /steps \[#{30}\] 3\/3/);
+    assert.match(r.stdout, /Written output to: /);
+  });
+
   it('reads @file inputs and honours -o and --json', () => {
     const cwd = mkdtempSync(join(tmpdir(), 'predict-'));
     writeFileSync(join(cwd, 'in.png'), PNG_1x1);

@@ -442,6 +442,15 @@ describe('weight layouts', () => {
     const b = await runGraph(build(ckpt, 'bf16'), { x: f32([3, 4], x) });
     assertClose(a.y.data as Float32Array, b.y.data as Float32Array, 0, 0);
     assertClose(a.y.data as Float32Array, ref.linear(x, bfloat16ToFloat32(float32ToBFloat16(W)), bfloat16ToFloat32(float32ToBFloat16(B)), 3, 4, 6));
+
+    // weights from both places in one graph: the folder is their common ancestor, locations stay inside it
+    const g = new Graph({ name: 'mixed', precision: 'float32' });
+    const xin = g.input('x', 'float32', [3, 4]);
+    g.output(g.add(g.linear(xin, hf, 'p'), g.linear(xin, ckpt, 'bf16')), 'y');
+    const mixed = g.toModel();
+    assert.equal(mixed.externalFolder, dir);
+    const r = await runGraph(g, { x: f32([3, 4], x) });
+    assertClose(r.y.data as Float32Array, Array.from(a.y.data as Float32Array, (v) => 2 * v), 1e-6, 1e-6);
   });
 
   test('sharded fixture checkpoint (bf16 transformer) feeds a graph', async () => {

@@ -3,7 +3,9 @@
  * cancel, webhooks, uploads and input files, with the test predictors and a receiver on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
   json, listDir, pngDataUrl, PNG_1x1, post, put, startReceiver, startServer, waitFor, waitReady,
@@ -502,6 +504,24 @@ describe('failures, DEFUNCT and SETUP_FAILED', () => {
     assert.match(s.server.runner.setupInfo.logs ?? '', /^Error while loading predictor:\n\n/);
   });
 
+  it('waits for COG_WAIT_FILE before setup, and fails setup when it never appears', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'wait-'));
+    const file = join(dir, 'weights-ready');
+    const s = await startServer('slow', {}, { waitFile: file });
+    const never = await startServer('slow', {}, { waitFile: join(dir, 'never'), waitFileTimeoutMs: 150 });
+    try {
+      await new Promise((r) => setTimeout(r, 250));
+      assert.equal(s.server.runner.status, 'STARTING');
+      writeFileSync(file, '');
+      await waitReady(s.url);
+      await waitFor(() => never.server.runner.status === 'SETUP_FAILED', 'wait-file timeout');
+      assert.match(never.server.runner.setupInfo.logs ?? '', /COG_WAIT_FILE .*never did not appear within 0.15 seconds/);
+    } finally {
+      await s.close();
+      await never.close();
+    }
+  });
+
   it('fails setup after COG_SETUP_TIMEOUT', async () => {
     const s = await startServer('slow', { setupMs: 5000 }, { setupTimeoutMs: 100 });
     try {
@@ -551,6 +571,33 @@ describe('chatty and CPU-busy predictors', () => {
       assert.ok(performance.now() - t0 < 2000);
     } finally {
       await s.close();
+    }
+  });
+});
+
+describe('input downloads that stall', () => {
+  it('fail after the read timeout, and can be canceled while downloading', async () => {
+    const stall = await startReceiver();
+    stall.respond = (_req, res) => { res.writeHead(200, { 'content-type': 'image/png' }); res.write(PNG_1x1.subarray(0, 8)); };
+    const s = await startServer('file-input', {}, { inputReadTimeoutMs: 200 });
+    try {
+      await waitReady(s.url);
+      const t0 = performance.now();
+      const p = await json(await post(`${s.url}/predictions`, { input: { input_image: `${stall.url}/slow.png` } }));
+      assert.equal(p.status, 'failed');
+      assert.match(p.error, /could not fetch input_image .*no data for 0.2 s/);
+      assert.ok(performance.now() - t0 < 3000);
+
+      const pending = post(`${s.url}/predictions`, { id: 'dl', input: { input_image: `${stall.url}/slow.png` } });
+      await waitFor(() => stall.requests.length === 2, 'second download');
+      assert.equal((await fetch(`${s.url}/predictions/dl/cancel`, { method: 'POST' })).status, 200);
+      const canceled = await json(await pending);
+      assert.equal(canceled.status, 'canceled');
+      assert.doesNotMatch(canceled.logs, /got /, 'the model never started');
+      assert.deepEqual(await listDir(s.tmpRoot), []);
+    } finally {
+      await s.close();
+      await stall.close();
     }
   });
 });

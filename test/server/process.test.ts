@@ -103,6 +103,18 @@ describe('framepack serve (process)', () => {
     assert.equal(await waiting.exit, 0);
   });
 
+  it('turns an uncaught error during a prediction into a failed prediction and DEFUNCT', async () => {
+    const p = await serve(['--await-explicit-shutdown', '--predictor', predictorPath('failing'), '--uncaught']);
+    await waitReady(p.url);
+    const res = await json(await post(`${p.url}/predictions`, { input: {} }));
+    assert.equal(res.status, 'failed');
+    assert.equal(res.error, 'stray timer error');
+    assert.equal(await status(p.url), 'DEFUNCT');
+    assert.equal((await post(`${p.url}/predictions`, { input: {} })).status, 503);
+    p.child.kill('SIGINT');
+    assert.equal(await p.exit, 0);
+  });
+
   it('writes the ready file once READY under Kubernetes', async () => {
     const file = join(mkdtempSync(join(tmpdir(), 'ready-')), 'cog', 'ready');
     const p = await serve(['--predictor', predictorPath('slow'), '--setup-ms', '200'], { KUBERNETES_SERVICE_HOST: '10.0.0.1', FRAMEPACK_READY_FILE: file });

@@ -1,4 +1,7 @@
-/** A predictor whose predict() throws; --fatal makes the error fatal (the model "died"). */
+/**
+ * A predictor whose predict() throws; --fatal makes the error fatal (the model "died"); --uncaught throws
+ * from a timer instead (an error no promise catches) and then waits to be stopped.
+ */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { z } from 'zod';
 import type { Predictor, PredictorOptions } from '../../../src/predictor.js';
@@ -11,6 +14,10 @@ export default function failing(options: PredictorOptions): Predictor<typeof inp
     async setup() {},
     async predict(_input, ctx) {
       ctx.log('about to fail');
+      if (options.uncaught) {
+        setTimeout(() => { throw new Error('stray timer error'); }, 10);
+        await sleep(60_000, undefined, { signal: ctx.signal });
+      }
       await sleep(10);
       const err = Object.assign(new Error('the model exploded'), options.fatal ? { fatal: true } : {});
       throw err;

@@ -1,0 +1,425 @@
+/**
+ * Full-size benchmark of the five networks at FramePack's real shapes, with random weights (written once by
+ * make-full-weights.ts): the 640x608 bucket (latents 80x76), latent_window_size 9, a 40-token prompt.
+ *
+ *   npm run bench -- [--weights bench/tmp/full] [--policy high,low] [--ep cuda] [--repeats 5] [--profile]
+ *                    [--out bench/results/<date>-<gpu>.json]
+ *
+ * Each policy runs in a child process, as the server would run it, while this process samples the GPU's
+ * used memory with nvidia-smi (every 50 ms) and attributes the samples to the stage the child announced:
+ *   high  every network resident (LLaMA, CLIP, SigLIP, VAE fp16; DiT bf16), then each stage timed in turn.
+ *   low   VAE and 8-bit DiT resident; LLaMA (8-bit), CLIP and SigLIP created, run and released around the
+ *         encoding; spatially tiled VAE; a second encoding at the end, when the DiT and VAE arenas are grown.
+ *   profile  the DiT's blocks graph once more under ONNX Runtime's profiler: time per operator type, per
+ *         execution provider and the heaviest nodes (where the time goes), written next to --out.
+ * Stage figures: session creation time, then `repeats` timed runs after warm-up runs (min and median), and
+ * the peak device memory seen while the stage ran (absolute, so it includes the networks resident then).
+ * The DiT forward is timed through PackedTransformer (embed, blocks, head with TeaCache off: what the sampler
+ * calls 25 times per section), and its three session runs separately (host work = the rest).
+ *
+ * The 8-bit DiT and LLaMA need MatMulNBits weight files; a real checkpoint's take minutes to prepare once.
+ * Here the layers of a stack share their bytes (see make-full-weights.ts), so each stack's first layer is
+ * prepared and the other layers' prepared files are hard links to it: the same sizes and kernels, meaningless
+ * values, a few seconds instead of minutes (FRAMEPACK_QUANT_CACHE, default under the weights folder).
+ *
+ * Needs a CUDA EP for figures that mean anything; `--ep cpu` runs the same code (slowly: only to test it).
+ */
+import { spawn, execFileSync } from 'node:child_process';
+import { existsSync, linkSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const here = dirname(fileURLToPath(import.meta.url));
+
+// ---------------------------------------------------------------------------------------------------------
+// Shapes of one FramePack call at the default settings
+
+const BUCKET = { height: 640, width: 608 };
+const LATENT = { h: BUCKET.height / 8, w: BUCKET.width / 8 }; // 80 x 76
+const WINDOW = 9;
+const PROMPT_TOKENS = 40;
+const TEMPLATE_TOKENS = 95;
+const SECTION_LATENTS = 2 * WINDOW; // latent frames decoded per section (spec 8.4)
+
+// ---------------------------------------------------------------------------------------------------------
+// Child: one policy
+
+type Tensor = import('../src/onnx/safetensors.js').HostTensor;
+
+interface Stage {
+  name: string;
+  createS?: number;
+  runsS: number[];
+  warmupS: number[];
+  minS?: number;
+  medianS?: number;
+  detail?: Record<string, unknown>;
+}
+
+function uniform(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    return s / 2147483648 - 1;
+  };
+}
+
+function randn(dims: number[], scale = 1, seed = 7): Tensor {
+  const n = dims.reduce((a, b) => a * b, 1);
+  const r = uniform(seed);
+  const data = new Float32Array(n);
+  for (let i = 0; i < n; i++) data[i] = scale * (r() + r() + r()); // roughly normal, never all zeros
+  return { dtype: 'float32', dims, data };
+}
+
+const ints = (values: number[]): Tensor => ({ dtype: 'int64', dims: [1, values.length], data: BigInt64Array.from(values.map(BigInt)) });
+const range = (a: number, n: number) => Array.from({ length: n }, (_, i) => a + i);
+const copy = (t: Tensor): Tensor => ({ ...t, dims: [...t.dims], data: t.data.slice() as Tensor['data'] });
+
+/** Inputs of one transformer call of the first section (spec 8.2 with padding 0). */
+function ditInputs(): Record<string, Tensor> {
+  const { h, w } = LATENT;
+  const mask = new BigInt64Array(512);
+  mask.fill(1n, 0, PROMPT_TOKENS);
+  return {
+    hidden_states: randn([1, 16, WINDOW, h, w], 0.5, 1),
+    timestep: { dtype: 'float32', dims: [1], data: Float32Array.of(960) },
+    guidance: { dtype: 'float32', dims: [1], data: Float32Array.of(10000) },
+    encoder_hidden_states: randn([1, 512, 4096], 0.5, 2),
+    encoder_attention_mask: { dtype: 'int64', dims: [1, 512], data: mask },
+    pooled_projections: randn([1, 768], 0.5, 3),
+    image_embeddings: randn([1, 729, 1152], 0.5, 4),
+    latent_indices: ints(range(1, WINDOW)),
+    clean_latents: randn([1, 16, 2, h, w], 0.5, 5),
+    clean_latent_indices: ints([0, WINDOW + 1]),
+    clean_latents_2x: randn([1, 16, 2, h, w], 0.5, 6),
+    clean_latent_2x_indices: ints([WINDOW + 2, WINDOW + 3]),
+    clean_latents_4x: randn([1, 16, 16, h, w], 0.5, 8),
+    clean_latent_4x_indices: ints(range(WINDOW + 4, 16)),
+  };
+}
+
+const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2; };
+const secs = (t0: number) => (performance.now() - t0) / 1000;
+
+/** Announces a stage boundary to the parent (which timestamps it against its memory samples). */
+function mark(label: string): void {
+  process.stdout.write(`@mark ${label}\n`);
+}
+
+async function timed(stage: Stage, warmup: number, repeats: number, fn: () => Promise<unknown>): Promise<Stage> {
+  for (let i = 0; i < warmup; i++) { const t = performance.now(); await fn(); stage.warmupS.push(secs(t)); }
+  for (let i = 0; i < repeats; i++) { const t = performance.now(); await fn(); stage.runsS.push(secs(t)); }
+  if (stage.runsS.length) { stage.minS = Math.min(...stage.runsS); stage.medianS = median(stage.runsS); }
+  return stage;
+}
+
+/**
+ * Hard-links each layer's MatMulNBits file to its stack's first layer's (see the file comment), preparing
+ * that one. Only for the shared-data random checkpoints of make-full-weights.ts.
+ */
+async function primeQuantCache(model: import('../src/onnx/graph.js').BuiltModel): Promise<number> {
+  const { prepareQuantized } = await import('../src/onnx/quantize.js');
+  const first = new Map<string, string>();
+  let linked = 0;
+  for (const job of model.prepare ?? []) {
+    const group = `${job.source.file}|${job.source.key.replace(/\.\d+\./, '.*.')}|${job.bits}|${job.blockSize}`;
+    const src = first.get(group);
+    if (!src) { await prepareQuantized(job); first.set(group, job.file); continue; }
+    if (!existsSync(job.file)) { mkdirSync(dirname(job.file), { recursive: true }); linkSync(src, job.file); linked++; }
+  }
+  return linked;
+}
+
+async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; repeats: number; profileOut?: string }): Promise<Record<string, unknown>> {
+  const { Checkpoint } = await import('../src/onnx/safetensors.js');
+  const { Session, terminateWorkers } = await import('../src/runtime/session.js');
+  const { buildLlama } = await import('../src/nets/llama.js');
+  const { buildClipText } = await import('../src/nets/clip.js');
+  const { buildSiglipVision } = await import('../src/nets/siglip.js');
+  const { buildDitGraphs } = await import('../src/nets/dit.js');
+  const { Vae } = await import('../src/framepack/vae-decode.js');
+  const { PackedTransformer } = await import('../src/framepack/transformer.js');
+  const { precisionFor } = await import('../src/onnx/precision.js');
+
+  const ep = o.ep;
+  const low = policy === 'low';
+  const dir = (c: string) => join(o.weights, c);
+  const encPrecision = precisionFor(ep, 'encoder');
+  const ditPrecision = precisionFor(ep, 'dit');
+  const q8 = low ? { bits: 8 as const } : undefined;
+  const stages: Stage[] = [];
+  const R = o.repeats;
+
+  if (policy === 'profile') return profileBlocks(o);
+
+  // --- resident networks
+  mark('create:vae');
+  let t = performance.now();
+  const vae = await Vae.load(dir('vae'), { ep, precision: precisionFor(ep, 'vae'), spatialTiling: low });
+  const vaeCreate = secs(t); // sessions are created lazily, on the first encode/decode
+
+  mark('create:dit');
+  t = performance.now();
+  let linked = 0;
+  if (q8) linked = await primeQuantCache(buildDitGraphs(await Checkpoint.open(dir('transformer')), { precision: ditPrecision, quantize: q8 }).blocks);
+  const dit = await PackedTransformer.load(dir('transformer'), { precision: ditPrecision, ep, quantize: q8 });
+  const ditCreate = secs(t);
+
+  type Enc = { llama: InstanceType<typeof Session>; clip: InstanceType<typeof Session>; siglip: InstanceType<typeof Session>; createS: Record<string, number> };
+  const openEncoders = async (): Promise<Enc> => {
+    const createS: Record<string, number> = {};
+    let t0 = performance.now();
+    const llamaModel = buildLlama(await Checkpoint.open(dir('text_encoder')), { precision: encPrecision, quantize: q8 });
+    if (q8) await primeQuantCache(llamaModel);
+    const llama = await Session.create(llamaModel, { ep });
+    createS.llama = secs(t0);
+    t0 = performance.now();
+    const clip = await Session.create(buildClipText(await Checkpoint.open(dir('text_encoder_2')), { precision: encPrecision }), { ep });
+    createS.clip = secs(t0);
+    t0 = performance.now();
+    const siglip = await Session.create(buildSiglipVision(await Checkpoint.open(dir('image_encoder')), { precision: encPrecision }), { ep });
+    createS.siglip = secs(t0);
+    return { llama, clip, siglip, createS };
+  };
+  const tokens = TEMPLATE_TOKENS + PROMPT_TOKENS;
+  const llamaFeeds = { input_ids: ints(range(1000, tokens)), attention_mask: ints(new Array(tokens).fill(1)) };
+  const clipFeeds = { input_ids: ints([...range(100, 42), ...new Array(35).fill(2)]) };
+  const sigFeeds = { pixel_values: randn([1, 3, 384, 384], 0.5, 11) };
+  const encode = async (e: Enc, round: string, warmup: number, repeats: number) => {
+    mark(`llama${round}`);
+    stages.push(await timed({ name: `llama${round}`, createS: e.createS.llama, runsS: [], warmupS: [], detail: { tokens, quantize: q8?.bits ?? null } },
+      warmup, repeats, () => e.llama.run(llamaFeeds, { outputs: ['hidden_states_minus_3'] })));
+    mark(`clip${round}`);
+    stages.push(await timed({ name: `clip${round}`, createS: e.createS.clip, runsS: [], warmupS: [] }, warmup, repeats, () => e.clip.run(clipFeeds, { outputs: ['pooler_output'] })));
+    mark(`siglip${round}`);
+    stages.push(await timed({ name: `siglip${round}`, createS: e.createS.siglip, runsS: [], warmupS: [] }, warmup, repeats, () => e.siglip.run(sigFeeds)));
+  };
+  const closeEncoders = (e: Enc) => Promise.all([e.llama.release(), e.clip.release(), e.siglip.release()]);
+
+  mark('create:encoders');
+  let enc: Enc | null = await openEncoders();
+  await encode(enc, '', 2, R);
+  if (low) { mark('release:encoders'); await closeEncoders(enc); enc = null; }
+
+  // --- DiT forward (TeaCache off), with the three session runs timed separately
+  const parts: Record<string, number[]> = { embed: [], blocks: [], head: [] };
+  for (const k of Object.keys(parts)) {
+    const s = (dit as any)[k];
+    const run = s.run.bind(s);
+    s.run = async (...args: unknown[]) => { const t0 = performance.now(); try { return await run(...args); } finally { parts[k].push(secs(t0)); } };
+  }
+  const inputs = ditInputs();
+  mark('dit');
+  dit.beginSection({ steps: 25 });
+  const ditStage = await timed({ name: 'dit', createS: ditCreate, runsS: [], warmupS: [], detail: { precision: ditPrecision, quantize: q8?.bits ?? null, linkedQuantFiles: linked } },
+    2, R, async () => {
+      const r = await dit.forward(inputs as any); // feeds are copied to the worker, never transferred
+      const v = r.output.data as Float32Array;
+      for (let i = 0; i < v.length; i += 4099) if (!Number.isFinite(v[i])) throw new Error('DiT output is not finite');
+    });
+  const timedParts = Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, { min: Math.min(...v.slice(2)), median: median(v.slice(2)) }]));
+  ditStage.detail!.sessions = timedParts;
+  ditStage.detail!.hostS = ditStage.medianS! - Object.values(timedParts).reduce((a, p) => a + p.median, 0);
+  ditStage.detail!.tokens = { noisy: WINDOW * (LATENT.h / 2) * (LATENT.w / 2), text: 729 + PROMPT_TOKENS };
+  stages.push(ditStage);
+
+  // --- VAE: one section's decode, then the start-image encode
+  mark('vae-decode');
+  const latents = randn([1, 16, SECTION_LATENTS, LATENT.h, LATENT.w], 0.5, 12);
+  stages.push(await timed({ name: 'vae-decode', createS: vaeCreate, runsS: [], warmupS: [], detail: { latentFrames: SECTION_LATENTS, spatialTiling: low } },
+    1, Math.min(R, 3), () => vae.decodeLatents(copy(latents))));
+  mark('vae-encode');
+  const pixels = randn([1, 3, 1, BUCKET.height, BUCKET.width], 0.4, 13);
+  stages.push(await timed({ name: 'vae-encode', runsS: [], warmupS: [], detail: { spatialTiling: low } }, 2, R, () => vae.encodeLatent(copy(pixels))));
+
+  if (low) {
+    // The next request's encoding, with the DiT and VAE arenas grown by this one: the low policy's peak.
+    mark('create:encoders-again');
+    enc = await openEncoders();
+    await encode(enc, '-again', 1, 1);
+    await closeEncoders(enc);
+  }
+  mark('release');
+  if (enc) await closeEncoders(enc);
+  await dit.release();
+  await vae.release();
+  await terminateWorkers();
+  mark('end');
+  return { policy, stages, vaeCreateS: vaeCreate };
+}
+
+/** ONNX Runtime's profile of one run of the DiT blocks graph (random inputs of the real shapes). */
+async function profileBlocks(o: { weights: string; ep: 'cpu' | 'cuda'; profileOut?: string }): Promise<Record<string, unknown>> {
+  const ort = await import('onnxruntime-node');
+  const { Checkpoint } = await import('../src/onnx/safetensors.js');
+  const { buildDitGraphs } = await import('../src/nets/dit.js');
+  const { packedRope } = await import('../src/nets/dit-rope.js');
+  const { precisionFor } = await import('../src/onnx/precision.js');
+  const ck = await Checkpoint.open(join(o.weights, 'transformer'));
+  const graphs = buildDitGraphs(ck, { precision: precisionFor(o.ep, 'dit') });
+  const m = graphs.blocks;
+  const prefix = o.profileOut ?? join(process.cwd(), 'dit-blocks-profile');
+  const extra: Record<string, any> = { session: {} };
+  if (m.externalFolder) extra.session.model_external_initializers_file_folder_path = m.externalFolder;
+  for (const [k, v] of Object.entries(m.sessionConfig ?? {})) { const [a, b] = k.split(/\.(.*)/); (extra[a] ??= {})[b] = v; }
+  mark('profile:create');
+  let t = performance.now();
+  const s = await ort.InferenceSession.create(m.bytes, {
+    executionProviders: o.ep === 'cuda' ? [{ name: 'cuda', deviceId: 0 }] : ['cpu'],
+    graphOptimizationLevel: 'all', enableProfiling: true, profileFilePrefix: prefix, extra,
+  });
+  const createS = secs(t);
+  const { h, w } = LATENT;
+  const gh = h / 2, gw = w / 2;
+  const rope = packedRope(graphs.config.rope, { latent: range(1, WINDOW), clean: [0, WINDOW + 1], clean2x: [WINDOW + 2, WINDOW + 3], clean4x: range(WINDOW + 4, 16) }, gh, gw);
+  const nImg = rope.tokens;
+  const D = graphs.config.dim;
+  const T = (t: Tensor) => new ort.Tensor(t.dtype, t.data as any, t.dims);
+  const feeds = {
+    img: T(randn([1, nImg, D], 0.5, 21)), txt: T(randn([1, 729 + PROMPT_TOKENS, D], 0.5, 22)), temb: T(randn([1, D], 0.5, 23)),
+    rope_cos: new ort.Tensor('float32', rope.cos, [nImg, rope.half]), rope_sin: new ort.Tensor('float32', rope.sin, [nImg, rope.half]),
+    latent_grid: new ort.Tensor('int64', BigInt64Array.from([WINDOW, gh, gw].map(BigInt)), [3]),
+  };
+  mark('profile:run');
+  const runs: number[] = [];
+  for (let i = 0; i < 3; i++) { t = performance.now(); await s.run(feeds); runs.push(secs(t)); }
+  const file = s.endProfiling() as unknown as string;
+  await s.release();
+  mark('end');
+  return { policy: 'profile', createS, runsS: runs, profileFile: file, summary: summarizeProfile(file) };
+}
+
+/** Per-op-type, per-provider and per-node kernel time of the last model_run in an ORT profile file. */
+function summarizeProfile(file: string): Record<string, unknown> {
+  const events = JSON.parse(readFileSync(file, 'utf8')) as Array<{ cat: string; name: string; ts: number; dur: number; args?: Record<string, string> }>;
+  const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run');
+  const last = runs[runs.length - 1];
+  const nodes = events.filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time') && (!last || (e.ts >= last.ts && e.ts <= last.ts + last.dur)));
+  const byType: Record<string, number> = {}, byProvider: Record<string, number> = {}, count: Record<string, number> = {};
+  for (const e of nodes) {
+    const op = e.args?.op_name ?? '?';
+    byType[op] = (byType[op] ?? 0) + e.dur / 1000;
+    count[op] = (count[op] ?? 0) + 1;
+    const p = e.args?.provider ?? '?';
+    byProvider[p] = (byProvider[p] ?? 0) + e.dur / 1000;
+  }
+  const top = [...nodes].sort((a, b) => b.dur - a.dur).slice(0, 25).map((e) => ({ node: e.name.replace(/_kernel_time$/, ''), op: e.args?.op_name, ms: e.dur / 1000, provider: e.args?.provider }));
+  const cpuNodes = nodes.filter((e) => e.args?.provider === 'CPUExecutionProvider').map((e) => `${e.args?.op_name}:${e.name.replace(/_kernel_time$/, '')}`);
+  const round = (r: Record<string, number>) => Object.fromEntries(Object.entries(r).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, +v.toFixed(2)]));
+  return {
+    modelRunMs: last ? last.dur / 1000 : null, kernelMs: +nodes.reduce((a, e) => a + e.dur / 1000, 0).toFixed(1),
+    msByOpType: round(byType), nodesByOpType: count, msByProvider: round(byProvider), cpuNodes: [...new Set(cpuNodes)].slice(0, 50), top,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Parent: children + GPU memory sampling
+
+function gpuInfo(): Record<string, string> | null {
+  try {
+    const line = execFileSync('nvidia-smi', ['--query-gpu=name,driver_version,memory.total,memory.used', '--format=csv,noheader,nounits'], { encoding: 'utf8' }).trim().split('\n')[0];
+    const [name, driver, totalMiB, usedMiB] = line.split(',').map((s) => s.trim());
+    return { name, driver, totalMiB, usedMiB };
+  } catch {
+    return null;
+  }
+}
+
+async function runPolicy(policy: string, args: string[], sample: boolean): Promise<Record<string, unknown>> {
+  const samples: Array<[number, number]> = [];
+  let smi: ReturnType<typeof spawn> | null = null;
+  if (sample) {
+    smi = spawn('nvidia-smi', ['--query-gpu=memory.used', '--format=csv,noheader,nounits', '-lms', '50'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    createInterface({ input: smi.stdout! }).on('line', (l) => { const v = Number(l.trim()); if (Number.isFinite(v)) samples.push([performance.now(), v]); });
+  }
+  const marks: Array<[number, string]> = [];
+  let result: Record<string, unknown> | null = null;
+  const t0 = performance.now();
+  const c = spawn(process.execPath, [fileURLToPath(import.meta.url), '--child', policy, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  createInterface({ input: c.stdout! }).on('line', (l) => {
+    if (l.startsWith('@mark ')) { marks.push([performance.now(), l.slice(6)]); process.stdout.write(`  [${policy} ${((performance.now() - t0) / 1000).toFixed(1)} s] ${l.slice(6)}\n`); }
+    else if (l.startsWith('@result ')) result = JSON.parse(l.slice(8));
+    else process.stdout.write(`  ${l}\n`);
+  });
+  const code: number = await new Promise((res) => c.on('close', (n) => res(n ?? 1)));
+  await new Promise((r) => setTimeout(r, 200));
+  smi?.kill();
+  if (code !== 0 || !result) return { policy, error: `child exited with code ${code}`, marks: marks.map(([, m]) => m) };
+  const res = result as Record<string, any>;
+  res.wallS = secs(t0);
+  if (sample && samples.length) {
+    const peak: Record<string, number> = {};
+    for (let i = 0; i < marks.length; i++) {
+      const [from, label] = marks[i];
+      const to = marks[i + 1]?.[0] ?? Infinity;
+      const inside = samples.filter(([ts]) => ts >= from && ts < to).map(([, v]) => v);
+      if (inside.length) peak[label] = Math.max(...inside);
+    }
+    res.peakMiBByStage = peak;
+    res.peakMiB = Math.max(...samples.map(([, v]) => v));
+    res.baselineMiB = samples[0][1];
+    for (const s of (res.stages ?? []) as Stage[]) if (peak[s.name] !== undefined) (s as any).peakMiB = peak[s.name];
+  }
+  return res;
+}
+
+function table(results: Record<string, any>[]): string {
+  const rows = [['policy', 'stage', 'create s', 'min s', 'median s', 'peak GiB']];
+  for (const r of results) {
+    if (r.error) { rows.push([r.policy, `ERROR ${r.error}`, '', '', '', '']); continue; }
+    if (r.policy === 'profile') { rows.push(['profile', 'dit blocks (ORT profiler)', r.createS.toFixed(1), Math.min(...r.runsS).toFixed(3), median(r.runsS).toFixed(3), '']); continue; }
+    for (const s of r.stages as (Stage & { peakMiB?: number })[]) {
+      rows.push([r.policy, s.name, s.createS?.toFixed(1) ?? '', s.minS?.toFixed(3) ?? '', s.medianS?.toFixed(3) ?? '', s.peakMiB ? (s.peakMiB / 1024).toFixed(1) : '']);
+    }
+    if (r.peakMiB) rows.push([r.policy, 'whole policy (peak)', '', '', '', (r.peakMiB / 1024).toFixed(1)]);
+  }
+  const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ')).join('\n');
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      child: { type: 'string' }, weights: { type: 'string', default: 'bench/tmp/full' }, policy: { type: 'string', default: 'high,low' },
+      ep: { type: 'string', default: 'cuda' }, repeats: { type: 'string', default: '5' }, profile: { type: 'boolean', default: false },
+      out: { type: 'string' }, 'profile-out': { type: 'string' },
+    },
+  });
+  const weights = resolve(values.weights!);
+  const ep = values.ep as 'cpu' | 'cuda';
+  const repeats = Number(values.repeats);
+  process.env.FRAMEPACK_QUANT_CACHE ??= join(weights, 'quantized');
+  if (values.child) {
+    const r = await child(values.child, { weights, ep, repeats, profileOut: values['profile-out'] });
+    process.stdout.write(`@result ${JSON.stringify(r)}\n`);
+    return;
+  }
+  if (!existsSync(join(weights, 'transformer', 'config.json'))) {
+    throw new Error(`no weights in ${weights}: run node dist/scripts/make-full-weights.js --out ${weights} first`);
+  }
+  const gpu = ep === 'cuda' ? gpuInfo() : null;
+  const date = new Date().toISOString();
+  const out = resolve(values.out ?? join('bench', 'results', `${date.slice(0, 10)}-${(gpu?.name ?? ep).toLowerCase().replace(/[^a-z0-9]+/g, '-')}.json`));
+  mkdirSync(dirname(out), { recursive: true });
+  const policies = values.policy!.split(',').filter(Boolean);
+  if (values.profile) policies.push('profile');
+  const results: Record<string, any>[] = [];
+  const ort = JSON.parse(readFileSync(join(here, '..', '..', 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')).version;
+  for (const p of policies) {
+    console.log(`policy ${p}`);
+    const profileOut = join(dirname(out), 'dit-blocks-profile');
+    results.push(await runPolicy(p, ['--weights', weights, '--ep', ep, '--repeats', String(repeats), '--profile-out', profileOut], !!gpu));
+    writeFileSync(out, JSON.stringify({
+      date, gpu, ep, node: process.version, onnxruntime: ort,
+      shapes: { bucket: BUCKET, latent: LATENT, latentWindowSize: WINDOW, promptTokens: PROMPT_TOKENS, sectionLatentFrames: SECTION_LATENTS },
+      weights: 'random, full-size shapes (make-full-weights.ts); layers share bytes on disk, not in memory',
+      results,
+    }, null, 2) + '\n');
+  }
+  console.log(`\n${gpu ? `${gpu.name} (driver ${gpu.driver}, ${gpu.totalMiB} MiB)` : ep}, ${date}\n${table(results)}\nwrote ${out}`);
+}
+
+main().catch((err) => { console.error(err); process.exit(1); });

@@ -1,0 +1,146 @@
+/**
+ * The real server and command line on the project's tiny random FramePack (CPU): a prediction posted over
+ * HTTP comes back as a playable MP4, a cancel stops a running generation, and `framepack predict` writes
+ * the same kind of file.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { makeTinyModel } from '../../scripts/make-tiny-model.js';
+
+const cli = new URL('../../src/cli.js', import.meta.url).pathname;
+const env = { ...process.env, FRAMEPACK_PLACEMENT: 'cpu', COG_LOG_LEVEL: 'warning' };
+
+let work: string;
+let models: string;
+let imagePng: Buffer;
+let server: ChildProcess;
+let url: string;
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitReady(timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const h = await (await fetch(`${url}/health-check`)).json() as { status: string; setup?: { logs?: string } };
+      if (h.status === 'READY') return;
+      if (h.status === 'SETUP_FAILED') throw new Error(`setup failed: ${h.setup?.logs}`);
+    } catch (err) {
+      if (err instanceof Error && err.message.startsWith('setup failed')) throw err;
+    }
+    if (Date.now() > until) throw new Error('server not READY in time');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function ffprobe(path: string) {
+  const r = spawnSync('ffprobe', ['-v', 'error', '-count_frames', '-select_streams', 'v:0', '-show_entries',
+    'stream=codec_name,pix_fmt,width,height,r_frame_rate,nb_read_frames', '-of', 'json', path], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout).streams[0] as Record<string, string | number>;
+}
+
+/** 1 s with a window of 3 latents: 2 sections, 4*2*3 + 1 = 25 frames; a square input lands in the 608x640 bucket. */
+const INPUT = { prompt: 'a red ball rolls', total_video_length_seconds: 1, latent_window_size: 3, steps: 3, seed: 11, mp4_crf: 0 };
+
+function assertPlayable(path: string) {
+  const s = ffprobe(path);
+  assert.equal(s.codec_name, 'h264');
+  assert.equal(s.pix_fmt, 'yuv420p');
+  assert.equal(s.r_frame_rate, '30/1');
+  assert.equal(Number(s.nb_read_frames), 25);
+  assert.equal(s.width, 608);
+  assert.equal(s.height, 640);
+}
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'framepack-e2e-'));
+  models = await makeTinyModel(join(work, 'models'));
+  imagePng = await sharp({ create: { width: 96, height: 96, channels: 3, background: { r: 200, g: 80, b: 30 } } })
+    .composite([{ input: { create: { width: 40, height: 40, channels: 3, background: { r: 20, g: 40, b: 220 } } }, left: 30, top: 20 }])
+    .png().toBuffer();
+  const port = await freePort();
+  url = `http://127.0.0.1:${port}`;
+  server = spawn(process.execPath, [cli, 'serve', '--host', '127.0.0.1', '--port', String(port), '--models', models],
+    { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  await waitReady(120_000);
+});
+
+after(async () => {
+  if (server && server.exitCode === null) {
+    const exited = new Promise((r) => server.once('exit', r));
+    server.kill('SIGTERM');
+    await exited;
+  }
+  await rm(work, { recursive: true, force: true });
+});
+
+test('POST /predictions returns a playable H.264 MP4 of the expected length and size', async () => {
+  const res = await fetch(`${url}/predictions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ input: { ...INPUT, input_image: `data:image/png;base64,${imagePng.toString('base64')}` } }),
+  });
+  const body = await res.json() as { status: string; output: string; logs: string; error: string | null };
+  assert.equal(res.status, 200, JSON.stringify(body).slice(0, 500));
+  assert.equal(body.status, 'succeeded', body.error ?? '');
+  assert.match(body.logs, /seed 11/);
+  assert.match(body.logs, /section 2\/2, step 3\/3/);
+  assert.match(body.output, /^data:video\/mp4;base64,/);
+  const mp4 = join(work, 'server.mp4');
+  await writeFile(mp4, Buffer.from(body.output.slice(body.output.indexOf(',') + 1), 'base64'));
+  assertPlayable(mp4);
+});
+
+test('a cancel stops a running generation between steps', async () => {
+  const res = await fetch(`${url}/predictions`, {
+    method: 'POST', headers: { 'content-type': 'application/json', prefer: 'respond-async' },
+    body: JSON.stringify({ input: { ...INPUT, steps: 50, input_image: `data:image/png;base64,${imagePng.toString('base64')}` } }),
+  });
+  assert.equal(res.status, 202);
+  const { id } = await res.json() as { id: string };
+  // Wait until sampling has started, then cancel.
+  const until = Date.now() + 60_000;
+  while (Date.now() < until) {
+    const h = await (await fetch(`${url}/health-check`)).json() as { status: string };
+    if (h.status !== 'BUSY') throw new Error(`server is ${h.status}, expected BUSY`);
+    await new Promise((r) => setTimeout(r, 300));
+    // The runner exposes no GET of a prediction: cancel once the generation had time to reach the sampler.
+    if (Date.now() > until - 55_000) break;
+  }
+  const c = await fetch(`${url}/predictions/${id}/cancel`, { method: 'POST' });
+  assert.equal(c.status, 200);
+  const t0 = Date.now();
+  for (;;) {
+    const h = await (await fetch(`${url}/health-check`)).json() as { status: string };
+    if (h.status === 'READY') break;
+    assert.ok(Date.now() - t0 < 20_000, 'the prediction did not stop within 20 s of the cancel');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+});
+
+test('framepack predict writes a playable MP4 on the tiny model', async () => {
+  const img = join(work, 'start.png');
+  await writeFile(img, imagePng);
+  const out = join(work, 'cli.mp4');
+  const args = [cli, 'predict', '--models', models, '-o', out, '-i', `input_image=@${img}`];
+  for (const [k, v] of Object.entries(INPUT)) args.push('-i', `${k}=${v}`);
+  const r = spawnSync(process.execPath, args, { env, encoding: 'utf8', timeout: 240_000 });
+  assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
+  assert.ok((await readFile(out)).length > 1000);
+  assertPlayable(out);
+});
