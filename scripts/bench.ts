@@ -25,7 +25,7 @@
  * Needs a CUDA EP for figures that mean anything; `--ep cpu` runs the same code (slowly: only to test it).
  */
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, linkSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -79,7 +79,7 @@ const range = (a: number, n: number) => Array.from({ length: n }, (_, i) => a + 
 const copy = (t: Tensor): Tensor => ({ ...t, dims: [...t.dims], data: t.data.slice() as Tensor['data'] });
 
 /** Inputs of one transformer call of the first section (spec 8.2 with padding 0). */
-function ditInputs(): Record<string, Tensor> {
+function ditInputs(c: { textDim: number; pooledDim: number; imageProjDim: number }): Record<string, Tensor> {
   const { h, w } = LATENT;
   const mask = new BigInt64Array(512);
   mask.fill(1n, 0, PROMPT_TOKENS);
@@ -87,10 +87,10 @@ function ditInputs(): Record<string, Tensor> {
     hidden_states: randn([1, 16, WINDOW, h, w], 0.5, 1),
     timestep: { dtype: 'float32', dims: [1], data: Float32Array.of(960) },
     guidance: { dtype: 'float32', dims: [1], data: Float32Array.of(10000) },
-    encoder_hidden_states: randn([1, 512, 4096], 0.5, 2),
+    encoder_hidden_states: randn([1, 512, c.textDim], 0.5, 2),
     encoder_attention_mask: { dtype: 'int64', dims: [1, 512], data: mask },
-    pooled_projections: randn([1, 768], 0.5, 3),
-    image_embeddings: randn([1, 729, 1152], 0.5, 4),
+    pooled_projections: randn([1, c.pooledDim], 0.5, 3),
+    image_embeddings: randn([1, 729, c.imageProjDim], 0.5, 4),
     latent_indices: ints(range(1, WINDOW)),
     clean_latents: randn([1, 16, 2, h, w], 0.5, 5),
     clean_latent_indices: ints([0, WINDOW + 1]),
@@ -211,7 +211,7 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
     const run = s.run.bind(s);
     s.run = async (...args: unknown[]) => { const t0 = performance.now(); try { return await run(...args); } finally { parts[k].push(secs(t0)); } };
   }
-  const inputs = ditInputs();
+  const inputs = ditInputs(dit.config);
   mark('dit');
   dit.beginSection({ steps: 25 });
   const ditStage = await timed({ name: 'dit', createS: ditCreate, runsS: [], warmupS: [], detail: { precision: ditPrecision, quantize: q8?.bits ?? null, linkedQuantFiles: linked } },
@@ -286,8 +286,11 @@ async function profileBlocks(o: { weights: string; ep: 'cpu' | 'cuda'; profileOu
   mark('profile:run');
   const runs: number[] = [];
   for (let i = 0; i < 3; i++) { t = performance.now(); await s.run(feeds); runs.push(secs(t)); }
-  const file = s.endProfiling() as unknown as string;
+  s.endProfiling(); // writes <prefix>_<timestamp>.json (the Node binding does not return the name)
   await s.release();
+  const base = prefix.split('/').pop()!;
+  const found = readdirSync(dirname(prefix)).filter((f) => f.startsWith(base) && f.endsWith('.json')).map((f) => join(dirname(prefix), f));
+  const file = found.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
   mark('end');
   return { policy: 'profile', createS, runsS: runs, profileFile: file, summary: summarizeProfile(file) };
 }

@@ -51,7 +51,12 @@ async function run(argv: string[]): Promise<number> {
 }
 
 run(process.argv.slice(2)).then(
-  (code) => { process.exitCode = code; },
+  (code) => {
+    process.exitCode = code;
+    // A command is done when its main() returns: worker threads or sockets a model left open must not keep
+    // the process alive (the timer itself does not keep it alive when nothing else does).
+    setTimeout(() => process.exit(code), 100).unref();
+  },
   (err: unknown) => {
     process.stderr.write(`framepack: ${err instanceof Error ? err.message : String(err)}\n`);
     process.exitCode = 1;

@@ -24,7 +24,6 @@ export const catalogue = {
     status: 406,
     message: 'This model does not support streaming responses. Remove text/event-stream from Accept.',
   },
-  INVALID_REQUEST: { status: 422, message: 'The request could not be validated' },
   BUSY: { status: 409, message: 'Already running a prediction' },
   NOT_READY: {
     status: 503,
@@ -112,7 +111,6 @@ export const catalogue = {
 
   // ---- command line ----
   CLI_USAGE: { message: '{detail}' },
-  CLI_INPUT_INVALID: { message: 'The inputs you passed could not be validated:\n{detail}' },
   CLI_INPUT_FILE: { message: 'Could not read input file {path}: {detail}' },
 } as const satisfies Record<string, CatalogueEntry>;
 

@@ -18,6 +18,7 @@
  *   the abort counts as a cancellation). Never block the event loop: heavy work belongs in worker threads.
  *   Throw an error with `fatal: true` when the model can never run again (its worker died): the server
  *   then reports DEFUNCT.
+ * - `dispose()` (optional) releases what setup acquired; the process exits shortly after it either way.
  */
 import { z } from 'zod';
 import type { Logger } from 'pino';
@@ -41,6 +42,8 @@ export interface Predictor<S extends z.ZodObject = z.ZodObject> {
   inputSchema: S;
   setup(ctx: SetupContext): Promise<void>;
   predict(input: z.infer<S>, ctx: PredictorContext): Promise<string>;
+  /** Optional: releases sessions and workers; called once when the server or the command stops. */
+  dispose?(): Promise<void>;
 }
 
 /** Options from the command line (`--models`, `--noise`, `--dump` and any predictor-specific `--flag value`). */

@@ -109,9 +109,9 @@ export async function main(argv: string[]): Promise<number> {
   const onSigint = () => { progress.line('canceling...'); controller.abort(); };
   process.on('SIGINT', onSigint);
   let tmpDir: string | undefined;
+  let predictor: Predictor | undefined;
   try {
     const source = predictorSource(str('predictor'), predictorOptionsFrom(args, KNOWN));
-    let predictor: Predictor | undefined;
     const schema = source.schema ?? (predictor = await source.load()).inputSchema;
     const component = inputComponent(schema);
     const raw = await buildInput(args.all.get('input') ?? [], str('json'), component);
@@ -150,6 +150,7 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   } finally {
     process.off('SIGINT', onSigint);
+    await predictor?.dispose?.().catch(() => undefined);
     if (tmpDir) await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
     logger.flush();
   }

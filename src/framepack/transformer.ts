@@ -4,10 +4,10 @@
  * run or their cached residual is re-used (src/framepack/teacache.ts).
  *
  * Per call:
- *   embed(inputs)               -> img, txt, temb [, modulated when TeaCache is on]
- *   TeaCache (host)             -> compute or skip
- *   blocks(img, txt, temb, rope) -> residual over the noisy tokens   (computed calls only)
- *   head(img_noisy, residual)   -> velocity (1, C, T, H, W) float32
+ *   embed(inputs)                 -> img, txt, temb [, modulated when TeaCache is on]
+ *   TeaCache (host)               -> compute or skip
+ *   computed: blocks(img, txt, temb, rope) -> velocity (1, C, T, H, W) float32 [, residual to cache]
+ *   skipped:  head(img_noisy, cached residual) -> velocity
  * The rotary tables depend only on the frame indices and the latent grid: they are computed on the host and
  * kept while a section's calls repeat them.
  *
@@ -72,7 +72,7 @@ export class PackedTransformer {
   /** Builds the graphs of the checkpoint folder `dir` and creates their sessions. */
   static async load(dir: string, opts: TransformerOptions): Promise<PackedTransformer> {
     const ck = await Checkpoint.open(dir);
-    const graphs = buildDitGraphs(ck, opts);
+    const graphs = buildDitGraphs(ck, { ...opts, castWeightsAt: opts.castWeightsAt ?? defaultCastWeightsAt(ck, opts.precision) });
     const so = { ep: opts.ep, deviceId: opts.deviceId, threads: opts.threads };
     const sessions: Session[] = [];
     try {
@@ -106,27 +106,26 @@ export class PackedTransformer {
     const e = await this.embed.run(feeds, { signal, outputs: wanted });
 
     const decision = state ? state.decide(e.modulated.data as Float32Array) : null;
-    const nNoisy = grid[0] * grid[1] * grid[2];
-    const img = e.img.data as Float32Array;
-    const tail: HostTensor = { dtype: 'float32', dims: [1, nNoisy, c.dim], data: img.slice(img.length - nNoisy * c.dim) };
     const latentGrid: HostTensor = { dtype: 'int64', dims: [3], data: BigInt64Array.from(grid.map(BigInt)) };
 
-    let residual: Residual;
     if (!decision || decision.compute) {
       const r = await this.blocks.run({
-        img: e.img, txt: e.txt, temb: { ...e.temb, data: e.temb.data.slice() },
+        img: e.img, txt: e.txt, temb: e.temb, latent_grid: latentGrid,
         rope_cos: { dtype: 'float32', dims: [rope.tokens, rope.half], data: rope.cos.slice() },
         rope_sin: { dtype: 'float32', dims: [rope.tokens, rope.half], data: rope.sin.slice() },
-        latent_grid: { ...latentGrid, data: latentGrid.data.slice() },
-      }, { signal, transfer: true });
-      residual = r.residual;
-      if (state) state.residual = residual;
-    } else {
-      residual = state!.residual!;
+      }, { signal, transfer: true, outputs: state ? ['output', 'residual'] : ['output'] });
+      if (state) state.residual = r.residual;
+      return { output: r.output, teacache: decision };
     }
-    const h = await this.head.run(
-      { img: tail, residual: state ? { ...residual, data: residual.data.slice() } : residual, temb: e.temb, latent_grid: latentGrid },
-      { signal, transfer: true });
+    // Skipped: the head on this call's noisy image tokens plus the residual of the last computed call.
+    const nNoisy = grid[0] * grid[1] * grid[2];
+    const img = e.img.data as Float32Array;
+    const residual = state!.residual!;
+    const h = await this.head.run({
+      img: { dtype: 'float32', dims: [1, nNoisy, c.dim], data: img.slice(img.length - nNoisy * c.dim) },
+      residual: { ...residual, data: residual.data.slice() },
+      temb: e.temb, latent_grid: latentGrid,
+    }, { signal, transfer: true });
     return { output: h.output, teacache: decision };
   }
 
@@ -176,6 +175,20 @@ export class PackedTransformer {
     }
     return { grid: [T, h, w], rope: this.rope.table };
   }
+}
+
+/**
+ * Where weight casts run when the caller does not say: folded at load, unless the checkpoint is large and
+ * stored in another dtype than the precision (the real bf16 checkpoint in float32 would fold into 52 GB).
+ */
+function defaultCastWeightsAt(ck: Checkpoint, precision: Precision): 'load' | 'run' {
+  const stored = precision === 'bfloat16' ? 'BF16' : precision === 'float16' ? 'F16' : 'F32';
+  let convertedBytes = 0;
+  for (const key of ck.keys()) {
+    const e = ck.entry(key);
+    if (e.dtype !== stored) convertedBytes += e.length;
+  }
+  return convertedBytes > 2 ** 31 ? 'run' : 'load';
 }
 
 function expectDims(t: HostTensor, name: string, rank: number): number[] {

@@ -10,10 +10,13 @@
  *   embed   patch embeddings (noisy; clean 1x, 2x, 4x with replicate padding), time/guidance/pooled-text
  *           embedding, token refiner with its mask, SigLIP projection, the text crop -> img, txt, temb, and
  *           the first block's modulated image input (TeaCache's measure)
- *   blocks  dual-stream then single-stream blocks -> residual = img_out - img_in over the noisy tokens
- *   head    (img + residual) over the noisy tokens -> final AdaLN, proj_out in float32, unpatchify
- * Only the noisy tokens reach the head, so only their residual is kept: the original caches the residual of
- * every image token but reads back only these after norm_out.
+ *   blocks  dual-stream then single-stream blocks, then the head on the noisy tokens -> velocity, and
+ *           residual = img_out - img_in over the noisy tokens (fetched only when TeaCache is on)
+ *   head    (img + cached residual) over the noisy tokens -> final AdaLN, proj_out in float32, unpatchify;
+ *           run only on calls TeaCache skips
+ * The head is part of the blocks graph so a computed call returns the small velocity instead of the image
+ * stream (both cross the host between sessions). Only the noisy tokens reach the head, so only their
+ * residual is kept: the original caches the residual of every image token but reads back only these.
  *
  * Conventions: batch 1 (as the original runs; real CFG is two calls). Graph inputs and outputs are float32 or
  * int64; inside, everything but the float32 islands runs in the graph's precision (float32 on the CPU,
@@ -124,7 +127,10 @@ function chunks(g: Graph, v: Value, n: number, dim: number): Value[] {
   return g.split(g.reshape(v, [n * dim]), n, 0);
 }
 
-/** LN(x) * (1 + scale) + shift as one LayerNormalization (no affine weights of its own, eps 1e-6). */
+/**
+ * LN(x) * (1 + scale) + shift as one LayerNormalization (no affine weights of its own, eps 1e-6). In bf16 this
+ * rounds once where the original rounds after the norm, the product and the sum.
+ */
 function modulate(g: Graph, x: Value, shift: Value, scale: Value): Value {
   return g.layerNorm(x, g.add(scale, 1), shift, EPS);
 }
@@ -136,7 +142,9 @@ function asModelScalar(g: Graph, t: Value): Value {
 
 /**
  * diffusers Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0): [cos(t f_k), sin(t f_k)],
- * f_k = exp(-ln(10000) k / 128), float32 throughout (the frequencies are rounded as torch computes them).
+ * f_k = exp(-ln(10000) k / 128), float32 throughout. f_k is the correctly rounded float32 exponential; torch's
+ * vectorised expf can differ by one ulp, and t f_k with t near 1000 (guidance 10000) turns that into the
+ * ~1e-5 relative difference the float32 parity tests show.
  */
 function sinusoid(g: Graph, t: Value /* (1,) f32 */): Value /* (1, 256) f32 */ {
   const half = 128;
@@ -246,9 +254,10 @@ function tokenRefiner(ctx: Ctx, text: Value, mask: Value, t: Value): Value {
   return g.scope('context_embedder', () => {
     const x = g.cast(text, g.precision); // the original's text is bf16 on the GPU
     const m = g.cast(mask, 'float32'); // (1, L)
+    const count = g.reduceSum(m, [1], true); // (1, 1): valid tokens
     // Masked mean in float32, then back to the compute dtype.
     const xs = g.reduceSum(g.mul(g.cast(x, 'float32'), g.unsqueeze(m, [2])), [1], false); // (1, textDim)
-    const pooled = g.cast(g.div(xs, g.reduceSum(m, [1], true)), g.precision);
+    const pooled = g.cast(g.div(xs, count), g.precision);
     const temb = g.add(
       mlpEmbed(g.cast(sinusoid(g, asModelScalar(g, t)), g.precision), ctx, 'context_embedder.time_text_embed.timestep_embedder'),
       mlpEmbed(pooled, ctx, 'context_embedder.time_text_embed.text_embedder'));
@@ -266,7 +275,7 @@ function tokenRefiner(ctx: Ctx, text: Value, mask: Value, t: Value): Value {
     for (let i = 0; i < c.refinerLayers; i++) y = refinerBlock(ctx, y, temb, bias, i);
 
     // Batch 1: keep the first sum(mask) tokens (the original crops the [image ; text] context to its mask sum).
-    const kept = g.reshape(g.reduceSum(mask, [1], false), [1]);
+    const kept = g.reshape(g.cast(count, 'int64'), [1]);
     return sliceDyn(g, y, g.ints([0]), kept, 1, [1, 'text_kept', c.dim]);
   });
 }
@@ -395,44 +404,52 @@ function buildBlocks(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltMod
   let z = g.concat([img, txt], 1);
   for (let i = 0; i < c.singleLayers; i++) z = singleBlock(ctx, i, z, temb, cosZ, sinZ);
 
-  // residual = img_out - img_in over the last T*h*w (noisy) image tokens, in float32.
-  const nNoisy = g.op('ReduceProd', [grid, g.ints([0])], { keepdims: 1 }, { shape: [1] })[0];
+  // The noisy tokens (the last T*h*w image rows) go through the head directly, as in the original; their
+  // residual img_out - img_in (float32) is what TeaCache re-uses on skipped calls.
+  const nNoisy = g.mul(g.mul(g.gather(grid, [0]), g.gather(grid, [1])), g.gather(grid, [2])); // (1)
   const start = g.sub(nImg, nNoisy);
-  const out = g.cast(sliceDyn(g, z, start, nImg, 1, [1, 'noisy_tokens', c.dim]), 'float32');
+  const noisy = sliceDyn(g, z, start, nImg, 1, [1, 'noisy_tokens', c.dim]);
+  g.output(outputHead(ctx, noisy, temb, grid), 'output');
   const inp = sliceDyn(g, img32, start, nImg, 1, [1, 'noisy_tokens', c.dim]);
-  g.output(g.sub(out, inp), 'residual');
+  g.output(g.sub(g.cast(noisy, 'float32'), inp), 'residual');
   return g.toModel();
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Head graph
+// Output head
 
+/**
+ * norm_out (AdaLayerNormContinuous), proj_out in float32 with the stored weights up-cast (the original's
+ * high_quality_fp32_output_for_inference), unpatchify. x (1, T*h*w, D) -> (1, C, T*pt, h*p, w*p) float32.
+ */
+function outputHead(ctx: Ctx, x: Value, temb: Value, grid: Value): Value {
+  const { g, ck, c } = ctx;
+  return g.scope('head', () => {
+    // (scale, shift): scale first, unlike the blocks' AdaLN-Zero chunks.
+    const [scale, shift] = chunks(g, g.linear(g.silu(temb), ck, 'norm_out.linear'), 2, c.dim);
+    const out = modulate(g, x, shift, scale);
+    const w = g.param(ck, 'proj_out.weight', { dtype: 'float32' });
+    const b = g.param(ck, 'proj_out.bias', { dtype: 'float32' });
+    const tokens = g.op('Gemm', [g.reshape(g.cast(out, 'float32'), [-1, c.dim]), w, b], { transB: 1 })[0]; // (N, C*pt*p*p)
+
+    // Token (t, y, x) with channels (c, pt, ph, pw) -> output[c, t*pt + pt_, y*p + ph, x*p + pw].
+    const k = [c.patchT, c.patch, c.patch];
+    const t7 = reshapeDyn(g, tokens, g.concat([grid, g.ints([c.outChannels, ...k])], 0), ['T', 'h', 'w', c.outChannels, ...k]);
+    const perm = g.transpose(t7, [3, 0, 4, 1, 5, 2, 6]); // (C, T, pt, h, p, w, p)
+    const size = g.mul(grid, g.ints(k));
+    return reshapeDyn(g, perm, g.concat([g.ints([1, c.outChannels]), size], 0), [1, c.outChannels, 'frames', 'height', 'width']);
+  });
+}
+
+/** The head alone, for calls TeaCache skips: (img + cached residual) over the noisy tokens -> velocity. */
 function buildHead(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
   const g = new Graph({ name: 'dit-head', precision: o.precision, castWeightsAt: o.castWeightsAt });
   const img = g.input('img', 'float32', [1, 'noisy_tokens', c.dim]);
   const residual = g.input('residual', 'float32', [1, 'noisy_tokens', c.dim]);
   const temb = g.input('temb', 'float32', [1, c.dim]);
   const grid = g.input('latent_grid', 'int64', [3]);
-
-  const x = g.cast(g.add(img, residual), g.precision); // blocks output, as the original holds it
-  const out = g.scope('norm_out', () => {
-    // AdaLayerNormContinuous: (scale, shift), scale first.
-    const [scale, shift] = chunks(g, g.linear(g.silu(g.cast(temb, g.precision)), ck, 'norm_out.linear'), 2, c.dim);
-    return modulate(g, x, shift, scale);
-  });
-  // proj_out in float32 with the stored weights up-cast (high_quality_fp32_output_for_inference).
-  const w = g.param(ck, 'proj_out.weight', { dtype: 'float32' });
-  const b = g.param(ck, 'proj_out.bias', { dtype: 'float32' });
-  const patchDim = c.outChannels * c.patchT * c.patch * c.patch;
-  const tokens = g.op('Gemm', [g.reshape(g.cast(out, 'float32'), [-1, c.dim]), w, b], { transB: 1 })[0]; // (N, C*pt*p*p)
-
-  // Unpatchify: token (t, y, x), channel (c, pt, ph, pw) -> (1, C, t*pt + pt_, y*p + ph, x*p + pw).
-  const k = [c.patchT, c.patch, c.patch];
-  const t7 = reshapeDyn(g, tokens, g.concat([grid, g.ints([c.outChannels, ...k])], 0), ['T', 'h', 'w', c.outChannels, ...k]);
-  const perm = g.transpose(t7, [3, 0, 4, 1, 5, 2, 6]); // (C, T, pt, h, p, w, p)
-  const size = g.mul(grid, g.ints(k));
-  const video = reshapeDyn(g, perm, g.concat([g.ints([1, c.outChannels]), size], 0), [1, c.outChannels, 'frames', 'height', 'width']);
-  g.output(video, 'output');
+  const x = g.cast(g.add(img, residual), g.precision); // what the blocks would have returned
+  g.output(outputHead({ g, ck, c }, x, g.cast(temb, g.precision), grid), 'output');
   return g.toModel();
 }
 

@@ -11,16 +11,17 @@
  *   tail       decoder: mid resnet 1, up blocks, norm/act/conv_out  encoder: mid resnet 1, norm/act/conv_out, quant_conv
  * Head and tail are shape-generic (symbolic T, H, W) and hold the weights; the attention graph is tiny and
  * is built for a given number of frames T, because the frame-causal mask is expressed as T unmasked
- * attentions (queries of frame f against the keys of frames 0..f). Unmasked MultiHeadAttention runs a
- * flash kernel on ORT's CPU EP (and memory-efficient kernels on CUDA), so no (N x N) score matrix of the
- * ~30,000-60,000 tokens of a section decode is ever materialised.
+ * attentions (queries of frame f against the keys of frames 0..f). Unmasked float32 MultiHeadAttention
+ * runs ORT's CPU flash kernel, so no score matrix of the ~30,000 tokens of a decode window (5 latent frames
+ * at 80x76) is materialised; on CUDA the kernel is ORT's choice for head size C (at worst one frame's
+ * (h*w) x ((f+1) h*w) scores at a time, never the full (N x N) matrix).
  *
  * Conventions: video tensors are (B, C, T, H, W) with B = 1; inputs and outputs of every graph are float32,
  * computation is in the graph's precision. CausalConv3d = replicate ("edge") padding of W: k//2 both sides,
  * H: k//2 both sides, T: k-1 in front, then a plain Conv3d. GroupNorm statistics span the whole chunk
  * (channels of the group x all T x H x W), as in PyTorch.
  */
-import { Checkpoint } from '../onnx/safetensors.js';
+import type { Checkpoint } from '../onnx/safetensors.js';
 import { Graph, type BuiltModel, type Precision, type Value } from '../onnx/graph.js';
 
 export interface VaeConfig {

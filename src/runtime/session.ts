@@ -6,8 +6,10 @@
  * dropped before it starts; one already running finishes in the worker (ONNX Runtime cannot be interrupted
  * from Node) but its promise rejects at once with an AbortError and the result is discarded.
  *
- * GPU sessions set `session.disable_cpu_ep_fallback` so a node without a GPU kernel fails loudly instead of
- * silently running on the CPU (pass `allowCpuFallback` to accept it).
+ * GPU sessions accept ONNX Runtime's CPU placements by default: the CUDA EP itself hands tiny int64 shape
+ * subgraphs (Shape, Gather, Concat of dims) to the CPU, so `session.disable_cpu_ep_fallback` refuses nearly
+ * every real graph. Pass `allowCpuFallback: false` to make any CPU node an error (scripts/gpu/placement.ts
+ * lists which nodes land there).
  *
  * Workers run at a lower CPU priority than the main thread (FRAMEPACK_WORKER_NICE, default 10; Linux
  * applies it per thread), so CPU inference cannot starve the event loop.
@@ -27,7 +29,7 @@ export type { ExecutionProvider } from './protocol.js';
 export interface SessionOptions {
   ep: ExecutionProvider;
   deviceId?: number;
-  /** GPU only: let nodes without a GPU kernel run on the CPU (default false: such models fail to load) */
+  /** GPU only: false makes a node placed on the CPU a load error (default true: shape subgraphs run there) */
   allowCpuFallback?: boolean;
   /** intra-op threads (default: ONNX Runtime's choice, the physical cores) */
   threads?: number;
@@ -201,7 +203,7 @@ export class Session {
     }
     const deviceId = opts.deviceId ?? 0;
     const config: Record<string, string> = { ...(model.sessionConfig ?? {}) };
-    if (opts.ep !== 'cpu' && !opts.allowCpuFallback) config['session.disable_cpu_ep_fallback'] = '1';
+    if (opts.ep !== 'cpu' && opts.allowCpuFallback === false) config['session.disable_cpu_ep_fallback'] = '1';
     // CUDA: weights go straight to device memory instead of the BFC arena, which would round them up
     if (opts.ep === 'cuda') config['session.use_device_allocator_for_initializers'] ??= '1';
     const payload: CreatePayload = {

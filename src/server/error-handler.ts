@@ -5,7 +5,7 @@
  * parsed those too), an empty body meaning "no body", any other type a 422 (as FastAPI answers).
  */
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { AppError, appError } from '../errors.js';
+import { AppError, appError, catalogue } from '../errors.js';
 import { RequestValidationError } from './validation.js';
 
 function isJsonType(contentType: string | undefined): boolean {
@@ -63,9 +63,9 @@ export function installErrorHandlers(app: FastifyInstance, bodyLimit: number): v
       return reply.code(fe.statusCode).send({ detail: fe.message });
     }
     req.log.error({ err }, 'request failed');
-    return reply.code(500).send({ detail: 'Internal Server Error' });
+    return reply.code(500).send({ detail: catalogue.INTERNAL.message });
   });
-  app.setNotFoundHandler((_req, reply) => reply.code(404).send({ detail: 'Not Found' }));
+  app.setNotFoundHandler((_req, reply) => reply.code(404).send({ detail: catalogue.NOT_FOUND.message }));
 }
 
 const ALL_METHODS = ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS'] as const;
@@ -76,6 +76,6 @@ export function methodNotAllowed(app: FastifyInstance, url: string, served: stri
   const others = ALL_METHODS.filter((m) => !allowed.has(m));
   app.route({
     method: others, url,
-    handler: async (_req, reply) => reply.code(405).header('allow', [...allowed].join(', ')).send({ detail: 'Method Not Allowed' }),
+    handler: async (_req, reply) => reply.code(405).header('allow', [...allowed].join(', ')).send({ detail: catalogue.METHOD_NOT_ALLOWED.message }),
   });
 }

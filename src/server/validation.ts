@@ -128,10 +128,6 @@ export function fileUrlProblem(value: string, opts: InputOptions): string | null
   return null;
 }
 
-function fmtBound(n: unknown): string {
-  return String(n);
-}
-
 /** Validates one input object against the `Input` component; returns the normalised value and the issues. */
 export function validateInput(component: JsonSchema, raw: unknown, opts: InputOptions): { value: Record<string, unknown>; issues: ValidationIssue[] } {
   const issues: ValidationIssue[] = [];
@@ -169,19 +165,19 @@ export function validateInput(component: JsonSchema, raw: unknown, opts: InputOp
     const v = coerced.value;
     if (typeof v === 'number') {
       if (typeof prop.minimum === 'number' && v < prop.minimum) {
-        issues.push({ type: 'greater_than_equal', loc, msg: `Input should be greater than or equal to ${fmtBound(prop.minimum)}`, input: given, ctx: { ge: prop.minimum } });
+        issues.push({ type: 'greater_than_equal', loc, msg: `Input should be greater than or equal to ${String(prop.minimum)}`, input: given, ctx: { ge: prop.minimum } });
         continue;
       }
       if (typeof prop.maximum === 'number' && v > prop.maximum) {
-        issues.push({ type: 'less_than_equal', loc, msg: `Input should be less than or equal to ${fmtBound(prop.maximum)}`, input: given, ctx: { le: prop.maximum } });
+        issues.push({ type: 'less_than_equal', loc, msg: `Input should be less than or equal to ${String(prop.maximum)}`, input: given, ctx: { le: prop.maximum } });
         continue;
       }
       if (typeof prop.exclusiveMinimum === 'number' && v <= prop.exclusiveMinimum) {
-        issues.push({ type: 'greater_than', loc, msg: `Input should be greater than ${fmtBound(prop.exclusiveMinimum)}`, input: given, ctx: { gt: prop.exclusiveMinimum } });
+        issues.push({ type: 'greater_than', loc, msg: `Input should be greater than ${String(prop.exclusiveMinimum)}`, input: given, ctx: { gt: prop.exclusiveMinimum } });
         continue;
       }
       if (typeof prop.exclusiveMaximum === 'number' && v >= prop.exclusiveMaximum) {
-        issues.push({ type: 'less_than', loc, msg: `Input should be less than ${fmtBound(prop.exclusiveMaximum)}`, input: given, ctx: { lt: prop.exclusiveMaximum } });
+        issues.push({ type: 'less_than', loc, msg: `Input should be less than ${String(prop.exclusiveMaximum)}`, input: given, ctx: { lt: prop.exclusiveMaximum } });
         continue;
       }
     }
@@ -265,7 +261,7 @@ export function validateRequest(body: unknown, component: JsonSchema, opts: Inpu
 
   if (b.created_at !== undefined && b.created_at !== null) {
     if (typeof b.created_at !== 'string' || !RFC3339.test(b.created_at) || Number.isNaN(Date.parse(b.created_at))) {
-      issues.push({ type: 'datetime_from_date_parsing', loc: ['body', 'created_at'], msg: 'Input should be a valid datetime or date, invalid character in year', input: b.created_at });
+      issues.push({ type: 'datetime_from_date_parsing', loc: ['body', 'created_at'], msg: 'Input should be a valid datetime or date, not an RFC 3339 timestamp', input: b.created_at });
     } else {
       request.created_at = b.created_at;
     }

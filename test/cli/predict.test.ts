@@ -3,11 +3,10 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { cliPath, PNG_1x1, predictorPath } from '../server/helpers.js';
+import { cliPath, PNG_1x1, predictorPath, tempDir } from '../server/helpers.js';
 
 function framepack(args: string[], cwd: string) {
   return spawnSync(process.execPath, [cliPath, ...args], { cwd, encoding: 'utf8', timeout: 30_000, env: { ...process.env, TMPDIR: cwd } });
@@ -15,7 +14,7 @@ function framepack(args: string[], cwd: string) {
 
 describe('framepack predict', () => {
   it('writes output.<ext> in the current directory, with plain progress lines off a terminal', () => {
-    const cwd = mkdtempSync(join(tmpdir(), 'predict-'));
+    const cwd = tempDir('predict');
     const r = framepack(['predict', '--predictor', predictorPath('slow'), '-i', 'prompt="a cat"', '-i', 'steps=2', '-i', 'ratio=1', '-i', 'flag=false'], cwd);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /Written output to: .*output\.mp4/);
@@ -27,8 +26,16 @@ describe('framepack predict', () => {
     assert.deepEqual(readdirSync(cwd).sort(), ['output.mp4'], 'temp files removed');
   });
 
+  it('exits when done even if the model left handles open, after disposing it', () => {
+    const cwd = tempDir('predict');
+    const marker = join(cwd, 'disposed');
+    const r = framepack(['predict', '--predictor', predictorPath('slow'), '-i', 'prompt=x', '--leave-timer', '--dispose-marker', marker], cwd);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(readFileSync(marker, 'utf8'), 'disposed');
+  });
+
   it('draws a progress bar on a terminal', () => {
-    const cwd = mkdtempSync(join(tmpdir(), 'predict-'));
+    const cwd = tempDir('predict');
     const cmd = [process.execPath, cliPath, 'predict', '--predictor', predictorPath('slow'), '-i', 'prompt=x', '-i', 'steps=3']
       .map((a) => `'${a}'`).join(' ');
     // `script` runs the command on a pseudo-terminal.
@@ -40,7 +47,7 @@ describe('framepack predict', () => {
   });
 
   it('reads @file inputs and honours -o and --json', () => {
-    const cwd = mkdtempSync(join(tmpdir(), 'predict-'));
+    const cwd = tempDir('predict');
     writeFileSync(join(cwd, 'in.png'), PNG_1x1);
     const r = framepack(['predict', '--predictor', predictorPath('file-input'), '-i', 'input_image=@in.png', '-o', 'copy.png'], cwd);
     assert.equal(r.status, 0, r.stderr);
@@ -51,7 +58,7 @@ describe('framepack predict', () => {
   });
 
   it('prints cog predict\'s validation message and exits 1', () => {
-    const cwd = mkdtempSync(join(tmpdir(), 'predict-'));
+    const cwd = tempDir('predict');
     const r = framepack(['predict', '--predictor', predictorPath('slow'), '-i', 'steps=0', '-i', 'ratio=abc'], cwd);
     assert.equal(r.status, 1);
     assert.equal(r.stderr, 'The inputs you passed could not be validated:\n - prompt: Field required\n - steps: Input should be greater than or equal to 1\n - ratio: Input should be a valid number, unable to parse string as a number\n');
@@ -64,14 +71,14 @@ describe('framepack predict', () => {
   });
 
   it('reports a failing prediction and exits 1', () => {
-    const cwd = mkdtempSync(join(tmpdir(), 'predict-'));
+    const cwd = tempDir('predict');
     const r = framepack(['predict', '--predictor', predictorPath('failing')], cwd);
     assert.equal(r.status, 1);
     assert.match(r.stderr, /about to fail\n[\s\S]*Prediction failed: .*the model exploded/);
   });
 
   it('validates FramePack inputs without loading the model', () => {
-    const cwd = mkdtempSync(join(tmpdir(), 'predict-'));
+    const cwd = tempDir('predict');
     const r = framepack(['predict', '-i', 'prompt=x', '-i', 'mp4_crf=52'], cwd);
     assert.equal(r.status, 1);
     assert.match(r.stderr, / - input_image: Field required\n - mp4_crf: Input should be less than or equal to 51\n/);

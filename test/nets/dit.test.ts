@@ -101,6 +101,39 @@ test('per-branch TeaCache keeps a separate state per CFG branch; shared mode is 
   assert.equal(s1.teacache!.cntAfter, 0, 'shared counter wraps after steps calls of both branches');
 });
 
+test('any window and bucket: padded text equals the same text cropped to its valid tokens (spec 5.6)', async () => {
+  // A window of 5 frames on a 12 x 10 latent (both 2x and 4x need padding in H and W), 20 text slots, 7 valid.
+  const x = plainInputs();
+  const [T, H, W, L, valid] = [5, 12, 10, 20, 7];
+  const wave = (n: number, f: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * f) * 0.8);
+  const lat = (t: number, f: number): HostTensor => ({ dtype: 'float32', dims: [1, 16, t, H, W], data: wave(16 * t * H * W, f) });
+  const ids = (v: number[]): HostTensor => ({ dtype: 'int64', dims: [1, v.length], data: BigInt64Array.from(v.map(BigInt)) });
+  const text = wave(L * 64, 0.37);
+  const base: DitInputs = {
+    ...x,
+    hidden_states: lat(T, 0.11), latent_indices: ids([9, 10, 11, 12, 13]),
+    clean_latents: lat(2, 0.13), clean_latent_indices: ids([0, 14]),
+    clean_latents_2x: lat(2, 0.17), clean_latent_2x_indices: ids([15, 16]),
+    clean_latents_4x: lat(16, 0.19), clean_latent_4x_indices: ids(Array.from({ length: 16 }, (_, i) => 17 + i)),
+  };
+  dit.beginSection({ steps: 1 });
+  const padded = await dit.forward({
+    ...base,
+    encoder_hidden_states: { dtype: 'float32', dims: [1, L, 64], data: text },
+    encoder_attention_mask: ids(Array.from({ length: L }, (_, i) => (i < valid ? 1 : 0))),
+  });
+  const cropped = await dit.forward({
+    ...base,
+    encoder_hidden_states: { dtype: 'float32', dims: [1, valid, 64], data: text.slice(0, valid * 64) },
+    encoder_attention_mask: ids(new Array(valid).fill(1)),
+  });
+  assert.deepEqual(padded.output.dims, [1, 16, T, H, W]);
+  const out = padded.output.data as Float32Array;
+  assert.ok(out.every(Number.isFinite));
+  const err = relL2(out, cropped.output.data as Float32Array);
+  assert.ok(err < 1e-6, `padded vs cropped text: relative L2 ${err}`);
+});
+
 test('bad inputs fail with clear errors', async () => {
   dit.beginSection({ steps: 1 });
   const x = plainInputs();

@@ -3,13 +3,24 @@
  * HTTP receiver (webhooks, uploads, input files) on 127.0.0.1.
  */
 import http from 'node:http';
-import { mkdtemp, readdir } from 'node:fs/promises';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { CogServer, type ServerOptions } from '../../src/server/app.js';
 import type { PredictorOptions } from '../../src/predictor.js';
 import { predictorSource } from '../../src/server/predictor-source.js';
+
+const created: string[] = [];
+process.on('exit', () => { for (const dir of created) rmSync(dir, { recursive: true, force: true }); });
+
+/** A fresh directory under the system temp dir, removed when the test process exits. */
+export function tempDir(prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `${prefix}-`));
+  created.push(dir);
+  return dir;
+}
 
 export const predictorPath = (name: string): string => new URL(`./predictors/${name}.js`, import.meta.url).pathname;
 
@@ -24,7 +35,7 @@ export interface TestServer {
 }
 
 export async function startServer(predictor: string, options: PredictorOptions = {}, overrides: Partial<ServerOptions> = {}): Promise<TestServer> {
-  const tmpRoot = await mkdtemp(join(tmpdir(), 'server-test-'));
+  const tmpRoot = tempDir('server-test');
   const server = new CogServer({
     logger: pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' }),
     host: '127.0.0.1',

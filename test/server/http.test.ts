@@ -3,12 +3,11 @@
  * cancel, webhooks, uploads and input files, with the test predictors and a receiver on 127.0.0.1.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import {
-  json, listDir, pngDataUrl, PNG_1x1, post, put, startReceiver, startServer, waitFor, waitReady,
+  json, listDir, pngDataUrl, tempDir, PNG_1x1, post, put, startReceiver, startServer, waitFor, waitReady,
   type Receiver, type TestServer,
 } from './helpers.js';
 
@@ -505,7 +504,7 @@ describe('failures, DEFUNCT and SETUP_FAILED', () => {
   });
 
   it('waits for COG_WAIT_FILE before setup, and fails setup when it never appears', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'wait-'));
+    const dir = tempDir('wait');
     const file = join(dir, 'weights-ready');
     const s = await startServer('slow', {}, { waitFile: file });
     const never = await startServer('slow', {}, { waitFile: join(dir, 'never'), waitFileTimeoutMs: 150 });

@@ -4,12 +4,12 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { cliPath, json, post, predictorPath, repoRoot, startReceiver, waitFor, waitReady } from './helpers.js';
+import { cliPath, json, post, predictorPath, repoRoot, startReceiver, tempDir, waitFor, waitReady } from './helpers.js';
 
 async function freePort(): Promise<number> {
   const srv = createServer();
@@ -74,7 +74,8 @@ describe('framepack serve (process)', () => {
   it('with --await-explicit-shutdown=true ignores SIGTERM and exits 0 on POST /shutdown after the running prediction', async () => {
     const hook = await startReceiver();
     try {
-      const p = await serve(['--await-explicit-shutdown=true', '--predictor', predictorPath('slow')]);
+      const marker = join(tempDir('dispose'), 'disposed');
+      const p = await serve(['--await-explicit-shutdown=true', '--predictor', predictorPath('slow'), '--dispose-marker', marker]);
       await waitReady(p.url);
       p.child.kill('SIGTERM');
       await new Promise((r) => setTimeout(r, 200));
@@ -85,6 +86,7 @@ describe('framepack serve (process)', () => {
       assert.deepEqual(await json(res), {});
       assert.equal(await p.exit, 0);
       assert.equal(JSON.parse(hook.requests.at(-1)!.body.toString()).status, 'succeeded');
+      assert.ok(existsSync(marker), 'the predictor was disposed');
     } finally {
       await hook.close();
     }
@@ -116,7 +118,7 @@ describe('framepack serve (process)', () => {
   });
 
   it('writes the ready file once READY under Kubernetes', async () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'ready-')), 'cog', 'ready');
+    const file = join(tempDir('ready'), 'cog', 'ready');
     const p = await serve(['--predictor', predictorPath('slow'), '--setup-ms', '200'], { KUBERNETES_SERVICE_HOST: '10.0.0.1', FRAMEPACK_READY_FILE: file });
     assert.equal(existsSync(file), false);
     await waitReady(p.url);

@@ -7,8 +7,8 @@ import { refusedRange } from '../../src/server/ssrf.js';
 import { isoMicros, secondsBetween } from '../../src/server/time.js';
 import { throttleFromEnv } from '../../src/server/webhooks.js';
 import { mimeOf, toDataUrl } from '../../src/server/uploads.js';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { tempDir } from './helpers.js';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 describe('server units', () => {
@@ -64,7 +64,7 @@ describe('server units', () => {
   });
 
   it('encodes outputs as data URLs in slices that concatenate exactly', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'dataurl-'));
+    const dir = tempDir('dataurl');
     const bytes = Buffer.alloc(7 * 1024 * 1024 + 5);
     for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31) & 255;
     writeFileSync(join(dir, 'v.mp4'), bytes);

@@ -1,6 +1,7 @@
 /**
  * A predictor that takes its time: `steps` steps of `step_ms` each, one log line per step, honouring cancel.
- * Options: --setup-ms <n> (slow setup), --fail-setup (setup throws).
+ * Options: --setup-ms <n> (slow setup), --fail-setup (setup throws), --leave-timer (setup leaves an interval
+ * running, as a model's worker threads would), --dispose-marker <file> (dispose() writes that file).
  */
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -24,6 +25,7 @@ export default function slow(options: PredictorOptions): Predictor<typeof inputS
       ctx.log('loading the slow model');
       await sleep(Number(options.setupMs ?? 0), undefined, { signal: ctx.signal });
       if (options.failSetup) throw new Error('weights not found in /nowhere');
+      if (options.leaveTimer) setInterval(() => undefined, 1000);
       ctx.log('slow model ready');
     },
     async predict(input, ctx) {
@@ -35,6 +37,9 @@ export default function slow(options: PredictorOptions): Predictor<typeof inputS
       const out = join(ctx.tmpDir, 'output.mp4');
       await writeFile(out, `fake video for ${input.prompt} ${JSON.stringify(input)}`);
       return out;
+    },
+    async dispose() {
+      if (typeof options.disposeMarker === 'string') await writeFile(options.disposeMarker, 'disposed');
     },
   };
 }
