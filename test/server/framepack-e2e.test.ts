@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { makeTinyModel } from '../../scripts/make-tiny-model.js';
+import { loadTensors } from '../../src/onnx/safetensors.js';
 
 const cli = new URL('../../src/cli.js', import.meta.url).pathname;
 const env = { ...process.env, FRAMEPACK_PLACEMENT: 'cpu', COG_LOG_LEVEL: 'warning' };
@@ -155,10 +156,19 @@ test('framepack predict writes a playable MP4 on the tiny model', async () => {
   const img = join(work, 'start.png');
   await writeFile(img, imagePng);
   const out = join(work, 'cli.mp4');
-  const args = [cli, 'predict', '--models', models, '-o', out, '-i', `input_image=@${img}`];
+  const dumpFile = join(work, 'dump.safetensors');
+  const args = [cli, 'predict', '--models', models, '--dump', dumpFile, '-o', out, '-i', `input_image=@${img}`];
   for (const [k, v] of Object.entries(INPUT)) args.push('-i', `${k}=${v}`);
   const r = spawnSync(process.execPath, args, { env, encoding: 'utf8', timeout: 540_000 });
   assert.equal(r.status, 0, `${r.stdout}\n${r.stderr}`);
   assert.ok((await readFile(out)).length > 1000);
   assertPlayable(out);
+  // --dump: the intermediate tensors under the fixtures' names; 608x640 -> latents 76x80.
+  const dump = await loadTensors(dumpFile);
+  assert.deepEqual(dump.start_latent.dims, [1, 16, 1, 80, 76]);
+  assert.deepEqual(dump.noise_0.dims, [1, 16, 3, 80, 76]);
+  assert.deepEqual(dump.section_0_generated_latents.dims, [1, 16, 3, 80, 76]);
+  assert.deepEqual(dump.section_1_generated_latents.dims, [1, 16, 4, 80, 76], 'the start latent leads the last section');
+  assert.deepEqual(dump.image_embeddings.dims.slice(0, 2), [1, 729]);
+  assert.deepEqual(dump.llama_vec.dims.slice(0, 2), [1, 512]);
 });
