@@ -3,7 +3,7 @@
  * architecture and parameter count) with random float16 weights, written once to a cache folder.
  *
  *   flock /tmp/framepack-heavy.lock node dist/scripts/bench-vae.js [--frames 18] [--height 80] [--width 76]
- *       [--ep cpu|cuda] [--spatial-tiling] [--threads N] [--dir bench/tmp/vae-full-random]
+ *       [--ep cpu|cuda] [--spatial-tiling] [--dir bench/tmp/vae-full-random]
  *
  * Decodes one FramePack section's latent slice (default 18 latent frames at 80x76, the 640x608 bucket)
  * exactly as the pipeline does: decodeLatents with the temporal tiled decode. Prints the session creation
@@ -85,7 +85,7 @@ async function main(): Promise<void> {
     options: {
       frames: { type: 'string', default: '18' }, height: { type: 'string', default: '80' }, width: { type: 'string', default: '76' },
       ep: { type: 'string', default: 'cpu' }, 'spatial-tiling': { type: 'boolean', default: false },
-      threads: { type: 'string' }, dir: { type: 'string', default: 'bench/tmp/vae-full-random' },
+      dir: { type: 'string', default: 'bench/tmp/vae-full-random' },
     },
   });
   const T = Number(values.frames), h = Number(values.height), w = Number(values.width);

@@ -113,6 +113,7 @@ async function timed(stage: Stage, warmup: number, repeats: number, fn: () => Pr
   for (let i = 0; i < warmup; i++) { const t = performance.now(); await fn(); stage.warmupS.push(secs(t)); }
   for (let i = 0; i < repeats; i++) { const t = performance.now(); await fn(); stage.runsS.push(secs(t)); }
   if (stage.runsS.length) { stage.minS = Math.min(...stage.runsS); stage.medianS = median(stage.runsS); }
+  process.stdout.write(`@stage ${JSON.stringify(stage)}\n`); // a run cut short still reports what it finished
   return stage;
 }
 
@@ -133,7 +134,7 @@ async function primeQuantCache(model: import('../src/onnx/graph.js').BuiltModel)
   return linked;
 }
 
-async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; repeats: number; profileOut?: string }): Promise<Record<string, unknown>> {
+async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; repeats: number; profileOut?: string; only: Set<string> | null }): Promise<Record<string, unknown>> {
   const { Checkpoint } = await import('../src/onnx/safetensors.js');
   const { Session, terminateWorkers } = await import('../src/runtime/session.js');
   const { buildLlama } = await import('../src/nets/llama.js');
@@ -146,6 +147,7 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
 
   const ep = o.ep;
   const low = policy === 'low';
+  const want = (stage: string) => !o.only || o.only.has(stage);
   const dir = (c: string) => join(o.weights, c);
   const encPrecision = precisionFor(ep, 'encoder');
   const ditPrecision = precisionFor(ep, 'dit');
@@ -154,6 +156,7 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
   const R = o.repeats;
 
   if (policy === 'profile') return profileBlocks(o);
+  if (policy !== 'high' && policy !== 'low') throw new Error(`unknown policy ${policy} (high, low, profile; +cudnn for cuDNN flash attention)`);
 
   // --- resident networks
   mark('create:vae');
@@ -164,8 +167,8 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
   mark('create:dit');
   t = performance.now();
   let linked = 0;
-  if (q8) linked = await primeQuantCache(buildDitGraphs(await Checkpoint.open(dir('transformer')), { precision: ditPrecision, quantize: q8 }).blocks);
-  const dit = await PackedTransformer.load(dir('transformer'), { precision: ditPrecision, ep, quantize: q8 });
+  if (q8 && want('dit')) linked = await primeQuantCache(buildDitGraphs(await Checkpoint.open(dir('transformer')), { precision: ditPrecision, quantize: q8 }).blocks);
+  const dit = want('dit') || low ? await PackedTransformer.load(dir('transformer'), { precision: ditPrecision, ep, quantize: q8 }) : null;
   const ditCreate = secs(t);
 
   type Enc = { llama: InstanceType<typeof Session>; clip: InstanceType<typeof Session>; siglip: InstanceType<typeof Session>; createS: Record<string, number> };
@@ -199,18 +202,22 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
   };
   const closeEncoders = (e: Enc) => Promise.all([e.llama.release(), e.clip.release(), e.siglip.release()]);
 
-  mark('create:encoders');
-  let enc: Enc | null = await openEncoders();
-  await encode(enc, '', 2, R);
-  if (low) { mark('release:encoders'); await closeEncoders(enc); enc = null; }
+  let enc: Enc | null = null;
+  if (want('llama') || want('clip') || want('siglip')) {
+    mark('create:encoders');
+    enc = await openEncoders();
+    await encode(enc, '', 2, R);
+    if (low) { mark('release:encoders'); await closeEncoders(enc); enc = null; }
+  }
 
   // --- DiT forward (TeaCache off), with the three session runs timed separately
   const parts: Record<string, number[]> = { embed: [], blocks: [], head: [] };
-  for (const k of Object.keys(parts)) {
+  if (dit) for (const k of Object.keys(parts)) {
     const s = (dit as any)[k];
     const run = s.run.bind(s);
     s.run = async (...args: unknown[]) => { const t0 = performance.now(); try { return await run(...args); } finally { parts[k].push(secs(t0)); } };
   }
+  if (dit && want('dit')) {
   const inputs = ditInputs(dit.config);
   mark('dit');
   dit.beginSection({ steps: 25 });
@@ -224,18 +231,20 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
   ditStage.detail!.sessions = timedParts;
   ditStage.detail!.hostS = ditStage.medianS! - Object.values(timedParts).reduce((a, p) => a + p.median, 0);
   ditStage.detail!.tokens = { noisy: WINDOW * (LATENT.h / 2) * (LATENT.w / 2), text: 729 + PROMPT_TOKENS };
+  process.stdout.write(`@stage ${JSON.stringify(ditStage)}\n`);
   stages.push(ditStage);
+  }
 
   // --- VAE: one section's decode, then the start-image encode
-  mark('vae-decode');
   const latents = randn([1, 16, SECTION_LATENTS, LATENT.h, LATENT.w], 0.5, 12);
-  stages.push(await timed({ name: 'vae-decode', createS: vaeCreate, runsS: [], warmupS: [], detail: { latentFrames: SECTION_LATENTS, spatialTiling: low } },
-    1, Math.min(R, 3), () => vae.decodeLatents(copy(latents))));
-  mark('vae-encode');
+  if (want('vae-decode')) mark('vae-decode');
+  if (want('vae-decode')) stages.push(await timed({ name: 'vae-decode', createS: vaeCreate, runsS: [], warmupS: [], detail: { latentFrames: SECTION_LATENTS, spatialTiling: low } },
+    1, Math.min(R, 2), () => vae.decodeLatents(copy(latents))));
   const pixels = randn([1, 3, 1, BUCKET.height, BUCKET.width], 0.4, 13);
-  stages.push(await timed({ name: 'vae-encode', runsS: [], warmupS: [], detail: { spatialTiling: low } }, 2, R, () => vae.encodeLatent(copy(pixels))));
+  if (want('vae-encode')) mark('vae-encode');
+  if (want('vae-encode')) stages.push(await timed({ name: 'vae-encode', runsS: [], warmupS: [], detail: { spatialTiling: low } }, 2, R, () => vae.encodeLatent(copy(pixels))));
 
-  if (low) {
+  if (low && want('llama')) {
     // The next request's encoding, with the DiT and VAE arenas grown by this one: the low policy's peak.
     mark('create:encoders-again');
     enc = await openEncoders();
@@ -244,7 +253,7 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
   }
   mark('release');
   if (enc) await closeEncoders(enc);
-  await dit.release();
+  await dit?.release();
   await vae.release();
   await terminateWorkers();
   mark('end');
@@ -340,19 +349,27 @@ async function runPolicy(policy: string, args: string[], sample: boolean): Promi
   }
   const marks: Array<[number, string]> = [];
   let result: Record<string, unknown> | null = null;
+  const finished: Stage[] = [];
   const t0 = performance.now();
-  const c = spawn(process.execPath, [fileURLToPath(import.meta.url), '--child', policy, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const [base, variant] = policy.split('+');
+  const env = variant === 'cudnn' ? { ...process.env, ORT_ENABLE_CUDNN_FLASH_ATTENTION: '1', ORT_DISABLE_FLASH_ATTENTION: '1' } : process.env;
+  const c = spawn(process.execPath, [fileURLToPath(import.meta.url), '--child', base, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
   createInterface({ input: c.stdout! }).on('line', (l) => {
     if (l.startsWith('@mark ')) { marks.push([performance.now(), l.slice(6)]); process.stdout.write(`  [${policy} ${((performance.now() - t0) / 1000).toFixed(1)} s] ${l.slice(6)}\n`); }
     else if (l.startsWith('@result ')) result = JSON.parse(l.slice(8));
+    else if (l.startsWith('@stage ')) { const st = JSON.parse(l.slice(7)) as Stage; const i = finished.findIndex((f) => f.name === st.name); if (i >= 0) finished.splice(i, 1); finished.push(st); process.stdout.write(`  [${policy}] ${st.name}: min ${st.minS?.toFixed(3)} s, median ${st.medianS?.toFixed(3)} s, warm-up ${st.warmupS.map((x) => x.toFixed(2)).join(' ')} s${st.detail?.sessions ? `, sessions ${JSON.stringify(st.detail.sessions)}` : ''}\n`); }
     else process.stdout.write(`  ${l}\n`);
   });
   const code: number = await new Promise((res) => c.on('close', (n) => res(n ?? 1)));
   await new Promise((r) => setTimeout(r, 200));
   smi?.kill();
-  if (code !== 0 || !result) return { policy, error: `child exited with code ${code}`, marks: marks.map(([, m]) => m) };
-  const res = result as Record<string, any>;
+  const res = (result ?? { policy, error: `child exited with code ${code}`, stages: finished }) as Record<string, any>;
+  res.policy = policy;
   res.wallS = secs(t0);
+  if (res.summary) {
+    const sm = res.summary;
+    process.stdout.write(`  [${policy}] runs ${res.runsS.map((x: number) => x.toFixed(3)).join(' ')} s; last run ${sm.modelRunMs} ms, kernels ${sm.kernelMs} ms; by provider ${JSON.stringify(sm.msByProvider)}\n  [${policy}] ms by op: ${JSON.stringify(sm.msByOpType)}\n`);
+  }
   if (sample && samples.length) {
     const peak: Record<string, number> = {};
     for (let i = 0; i < marks.length; i++) {
@@ -372,8 +389,9 @@ async function runPolicy(policy: string, args: string[], sample: boolean): Promi
 function table(results: Record<string, any>[]): string {
   const rows = [['policy', 'stage', 'create s', 'min s', 'median s', 'peak GiB']];
   for (const r of results) {
-    if (r.error) { rows.push([r.policy, `ERROR ${r.error}`, '', '', '', '']); continue; }
-    if (r.policy === 'profile') { rows.push(['profile', 'dit blocks (ORT profiler)', r.createS.toFixed(1), Math.min(...r.runsS).toFixed(3), median(r.runsS).toFixed(3), '']); continue; }
+    if (r.error) rows.push([r.policy, `ERROR ${r.error}`, '', '', '', '']);
+    if (r.error && !r.stages?.length) continue;
+    if (r.policy.startsWith('profile') && !r.error) { rows.push([r.policy, 'dit blocks (ORT profiler)', r.createS.toFixed(1), Math.min(...r.runsS).toFixed(3), median(r.runsS).toFixed(3), '']); continue; }
     for (const s of r.stages as (Stage & { peakMiB?: number })[]) {
       rows.push([r.policy, s.name, s.createS?.toFixed(1) ?? '', s.minS?.toFixed(3) ?? '', s.medianS?.toFixed(3) ?? '', s.peakMiB ? (s.peakMiB / 1024).toFixed(1) : '']);
     }
@@ -388,7 +406,7 @@ async function main(): Promise<void> {
     options: {
       child: { type: 'string' }, weights: { type: 'string', default: 'bench/tmp/full' }, policy: { type: 'string', default: 'high,low' },
       ep: { type: 'string', default: 'cuda' }, repeats: { type: 'string', default: '5' }, profile: { type: 'boolean', default: false },
-      out: { type: 'string' }, 'profile-out': { type: 'string' },
+      out: { type: 'string' }, 'profile-out': { type: 'string' }, only: { type: 'string' },
     },
   });
   const weights = resolve(values.weights!);
@@ -396,7 +414,8 @@ async function main(): Promise<void> {
   const repeats = Number(values.repeats);
   process.env.FRAMEPACK_QUANT_CACHE ??= join(weights, 'quantized');
   if (values.child) {
-    const r = await child(values.child, { weights, ep, repeats, profileOut: values['profile-out'] });
+    const only = values.only ? new Set(values.only.split(',')) : null;
+    const r = await child(values.child, { weights, ep, repeats, profileOut: values['profile-out'], only });
     process.stdout.write(`@result ${JSON.stringify(r)}\n`);
     return;
   }
@@ -408,13 +427,15 @@ async function main(): Promise<void> {
   const out = resolve(values.out ?? join('bench', 'results', `${date.slice(0, 10)}-${(gpu?.name ?? ep).toLowerCase().replace(/[^a-z0-9]+/g, '-')}.json`));
   mkdirSync(dirname(out), { recursive: true });
   const policies = values.policy!.split(',').filter(Boolean);
-  if (values.profile) policies.push('profile');
+  if (values.profile) policies.push('profile', 'profile+cudnn');
   const results: Record<string, any>[] = [];
   const ort = JSON.parse(readFileSync(join(here, '..', '..', 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')).version;
   for (const p of policies) {
     console.log(`policy ${p}`);
     const profileOut = join(dirname(out), 'dit-blocks-profile');
-    results.push(await runPolicy(p, ['--weights', weights, '--ep', ep, '--repeats', String(repeats), '--profile-out', profileOut], !!gpu));
+    const args = ['--weights', weights, '--ep', ep, '--repeats', String(repeats), '--profile-out', `${profileOut}-${p.replace('+', '-')}`];
+    if (values.only) args.push('--only', values.only);
+    results.push(await runPolicy(p, args, !!gpu));
     writeFileSync(out, JSON.stringify({
       date, gpu, ep, node: process.version, onnxruntime: ort,
       shapes: { bucket: BUCKET, latent: LATENT, latentWindowSize: WINDOW, promptTokens: PROMPT_TOKENS, sectionLatentFrames: SECTION_LATENTS },

@@ -10,6 +10,7 @@
  * Everything heavy runs in ORT worker threads behind FramePackNets; what runs here is element-wise work on
  * one latent window per step, and the loop yields between steps, so the event loop stays responsive.
  */
+import { float16ToFloat32 } from '../onnx/half.js';
 import type { HostTensor } from '../onnx/safetensors.js';
 import { findNearestBucket, resizeAndCenterCrop, sigLipPixels, vaePixels, type RgbImage, type SigLipPreprocessor } from './image.js';
 import { NormalGenerator } from './noise.js';
@@ -113,7 +114,7 @@ function zerosLike(p: PromptEmbeddings): PromptEmbeddings {
   };
 }
 
-/** The injected noise of one section, converted to float32 and checked against the window's shape. */
+/** The injected noise of one section (float32 or float16), checked against the window's shape. */
 function injectedNoise(noise: Record<string, HostTensor>, index: number, shape: number[]): Float32Array {
   const t = noise[`noise_${index}`];
   if (!t) throw new Error(`noise file has no noise_${index} (keys: ${Object.keys(noise).join(', ')})`);
@@ -121,7 +122,8 @@ function injectedNoise(noise: Record<string, HostTensor>, index: number, shape: 
     throw new Error(`noise_${index} has shape (${t.dims.join(', ')}), the section needs (${shape.join(', ')})`);
   }
   if (t.dtype === 'float32') return t.data as Float32Array;
-  throw new Error(`noise_${index}: expected float data, got ${t.dtype}`);
+  if (t.dtype === 'float16') return float16ToFloat32(t.data as Uint16Array);
+  throw new Error(`noise_${index}: expected float32 or float16 data, got ${t.dtype}`);
 }
 
 const seconds = (t0: number) => ((performance.now() - t0) / 1000).toFixed(1);
@@ -211,7 +213,7 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
     t0 = performance.now();
     const latents = history.decodeSlice(plan, lws);
     const decoded = asFloat32(await nets.decodeLatents(latents, signal), 'decoded pixels');
-    pixels.prepend(decoded);
+    await pixels.prepend(decoded);
     log(`${label} decoded ${latents.dims[2]} latents to ${decoded.dims[2]} frames in ${seconds(t0)} s; ` +
       `${pixels.frameCount}/${totalFrames} frames`);
   }

@@ -105,7 +105,7 @@ export class FramePackModels implements FramePackNets {
   }
 
   encodeLatent(pixels: HostTensor, signal: AbortSignal): Promise<HostTensor> {
-    return this.vae.encodeLatent(pixels, signal);
+    return this.vae.encodeLatent(pixels, { signal });
   }
 
   decodeLatents(latents: HostTensor, signal: AbortSignal): Promise<HostTensor> {

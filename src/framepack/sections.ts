@@ -8,6 +8,7 @@
  * of every buffer is the earliest frame generated so far. Tensors are batch-1 float32, laid out
  * (1, C, T, H, W) like the original.
  */
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 
 /** Float32 tensor; structurally a HostTensor of dtype float32. */
 export interface Float32Tensor {
@@ -263,7 +264,8 @@ export function toUint8Frames(pixels: Float32Tensor, from = 0, to = pixels.dims[
 /**
  * The video being assembled, earliest frame first. Only the first `overlap` frames can still change (the
  * next, earlier chunk blends into them), so everything after them is converted to uint8 at once: a quarter
- * of the float memory, and the same bytes as converting at the end.
+ * of the float memory, and the same bytes as converting at the end. The work goes frame by frame with a
+ * yield to the event loop in between (a section at 640 px is ~70 frames of 1.2M values).
  */
 export class PixelHistory {
   private head: Float32Tensor | null = null; // float frames that may still be blended
@@ -278,28 +280,72 @@ export class PixelHistory {
     return (this.head?.dims[2] ?? 0) + this.finalCount;
   }
 
-  /** Adds a decoded chunk (1, 3, F, H, W) that precedes everything added so far. */
-  prepend(chunk: Float32Tensor): void {
-    const merged = this.head === null ? chunk : softAppend(chunk, this.head, this.overlap);
-    this.height = merged.dims[3];
-    this.width = merged.dims[4];
-    const keep = Math.min(this.overlap, merged.dims[2]);
-    const T = merged.dims[2];
+  /**
+   * Adds a decoded chunk (1, 3, F, H, W) that precedes everything added so far: softAppend(chunk, video,
+   * overlap), computed one output frame at a time.
+   */
+  async prepend(chunk: Float32Tensor): Promise<void> {
+    const [, C, Ta, H, W] = chunk.dims;
+    const old = this.head;
+    const O = old === null ? 0 : this.overlap;
+    const To = old?.dims[2] ?? 0;
+    if (old !== null) {
+      if (old.dims[1] !== C || old.dims[3] !== H || old.dims[4] !== W) throw new Error(`PixelHistory: chunk (${chunk.dims}) does not match (${old.dims})`);
+      if (Ta < O || To < O) throw new Error(`PixelHistory: chunks of ${Ta} and ${To} frames cannot overlap by ${O}`);
+    }
+    const T = Ta + To - O;
+    const keep = Math.min(this.overlap, T);
+    const plane = H * W;
+    const weights = linspace(1, 0, Math.max(O, 1));
+    const head = zeros([1, C, keep, H, W]);
+    const finals = new Uint8Array((T - keep) * plane * C);
+    const frame = new Float32Array(C * plane);
+    for (let t = 0; t < T; t++) {
+      // frame t of [chunk[0 : Ta-O], blend(chunk[Ta-O : Ta], old[0 : O]), old[O :]], channel-major
+      for (let c = 0; c < C; c++) {
+        const out = frame.subarray(c * plane, (c + 1) * plane);
+        if (t < Ta - O) {
+          out.set(chunk.data.subarray((c * Ta + t) * plane, (c * Ta + t + 1) * plane));
+        } else if (t < Ta) {
+          const k = t - (Ta - O);
+          const w = weights[k];
+          const pa = (c * Ta + t) * plane, pb = (c * To + k) * plane;
+          for (let j = 0; j < plane; j++) out[j] = Math.fround(w * chunk.data[pa + j]) + Math.fround((1 - w) * old!.data[pb + j]);
+        } else {
+          const k = t - Ta + O;
+          out.set(old!.data.subarray((c * To + k) * plane, (c * To + k + 1) * plane));
+        }
+        if (t < keep) head.data.set(out, (c * keep + t) * plane);
+      }
+      if (t >= keep) {
+        const f = toUint8Frames({ dtype: 'float32', dims: [1, C, 1, H, W], data: frame });
+        finals.set(f, (t - keep) * plane * C);
+      }
+      await yieldToLoop();
+    }
+    this.head = head;
     if (T > keep) {
-      this.finals.unshift(toUint8Frames(merged, keep, T));
+      this.finals.unshift(finals);
       this.finalCount += T - keep;
     }
-    this.head = sliceTime(merged, 0, keep);
+    this.height = H;
+    this.width = W;
   }
 
-  /** All frames, earliest first, as one (F, H, W, 3) uint8 buffer per chunk (concatenate to get the video). */
-  chunks(): Uint8Array[] {
-    return this.head === null ? [] : [toUint8Frames(this.head), ...this.finals];
+  /**
+   * All frames, earliest first, as (F, H, W, 3) uint8 buffers: the head one frame at a time (converted when
+   * asked for), then the finished chunks.
+   */
+  *chunks(): Generator<Uint8Array> {
+    const head = this.head;
+    if (head === null) return;
+    for (let t = 0; t < head.dims[2]; t++) yield toUint8Frames(head, t, t + 1);
+    yield* this.finals;
   }
 
   /** All frames as one contiguous (F, H, W, 3) uint8 buffer. */
   frames(): Uint8Array {
-    const parts = this.chunks();
+    const parts = [...this.chunks()];
     const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
     let o = 0;
     for (const p of parts) {

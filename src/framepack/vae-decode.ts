@@ -49,8 +49,8 @@ function asFloat32(t: HostTensor, what: string): Float32Array {
   return t.data as Float32Array;
 }
 
-/** Crop [t0,t1) x [y0,y1) x [x0,x1) of a (1, C, T, H, W) tensor, optionally scaled. */
-function crop5(t: HostTensor, t0: number, t1: number, y0: number, y1: number, x0: number, x1: number, scale = 1): HostTensor {
+/** Crop [t0,t1) x [y0,y1) x [x0,x1) of a (1, C, T, H, W) tensor, optionally divided by `divisor`. */
+function crop5(t: HostTensor, t0: number, t1: number, y0: number, y1: number, x0: number, x1: number, divisor = 1): HostTensor {
   const [, C, T, H, W] = t.dims;
   const src = asFloat32(t, 'crop');
   const nt = t1 - t0, nh = y1 - y0, nw = x1 - x0;
@@ -60,7 +60,7 @@ function crop5(t: HostTensor, t0: number, t1: number, y0: number, y1: number, x0
     for (let tt = t0; tt < t1; tt++) {
       for (let y = y0; y < y1; y++) {
         const s = ((c * T + tt) * H + y) * W;
-        for (let x = x0; x < x1; x++) out[o++] = src[s + x] * scale;
+        for (let x = x0; x < x1; x++) out[o++] = src[s + x] / divisor;
       }
     }
   }
@@ -181,7 +181,7 @@ export class Vae {
   }
 
   /** diffusers `encode(x).latent_dist` (mean, std), with spatial tiling when enabled and the image exceeds 256 px. */
-  async encode(x: HostTensor, signal?: AbortSignal): Promise<Posterior> {
+  async encode(x: HostTensor, { signal }: { signal?: AbortSignal } = {}): Promise<Posterior> {
     const [B, C, T, H, W] = x.dims;
     if (B !== 1 || C !== this.config.inChannels || x.dims.length !== 5) throw new Error(`VAE encode: expected (1, ${this.config.inChannels}, T, H, W), got (${x.dims.join(', ')})`);
     if (H % 8 || W % 8) throw new Error(`VAE encode: height and width must be multiples of 8, got ${H}x${W}`);
@@ -208,8 +208,8 @@ export class Vae {
   }
 
   /** FramePack's start latent: posterior mean x scaling factor, (1, latent, 1, H/8, W/8). */
-  async encodeLatent(image: HostTensor, signal?: AbortSignal): Promise<HostTensor> {
-    const { mean } = await this.encode(image, signal);
+  async encodeLatent(image: HostTensor, opts: { signal?: AbortSignal } = {}): Promise<HostTensor> {
+    const { mean } = await this.encode(image, opts);
     const m = mean.data as Float32Array;
     for (let i = 0; i < m.length; i++) m[i] *= this.config.scalingFactor;
     return mean;
@@ -226,15 +226,15 @@ export class Vae {
 
   /** FramePack's vae_decode: scaled latents (1, latent, T, h, w) -> pixels (1, 3, 4(T-1)+1, 8h, 8w) float32. */
   decodeLatents(latents: HostTensor, opts: DecodeOptions = {}): Promise<HostTensor> {
-    return this.decodeScaled(latents, 1 / this.config.scalingFactor, opts);
+    return this.decodeScaled(latents, this.config.scalingFactor, opts);
   }
 
-  private async decodeScaled(z: HostTensor, scale: number, { signal, temporalTiling = true }: DecodeOptions): Promise<HostTensor> {
+  private async decodeScaled(z: HostTensor, divisor: number, { signal, temporalTiling = true }: DecodeOptions): Promise<HostTensor> {
     const [B, L, T, h, w] = z.dims as Dims5;
     if (B !== 1 || L !== this.config.latentChannels || z.dims.length !== 5) throw new Error(`VAE decode: expected (1, ${this.config.latentChannels}, T, h, w), got (${z.dims.join(', ')})`);
     if (T < 1 || h < 1 || w < 1) throw new Error(`VAE decode: empty latent (${z.dims.join(', ')})`);
     const windows = temporalTiling ? temporalWindows(T) : [[0, T] as [number, number]];
-    if (windows.length === 1) return this.decodeWindow(z, 0, T, scale, signal);
+    if (windows.length === 1) return this.decodeWindow(z, 0, T, divisor, signal);
     const s = this.config.spatialCompression, C = this.config.outChannels;
     const key = this.stitcher.newKey();
     await this.stitcher.openTemporal(key, C, T, h * s, w * s);
@@ -243,7 +243,7 @@ export class Vae {
         // a trailing 1-latent window decodes to 1 frame, which the tiling drops: only its slot matters
         const tile = t1 - t0 === 1
           ? f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s))
-          : await this.decodeWindow(z, t0, t1, scale, signal);
+          : await this.decodeWindow(z, t0, t1, divisor, signal);
         await this.stitcher.push(key, i, tile);
       }
       return await this.stitcher.finish(key);
@@ -254,10 +254,10 @@ export class Vae {
   }
 
   /** Latent frames [t0, t1) decoded at once (diffusers `tiled_decode` when spatial tiling applies, else the decoder). */
-  private async decodeWindow(z: HostTensor, t0: number, t1: number, scale: number, signal?: AbortSignal): Promise<HostTensor> {
+  private async decodeWindow(z: HostTensor, t0: number, t1: number, divisor: number, signal?: AbortSignal): Promise<HostTensor> {
     const [, , , h, w] = z.dims;
     if (!this.opts.spatialTiling || !decodeNeedsSpatialTiling(h, w)) {
-      return this.decodeChunk(crop5(z, t0, t1, 0, h, 0, w, scale), signal);
+      return this.decodeChunk(crop5(z, t0, t1, 0, h, 0, w, divisor), signal);
     }
     const plan = decodeSpatialPlan(h, w);
     const key = this.stitcher.newKey();
@@ -266,7 +266,7 @@ export class Vae {
       let n = 0;
       for (const r of plan.rows) {
         for (const c of plan.cols) {
-          const tile = crop5(z, t0, t1, r, Math.min(r + plan.tile, h), c, Math.min(c + plan.tile, w), scale);
+          const tile = crop5(z, t0, t1, r, Math.min(r + plan.tile, h), c, Math.min(c + plan.tile, w), divisor);
           await this.stitcher.push(key, n++, await this.decodeChunk(tile, signal));
         }
       }

@@ -16,6 +16,7 @@ import { rm } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { once } from 'node:events';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 
 export const VIDEO_FPS = 30;
 
@@ -92,7 +93,7 @@ export interface WriteVideoOptions {
  * Encodes frames (each buffer holds whole H x W x 3 rgb24 frames, earliest first) to `path`. Writes honour
  * stdin back-pressure, so memory stays bounded by the frames the caller already holds.
  */
-export async function writeMp4(path: string, frames: Iterable<Uint8Array>, opts: WriteVideoOptions): Promise<number> {
+export async function writeMp4(path: string, frames: Iterable<Uint8Array> | AsyncIterable<Uint8Array>, opts: WriteVideoOptions): Promise<number> {
   const { width, height } = opts;
   if (width % 2 || height % 2) throw new RangeError(`yuv420p needs even dimensions, got ${width}x${height}`);
   const crf = effectiveCrf(opts.crf);
@@ -115,12 +116,14 @@ export async function writeMp4(path: string, frames: Iterable<Uint8Array>, opts:
   const frameBytes = width * height * 3;
   let count = 0;
   try {
-    for (const buf of frames) {
+    for await (const buf of frames) {
       if (buf.length % frameBytes) throw new Error(`frame buffer of ${buf.length} bytes is not whole ${width}x${height} rgb24 frames`);
       count += buf.length / frameBytes;
       if (!child.stdin.write(buf)) {
         await Promise.race([once(child.stdin, 'drain'), exited]);
         if (child.exitCode !== null || child.signalCode !== null) break;
+      } else {
+        await yieldToLoop(); // frames may be produced on demand: let the event loop run between them
       }
     }
     child.stdin.end();

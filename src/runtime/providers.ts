@@ -52,7 +52,12 @@ export async function cudaProviderStatus(opts: { libDir?: string; timeoutMs?: nu
   if (!existsSync(lib)) {
     return { available: false, detail: `${CUDA_PROVIDER_LIB} is not installed next to libonnxruntime.so.1 in ${dir}` };
   }
-  const probe = await dlopenProbe(lib, opts.timeoutMs ?? 20_000, opts.env ?? process.env);
+  // The provider resolves Provider_GetHost & co. from libonnxruntime_providers_shared.so, which ONNX Runtime
+  // loads first with RTLD_GLOBAL: preload it the same way, or a healthy provider reads as broken.
+  const env = opts.env ?? process.env;
+  const shared = join(dir, 'libonnxruntime_providers_shared.so');
+  const probeEnv = existsSync(shared) ? { ...env, LD_PRELOAD: [shared, env.LD_PRELOAD].filter(Boolean).join(':') } : env;
+  const probe = await dlopenProbe(lib, opts.timeoutMs ?? 20_000, probeEnv);
   if (!probe.ok) return { available: false, detail: `${lib} does not load: ${probe.message} (check LD_LIBRARY_PATH for the CUDA libraries)` };
   return { available: true, detail: lib };
 }

@@ -8,6 +8,7 @@ import type { HostTensor } from '../../src/onnx/safetensors.js';
 import { SIGLIP_384, type RgbImage } from '../../src/framepack/image.js';
 import { generate, type FramePackNets, type GenerateParams, type SectionInputs } from '../../src/framepack/pipeline.js';
 import { NormalGenerator } from '../../src/framepack/noise.js';
+import { float32ToFloat16 } from '../../src/onnx/half.js';
 
 const f32 = (dims: number[], fill = 0): HostTensor => ({ dtype: 'float32', dims, data: new Float32Array(dims.reduce((a, b) => a * b, 1)).fill(fill) });
 
@@ -102,6 +103,9 @@ test('real CFG encodes the negative prompt; injected noise and the dump use the 
   const shape = [1, 16, 2, 68, 88];
   const noise: Record<string, HostTensor> = {};
   for (let i = 0; i < 4; i++) noise[`noise_${i}`] = f32(shape, i + 1);
+  // float16 noise, as the fixtures store it, is accepted too
+  const n1 = noise.noise_1;
+  noise.noise_1 = { dtype: 'float16', dims: n1.dims, data: float32ToFloat16(n1.data as Float32Array) };
   const dump: Record<string, HostTensor> = {};
   await generate(f.nets, image, { ...params, cfg: 2 }, { signal: new AbortController().signal, log: () => {}, noise, dump });
   assert.deepEqual(events.slice(0, 2), ['prompt:a cat', 'prompt:dog']);

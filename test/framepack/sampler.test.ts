@@ -130,7 +130,7 @@ test('UniPC integrates the probability-flow ODE of a Gaussian at order > 2 and r
     const velocity = gaussianVelocity(a);
     const out = await sampleUniPC({
       noise, sigmas, cfg: 1, rescale: 0, halfPrecision: false,
-      velocity: (x, t, call) => { lastInput = Float32Array.from(x); return velocity(x, t); },
+      velocity: (x, t) => { lastInput = Float32Array.from(x); return velocity(x, t); },
       onStep: (i, _n, { x }) => {
         if (sigmas[i] < 0.2) return;
         noise.forEach((z, j) => { err = Math.max(err, Math.abs(x[j] - z * sd(sigmas[i]))); });

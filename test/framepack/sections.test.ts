@@ -132,7 +132,7 @@ test('frames: clamp, x127.5 + 127.5, truncated to uint8; HWC order', () => {
   assert.deepEqual(Array.from(f), [0, 255, 127, 0, 255, 0, 127, 191, 254, 254, 63, 153]);
 });
 
-test('pixel history assembles the worked example lengths (spec 12.3) and equals a plain float assembly', () => {
+test('pixel history assembles the worked example lengths (spec 12.3) and equals a plain float assembly', async () => {
   const lws = 2;
   const O = overlapFrames(lws);
   assert.equal(overlapFrames(9), 33);
@@ -147,12 +147,13 @@ test('pixel history assembles the worked example lengths (spec 12.3) and equals 
   const ph = new PixelHistory(O);
   let plain: Float32Tensor | null = null;
   const lengths: number[] = [];
-  plans.forEach((plan, k) => {
-    const chunk = decode(latentCounts[k], k);
+  assert.equal(plans.length, 4);
+  for (const [k, latents] of latentCounts.entries()) {
+    const chunk = decode(latents, k);
     plain = plain === null ? chunk : softAppend(chunk, plain, O);
-    ph.prepend(chunk);
+    await ph.prepend(chunk);
     lengths.push(ph.frameCount);
-  });
+  }
   assert.deepEqual(lengths, [5, 13, 21, 33]);
   assert.equal(ph.frameCount, totalPixelFrames(4, lws));
   assert.deepEqual(ph.frames(), toUint8Frames(plain!));

@@ -106,6 +106,22 @@ describe('VAE parity with diffusers (tiny fixture, float32 CPU)', () => {
     assert.ok(relL2(out, ref.decode_output) <= 1e-4);
   });
 
+  it('registry entries vae-encode / vae-decode use the fixture tensor names', async () => {
+    const { getNet } = await import('../../src/nets/registry.js');
+    const enc = await getNet('vae-encode'), dec = await getNet('vae-decode');
+    const opts = { ep: 'cpu' as const, precision: 'float32' as const };
+    const e = await enc.forward(vaeDir(), { encode_input: ref.encode_input }, opts);
+    assert.ok(relL2(e.encode_mean, ref.encode_mean) <= 1e-4 && relL2(e.encode_std, ref.encode_std) <= 1e-4);
+    const d = await dec.forward(vaeDir(), { decode_input: ref.decode_long_input }, opts);
+    assert.ok(relL2(d.decode_output, ref.decode_long_output) <= 1e-4);
+  });
+
+  it('a decode with an aborted signal rejects', async () => {
+    const ac = new AbortController();
+    ac.abort();
+    await assert.rejects(vae.decode(ref.decode_long_input, { signal: ac.signal }), { name: 'AbortError' });
+  });
+
   it('rejects a latent with the wrong channel count', async () => {
     const bad: HostTensor = { dtype: 'float32', dims: [1, 4, 1, 2, 2], data: new Float32Array(16) };
     await assert.rejects(vae.decode(bad), /expected \(1, 16, T, h, w\)/);
