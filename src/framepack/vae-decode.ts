@@ -144,7 +144,7 @@ export class Vae {
   private session(name: string, build: () => BuiltModel): Promise<Session> {
     let s = this.sessions.get(name);
     if (!s) {
-      s = Session.create(build(), { ep: this.opts.ep, deviceId: this.opts.deviceId });
+      s = Session.create(build(), { ep: this.opts.ep, deviceId: this.opts.deviceId, memoryArena: false });
       s.catch(() => this.sessions.delete(name));
       this.sessions.set(name, s);
     }

@@ -18,6 +18,7 @@ export interface CreatePayload {
   ep: ExecutionProvider;
   deviceId: number;
   intraOpThreads?: number;
+  memoryArena?: boolean;
   logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
 }
 

@@ -35,6 +35,12 @@ export interface SessionOptions {
   threads?: number;
   /** ONNX Runtime log level, 0 verbose .. 4 fatal (default 2, warnings) */
   logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
+  /**
+   * false turns off the CPU memory arena and memory patterns: each run frees its activations, so a network
+   * fed several input shapes (the VAE's tiled windows) peaks at one run's size instead of keeping one arena
+   * block per shape. Costs a little speed; default true.
+   */
+  memoryArena?: boolean;
 }
 
 export interface RunOptions {
@@ -209,7 +215,7 @@ export class Session {
     const payload: CreatePayload = {
       bytes: model.bytes, externalFolder: model.externalFolder, name: model.name, config,
       prepare: model.prepare ?? [], ep: opts.ep, deviceId,
-      intraOpThreads: opts.threads, logSeverityLevel: opts.logSeverityLevel,
+      intraOpThreads: opts.threads, logSeverityLevel: opts.logSeverityLevel, memoryArena: opts.memoryArena,
     };
     const w = workerFor(opts.ep, deviceId);
     try {

@@ -54,6 +54,7 @@ async function create(p: CreatePayload): Promise<CreateResult> {
     executionProviders: providers(p),
     graphOptimizationLevel: 'all',
     ...(p.intraOpThreads ? { intraOpNumThreads: p.intraOpThreads } : {}),
+    ...(p.memoryArena === false ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
     ...(p.logSeverityLevel !== undefined ? { logSeverityLevel: p.logSeverityLevel } : {}),
     extra: nest(config),
   });
