@@ -101,6 +101,13 @@ function ditInputs(c: { textDim: number; pooledDim: number; imageProjDim: number
   };
 }
 
+/** Throws when a sample of the output is not finite (a half-precision overflow must not pass as a timing). */
+function finite(t: Tensor, what: string): Tensor {
+  const v = t.data as Float32Array;
+  for (let i = 0; i < v.length; i += 4099) if (!Number.isFinite(v[i])) throw new Error(`${what} output is not finite at ${i}`);
+  return t;
+}
+
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2; };
 const secs = (t0: number) => (performance.now() - t0) / 1000;
 
@@ -156,7 +163,8 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
   const R = o.repeats;
 
   if (policy === 'profile') return profileBlocks(o);
-  if (policy !== 'high' && policy !== 'low') throw new Error(`unknown policy ${policy} (high, low, profile; +cudnn for cuDNN flash attention)`);
+  if (policy === 'attention') return attentionMicro(o);
+  if (policy !== 'high' && policy !== 'low') throw new Error(`unknown policy ${policy} (high, low, profile, attention; +cudnn for cuDNN flash attention)`);
 
   // --- resident networks
   mark('create:vae');
@@ -167,7 +175,7 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
   mark('create:dit');
   t = performance.now();
   let linked = 0;
-  if (q8 && want('dit')) linked = await primeQuantCache(buildDitGraphs(await Checkpoint.open(dir('transformer')), { precision: ditPrecision, quantize: q8 }).blocks);
+  if (q8) linked = await primeQuantCache(buildDitGraphs(await Checkpoint.open(dir('transformer')), { precision: ditPrecision, quantize: q8 }).blocks);
   const dit = want('dit') || low ? await PackedTransformer.load(dir('transformer'), { precision: ditPrecision, ep, quantize: q8 }) : null;
   const ditCreate = secs(t);
 
@@ -224,8 +232,7 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
   const ditStage = await timed({ name: 'dit', createS: ditCreate, runsS: [], warmupS: [], detail: { precision: ditPrecision, quantize: q8?.bits ?? null, linkedQuantFiles: linked } },
     2, R, async () => {
       const r = await dit.forward(inputs as any); // feeds are copied to the worker, never transferred
-      const v = r.output.data as Float32Array;
-      for (let i = 0; i < v.length; i += 4099) if (!Number.isFinite(v[i])) throw new Error('DiT output is not finite');
+      finite(r.output, 'DiT');
     });
   const timedParts = Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, { min: Math.min(...v.slice(2)), median: median(v.slice(2)) }]));
   ditStage.detail!.sessions = timedParts;
@@ -239,10 +246,10 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
   const latents = randn([1, 16, SECTION_LATENTS, LATENT.h, LATENT.w], 0.5, 12);
   if (want('vae-decode')) mark('vae-decode');
   if (want('vae-decode')) stages.push(await timed({ name: 'vae-decode', createS: vaeCreate, runsS: [], warmupS: [], detail: { latentFrames: SECTION_LATENTS, spatialTiling: low } },
-    1, Math.min(R, 2), () => vae.decodeLatents(copy(latents))));
+    1, Math.min(R, 2), async () => finite(await vae.decodeLatents(copy(latents)), 'VAE decode')));
   const pixels = randn([1, 3, 1, BUCKET.height, BUCKET.width], 0.4, 13);
   if (want('vae-encode')) mark('vae-encode');
-  if (want('vae-encode')) stages.push(await timed({ name: 'vae-encode', runsS: [], warmupS: [], detail: { spatialTiling: low } }, 2, R, () => vae.encodeLatent(copy(pixels))));
+  if (want('vae-encode')) stages.push(await timed({ name: 'vae-encode', runsS: [], warmupS: [], detail: { spatialTiling: low } }, 2, R, async () => finite(await vae.encodeLatent(copy(pixels)), 'VAE encode')));
 
   if (low && want('llama')) {
     // The next request's encoding, with the DiT and VAE arenas grown by this one: the low policy's peak.
@@ -287,11 +294,14 @@ async function profileBlocks(o: { weights: string; ep: 'cpu' | 'cuda'; profileOu
   const nImg = rope.tokens;
   const D = graphs.config.dim;
   const T = (t: Tensor) => new ort.Tensor(t.dtype, t.data as any, t.dims);
-  const feeds = {
-    img: T(randn([1, nImg, D], 0.5, 21)), txt: T(randn([1, 729 + PROMPT_TOKENS, D], 0.5, 22)), temb: T(randn([1, D], 0.5, 23)),
+  const lat = ditInputs(graphs.config);
+  const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {
+    hidden_states: T(lat.hidden_states), clean_latents: T(lat.clean_latents), clean_latents_2x: T(lat.clean_latents_2x), clean_latents_4x: T(lat.clean_latents_4x),
+    txt: T(randn([1, 729 + PROMPT_TOKENS, D], 0.5, 22)), temb: T(randn([1, D], 0.5, 23)),
     rope_cos: new ort.Tensor('float32', rope.cos, [nImg, rope.half]), rope_sin: new ort.Tensor('float32', rope.sin, [nImg, rope.half]),
     latent_grid: new ort.Tensor('int64', BigInt64Array.from([WINDOW, gh, gw].map(BigInt)), [3]),
   };
+  for (const k of Object.keys(feeds)) if (!s.inputNames.includes(k)) delete feeds[k];
   mark('profile:run');
   const runs: number[] = [];
   for (let i = 0; i < 3; i++) { t = performance.now(); await s.run(feeds); runs.push(secs(t)); }
@@ -302,6 +312,36 @@ async function profileBlocks(o: { weights: string; ep: 'cpu' | 'cuda'; profileOu
   const file = found.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
   mark('end');
   return { policy: 'profile', createS, runsS: runs, profileFile: file, summary: summarizeProfile(file) };
+}
+
+/**
+ * The DiT's attention alone: a chain of 8 com.microsoft.MultiHeadAttention nodes at the real joint sequence
+ * (17,500 image + 769 text tokens, 24 heads of 128, bfloat16), so the host copies are negligible per node.
+ */
+async function attentionMicro(o: { ep: 'cpu' | 'cuda' }): Promise<Record<string, unknown>> {
+  const { Graph } = await import('../src/onnx/graph.js');
+  const { Session, terminateWorkers } = await import('../src/runtime/session.js');
+  const N = WINDOW * (LATENT.h / 2) * (LATENT.w / 2) + 2 * (LATENT.h / 2) * (LATENT.w / 2) + 380 + 400 + 729 + PROMPT_TOKENS;
+  const heads = 24, hd = 128, chain = 8;
+  const g = new Graph({ name: 'attention-micro', precision: o.ep === 'cuda' ? 'bfloat16' : 'float32' });
+  const x = g.input('x', 'float32', [1, N, hd]);
+  const wide = g.op('Expand', [g.unsqueeze(x, [2]), g.ints([1, N, heads, hd])], {}, { shape: [1, N, heads, hd] })[0];
+  let h = g.cast(g.reshape(wide, [1, N, heads * hd]), g.precision);
+  for (let i = 0; i < chain; i++) h = g.attention(h, h, h, { heads });
+  g.output(g.reduceMean(g.cast(h, 'float32'), [2], false), 'y');
+  const s = await Session.create(g.toModel(), { ep: o.ep });
+  const feeds = { x: randn([1, N, hd], 1, 31) };
+  mark('attention');
+  const stage = await timed({ name: 'attention x8', runsS: [], warmupS: [], detail: { tokens: N, heads, headDim: hd, chain } }, 2, 5, () => s.run(feeds));
+  const per = stage.medianS! / chain;
+  stage.detail!.perAttentionMs = +(per * 1000).toFixed(2);
+  stage.detail!.tflops = +((4 * N * N * heads * hd) / per / 1e12).toFixed(0);
+  stage.detail!.projected60BlocksS = +(60 * per).toFixed(3);
+  process.stdout.write(`@stage ${JSON.stringify(stage)}\n`);
+  await s.release();
+  await terminateWorkers();
+  mark('end');
+  return { policy: 'attention', stages: [stage] };
 }
 
 /** Per-op-type, per-provider and per-node kernel time of the last model_run in an ORT profile file. */

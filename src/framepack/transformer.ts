@@ -4,10 +4,10 @@
  * run or their cached residual is re-used (src/framepack/teacache.ts).
  *
  * Per call:
- *   embed(inputs)                 -> img, txt, temb [, modulated when TeaCache is on]
+ *   embed(inputs)                 -> txt, temb [, modulated when TeaCache is on]
  *   TeaCache (host)               -> compute or skip
- *   computed: blocks(img, txt, temb, rope) -> velocity (1, C, T, H, W) float32 [, residual to cache]
- *   skipped:  head(img_noisy, cached residual) -> velocity
+ *   computed: blocks(latents, txt, temb, rope) -> velocity (1, C, T, H, W) float32 [, residual to cache]
+ *   skipped:  head(hidden_states, cached residual) -> velocity
  * The rotary tables depend only on the frame indices and the latent grid: they are computed on the host and
  * kept while a section's calls repeat them.
  *
@@ -102,30 +102,28 @@ export class PackedTransformer {
 
     const feeds: Record<string, HostTensor> = {};
     for (const name of this.embed.inputs) feeds[name] = name === 'encoder_attention_mask' ? asInt64(inputs[name]) : inputs[name as DitInputName]!;
-    const wanted = state ? ['img', 'txt', 'temb', 'modulated'] : ['img', 'txt', 'temb'];
+    const wanted = state ? ['txt', 'temb', 'modulated'] : ['txt', 'temb'];
     const e = await this.embed.run(feeds, { signal, outputs: wanted });
 
     const decision = state ? state.decide(e.modulated.data as Float32Array) : null;
     const latentGrid: HostTensor = { dtype: 'int64', dims: [3], data: BigInt64Array.from(grid.map(BigInt)) };
 
+    // Feeds are copied to the session worker (never transferred): the latents belong to the caller.
     if (!decision || decision.compute) {
       const r = await this.blocks.run({
-        img: e.img, txt: e.txt, temb: e.temb, latent_grid: latentGrid,
-        rope_cos: { dtype: 'float32', dims: [rope.tokens, rope.half], data: rope.cos.slice() },
-        rope_sin: { dtype: 'float32', dims: [rope.tokens, rope.half], data: rope.sin.slice() },
-      }, { signal, transfer: true, outputs: state ? ['output', 'residual'] : ['output'] });
+        hidden_states: inputs.hidden_states, clean_latents: inputs.clean_latents,
+        clean_latents_2x: inputs.clean_latents_2x, clean_latents_4x: inputs.clean_latents_4x,
+        txt: e.txt, temb: e.temb, latent_grid: latentGrid,
+        rope_cos: { dtype: 'float32', dims: [rope.tokens, rope.half], data: rope.cos },
+        rope_sin: { dtype: 'float32', dims: [rope.tokens, rope.half], data: rope.sin },
+      }, { signal, outputs: state ? ['output', 'residual'] : ['output'] });
       if (state) state.residual = r.residual;
       return { output: r.output, teacache: decision };
     }
-    // Skipped: the head on this call's noisy image tokens plus the residual of the last computed call.
-    const nNoisy = grid[0] * grid[1] * grid[2];
-    const img = e.img.data as Float32Array;
-    const residual = state!.residual!;
+    // Skipped: the head on this call's noisy tokens plus the residual of the last computed call.
     const h = await this.head.run({
-      img: { dtype: 'float32', dims: [1, nNoisy, c.dim], data: img.slice(img.length - nNoisy * c.dim) },
-      residual: { ...residual, data: residual.data.slice() },
-      temb: e.temb, latent_grid: latentGrid,
-    }, { signal, transfer: true });
+      hidden_states: inputs.hidden_states, residual: state!.residual!, temb: e.temb, latent_grid: latentGrid,
+    }, { signal });
     return { output: h.output, teacache: decision };
   }
 

@@ -7,15 +7,16 @@
  * re-implementation spec, sections 5 and 14-15.
  *
  * The split lets TeaCache decide, between graphs, whether the blocks run:
- *   embed   patch embeddings (noisy; clean 1x, 2x, 4x with replicate padding), time/guidance/pooled-text
- *           embedding, token refiner with its mask, SigLIP projection, the text crop -> img, txt, temb, and
- *           the first block's modulated image input (TeaCache's measure)
- *   blocks  dual-stream then single-stream blocks, then the head on the noisy tokens -> velocity, and
- *           residual = img_out - img_in over the noisy tokens (fetched only when TeaCache is on)
- *   head    (img + cached residual) over the noisy tokens -> final AdaLN, proj_out in float32, unpatchify;
- *           run only on calls TeaCache skips
- * The head is part of the blocks graph so a computed call returns the small velocity instead of the image
- * stream (both cross the host between sessions). Only the noisy tokens reach the head, so only their
+ *   embed   time/guidance/pooled-text embedding, token refiner with its mask, SigLIP projection, the text
+ *           crop -> txt, temb, and the first block's modulated image input (TeaCache's measure)
+ *   blocks  patch embeddings (noisy; clean 1x, 2x, 4x with replicate padding), dual-stream then
+ *           single-stream blocks, then the head on the noisy tokens -> velocity, and residual =
+ *           img_out - img_in over the noisy tokens (fetched only when TeaCache is on)
+ *   head    (noisy tokens + cached residual) -> final AdaLN, proj_out in float32, unpatchify; run only on
+ *           calls TeaCache skips
+ * Each graph embeds the latents it needs itself (a few GFLOP) and the head is part of the blocks graph, so
+ * the image stream (~200 MB at 640 px) never crosses to the host between sessions: a computed call moves
+ * only the text stream and returns the small velocity. Only the noisy tokens reach the head, so only their
  * residual is kept: the original caches the residual of every image token but reads back only these.
  *
  * Conventions: batch 1 (as the original runs; real CFG is two calls). Graph inputs and outputs are float32 or
@@ -287,29 +288,44 @@ function imageProjection(ctx: Ctx, image: Value): Value {
     g.linear(g.silu(g.linear(g.cast(image, g.precision), ck, 'image_projection.up')), ck, 'image_projection.down'));
 }
 
+/** The four latent inputs (noisy window, clean 1x, 2x, 4x), float32 (1, C, frames, H, W). */
+function latentInputs(g: Graph, c: DitConfig): { x: Value; clean: Value; clean2x: Value; clean4x: Value } {
+  const C = c.inChannels;
+  return {
+    x: g.input('hidden_states', 'float32', [1, C, 'frames', 'height', 'width']),
+    clean: g.input('clean_latents', 'float32', [1, C, 'clean_frames', 'height', 'width']),
+    clean2x: g.input('clean_latents_2x', 'float32', [1, C, 'frames_2x', 'height', 'width']),
+    clean4x: g.input('clean_latents_4x', 'float32', [1, C, 'frames_4x', 'height', 'width']),
+  };
+}
+
+/** Image-stream tokens (1, N_img, D) in packing order [4x | 2x | clean 1x | noisy]. */
+function imageTokens(ctx: Ctx, l: ReturnType<typeof latentInputs>): Value {
+  const { g, c } = ctx;
+  const p = c.patch;
+  return g.concat([
+    patchEmbed(l.clean4x, ctx, 'clean_x_embedder.proj_4x', [4 * c.patchT, 4 * p, 4 * p], true),
+    patchEmbed(l.clean2x, ctx, 'clean_x_embedder.proj_2x', [2 * c.patchT, 2 * p, 2 * p], true),
+    patchEmbed(l.clean, ctx, 'clean_x_embedder.proj', [c.patchT, p, p], false),
+    patchEmbed(l.x, ctx, 'x_embedder.proj', [c.patchT, p, p], false),
+  ], 1);
+}
+
+/**
+ * Conditioning and TeaCache's measure. The image tokens are not an output: the blocks graph embeds the
+ * latents itself (a few GFLOP), so the ~200 MB of image tokens never cross to the host and back.
+ */
 function buildEmbed(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
   const g = new Graph({ name: 'dit-embed', precision: o.precision, castWeightsAt: o.castWeightsAt, quantize: o.quantize });
   const ctx: Ctx = { g, ck, c };
-  const C = c.inChannels;
-  const x = g.input('hidden_states', 'float32', [1, C, 'frames', 'height', 'width']);
+  const latents = latentInputs(g, c);
   const t = g.input('timestep', 'float32', [1]);
   const text = g.input('encoder_hidden_states', 'float32', [1, 'text', c.textDim]);
   const mask = g.input('encoder_attention_mask', 'int64', [1, 'text']);
   const pooled = g.input('pooled_projections', 'float32', [1, c.pooledDim]);
   const guidance = c.guidance ? g.input('guidance', 'float32', [1]) : null;
-  const clean = g.input('clean_latents', 'float32', [1, C, 'clean_frames', 'height', 'width']);
-  const clean2x = g.input('clean_latents_2x', 'float32', [1, C, 'frames_2x', 'height', 'width']);
-  const clean4x = g.input('clean_latents_4x', 'float32', [1, C, 'frames_4x', 'height', 'width']);
   const image = g.input('image_embeddings', 'float32', [1, 'image_tokens', c.imageProjDim]);
 
-  const p = c.patch;
-  // (1, N_img, D) in packing order [4x | 2x | clean 1x | noisy]
-  const img = g.concat([
-    patchEmbed(clean4x, ctx, 'clean_x_embedder.proj_4x', [4 * c.patchT, 4 * p, 4 * p], true),
-    patchEmbed(clean2x, ctx, 'clean_x_embedder.proj_2x', [2 * c.patchT, 2 * p, 2 * p], true),
-    patchEmbed(clean, ctx, 'clean_x_embedder.proj', [c.patchT, p, p], false),
-    patchEmbed(x, ctx, 'x_embedder.proj', [c.patchT, p, p], false),
-  ], 1);
   const temb = conditioning(ctx, t, guidance, pooled); // (1, D)
   // (1, 729 + sum(mask), D): SigLIP tokens first, then the valid text
   const txt = g.concat([imageProjection(ctx, image), tokenRefiner(ctx, text, mask, t)], 1);
@@ -317,10 +333,9 @@ function buildEmbed(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltMode
   // TeaCache's measure: block 0's modulated image input (norm1 of transformer_blocks.0).
   const mod = g.scope('teacache', () => {
     const [shift, scale] = chunks(g, g.linear(g.silu(temb), ck, 'transformer_blocks.0.norm1.linear'), 6, c.dim);
-    return modulate(g, img, shift, scale);
+    return modulate(g, imageTokens(ctx, latents), shift, scale);
   });
 
-  g.output(g.cast(img, 'float32'), 'img');
   g.output(g.cast(txt, 'float32'), 'txt');
   g.output(g.cast(temb, 'float32'), 'temb');
   g.output(g.cast(mod, 'float32'), 'modulated');
@@ -382,7 +397,7 @@ function buildBlocks(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltMod
   const g = new Graph({ name: 'dit-blocks', precision: o.precision, castWeightsAt: o.castWeightsAt, quantize: o.quantize });
   const ctx: Ctx = { g, ck, c };
   const half = c.headDim / 2;
-  const img32 = g.input('img', 'float32', [1, 'img_tokens', c.dim]);
+  const latents = latentInputs(g, c);
   const txt32 = g.input('txt', 'float32', [1, 'txt_tokens', c.dim]);
   const temb32 = g.input('temb', 'float32', [1, c.dim]);
   const cos = g.input('rope_cos', 'float32', ['img_tokens', half]);
@@ -390,9 +405,10 @@ function buildBlocks(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltMod
   const grid = g.input('latent_grid', 'int64', [3]); // noisy tokens per axis (T, h, w)
 
   const temb = g.cast(temb32, g.precision);
-  let img = g.cast(img32, g.precision);
+  const img0 = imageTokens(ctx, latents); // (1, N_img, D)
+  let img = img0;
   let txt = g.cast(txt32, g.precision);
-  const nImg = dims(g, img32, 1, 2);
+  const nImg = dims(g, img0, 1, 2);
   for (let i = 0; i < c.dualLayers; i++) [img, txt] = dualBlock(ctx, i, img, txt, temb, cos, sin, nImg);
 
   // Identity rotation for the text rows of the joint sequence.
@@ -410,7 +426,7 @@ function buildBlocks(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltMod
   const start = g.sub(nImg, nNoisy);
   const noisy = sliceDyn(g, z, start, nImg, 1, [1, 'noisy_tokens', c.dim]);
   g.output(outputHead(ctx, noisy, temb, grid), 'output');
-  const inp = sliceDyn(g, img32, start, nImg, 1, [1, 'noisy_tokens', c.dim]);
+  const inp = g.cast(sliceDyn(g, img0, start, nImg, 1, [1, 'noisy_tokens', c.dim]), 'float32');
   g.output(g.sub(g.cast(noisy, 'float32'), inp), 'residual');
   return g.toModel();
 }
@@ -441,15 +457,17 @@ function outputHead(ctx: Ctx, x: Value, temb: Value, grid: Value): Value {
   });
 }
 
-/** The head alone, for calls TeaCache skips: (img + cached residual) over the noisy tokens -> velocity. */
+/** The head alone, for calls TeaCache skips: (noisy tokens + cached residual) -> velocity. */
 function buildHead(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
   const g = new Graph({ name: 'dit-head', precision: o.precision, castWeightsAt: o.castWeightsAt });
-  const img = g.input('img', 'float32', [1, 'noisy_tokens', c.dim]);
+  const ctx: Ctx = { g, ck, c };
+  const x0 = g.input('hidden_states', 'float32', [1, c.inChannels, 'frames', 'height', 'width']);
+  const img = g.cast(patchEmbed(x0, ctx, 'x_embedder.proj', [c.patchT, c.patch, c.patch], false), 'float32'); // (1, T*h*w, D)
   const residual = g.input('residual', 'float32', [1, 'noisy_tokens', c.dim]);
   const temb = g.input('temb', 'float32', [1, c.dim]);
   const grid = g.input('latent_grid', 'int64', [3]);
   const x = g.cast(g.add(img, residual), g.precision); // what the blocks would have returned
-  g.output(outputHead({ g, ck, c }, x, g.cast(temb, g.precision), grid), 'output');
+  g.output(outputHead(ctx, x, g.cast(temb, g.precision), grid), 'output');
   return g.toModel();
 }
 

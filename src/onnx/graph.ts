@@ -431,21 +431,30 @@ export class Graph {
 
   /**
    * GroupNorm on (N, C, ...) as torch.nn.GroupNorm: statistics per (sample, group), then per-channel affine.
-   * Statistics over (N, groups, C/groups * rest) with ReduceMean, two-pass (mean, then the mean square of the
-   * deviation, the square in float32 so half-precision activations cannot overflow). Not InstanceNormalization:
-   * at opset 23 the CUDA EP has no kernel for it and the whole norm would fall back to the CPU.
+   * float32: InstanceNormalization over (N, groups, C/groups * rest), whose CPU kernel accumulates precisely
+   * over the ~1 M-value rows of a video frame. Half precision (the GPU policy): at opset 23 the CUDA EP has
+   * no InstanceNormalization kernel (the norm would fall back to the CPU), so the statistics are computed
+   * with ReduceMean and ReduceSumSquare of the deviation, in float32: a float16 reduction of a 640-px
+   * section row (~26 M values) overflows.
    */
   groupNorm(x: Value, groups: number, weight: Value | null, bias: Value | null, eps = 1e-5): Value {
     const c = x.shape[1];
     if (typeof c !== 'number' || c % groups) throw new GraphError(`groupNorm: channels ${c} not divisible by ${groups} groups`);
     return this.scope('group_norm', () => {
-      // ReduceMean has no bfloat16 kernel on CUDA: bfloat16 goes through float32 as a whole.
-      const xg = this.reshape(x.dtype === 'bfloat16' ? this.cast(x, 'float32') : x, [0, groups, -1]); // (N, G, L)
-      const dev = this.sub(xg, this.reduceMean(xg, [2])); // (N, G, L); the mean accumulates in float32
-      const dev32 = this.cast(dev, 'float32');
-      const variance = this.reduceMean(this.mul(dev32, dev32), [2]); // (N, G, 1) float32
-      const inv = this.cast(this.reciprocal(this.sqrt(this.add(variance, eps))), dev.dtype);
-      let y = this.cast(this.reshapeTo(this.mul(dev, inv), x.shape, x, x.shape.length), x.dtype);
+      let normed: Value;
+      if (x.dtype === 'float32') {
+        const xg = this.reshape(x, [0, groups, -1]); // (N, G, L)
+        const ones = this.ones(groups, x.dtype);
+        const zeros = this.constant(new Array(groups).fill(0), [groups], x.dtype);
+        normed = this.op('InstanceNormalization', [xg, ones, zeros], { epsilon: eps })[0];
+      } else {
+        const xg = this.cast(this.reshape(x, [0, groups, -1]), 'float32'); // (N, G, L)
+        const dev = this.sub(xg, this.reduceMean(xg, [2])); // (N, G, L) float32
+        const count = this.cast(this.op('Shape', [xg], { start: 2, end: 3 }, { dtype: 'int64', shape: [1] })[0], 'float32'); // L
+        const sumSq = this.op('ReduceSumSquare', [dev, this.ints([2])], { keepdims: 1 })[0]; // (N, G, 1)
+        normed = this.cast(this.mul(dev, this.reciprocal(this.sqrt(this.add(this.div(sumSq, count), eps)))), x.dtype);
+      }
+      let y = this.reshapeTo(normed, x.shape, x, x.shape.length);
       const bshape = [c, ...x.shape.slice(2).map(() => 1)]; // (C, 1, 1, ...)
       if (weight) y = this.mul(y, this.reshape(weight, bshape));
       if (bias) y = this.add(y, this.reshape(bias, bshape));

@@ -20,20 +20,19 @@ import { probeVram, type GpuInfo, type VramProbe } from './vram.js';
 export type PlacementPolicy = 'high' | 'low' | 'cpu';
 
 /**
- * Free VRAM for `high`. Resident weights are ~42.4 GB (spec §10: LLaMA 15.0 GB fp16, DiT 25.75 GB bf16,
- * SigLIP 0.86, VAE 0.5, CLIP 0.25), i.e. ~39.5 GiB; on top come the DiT attention and MLP activations of a
- * ~20k-token section, an untiled VAE decode of 33 frames at 640 px and the CUDA context and arenas. 60 GiB
- * is FramePack's own high_vram threshold on free memory, and keeps 48 GB cards (L40S, A6000) in `low`,
- * as the Cog port's 65 GB total threshold does. An 80 GB H100 shows ~79 GiB free.
+ * Free VRAM for `high`, from the H100 measurements in bench/results: with every network resident the
+ * sessions hold 39.6 GiB, a DiT forward at the 640 bucket brings the device to 48.1 GiB and the untiled VAE
+ * decode of one section needs another 37.6 GiB on its own, so `high` needs ~86 GiB plus headroom: an H200
+ * (139 GiB) qualifies, an 80 GB H100 (79 GiB free) runs `low`.
  */
-export const HIGH_MIN_FREE_MIB = 60 * 1024;
+export const HIGH_MIN_FREE_MIB = 88 * 1024;
 
 /**
- * Free VRAM for `low`: the largest single resident network is the 8-bit DiT (~12.9 GB of weights, ~12 GiB),
- * plus its section activations (a few GiB at 640 px) and ~1 GiB of context; the 8-bit LLaMA (~7.5 GB) is
- * loaded only while the DiT is not. Below this the DiT does not fit and the CPU is the only safe choice.
+ * Free VRAM for `low`: measured peak 24.4 GiB on the first request and 30.6 GiB from the second (the encoders
+ * are re-created after the DiT's and the VAE's memory pools have grown; ORT's CUDA arena does not shrink).
+ * Below this the CPU is the only safe choice.
  */
-export const LOW_MIN_FREE_MIB = 20 * 1024;
+export const LOW_MIN_FREE_MIB = 32 * 1024;
 
 export interface Placement {
   policy: PlacementPolicy;

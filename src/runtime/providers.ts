@@ -40,7 +40,10 @@ function dlopenProbe(file: string, timeoutMs: number, env: NodeJS.ProcessEnv): P
     execFile(process.execPath, ['-e', script, file], { timeout: timeoutMs, env }, (err, stdout) => {
       if (err && !stdout) { resolve({ ok: false, message: err.message.split('\n')[0] }); return; }
       const message = stdout.trim().split('\n')[0] ?? '';
-      resolve({ ok: message === 'OK' || /did not self-register|Module did not/.test(message), message });
+      // The real provider then stops at "undefined symbol: Provider_GetHost": that symbol comes from
+      // libonnxruntime_providers_shared.so, which ONNX Runtime loads globally before the provider. The loader
+      // reports it only after every NEEDED library (libcublas, libcudart, ...) was found, so it means loadable.
+      resolve({ ok: message === 'OK' || /did not self-register|Module did not|undefined symbol: Provider_GetHost/.test(message), message });
     });
   });
 }
@@ -52,12 +55,7 @@ export async function cudaProviderStatus(opts: { libDir?: string; timeoutMs?: nu
   if (!existsSync(lib)) {
     return { available: false, detail: `${CUDA_PROVIDER_LIB} is not installed next to libonnxruntime.so.1 in ${dir}` };
   }
-  // The provider resolves Provider_GetHost & co. from libonnxruntime_providers_shared.so, which ONNX Runtime
-  // loads first with RTLD_GLOBAL: preload it the same way, or a healthy provider reads as broken.
-  const env = opts.env ?? process.env;
-  const shared = join(dir, 'libonnxruntime_providers_shared.so');
-  const probeEnv = existsSync(shared) ? { ...env, LD_PRELOAD: [shared, env.LD_PRELOAD].filter(Boolean).join(':') } : env;
-  const probe = await dlopenProbe(lib, opts.timeoutMs ?? 20_000, probeEnv);
+  const probe = await dlopenProbe(lib, opts.timeoutMs ?? 20_000, opts.env ?? process.env);
   if (!probe.ok) return { available: false, detail: `${lib} does not load: ${probe.message} (check LD_LIBRARY_PATH for the CUDA libraries)` };
   return { available: true, detail: lib };
 }

@@ -73,17 +73,19 @@ for (const name of cases) {
       assert.deepEqual([result.height, result.width], params.bucket);
     });
 
-    test('conditioning matches (relative L2 <= 1e-4)', () => {
+    test('conditioning matches (relative L2 <= 1e-4)', (t) => {
       for (const key of ['llama_vec', 'llama_attention_mask', 'clip_l_pooler', 'llama_vec_n', 'clip_l_pooler_n', 'start_latent', 'image_embeddings']) {
         const e = relL2(dump[key], expected[key]);
+        t.diagnostic(`${name} ${key}: relative L2 ${e.toExponential(2)}`);
         assert.ok(e <= 1e-4, `${key}: relative L2 ${e}`);
       }
     });
 
-    test('every section\'s generated latents match (relative L2 <= 1e-3)', () => {
+    test('every section\'s generated latents match (relative L2 <= 1e-3)', (t) => {
       for (let i = 0; i < params.total_latent_sections; i++) {
         const key = `section_${i}_generated_latents`;
         const e = relL2(dump[key], expected[key]);
+        t.diagnostic(`${name} ${key}: relative L2 ${e.toExponential(2)}`);
         assert.ok(e <= 1e-3, `${key}: relative L2 ${e}`);
       }
     });
@@ -97,14 +99,15 @@ for (const name of cases) {
       }
     });
 
-    test('frame means within 1 level of the reference', () => {
+    test('frame means within 1 level of the reference', (t) => {
       const { mean } = frameStats(frames, result.width * result.height * 3);
       const ref = expected.frame_mean.data as Float32Array;
       assert.equal(mean.length, ref.length);
+      t.diagnostic(`${name} frame means: max |diff| ${Math.max(...Array.from(mean, (m, f) => Math.abs(m - ref[f]))).toFixed(4)}`);
       mean.forEach((m, f) => assert.ok(Math.abs(m - ref[f]) <= 1, `frame ${f}: mean ${m} vs ${ref[f]}`));
     });
 
-    test('stored frames: mean |diff| <= 1, max |diff| <= 8', async () => {
+    test('stored frames: mean |diff| <= 1, max |diff| <= 8', async (t) => {
       const stored = readdirSync(dir).filter((f) => /^frame_\d+\.png$/.test(f));
       assert.ok(stored.length >= 3);
       const frameBytes = result.width * result.height * 3;
@@ -119,6 +122,7 @@ for (const name of cases) {
           sum += d;
           if (d > max) max = d;
         }
+        t.diagnostic(`${name} ${file}: mean |diff| ${(sum / frameBytes).toFixed(4)}, max |diff| ${max}`);
         assert.ok(sum / frameBytes <= 1, `${file}: mean |diff| ${sum / frameBytes}`);
         assert.ok(max <= 8, `${file}: max |diff| ${max}`);
       }

@@ -41,8 +41,8 @@ test('nvidia-smi output is parsed into MiB figures; [N/A] devices are skipped', 
   assert.deepEqual(gpus, [{ index: 0, name: 'NVIDIA H100 80GB HBM3', totalMiB: 81559, usedMiB: 600, freeMiB: 80959, driver: '580.159.04' }]);
 });
 
-test('an 80 GB GPU with the CUDA provider: high, bf16 DiT, named in the log line', async () => {
-  const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 81559, 80959) }), cuda: cudaOk });
+test('a 141 GB GPU with the CUDA provider: high, bf16 DiT, named in the log line', async () => {
+  const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 143771, 143000, 'NVIDIA H200') }), cuda: cudaOk });
   assert.equal(p.policy, 'high');
   assert.equal(p.ep, 'cuda');
   assert.equal(p.deviceId, 0);
@@ -50,12 +50,12 @@ test('an 80 GB GPU with the CUDA provider: high, bf16 DiT, named in the log line
   assert.deepEqual(p.quantize, {});
   assert.equal(p.precision.dit, 'bfloat16');
   assert.equal(p.precision.vae, 'float16');
-  assert.match(describePlacement(p), /^placement: high on cuda:0 .*NVIDIA H100/);
+  assert.match(describePlacement(p), /^placement: high on cuda:0 .*NVIDIA H200/);
 });
 
-test('a 48 GB GPU: low (8-bit DiT and LLaMA, VAE tiling, encoders in turn)', async () => {
-  const free = HIGH_MIN_FREE_MIB - 1024;
-  const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 49140, free, 'NVIDIA L40S') }), cuda: cudaOk });
+test('an 80 GB GPU: low (8-bit DiT and LLaMA, VAE tiling, encoders in turn)', async () => {
+  assert.ok(80959 < HIGH_MIN_FREE_MIB && 80959 >= LOW_MIN_FREE_MIB);
+  const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 81559, 80959, 'NVIDIA H100 80GB HBM3') }), cuda: cudaOk });
   assert.equal(p.policy, 'low');
   assert.equal(p.ep, 'cuda');
   assert.equal(p.resident, false);
@@ -95,14 +95,14 @@ test('a GPU without the CUDA provider library: cpu; FRAMEPACK_EP=cuda then fails
 });
 
 test('environment overrides: placement, provider, device id (after CUDA_VISIBLE_DEVICES)', async () => {
-  const two = gpuLine(0, 81559, 10000) + gpuLine(1, 81559, 80000);
+  const two = gpuLine(0, 143771, 10000, 'NVIDIA H200') + gpuLine(1, 143771, 140000, 'NVIDIA H200');
   const forcedLow = await choosePlacement({ env: env({ FAKE_SMI_OUT: two, FRAMEPACK_PLACEMENT: 'low', FRAMEPACK_DEVICE_ID: '1' }), cuda: cudaOk });
   assert.equal(forcedLow.policy, 'low');
   assert.equal(forcedLow.deviceId, 1);
   assert.match(forcedLow.reason, /FRAMEPACK_PLACEMENT=low/);
 
   const second = await choosePlacement({ env: env({ FAKE_SMI_OUT: two, FRAMEPACK_DEVICE_ID: '1' }), cuda: cudaOk });
-  assert.equal(second.policy, 'high');          // GPU 1 has 80000 MiB free, GPU 0 only 10000
+  assert.equal(second.policy, 'high');          // GPU 1 has 140000 MiB free, GPU 0 only 10000
   const first = await choosePlacement({ env: env({ FAKE_SMI_OUT: two }), cuda: cudaOk });
   assert.equal(first.policy, 'cpu');
 
