@@ -96,7 +96,6 @@ export class PackedTransformer {
   /** One transformer call; `branch` names the CFG branch for the per-branch TeaCache mode. */
   async forward(inputs: DitInputs, call: { branch?: string; signal?: AbortSignal } = {}): Promise<ForwardResult> {
     const { signal } = call;
-    const c = this.config;
     const { grid, rope } = this.prepare(inputs);
     const state = this.bank?.state(call.branch ?? 'positive') ?? null;
 

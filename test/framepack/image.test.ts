@@ -18,23 +18,14 @@ import {
   prepareStartImage, resizeAndCenterCrop, roundHalfEven, sigLipPixels, vaePixels, type ImageEncoder, type RgbImage,
 } from '../../src/framepack/image.js';
 import { resample, BICUBIC, LANCZOS } from '../../src/framepack/resample.js';
-import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
+import { loadTensors } from '../../src/onnx/safetensors.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { fixture, tinyModels } from '../fixtures.js';
+import { relL2 } from '../numerics.js';
 
 const TOLERANCE = 1e-4; // fixtures README: components, relative L2
 const CASES = ['teacache_cfg1', 'realcfg_rescale'];
 const redux = () => join(tinyModels(), 'lllyasviel', 'flux_redux_bfl');
-
-function relL2(a: HostTensor, b: HostTensor): number {
-  assert.deepEqual(a.dims, b.dims, 'shapes differ');
-  let num = 0, den = 0;
-  for (let i = 0; i < b.data.length; i++) {
-    num += (Number(a.data[i]) - Number(b.data[i])) ** 2;
-    den += Number(b.data[i]) ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 function pixelDiff(a: RgbImage, b: RgbImage): { max: number; mean: number; differing: number } {
   assert.deepEqual([a.width, a.height], [b.width, b.height], 'sizes differ');

@@ -14,22 +14,13 @@ import {
 import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { fixture, tinyModels } from '../fixtures.js';
+import { relL2 } from '../numerics.js';
 
 const TOLERANCE = 1e-4; // fixtures README: components, relative L2
 
 interface TokenCase { prompt: string; llama_input_ids: number[]; llama_attention_mask: number[]; clip_input_ids: number[] }
 
 const hunyuan = () => join(tinyModels(), 'hunyuanvideo-community', 'HunyuanVideo');
-
-function relL2(a: HostTensor, b: HostTensor): number {
-  assert.deepEqual(a.dims, b.dims, 'shapes differ');
-  let num = 0, den = 0;
-  for (let i = 0; i < b.data.length; i++) {
-    num += (Number(a.data[i]) - Number(b.data[i])) ** 2;
-    den += Number(b.data[i]) ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 async function checkTokenCases(cases: TokenCase[], llamaDir: string, clipDir: string): Promise<void> {
   const llama = loadLlamaTokenizer(llamaDir);

@@ -30,6 +30,7 @@ import { Graph } from '../../src/onnx/graph.js';
 import { cudaProviderStatus } from '../../src/runtime/providers.js';
 import { Session, terminateWorkers } from '../../src/runtime/session.js';
 import { fixture, tinyModels } from '../fixtures.js';
+import { relL2 } from '../numerics.js';
 
 const TOLERANCE: Record<Precision, number> = { float32: 1e-3, float16: 1e-2, bfloat16: 5e-2 };
 
@@ -51,18 +52,6 @@ async function cudaWorks(): Promise<string | null> {
 const cuda = await cudaProviderStatus();
 const failure = await cudaWorks();
 const skip = failure === null ? false : `no CUDA execution provider: ${failure}`;
-
-function relL2(a: HostTensor, b: HostTensor): number {
-  assert.deepEqual(a.dims, b.dims, 'shapes differ');
-  let num = 0, den = 0;
-  for (let i = 0; i < b.data.length; i++) {
-    const x = Number(a.data[i]), y = Number(b.data[i]);
-    num += (x - y) ** 2;
-    den += y ** 2;
-  }
-  const e = Math.sqrt(num / den);
-  return Number.isNaN(e) ? Infinity : e;
-}
 
 const models = () => tinyModels();
 

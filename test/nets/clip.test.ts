@@ -6,26 +6,17 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
+import { loadTensors } from '../../src/onnx/safetensors.js';
 import { clipNet } from '../../src/nets/clip.js';
 import { getNet } from '../../src/nets/registry.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { fixture, tinyModels } from '../fixtures.js';
+import { relL2 } from '../numerics.js';
 
 const TOLERANCE = 1e-4; // fixtures README: components, relative L2
 
 const weights = () => join(tinyModels(), 'hunyuanvideo-community', 'HunyuanVideo', 'text_encoder_2');
 const cpu = { precision: 'float32', ep: 'cpu' } as const;
-
-function relL2(a: HostTensor, b: HostTensor): number {
-  assert.deepEqual(a.dims, b.dims, 'shapes differ');
-  let num = 0, den = 0;
-  for (let i = 0; i < b.data.length; i++) {
-    num += (Number(a.data[i]) - Number(b.data[i])) ** 2;
-    den += Number(b.data[i]) ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 after(() => terminateWorkers());
 

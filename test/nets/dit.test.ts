@@ -8,16 +8,10 @@ import { ditConfig, ditParameterShapes } from '../../src/nets/dit.js';
 import { PackedTransformer, TransformerInputError, forwardDit, type DitInputs } from '../../src/framepack/transformer.js';
 import { getNet } from '../../src/nets/registry.js';
 import { fixture, tinyModels } from '../fixtures.js';
+import { relL2 } from '../numerics.js';
 
 const DIT_DIR = () => join(tinyModels(), 'lllyasviel', 'FramePackI2V_HY');
 const TOL = 1e-4; // fixtures README: components, relative L2
-
-function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, `length ${a.length} vs ${b.length}`);
-  let num = 0, den = 0;
-  for (let i = 0; i < b.length; i++) { num += (a[i] - b[i]) ** 2; den += b[i] ** 2; }
-  return Math.sqrt(num / den);
-}
 
 let ref: Record<string, HostTensor>;
 let dit: PackedTransformer;

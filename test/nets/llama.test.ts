@@ -10,20 +10,11 @@ import { buildLlama, llamaConfig, llamaNet } from '../../src/nets/llama.js';
 import { getNet } from '../../src/nets/registry.js';
 import { Session, terminateWorkers } from '../../src/runtime/session.js';
 import { fixture, tinyModels } from '../fixtures.js';
+import { relL2 } from '../numerics.js';
 
 const TOLERANCE = 1e-4; // fixtures README: components, relative L2
 
 const weights = () => join(tinyModels(), 'hunyuanvideo-community', 'HunyuanVideo', 'text_encoder');
-
-function relL2(a: HostTensor, b: HostTensor): number {
-  assert.deepEqual(a.dims, b.dims, 'shapes differ');
-  let num = 0, den = 0;
-  for (let i = 0; i < b.data.length; i++) {
-    num += (Number(a.data[i]) - Number(b.data[i])) ** 2;
-    den += Number(b.data[i]) ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 /** Rows [from, to) of a (1, S, D) tensor. */
 function rows(x: HostTensor, from: number, to: number): HostTensor {

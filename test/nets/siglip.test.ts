@@ -7,28 +7,19 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
+import { loadTensors } from '../../src/onnx/safetensors.js';
 import { siglipNet } from '../../src/nets/siglip.js';
 import { getNet } from '../../src/nets/registry.js';
 import { loadSigLipPreprocessor, sigLipPixels } from '../../src/framepack/image.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { fixture, tinyModels } from '../fixtures.js';
+import { relL2 } from '../numerics.js';
 
 const TOLERANCE = 1e-4; // fixtures README: components, relative L2
 
 const weights = () => join(tinyModels(), 'lllyasviel', 'flux_redux_bfl', 'image_encoder');
 const featureExtractor = () => join(tinyModels(), 'lllyasviel', 'flux_redux_bfl', 'feature_extractor');
 const cpu = { precision: 'float32', ep: 'cpu' } as const;
-
-function relL2(a: HostTensor, b: HostTensor): number {
-  assert.deepEqual(a.dims, b.dims, 'shapes differ');
-  let num = 0, den = 0;
-  for (let i = 0; i < b.data.length; i++) {
-    num += (Number(a.data[i]) - Number(b.data[i])) ** 2;
-    den += Number(b.data[i]) ** 2;
-  }
-  return Math.sqrt(num / den);
-}
 
 after(() => terminateWorkers());
 

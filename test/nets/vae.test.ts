@@ -10,16 +10,9 @@ import { terminateWorkers } from '../../src/runtime/session.js';
 import { Vae } from '../../src/framepack/vae-decode.js';
 import { blend, block, decodeSpatialPlan, pixelFrames, temporalWindows, TemporalStitcher } from '../../src/framepack/vae-tiling.js';
 import { fixture, tinyModels } from '../fixtures.js';
+import { relL2 } from '../numerics.js';
 
 const vaeDir = () => join(tinyModels(), 'hunyuanvideo-community', 'HunyuanVideo', 'vae');
-
-function relL2(a: HostTensor, b: HostTensor): number {
-  assert.deepEqual(a.dims, b.dims, 'shapes differ');
-  const x = a.data as Float32Array, y = b.data as Float32Array;
-  let num = 0, den = 0;
-  for (let i = 0; i < y.length; i++) { num += (x[i] - y[i]) ** 2; den += y[i] ** 2; }
-  return Math.sqrt(num / den);
-}
 
 describe('VAE tiling plans', () => {
   it('temporal windows and frame counts match diffusers (spec 4.5)', () => {
