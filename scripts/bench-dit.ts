@@ -2,7 +2,7 @@
  * Full-size transformer graphs: build time, session creation time and resident memory.
  *
  *   node dist/scripts/make-full-dit.js                       # once: random bf16 checkpoint, ~1.7 GB on disk
- *   flock /tmp/framepack-heavy.lock node dist/scripts/bench-dit.js [--weights /work/bench-data/framepack-dit-full]
+ *   node dist/scripts/bench-dit.js [--weights bench/tmp/framepack-dit-full]
  *       [--ep cpu|cuda] [--precision float32|bfloat16] [--cast run|load] [--threads N] [--rss-limit-gb 16]
  *       [--run] [--frames 1 --height 8 --width 8 --text 8 --image-tokens 8]
  *
@@ -63,7 +63,7 @@ function ids(values: number[]): HostTensor {
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      weights: { type: 'string', default: '/work/bench-data/framepack-dit-full' },
+      weights: { type: 'string', default: 'bench/tmp/framepack-dit-full' },
       ep: { type: 'string', default: 'cpu' },
       precision: { type: 'string' },
       cast: { type: 'string' },

@@ -9,7 +9,7 @@
  * the checkpoint) and VmHWM (peak resident).
  *
  * Usage (heavy: up to ~4 GB RAM):
- *   flock /tmp/framepack-heavy.lock node dist/scripts/bench-session.js [checkpoint-dir]
+ *   node dist/scripts/bench-session.js [checkpoint-dir]
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';

@@ -2,7 +2,7 @@
  * VAE decode benchmark on a full-width HunyuanVideo VAE (block_out_channels 128/256/512/512, the real
  * architecture and parameter count) with random float16 weights, written once to a cache folder.
  *
- *   flock /tmp/framepack-heavy.lock node dist/scripts/bench-vae.js [--frames 18] [--height 80] [--width 76]
+ *   node dist/scripts/bench-vae.js [--frames 18] [--height 80] [--width 76]
  *       [--ep cpu|cuda] [--spatial-tiling] [--dir bench/tmp/vae-full-random]
  *
  * Decodes one FramePack section's latent slice (default 18 latent frames at 80x76, the 640x608 bucket)

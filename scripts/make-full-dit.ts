@@ -2,7 +2,7 @@
  * Writes a full-size FramePack transformer checkpoint (the real config of lllyasviel/FramePackI2V_HY, all
  * 1274 tensors at their real shapes, 12.87 B parameters) with random bfloat16 weights, for benchmarks.
  *
- *   node dist/scripts/make-full-dit.js [--out /work/bench-data/framepack-dit-full] [--seed 1] [--distinct]
+ *   node dist/scripts/make-full-dit.js [--out bench/tmp/framepack-dit-full] [--seed 1] [--distinct]
  *
  * To save disk, the 20 dual-stream blocks read one shared region of the file and so do the 40 single-stream
  * blocks (about 2 GB on disk instead of 25.75 GB). Block i's tensors start i bf16 elements (2 i bytes) after
@@ -68,7 +68,7 @@ interface Planned { key: string; shape: number[]; region: number; shift: number 
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
-      out: { type: 'string', default: '/work/bench-data/framepack-dit-full' },
+      out: { type: 'string', default: 'bench/tmp/framepack-dit-full' },
       seed: { type: 'string', default: '1' },
       distinct: { type: 'boolean', default: false },
     },
