@@ -6,7 +6,7 @@
  *   node dist/scripts/bench-stages.js [case=teacache_cfg1] [--models <dir>] [--runs N]
  *
  * Placement follows FRAMEPACK_PLACEMENT / FRAMEPACK_EP (default auto: the CPU on a machine without a GPU).
- * Run it under `flock /tmp/framepack-heavy.lock` on shared machines.
+ * It loads the CPU fully: run it on an otherwise idle machine.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';

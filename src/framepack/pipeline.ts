@@ -12,7 +12,7 @@
  */
 import { float16ToFloat32 } from '../onnx/half.js';
 import type { HostTensor } from '../onnx/safetensors.js';
-import { findNearestBucket, resizeAndCenterCrop, sigLipPixels, vaePixels, type RgbImage, type SigLipPreprocessor } from './image.js';
+import { prepareStartImage, vaePixels, type RgbImage, type SigLipPreprocessor } from './image.js';
 import { NormalGenerator } from './noise.js';
 import { distilledGuidance, sampleUniPC, sectionSigmas, type VelocityFn } from './sampler.js';
 import {
@@ -154,8 +154,8 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
 
   // ---- image
   signal.throwIfAborted();
-  const [H, W] = findNearestBucket(image.height, image.width);
-  const resized = resizeAndCenterCrop(image, W, H);
+  // Bucket, Lanczos resize and SigLIP pixels run in a worker: a large upload is ~1 s of JavaScript.
+  const { bucket: [H, W], resized, pixelValues } = await prepareStartImage(image, nets.sigLip);
   log(`input ${image.width}x${image.height} -> bucket ${W}x${H}`);
   t0 = performance.now();
   log('encoding the start image (VAE)');
@@ -163,7 +163,7 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   log(`start latent in ${seconds(t0)} s`);
   t0 = performance.now();
   log('encoding the start image (SigLIP)');
-  const imageEmbeddings = await nets.encodeImage(sigLipPixels(resized, nets.sigLip), signal);
+  const imageEmbeddings = await nets.encodeImage(pixelValues, signal);
   log(`image embeddings in ${seconds(t0)} s`);
   if (dump) Object.assign(dump, { start_latent: start, image_embeddings: imageEmbeddings });
   await nets.encodingDone?.();
