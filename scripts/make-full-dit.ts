@@ -18,6 +18,7 @@ import { mkdir, open, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { ditConfig, ditParameterShapes } from '../src/nets/dit.js';
+import { headerAt } from '../src/onnx/safetensors.js';
 
 /** config.json of FramePackI2V_HY (spec 1.2). */
 export const FULL_DIT_CONFIG = {
@@ -115,20 +116,8 @@ async function main(): Promise<void> {
   }
   const dataBytes = pos;
 
-  // Header with our own offsets (encodeHeader packs tensors back to back); same rules: JSON padded with
-  // spaces so the data block starts 8-byte aligned.
-  const header: Record<string, unknown> = { __metadata__: { format: 'pt', note: 'random weights for benchmarks; blocks share data' } };
-  for (const p of planned) {
-    const begin = regionStart[p.region] + 2 * p.shift;
-    const len = p.shape.reduce((a, b) => a * b, 1) * 2;
-    header[p.key] = { dtype: 'BF16', shape: p.shape, data_offsets: [begin, begin + len] };
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
-  const jb = Buffer.from(json, 'utf8');
-  const head = Buffer.alloc(8 + jb.length);
-  head.writeBigUInt64LE(BigInt(jb.length), 0);
-  jb.copy(head, 8);
+  const head = headerAt(planned.map((p) => ({ key: p.key, dtype: 'BF16' as const, shape: p.shape, begin: regionStart[p.region] + 2 * p.shift })),
+    { format: 'pt', note: 'random weights for benchmarks; blocks share data' });
 
   await mkdir(out, { recursive: true });
   await writeFile(join(out, 'config.json'), JSON.stringify(FULL_DIT_CONFIG, null, 2) + '\n');

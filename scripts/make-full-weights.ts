@@ -28,7 +28,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { float32ToBFloat16, float32ToFloat16 } from '../src/onnx/half.js';
-import { Checkpoint } from '../src/onnx/safetensors.js';
+import { Checkpoint, headerAt } from '../src/onnx/safetensors.js';
 import { vaeConfig, vaeParameterShapes } from '../src/nets/vae.js';
 
 type Shapes = Array<[string, number[]]>;
@@ -174,17 +174,8 @@ export async function writeShared(dir: string, file: string, config: object, sha
   let pos = 0;
   for (const r of regions) { starts.push(pos); pos += r.numel * 2; }
 
-  const header: Record<string, unknown> = { __metadata__: { format: 'pt', note: 'random weights for benchmarks; layers share data' } };
-  for (const p of planned) {
-    const begin = starts[p.region] + 2 * p.shift;
-    header[p.key] = { dtype, shape: p.shape, data_offsets: [begin, begin + 2 * p.shape.reduce((a, b) => a * b, 1)] };
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
-  const jb = Buffer.from(json, 'utf8');
-  const head = Buffer.alloc(8 + jb.length);
-  head.writeBigUInt64LE(BigInt(jb.length), 0);
-  jb.copy(head, 8);
+  const head = headerAt(planned.map((p) => ({ key: p.key, dtype, shape: p.shape, begin: starts[p.region] + 2 * p.shift })),
+    { format: 'pt', note: 'random weights for benchmarks; layers share data' });
 
   await mkdir(dir, { recursive: true });
   const path = join(dir, file);

@@ -305,15 +305,26 @@ export interface StSpec { key: string; dtype: StDType; shape: number[] }
  * writer does, so data stays aligned.
  */
 export function encodeHeader(specs: StSpec[], metadata?: Record<string, string>): { header: Uint8Array; offsets: number[]; total: number } {
+  let pos = 0;
+  const placed = specs.map((s) => {
+    const begin = pos;
+    pos += numel(s.shape) * ST_ITEM_SIZE[s.dtype];
+    return { ...s, begin };
+  });
+  const header = headerAt(placed, metadata);
+  return { header, offsets: placed.map((p) => header.length + p.begin), total: header.length + pos };
+}
+
+/**
+ * The header bytes for tensors at given offsets into the data block (`begin`, in bytes); the JSON is
+ * space-padded so the data block starts 8-byte aligned. Ranges may overlap: the benchmark checkpoints let
+ * layers share bytes, which this reader and ONNX Runtime accept (the Python safetensors library does not).
+ */
+export function headerAt(entries: (StSpec & { begin: number })[], metadata?: Record<string, string>): Uint8Array {
   const obj: Record<string, unknown> = {};
   if (metadata) obj.__metadata__ = metadata;
-  let pos = 0;
-  const rel: number[] = [];
-  for (const s of specs) {
-    const n = numel(s.shape) * ST_ITEM_SIZE[s.dtype];
-    obj[s.key] = { dtype: s.dtype, shape: s.shape, data_offsets: [pos, pos + n] };
-    rel.push(pos);
-    pos += n;
+  for (const e of entries) {
+    obj[e.key] = { dtype: e.dtype, shape: e.shape, data_offsets: [e.begin, e.begin + numel(e.shape) * ST_ITEM_SIZE[e.dtype]] };
   }
   let json = JSON.stringify(obj);
   json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
@@ -321,7 +332,7 @@ export function encodeHeader(specs: StSpec[], metadata?: Record<string, string>)
   const header = new Uint8Array(8 + jb.length);
   new DataView(header.buffer).setBigUint64(0, BigInt(jb.length), true);
   header.set(jb, 8);
-  return { header, offsets: rel.map((r) => header.length + r), total: header.length + pos };
+  return header;
 }
 
 /** Writes raw tensors of any stored dtype (tests and scripts build checkpoints with it). */
