@@ -18,6 +18,7 @@
 import { Graph, type BuiltModel, type Precision, type Value } from '../onnx/graph.js';
 import { Checkpoint } from '../onnx/safetensors.js';
 import { Session } from '../runtime/session.js';
+import { encoderLayer } from './encoder-layer.js';
 import type { ForwardNet } from './registry.js';
 
 export interface ClipTextConfig {
@@ -73,33 +74,10 @@ export function buildClipText(ckpt: Checkpoint, opts: ClipBuildOptions): BuiltMo
     return g.unsqueeze(g.where(allowed, g.scalar(0), g.scalar(min)), [0, 1]);
   });
 
-  function attention(x: Value, i: number): Value {
-    const prefix = `${pre}encoder.layers.${i}.self_attn`;
-    return g.scope('self_attn', () => {
-      const q = g.linear(x, ckpt, `${prefix}.q_proj`); // (B, S, D)
-      const k = g.linear(x, ckpt, `${prefix}.k_proj`);
-      const v = g.linear(x, ckpt, `${prefix}.v_proj`);
-      const y = g.attention(q, k, v, { heads: H, scale: 1 / Math.sqrt(D / H), bias: causal }); // (B, S, D)
-      return g.linear(y, ckpt, `${prefix}.out_proj`);
-    });
-  }
-
-  function mlp(x: Value, i: number): Value {
-    const prefix = `${pre}encoder.layers.${i}.mlp`;
-    return g.scope('mlp', () => {
-      const h = g.linear(x, ckpt, `${prefix}.fc1`); // (B, S, I)
-      // quick_gelu: x * sigmoid(1.702 x)
-      const a = cfg.act === 'quick_gelu' ? g.mul(h, g.sigmoid(g.mul(h, 1.702))) : g.gelu(h);
-      return g.linear(a, ckpt, `${prefix}.fc2`); // (B, S, D)
-    });
-  }
-
-  function block(x: Value, i: number): Value {
-    return g.scope(`layers.${i}`, () => {
-      const h = g.add(x, attention(layerNorm(x, `encoder.layers.${i}.layer_norm1`), i));
-      return g.add(h, mlp(layerNorm(h, `encoder.layers.${i}.layer_norm2`), i));
-    });
-  }
+  // quick_gelu: x * sigmoid(1.702 x)
+  const act = (h: Value) => cfg.act === 'quick_gelu' ? g.mul(h, g.sigmoid(g.mul(h, 1.702))) : g.gelu(h);
+  const block = (x: Value, i: number) => g.scope(`layers.${i}`, () =>
+    encoderLayer(g, ckpt, `${pre}encoder.layers.${i}`, x, { heads: H, eps: cfg.eps, act, bias: causal }));
 
   const tokens = g.gather(p('embeddings.token_embedding.weight'), ids, 0); // (B, S, D)
   const pos = g.gather(p('embeddings.position_embedding.weight', [cfg.maxPositions, D]), range, 0); // (S, D)

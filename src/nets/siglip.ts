@@ -14,6 +14,7 @@
 import { Graph, type BuiltModel, type Precision, type Value } from '../onnx/graph.js';
 import { Checkpoint } from '../onnx/safetensors.js';
 import { Session } from '../runtime/session.js';
+import { encoderLayer } from './encoder-layer.js';
 import type { ForwardNet } from './registry.js';
 
 export interface SiglipVisionConfig {
@@ -70,31 +71,9 @@ export function buildSiglipVision(ckpt: Checkpoint, opts: SiglipBuildOptions): B
     });
   }
 
-  function attention(x: Value, i: number): Value {
-    const prefix = `${pre}encoder.layers.${i}.self_attn`;
-    return g.scope('self_attn', () => {
-      const q = g.linear(x, ckpt, `${prefix}.q_proj`); // (B, P, D)
-      const k = g.linear(x, ckpt, `${prefix}.k_proj`);
-      const v = g.linear(x, ckpt, `${prefix}.v_proj`);
-      const y = g.attention(q, k, v, { heads: H, scale: 1 / Math.sqrt(D / H) }); // (B, P, D)
-      return g.linear(y, ckpt, `${prefix}.out_proj`);
-    });
-  }
-
-  function mlp(x: Value, i: number): Value {
-    const prefix = `${pre}encoder.layers.${i}.mlp`;
-    return g.scope('mlp', () => {
-      const h = g.linear(x, ckpt, `${prefix}.fc1`); // (B, P, I)
-      return g.linear(g.gelu(h, cfg.act === 'gelu_pytorch_tanh' ? 'tanh' : 'none'), ckpt, `${prefix}.fc2`); // (B, P, D)
-    });
-  }
-
-  function block(x: Value, i: number): Value {
-    return g.scope(`layers.${i}`, () => {
-      const h = g.add(x, attention(layerNorm(x, `encoder.layers.${i}.layer_norm1`), i));
-      return g.add(h, mlp(layerNorm(h, `encoder.layers.${i}.layer_norm2`), i));
-    });
-  }
+  const act = (h: Value) => g.gelu(h, cfg.act === 'gelu_pytorch_tanh' ? 'tanh' : 'none');
+  const block = (x: Value, i: number) => g.scope(`layers.${i}`, () =>
+    encoderLayer(g, ckpt, `${pre}encoder.layers.${i}`, x, { heads: H, eps: cfg.eps, act }));
 
   let x = embeddings(pixels);
   for (let i = 0; i < cfg.layers; i++) x = block(x, i);
