@@ -190,19 +190,8 @@ export class Vae {
     if (T > 16) throw new Error(`VAE encode: ${T} frames would need temporal tiled encoding, which FramePack never uses`);
     let moments: HostTensor;
     if (this.opts.spatialTiling && encodeNeedsSpatialTiling(H, W)) {
-      const plan = encodeSpatialPlan(H, W);
-      const key = this.stitcher.newKey();
-      await this.stitcher.openSpatial(key, plan);
-      try {
-        let i = 0;
-        for (const r of plan.rows) {
-          for (const c of plan.cols) {
-            const tile = crop5(x, 0, T, r, Math.min(r + plan.tile, H), c, Math.min(c + plan.tile, W));
-            await this.stitcher.push(key, i++, await this.encodeChunk(tile, signal));
-          }
-        }
-        moments = await this.stitcher.finish(key);
-      } catch (err) { await this.stitcher.drop(key).catch(() => {}); throw err; }
+      moments = await this.stitchTiles(encodeSpatialPlan(H, W),
+        (r, c, n) => crop5(x, 0, T, r, Math.min(r + n, H), c, Math.min(c + n, W)), (tile) => this.encodeChunk(tile, signal));
     } else {
       moments = await this.encodeChunk(crop5(x, 0, T, 0, H, 0, W), signal); // a copy: the caller keeps x
     }
@@ -261,16 +250,22 @@ export class Vae {
     if (!this.opts.spatialTiling || !decodeNeedsSpatialTiling(h, w)) {
       return this.decodeChunk(crop5(z, t0, t1, 0, h, 0, w, divisor), signal);
     }
-    const plan = decodeSpatialPlan(h, w);
+    return this.stitchTiles(decodeSpatialPlan(h, w),
+      (r, c, n) => crop5(z, t0, t1, r, Math.min(r + n, h), c, Math.min(c + n, w), divisor), (tile) => this.decodeChunk(tile, signal));
+  }
+
+  /**
+   * Runs `run` on every spatial tile of `plan` (cut by `tileAt(row, col, tileSize)`) and returns what the
+   * stitching worker blends them into; the worker's state is dropped if anything fails.
+   */
+  private async stitchTiles(plan: SpatialPlan, tileAt: (r: number, c: number, size: number) => HostTensor,
+    run: (tile: HostTensor) => Promise<HostTensor>): Promise<HostTensor> {
     const key = this.stitcher.newKey();
     await this.stitcher.openSpatial(key, plan);
     try {
-      let n = 0;
+      let i = 0;
       for (const r of plan.rows) {
-        for (const c of plan.cols) {
-          const tile = crop5(z, t0, t1, r, Math.min(r + plan.tile, h), c, Math.min(c + plan.tile, w), divisor);
-          await this.stitcher.push(key, n++, await this.decodeChunk(tile, signal));
-        }
+        for (const c of plan.cols) await this.stitcher.push(key, i++, await run(tileAt(r, c, plan.tile)));
       }
       return await this.stitcher.finish(key);
     } catch (err) {
