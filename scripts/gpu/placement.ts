@@ -18,6 +18,7 @@ import * as ort from 'onnxruntime-node';
 import type { BuiltModel, Precision } from '../../src/onnx/graph.js';
 import { Checkpoint } from '../../src/onnx/safetensors.js';
 import { precisionFor } from '../../src/onnx/precision.js';
+import { nest } from '../../src/runtime/protocol.js';
 import { buildLlama } from '../../src/nets/llama.js';
 import { buildClipText } from '../../src/nets/clip.js';
 import { buildSiglipVision } from '../../src/nets/siglip.js';
@@ -25,16 +26,6 @@ import { buildDecoderHead, buildDecoderTail, buildEncoderHead, buildEncoderTail,
 import { buildDitGraphs } from '../../src/nets/dit.js';
 import { tinyModels } from '../../test/fixtures.js';
 
-function nest(flat: Record<string, string>): Record<string, any> {
-  const out: Record<string, any> = {};
-  for (const [k, v] of Object.entries(flat)) {
-    const parts = k.split('.');
-    let o = out;
-    for (const p of parts.slice(0, -1)) o = o[p] ??= {};
-    o[parts[parts.length - 1]] = v;
-  }
-  return out;
-}
 
 async function create(m: BuiltModel, config: Record<string, string>, verbose: boolean): Promise<ort.InferenceSession> {
   const flat = { ...(m.sessionConfig ?? {}), ...config };

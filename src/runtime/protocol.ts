@@ -44,3 +44,15 @@ export function buffersOf(tensors: Record<string, HostTensor>): ArrayBuffer[] {
   }
   return [...set];
 }
+
+/** "a.b.c" -> { a: { b: { c } } }: the shape onnxruntime-node expects in `extra`. */
+export function nest(flat: Record<string, string>): Record<string, unknown> {
+  const out: Record<string, any> = {};
+  for (const [key, value] of Object.entries(flat)) {
+    const parts = key.split('.');
+    let o = out;
+    for (const p of parts.slice(0, -1)) o = o[p] ??= {};
+    o[parts[parts.length - 1]] = value;
+  }
+  return out;
+}

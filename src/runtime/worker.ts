@@ -8,7 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { prepareQuantized } from '../onnx/quantize.js';
 import type { HostDType, HostTensor } from '../onnx/safetensors.js';
-import { buffersOf, type CreatePayload, type CreateResult, type Request, type Response } from './protocol.js';
+import { buffersOf, nest, type CreatePayload, type CreateResult, type Request, type Response } from './protocol.js';
 
 // On Linux a priority set with pid 0 applies to the calling thread only (and to threads it starts later,
 // ONNX Runtime's pool included): the main thread's event loop then wins the CPU whenever both want it, so
@@ -25,17 +25,6 @@ if (nice) {
 const sessions = new Map<number, ort.InferenceSession>();
 let nextSession = 1;
 
-/** "a.b.c" -> { a: { b: { c } } }: the shape onnxruntime-node expects in `extra`. */
-function nest(flat: Record<string, string>): Record<string, unknown> {
-  const out: Record<string, any> = {};
-  for (const [key, value] of Object.entries(flat)) {
-    const parts = key.split('.');
-    let o = out;
-    for (const p of parts.slice(0, -1)) o = o[p] ??= {};
-    o[parts[parts.length - 1]] = value;
-  }
-  return out;
-}
 
 function providers(p: CreatePayload): ort.InferenceSession.ExecutionProviderConfig[] {
   switch (p.ep) {
