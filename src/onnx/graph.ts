@@ -94,6 +94,8 @@ type AttrValue = number | string | number[] | string[] | bigint | boolean | Floa
 interface ExternalInit { name: string; dataType: number; dims: number[]; file: string; offset: number; length: number }
 
 const OPSET = 23;
+/** LayerNormalization epsilon when only its row statistics are used: keeps 1/sqrt(var + eps) finite for a constant row. */
+const ROW_EPS = 1e-20;
 
 export class Graph {
   readonly name: string;
@@ -432,34 +434,57 @@ export class Graph {
   /**
    * GroupNorm on (N, C, ...) as torch.nn.GroupNorm: statistics per (sample, group), then per-channel affine.
    * float32: InstanceNormalization over (N, groups, C/groups * rest), whose CPU kernel accumulates precisely
-   * over the ~1 M-value rows of a video frame. Half precision (the GPU policy): at opset 23 the CUDA EP has
-   * no InstanceNormalization kernel (the norm would fall back to the CPU), so the statistics are computed
-   * with ReduceMean and ReduceSumSquare of the deviation, in float32: a float16 reduction of a 640-px
-   * section row (~26 M values) overflows.
+   * over the ~1 M-value rows of a video frame. Half precision (the GPU policy) or `method: 'rows'`: see
+   * groupNormByRows. (At opset 23 the CUDA EP has no InstanceNormalization kernel.)
    */
-  groupNorm(x: Value, groups: number, weight: Value | null, bias: Value | null, eps = 1e-5): Value {
+  groupNorm(x: Value, groups: number, weight: Value | null, bias: Value | null, eps = 1e-5, method?: 'instance' | 'rows'): Value {
     const c = x.shape[1];
     if (typeof c !== 'number' || c % groups) throw new GraphError(`groupNorm: channels ${c} not divisible by ${groups} groups`);
     return this.scope('group_norm', () => {
-      let normed: Value;
-      if (x.dtype === 'float32') {
-        const xg = this.reshape(x, [0, groups, -1]); // (N, G, L)
-        const ones = this.ones(groups, x.dtype);
-        const zeros = this.constant(new Array(groups).fill(0), [groups], x.dtype);
-        normed = this.op('InstanceNormalization', [xg, ones, zeros], { epsilon: eps })[0];
-      } else {
-        const xg = this.cast(this.reshape(x, [0, groups, -1]), 'float32'); // (N, G, L)
-        const dev = this.sub(xg, this.reduceMean(xg, [2])); // (N, G, L) float32
-        const count = this.cast(this.op('Shape', [xg], { start: 2, end: 3 }, { dtype: 'int64', shape: [1] })[0], 'float32'); // L
-        const sumSq = this.op('ReduceSumSquare', [dev, this.ints([2])], { keepdims: 1 })[0]; // (N, G, 1)
-        normed = this.cast(this.mul(dev, this.reciprocal(this.sqrt(this.add(this.div(sumSq, count), eps)))), x.dtype);
-      }
-      let y = this.reshapeTo(normed, x.shape, x, x.shape.length);
+      if ((method ?? (x.dtype === 'float32' ? 'instance' : 'rows')) === 'rows') return this.groupNormByRows(x, groups, c, weight, bias, eps);
+      const xg = this.reshape(x, [0, groups, -1]); // (N, G, L)
+      const ones = this.ones(groups, x.dtype);
+      const zeros = this.constant(new Array(groups).fill(0), [groups], x.dtype);
+      let y = this.reshapeTo(this.op('InstanceNormalization', [xg, ones, zeros], { epsilon: eps })[0], x.shape, x, x.shape.length);
       const bshape = [c, ...x.shape.slice(2).map(() => 1)]; // (C, 1, 1, ...)
       if (weight) y = this.mul(y, this.reshape(weight, bshape));
       if (bias) y = this.add(y, this.reshape(bias, bshape));
       return y;
     });
+  }
+
+  /**
+   * GroupNorm of a batch-1 (1, C, ..., W) tensor without a float32 copy of it, in two passes over x:
+   *  1. LayerNormalization over rows of W values (the group's data is contiguous, so (1, G, R, W) rows) for
+   *     its optional float32 Mean and InvStdDev outputs only; its normalised output is discarded. Many
+   *     short rows keep the kernel's one-block-per-row parallel, and nothing is reduced in half precision
+   *     (a float16 sum of squares over a group of a 640-px video overflows).
+   *  2. The rows' statistics combine per group in float32 (mean of means; variance = mean of the rows'
+   *     variances + the spread of their means), fold with the affine into a per-channel scale a and shift
+   *     b, and BatchNormalization (mean 0, variance 1) computes x a + b in one pass.
+   * BatchNormalization's epsilon is 0 here; the CUDA EP may raise it to cuDNN's minimum (1e-5), which scales
+   * the output by 1/sqrt(1 + 1e-5): far below half-precision rounding.
+   */
+  private groupNormByRows(x: Value, groups: number, c: number, weight: Value | null, bias: Value | null, eps: number): Value {
+    if (x.shape[0] !== 1) throw new GraphError(`groupNorm by rows: batch must be 1, got ${x.shape[0]}`);
+    const rank = x.shape.length;
+    const w = this.op('Shape', [x], { start: rank - 1 }, { dtype: 'int64', shape: [1] })[0]; // [W]
+    const rows = this.op('Reshape', [x, this.concat([this.ints([1, groups, -1]), w], 0)], {}, { shape: [1, groups, this.unknownDim(), x.shape[rank - 1]] })[0]; // (1, G, R, W)
+    const ones = this.op('Expand', [this.scalar(1, x.dtype), w], {}, { shape: [x.shape[rank - 1]] })[0];
+    const [, mean, inv] = this.op('LayerNormalization', [rows, ones], { axis: -1, epsilon: ROW_EPS, stash_type: 1 },
+      { outputs: 3, dtype: 'float32', shape: [1, groups, this.unknownDim(), 1] }); // Mean, InvStdDev: (1, G, R, 1)
+    const rowVar = this.sub(this.reciprocal(this.mul(inv, inv)), ROW_EPS);
+    const m = this.reduceMean(mean, [2, 3]); // (1, G, 1, 1)
+    const spread = this.sub(mean, m);
+    const variance = this.reduceMean(this.add(rowVar, this.mul(spread, spread)), [2, 3]);
+    const invStd = this.reciprocal(this.sqrt(this.add(variance, eps))); // (1, G, 1, 1)
+    const perChannel = (t: Value) => this.reshape(this.expand(t, [1, groups, c / groups, 1]), [c]); // (C) float32
+    const gamma = weight ? this.cast(weight, 'float32') : this.ones(c, 'float32');
+    const a = this.mul(perChannel(invStd), gamma);
+    let b = this.neg(this.mul(perChannel(m), a));
+    if (bias) b = this.add(b, this.cast(bias, 'float32'));
+    const zeros = this.constant(new Array(c).fill(0), [c], x.dtype);
+    return this.op('BatchNormalization', [x, this.cast(a, x.dtype), this.cast(b, x.dtype), zeros, this.ones(c, x.dtype)], { epsilon: 0 })[0];
   }
 
   // ---------------------------------------------------------------- convolution
@@ -480,9 +505,21 @@ export class Graph {
    */
   causalConv3d(x: Value, weight: Value, bias: Value | null, opts: { stride?: number | number[]; dilation?: number | number[] } = {}): Value {
     const [kt, kh, kw] = weight.shape.slice(2) as number[];
-    const ph = Math.floor(kh / 2), pw = Math.floor(kw / 2);
-    const xp = this.pad(x, [0, 0, kt - 1, ph, pw, 0, 0, 0, ph, pw], 'edge');
+    let xp = this.replicatePad(x, 2, kt - 1, 0);
+    xp = this.replicatePad(xp, 3, Math.floor(kh / 2), Math.floor(kh / 2));
+    xp = this.replicatePad(xp, 4, Math.floor(kw / 2), Math.floor(kw / 2));
     return this.conv3d(xp, weight, bias, { stride: opts.stride, dilation: opts.dilation });
+  }
+
+  /**
+   * Replicate padding of one axis as a Concat of the border slices: the CUDA EP's Pad in 'edge' mode takes
+   * ~230 ms on a (1, 128, 33, 640, 608) float16 video, a Concat is a plain copy.
+   */
+  replicatePad(x: Value, axis: number, before: number, after: number): Value {
+    if (before === 0 && after === 0) return x;
+    const first = this.slice(x, [0], [1], [axis]);
+    const last = this.slice(x, [-1], [Number.MAX_SAFE_INTEGER], [axis]);
+    return this.concat([...new Array(before).fill(first), x, ...new Array(after).fill(last)], axis);
   }
 
   private conv(x: Value, weight: Value, bias: Value | null, nd: number, o: ConvOptions): Value {

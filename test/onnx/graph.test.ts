@@ -294,6 +294,20 @@ describe('normalisation', () => {
     assertClose(r.gn.data as Float32Array, Array.from(normed, (v, i) => { const c = Math.floor(i / (T * H * Wd)) % C; return v * w[c] + b[c]; }));
     assertClose(r.plain.data as Float32Array, ref.rowNorm(x, 12, 1e-5));
   });
+
+  test("groupNorm by rows (the half-precision method) equals the reference, constant rows included", async () => {
+    const C = 4, T = 2, H = 3, Wd = 5, G = 2;
+    const x = rand(C * T * H * Wd, 23, -3, 5);
+    x.fill(0.75, 0, Wd); // one constant row: its InvStdDev is huge and must not poison the group
+    const w = [1, 2, -1, 0.5], b = [0.1, -0.2, 0.3, 0];
+    const r = await check({ x: f32([1, C, T, H, Wd], x) }, (g, { x }) => ({
+      rows: g.groupNorm(x, G, g.constant(w, [4]), g.constant(b, [4]), 1e-6, 'rows'),
+      plain: g.groupNorm(x, G, null, null, 1e-6, 'rows'),
+    }), { x: [1, C, 't', 'h', 'w'] });
+    const normed = ref.rowNorm(x, T * H * Wd * (C / G), 1e-6);
+    assertClose(r.rows.data as Float32Array, Array.from(normed, (v, i) => { const c = Math.floor(i / (T * H * Wd)); return v * w[c] + b[c]; }), 1e-5, 1e-4);
+    assertClose(r.plain.data as Float32Array, normed, 1e-5, 1e-4);
+  });
 });
 
 describe('convolution', () => {
