@@ -3,15 +3,18 @@
  * make-full-weights.ts): the 640x608 bucket (latents 80x76), latent_window_size 9, a 40-token prompt.
  *
  *   npm run bench -- [--weights bench/tmp/full] [--policy high,low] [--ep cuda] [--repeats 5] [--profile]
- *                    [--out bench/results/<date>-<gpu>.json]
+ *                    [--out bench/results/<date>-<gpu>.json] [--limit-gib n]
  *
  * Each policy runs in a child process, as the server would run it, while this process samples the GPU's
  * used memory with nvidia-smi (every 50 ms) and attributes the samples to the stage the child announced:
  *   high  every network resident (LLaMA, CLIP, SigLIP, VAE fp16; DiT bf16), then each stage timed in turn.
- *   low   VAE and 8-bit DiT resident; LLaMA (8-bit), CLIP and SigLIP created, run and released around the
- *         encoding; spatially tiled VAE; a second encoding at the end, when the DiT and VAE arenas are grown.
+ *   low   as the server's low placement, one large network at a time: LLaMA (8-bit), CLIP and SigLIP created,
+ *         run and released; then the 8-bit DiT, released after its stage; then the VAE (spatially tiled unless
+ *         FRAMEPACK_VAE_TILING=off), released after its stages; a second encoding at the end (the next request).
  *   profile  the DiT's blocks graph once more under ONNX Runtime's profiler: time per operator type, per
  *         execution provider and the heaviest nodes (where the time goes), written next to --out.
+ * --limit-gib n leaves only n GiB of the device free while each policy runs (gpu/hold-memory.ts holds the
+ * rest), as on a smaller card; the table's peaks then leave out the held memory.
  * Stage figures: session creation time, then `repeats` timed runs after warm-up runs (min and median), and
  * the peak device memory seen while the stage ran (absolute, so it includes the networks resident then).
  * The DiT forward is timed through PackedTransformer (embed, blocks, head with TeaCache off: what the sampler
@@ -24,12 +27,13 @@
  *
  * Needs a CUDA EP for figures that mean anything; `--ep cpu` runs the same code (slowly: only to test it).
  */
-import { spawn, execFileSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, linkSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { gpuInfo, limitDeviceMemory, sampleGpuMemory } from './gpu-memory.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
@@ -169,15 +173,19 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
   // --- resident networks
   mark('create:vae');
   let t = performance.now();
-  const vae = await Vae.load(dir('vae'), { ep, precision: precisionFor(ep, 'vae'), spatialTiling: low });
+  const tiling = process.env.FRAMEPACK_VAE_TILING === 'on' || (low && process.env.FRAMEPACK_VAE_TILING !== 'off');
+  const vae = await Vae.load(dir('vae'), { ep, precision: precisionFor(ep, 'vae'), spatialTiling: tiling });
   const vaeCreate = secs(t); // sessions are created lazily, on the first encode/decode
-
-  mark('create:dit');
-  t = performance.now();
-  let linked = 0;
-  if (q8) linked = await primeQuantCache(buildDitGraphs(await Checkpoint.open(dir('transformer')), { precision: ditPrecision, quantize: q8 }).blocks);
-  const dit = want('dit') || low ? await PackedTransformer.load(dir('transformer'), { precision: ditPrecision, ep, quantize: q8 }) : null;
-  const ditCreate = secs(t);
+  const createDit = async () => {
+    mark('create:dit');
+    const t0 = performance.now();
+    let linked = 0;
+    if (q8) linked = await primeQuantCache(buildDitGraphs(await Checkpoint.open(dir('transformer')), { precision: ditPrecision, quantize: q8 }).blocks);
+    const d = want('dit') ? await PackedTransformer.load(dir('transformer'), { precision: ditPrecision, ep, quantize: q8 }) : null;
+    return { dit: d, ditCreate: secs(t0), linked };
+  };
+  // high: every network resident from the start; low: the DiT exists only between the encoding and the decodes
+  let { dit, ditCreate, linked } = low ? { dit: null, ditCreate: 0, linked: 0 } : await createDit();
 
   type Enc = { llama: InstanceType<typeof Session>; clip: InstanceType<typeof Session>; siglip: InstanceType<typeof Session>; createS: Record<string, number> };
   const openEncoders = async (): Promise<Enc> => {
@@ -217,6 +225,7 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
     await encode(enc, '', 2, R);
     if (low) { mark('release:encoders'); await closeEncoders(enc); enc = null; }
   }
+  if (low) ({ dit, ditCreate, linked } = await createDit());
 
   // --- DiT forward (TeaCache off), with the three session runs timed separately
   const parts: Record<string, number[]> = { embed: [], blocks: [], head: [] };
@@ -226,12 +235,13 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
     s.run = async (...args: unknown[]) => { const t0 = performance.now(); try { return await run(...args); } finally { parts[k].push(secs(t0)); } };
   }
   if (dit && want('dit')) {
-  const inputs = ditInputs(dit.config);
+  const model = dit;
+  const inputs = ditInputs(model.config);
   mark('dit');
-  dit.beginSection({ steps: 25 });
+  model.beginSection({ steps: 25 });
   const ditStage = await timed({ name: 'dit', createS: ditCreate, runsS: [], warmupS: [], detail: { precision: ditPrecision, quantize: q8?.bits ?? null, linkedQuantFiles: linked } },
     2, R, async () => {
-      const r = await dit.forward(inputs as any); // feeds are copied to the worker, never transferred
+      const r = await model.forward(inputs as any); // feeds are copied to the worker, never transferred
       finite(r.output, 'DiT');
     });
   const timedParts = Object.fromEntries(Object.entries(parts).map(([k, v]) => [k, { min: Math.min(...v.slice(2)), median: median(v.slice(2)) }]));
@@ -241,18 +251,21 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
   process.stdout.write(`@stage ${JSON.stringify(ditStage)}\n`);
   stages.push(ditStage);
   }
+  if (low && dit) { mark('release:dit'); await dit.release(); dit = null; }
 
   // --- VAE: one section's decode, then the start-image encode
   const latents = randn([1, 16, SECTION_LATENTS, LATENT.h, LATENT.w], 0.5, 12);
   if (want('vae-decode')) mark('vae-decode');
-  if (want('vae-decode')) stages.push(await timed({ name: 'vae-decode', createS: vaeCreate, runsS: [], warmupS: [], detail: { latentFrames: SECTION_LATENTS, spatialTiling: low } },
+  if (want('vae-decode')) stages.push(await timed({ name: 'vae-decode', createS: vaeCreate, runsS: [], warmupS: [], detail: { latentFrames: SECTION_LATENTS, spatialTiling: tiling } },
     1, Math.min(R, 2), async () => finite(await vae.decodeLatents(copy(latents)), 'VAE decode')));
+  if (low) { mark('release:vae'); await vae.release(); }
   const pixels = randn([1, 3, 1, BUCKET.height, BUCKET.width], 0.4, 13);
   if (want('vae-encode')) mark('vae-encode');
-  if (want('vae-encode')) stages.push(await timed({ name: 'vae-encode', runsS: [], warmupS: [], detail: { spatialTiling: low } }, 2, R, async () => finite(await vae.encodeLatent(copy(pixels)), 'VAE encode')));
+  if (want('vae-encode')) stages.push(await timed({ name: 'vae-encode', runsS: [], warmupS: [], detail: { spatialTiling: tiling } }, 2, R, async () => finite(await vae.encodeLatent(copy(pixels)), 'VAE encode')));
+  if (low) await vae.release();
 
   if (low && want('llama')) {
-    // The next request's encoding, with the DiT and VAE arenas grown by this one: the low policy's peak.
+    // The next request's encoding: nothing of the previous request may still hold device memory.
     mark('create:encoders-again');
     enc = await openEncoders();
     await encode(enc, '-again', 1, 1);
@@ -370,23 +383,9 @@ function summarizeProfile(file: string): Record<string, unknown> {
 // ---------------------------------------------------------------------------------------------------------
 // Parent: children + GPU memory sampling
 
-function gpuInfo(): Record<string, string> | null {
-  try {
-    const line = execFileSync('nvidia-smi', ['--query-gpu=name,driver_version,memory.total,memory.used', '--format=csv,noheader,nounits'], { encoding: 'utf8' }).trim().split('\n')[0];
-    const [name, driver, totalMiB, usedMiB] = line.split(',').map((s) => s.trim());
-    return { name, driver, totalMiB, usedMiB };
-  } catch {
-    return null;
-  }
-}
-
 async function runPolicy(policy: string, args: string[], sample: boolean): Promise<Record<string, unknown>> {
-  const samples: Array<[number, number]> = [];
-  let smi: ReturnType<typeof spawn> | null = null;
-  if (sample) {
-    smi = spawn('nvidia-smi', ['--query-gpu=memory.used', '--format=csv,noheader,nounits', '-lms', '50'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    createInterface({ input: smi.stdout! }).on('line', (l) => { const v = Number(l.trim()); if (Number.isFinite(v)) samples.push([performance.now(), v]); });
-  }
+  const smi = sample ? sampleGpuMemory(50) : null;
+  const samples = smi?.samples ?? [];
   const marks: Array<[number, string]> = [];
   let result: Record<string, unknown> | null = null;
   const finished: Stage[] = [];
@@ -402,7 +401,7 @@ async function runPolicy(policy: string, args: string[], sample: boolean): Promi
   });
   const code: number = await new Promise((res) => c.on('close', (n) => res(n ?? 1)));
   await new Promise((r) => setTimeout(r, 200));
-  smi?.kill();
+  smi?.stop();
   const res = (result ?? { policy, error: `child exited with code ${code}`, stages: finished }) as Record<string, any>;
   res.policy = policy;
   res.wallS = secs(t0);
@@ -432,10 +431,11 @@ function table(results: Record<string, any>[]): string {
     if (r.error) rows.push([r.policy, `ERROR ${r.error}`, '', '', '', '']);
     if (r.error && !r.stages?.length) continue;
     if (r.policy.startsWith('profile') && !r.error) { rows.push([r.policy, 'dit blocks (ORT profiler)', r.createS.toFixed(1), Math.min(...r.runsS).toFixed(3), median(r.runsS).toFixed(3), '']); continue; }
+    const held = r.memoryLimit?.heldMiB ?? 0;
     for (const s of r.stages as (Stage & { peakMiB?: number })[]) {
-      rows.push([r.policy, s.name, s.createS?.toFixed(1) ?? '', s.minS?.toFixed(3) ?? '', s.medianS?.toFixed(3) ?? '', s.peakMiB ? (s.peakMiB / 1024).toFixed(1) : '']);
+      rows.push([r.policy, s.name, s.createS?.toFixed(1) ?? '', s.minS?.toFixed(3) ?? '', s.medianS?.toFixed(3) ?? '', s.peakMiB ? ((s.peakMiB - held) / 1024).toFixed(1) : '']);
     }
-    if (r.peakMiB) rows.push([r.policy, 'whole policy (peak)', '', '', '', (r.peakMiB / 1024).toFixed(1)]);
+    if (r.peakMiB) rows.push([r.policy, held ? `whole policy (peak; ${(r.memoryLimit.freeMiB / 1024).toFixed(1)} GiB left free)` : 'whole policy (peak)', '', '', '', ((r.peakMiB - held) / 1024).toFixed(1)]);
   }
   const w = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
   return rows.map((r) => r.map((c, i) => c.padEnd(w[i])).join('  ')).join('\n');
@@ -446,7 +446,7 @@ async function main(): Promise<void> {
     options: {
       child: { type: 'string' }, weights: { type: 'string', default: 'bench/tmp/full' }, policy: { type: 'string', default: 'high,low' },
       ep: { type: 'string', default: 'cuda' }, repeats: { type: 'string', default: '5' }, profile: { type: 'boolean', default: false },
-      out: { type: 'string' }, 'profile-out': { type: 'string' }, only: { type: 'string' },
+      out: { type: 'string' }, 'profile-out': { type: 'string' }, only: { type: 'string' }, 'limit-gib': { type: 'string' },
     },
   });
   const weights = resolve(values.weights!);
@@ -475,7 +475,15 @@ async function main(): Promise<void> {
     const profileOut = join(dirname(out), 'dit-blocks-profile');
     const args = ['--weights', weights, '--ep', ep, '--repeats', String(repeats), '--profile-out', `${profileOut}-${p.replace('+', '-')}`];
     if (values.only) args.push('--only', values.only);
-    results.push(await runPolicy(p, args, !!gpu));
+    const limit = values['limit-gib'] ? await limitDeviceMemory(Number(values['limit-gib']), join(here, 'gpu', 'hold-memory.js')) : null;
+    try {
+      const r = await runPolicy(p, args, !!gpu);
+      // peaks are of the whole device: the policy's own figures leave out what the holder keeps
+      if (limit) r.memoryLimit = { gib: Number(values['limit-gib']), freeBeforeMiB: limit.freeBeforeMiB, freeMiB: limit.freeMiB, heldMiB: limit.freeBeforeMiB - limit.freeMiB };
+      results.push(r);
+    } finally {
+      limit?.release();
+    }
     writeFileSync(out, JSON.stringify({
       date, gpu, ep, node: process.version, onnxruntime: ort,
       shapes: { bucket: BUCKET, latent: LATENT, latentWindowSize: WINDOW, promptTokens: PROMPT_TOKENS, sectionLatentFrames: SECTION_LATENTS },

@@ -98,7 +98,7 @@ export const catalogue = {
   GPU_OUT_OF_MEMORY: {
     message:
       'The GPU ran out of memory ({detail}). Try a smaller resolution or a shorter video, or start the server with ' +
-      'FRAMEPACK_PLACEMENT=low (encoders loaded in turn, 8-bit DiT and LLaMA, VAE tiling).',
+      'FRAMEPACK_PLACEMENT=low (one large network on the GPU at a time, 8-bit DiT and LLaMA, VAE tiling).',
   },
 
   // ---- devices (src/runtime) ----

@@ -5,7 +5,8 @@
  * Stages: prompt conditioning (LLaMA + CLIP; zeros for the negative when cfg == 1, which is then never
  * evaluated), bucket resize + centre crop, VAE start latent, SigLIP image embeddings, then the sections in
  * inverted order (end of the video first): noise -> UniPC over the window -> prepend to the latent history
- * -> decode the newest slice -> blend into the pixels. The caller encodes the frames (video.ts).
+ * -> decode the newest slice -> blend into the pixels (or, with decodeAfterSampling, every slice once all
+ * sections are sampled). The caller encodes the frames (video.ts).
  *
  * Everything heavy runs in ORT worker threads behind FramePackNets; what runs here is element-wise work on
  * one latent window per step, and the loop yields between steps, so the event loop stays responsive.
@@ -64,6 +65,13 @@ export interface FramePackNets {
   section(inputs: SectionInputs, signal: AbortSignal): Promise<SectionModel>;
   /** Called once the prompt and image conditioning exist: a low-memory placement frees the encoders here. */
   encodingDone?(): Promise<void>;
+  /**
+   * true: every section is sampled before any is decoded, with samplingDone() in between, so that a
+   * low-memory placement frees the DiT before the VAE decodes. The frames are the same either way (a decode
+   * reads only latents); only the order of the work and the progress lines change.
+   */
+  readonly decodeAfterSampling?: boolean;
+  samplingDone?(): Promise<void>;
 }
 
 export interface GenerateParams {
@@ -177,6 +185,15 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   const history = new LatentHistory(start);
   const pixels = new PixelHistory(overlapFrames(lws));
   const totalSteps = plans.length * p.steps;
+  const pending: Array<{ label: string; latents: HostTensor }> = [];
+  const decode = async ({ label, latents }: { label: string; latents: HostTensor }) => {
+    signal.throwIfAborted();
+    const t = performance.now();
+    const decoded = asFloat32(await nets.decodeLatents(latents, signal), 'decoded pixels');
+    await pixels.prepend(decoded);
+    log(`${label} decoded ${latents.dims[2]} latents to ${decoded.dims[2]} frames in ${seconds(t)} s; ` +
+      `${pixels.frameCount}/${totalFrames} frames`);
+  };
 
   for (const plan of plans) {
     signal.throwIfAborted();
@@ -209,14 +226,12 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
 
     const chunk = history.push(f32(latentShape, generated), plan);
     if (dump) dump[`section_${plan.index}_generated_latents`] = chunk;
-
-    t0 = performance.now();
-    const latents = history.decodeSlice(plan, lws);
-    const decoded = asFloat32(await nets.decodeLatents(latents, signal), 'decoded pixels');
-    await pixels.prepend(decoded);
-    log(`${label} decoded ${latents.dims[2]} latents to ${decoded.dims[2]} frames in ${seconds(t0)} s; ` +
-      `${pixels.frameCount}/${totalFrames} frames`);
+    const slice = { label, latents: history.decodeSlice(plan, lws) }; // a copy: later sections do not change it
+    if (nets.decodeAfterSampling) pending.push(slice);
+    else await decode(slice);
   }
+  await nets.samplingDone?.();
+  for (const slice of pending) await decode(slice);
   if (pixels.frameCount !== totalFrames) {
     throw new Error(`assembled ${pixels.frameCount} frames, expected ${totalFrames}`);
   }

@@ -11,16 +11,17 @@
 import { join } from 'node:path';
 import { resolveModels, type ModelDirs } from '../hub/resolve.js';
 import { buildSiglipVision } from '../nets/siglip.js';
+import type { DitGraphs } from '../nets/dit.js';
 import { Checkpoint, loadTensors, saveTensors, type HostTensor } from '../onnx/safetensors.js';
 import type { Predictor, PredictorContext, PredictorOptions, SetupContext } from '../predictor.js';
-import { choosePlacement, type Placement } from '../runtime/placement.js';
+import { choosePlacement, mapOrtError, type Placement } from '../runtime/placement.js';
 import { Session } from '../runtime/session.js';
 import { loadImage, loadSigLipPreprocessor, type SigLipPreprocessor } from './image.js';
 import { inputSchema, type FramePackInput } from './inputs.js';
 import { randomSeed } from './noise.js';
 import { generate, type FramePackNets, type PromptEmbeddings, type SectionInputs, type SectionModel } from './pipeline.js';
 import { encodePrompt, loadTextEncoders, type TextEncoders } from './text.js';
-import { PackedTransformer } from './transformer.js';
+import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
 import { Vae } from './vae-decode.js';
 import { findFfmpeg, writeMp4 } from './video.js';
 
@@ -31,76 +32,159 @@ const int64Row = (values: number[]): HostTensor =>
   ({ dtype: 'int64', dims: [1, values.length], data: BigInt64Array.from(values, (v) => BigInt(v)) });
 const scalar = (v: number): HostTensor => ({ dtype: 'float32', dims: [1], data: Float32Array.of(v) });
 
+const since = (t0: number) => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
+
 /**
- * The five networks on the chosen placement. Resident placements keep every session from setup on; the
- * low-memory placement opens the text encoders and SigLIP for the encoding stage only and frees them
- * before sampling, so that the DiT has the device to itself.
+ * The five networks on the chosen placement, each kept for the lifetime the placement gives it
+ * (placement.ts): resident ones from setup on, per-request ones created when a request reaches them and
+ * released after, so that per-request encoders and a per-request DiT never exist together. Under `low` a
+ * request goes: LLaMA + CLIP (prompt) -> VAE encode -> SigLIP -> encoders released -> DiT created ->
+ * sections (sampling, VAE decode) -> DiT released. The VAE encode thus runs before the DiT exists, beside
+ * the 8-bit LLaMA (8B parameters) rather than the 8-bit DiT (13B); the VAE's sessions and their arenas are
+ * kept whichever the order, so only the large network beside them matters.
+ *
+ * `request()` scopes one generation and releases the per-request networks when it settles. Callers that run
+ * `generate()` on this object directly still get the rule (creating the encoders releases a DiT left from
+ * an earlier generation and vice versa), but the DiT then stays until the next encoding or `release()`.
  */
 export class FramePackModels implements FramePackNets {
   readonly halfPrecision: boolean;
-  private text: TextEncoders | null = null;
-  private siglip: Session | null = null;
+  private readonly text: Slot<TextEncoders>;
+  private readonly siglip: Slot<Session>;
+  private readonly dit: Slot<PackedTransformer>;
+  /** where per-request creations and releases are logged: the running request's log, else setup's */
+  private log: (line: string) => void;
 
   private constructor(
     readonly dirs: ModelDirs,
     readonly placement: Placement,
     readonly sigLip: SigLipPreprocessor,
     private readonly vae: Vae,
-    private readonly dit: PackedTransformer,
+    ditGraphs: DitGraphs,
+    private readonly setupLog: (line: string) => void,
   ) {
     this.halfPrecision = placement.precision.dit !== 'float32';
+    this.log = setupLog;
+    const p = placement;
+    const encoders = { ep: p.ep, deviceId: p.deviceId, precision: p.precision.encoders };
+    this.text = new Slot(this.timed('text encoders', 'encoders', () => loadTextEncoders(dirs, {
+      ...encoders, quantize: p.quantize.llama ? { bits: p.quantize.llama } : undefined,
+    })));
+    this.siglip = new Slot(this.timed('SigLIP', 'encoders', async () =>
+      Session.create(buildSiglipVision(await Checkpoint.open(dirs.imageEncoder), encoders), { ep: p.ep, deviceId: p.deviceId })));
+    this.dit = new Slot(this.timed('DiT', 'dit', () => PackedTransformer.create(ditGraphs, ditOptions(p))));
   }
 
+  /**
+   * Builds the graphs and creates every network once, so that a broken checkpoint, a missing provider or a
+   * quantized-weight cache that cannot be written fails setup, not the first request. Per-request networks
+   * are released again right away (the encoders before the DiT is created): one extra creation of each at
+   * setup, and the quantized weights are prepared before the first request.
+   */
   static async open(dirs: ModelDirs, placement: Placement, log: (line: string) => void): Promise<FramePackModels> {
     const { ep, deviceId } = placement;
     const t0 = performance.now();
     const sigLip = loadSigLipPreprocessor(dirs.featureExtractor);
+    const ditGraphs = await buildTransformerGraphs(dirs.transformer, ditOptions(placement));
     const vae = await Vae.load(dirs.vae, { ep, deviceId, precision: placement.precision.vae, spatialTiling: placement.vaeTiling });
-    let dit: PackedTransformer;
+    const models = new FramePackModels(dirs, placement, sigLip, vae, ditGraphs, log);
     try {
-      dit = await PackedTransformer.load(dirs.transformer, {
-        ep, deviceId, precision: placement.precision.dit, quantize: placement.quantize.dit ? { bits: placement.quantize.dit } : undefined,
-      });
+      await models.textEncoders();
+      await models.imageEncoder();
+      await models.transformer();   // releases per-request encoders first
+      await models.endRequest();
     } catch (err) {
-      await vae.release();
+      await models.release();
       throw err;
     }
-    const models = new FramePackModels(dirs, placement, sigLip, vae, dit);
-    if (placement.resident) {
-      try {
-        await models.openEncoders();
-      } catch (err) {
-        await models.release();
-        throw err;
-      }
-    }
-    log(`networks ready in ${((performance.now() - t0) / 1000).toFixed(1)} s (${placement.policy}: ${placement.ep}, ` +
-      `DiT ${placement.precision.dit}, encoders ${placement.precision.encoders}, VAE ${placement.precision.vae})`);
+    const { encoders, dit } = placement.lifetime;
+    const perRequest = [encoders === 'per-request' ? 'encoders' : '', dit === 'per-request' ? 'DiT' : ''].filter(Boolean);
+    log(`networks ready in ${since(t0)} (${placement.policy}: ${placement.ep}, ` +
+      `DiT ${placement.precision.dit}, encoders ${placement.precision.encoders}, VAE ${placement.precision.vae}` +
+      `${perRequest.length ? `; ${perRequest.join(' and ')} created again for each request` : ''})`);
     return models;
   }
 
-  private async openEncoders(): Promise<void> {
-    const p = this.placement;
-    if (!this.text) {
-      this.text = await loadTextEncoders(this.dirs, {
-        ep: p.ep, deviceId: p.deviceId, precision: p.precision.encoders,
-        quantize: p.quantize.llama ? { bits: p.quantize.llama } : undefined,
-      });
+  /**
+   * Runs one generation against these networks and releases the per-request ones when it settles, whether
+   * it succeeds, fails or is cancelled. Their creations and releases are logged to `log` meanwhile.
+   */
+  async request<T>(log: (line: string) => void, run: (nets: FramePackNets) => Promise<T>): Promise<T> {
+    this.log = log;
+    try {
+      return await run(this);
+    } finally {
+      try {
+        await this.endRequest();
+      } catch (err) {
+        // a failed release must not hide the request's own outcome; the session is dropped either way
+        log(`releasing the per-request networks failed: ${(err as Error).message}`);
+      } finally {
+        this.log = this.setupLog;
+      }
     }
-    if (!this.siglip) {
-      const model = buildSiglipVision(await Checkpoint.open(this.dirs.imageEncoder), { precision: p.precision.encoders });
-      this.siglip = await Session.create(model, { ep: p.ep, deviceId: p.deviceId });
-    }
+  }
+
+  /** Releases the per-request networks (`request()` does this itself). */
+  async endRequest(): Promise<void> {
+    if (this.placement.lifetime.encoders === 'per-request') await this.releaseEncoders();
+    if (this.placement.lifetime.dit === 'per-request') await this.releaseDit();
+    if (this.placement.lifetime.vae === 'per-request') await this.releaseVae();
+  }
+
+  /** Which of the networks this object creates and releases exist now, or are being created (the VAE is kept). */
+  created(): { textEncoders: boolean; imageEncoder: boolean; dit: boolean } {
+    return { textEncoders: this.text.exists, imageEncoder: this.siglip.exists, dit: this.dit.exists };
+  }
+
+  // A per-request network first releases the per-request networks of the other kind: never both on the device.
+
+  private async textEncoders(): Promise<TextEncoders> {
+    if (!this.text.exists && this.placement.lifetime.dit === 'per-request') await this.releaseDit();
+    return this.text.get();
+  }
+
+  private async imageEncoder(): Promise<Session> {
+    if (!this.siglip.exists && this.placement.lifetime.dit === 'per-request') await this.releaseDit();
+    return this.siglip.get();
+  }
+
+  private async transformer(): Promise<PackedTransformer> {
+    if (!this.dit.exists && this.placement.lifetime.encoders === 'per-request') await this.releaseEncoders();
+    return this.dit.get();
+  }
+
+  /** `make`, logging its time when the network is per-request (that time is paid again on every request). */
+  private timed<T>(name: string, kind: keyof Placement['lifetime'], make: () => Promise<T>): () => Promise<T> {
+    return async () => {
+      const t0 = performance.now();
+      const made = await make();
+      if (this.placement.lifetime[kind] === 'per-request') this.log(`${name} created in ${since(t0)}`);
+      return made;
+    };
+  }
+
+  private async releaseEncoders(): Promise<void> {
+    const released = await Promise.all([this.text.release(), this.siglip.release()]);
+    if (released.some(Boolean) && this.placement.lifetime.encoders === 'per-request') this.log('encoders released');
+  }
+
+  private async releaseVae(): Promise<void> {
+    if (!this.vae.active) return;
+    await this.vae.release();
+    this.log('VAE released');
+  }
+
+  private async releaseDit(): Promise<void> {
+    if (await this.dit.release() && this.placement.lifetime.dit === 'per-request') this.log('DiT released');
   }
 
   async encodePrompt(prompt: string, signal: AbortSignal): Promise<PromptEmbeddings> {
-    await this.openEncoders();
-    return encodePrompt(this.text!, prompt, signal);
+    return encodePrompt(await this.textEncoders(), prompt, signal);
   }
 
   async encodeImage(pixelValues: HostTensor, signal: AbortSignal): Promise<HostTensor> {
-    await this.openEncoders();
-    const out = await this.siglip!.run({ pixel_values: pixelValues }, { signal });
+    const out = await (await this.imageEncoder()).run({ pixel_values: pixelValues }, { signal });
     return out.last_hidden_state;
   }
 
@@ -112,17 +196,24 @@ export class FramePackModels implements FramePackNets {
     return this.vae.decodeLatents(latents, { signal });
   }
 
-  /** Frees the encoders when the placement does not keep them (called once the conditioning exists). */
+  /** Frees the encoders when they are per-request (called once the conditioning exists). */
   async encodingDone(): Promise<void> {
-    if (this.placement.resident) return;
-    const text = this.text, siglip = this.siglip;
-    this.text = null;
-    this.siglip = null;
-    await Promise.all([text?.release(), siglip?.release()]);
+    if (this.placement.lifetime.encoders === 'per-request') await this.releaseEncoders();
+    if (this.placement.lifetime.vae === 'per-request') await this.releaseVae();
+  }
+
+  /** A per-request DiT is freed before the VAE decodes, which then has the device to itself. */
+  get decodeAfterSampling(): boolean {
+    return this.placement.lifetime.dit === 'per-request';
+  }
+
+  async samplingDone(): Promise<void> {
+    if (this.placement.lifetime.dit === 'per-request') await this.releaseDit();
   }
 
   async section(s: SectionInputs, signal: AbortSignal): Promise<SectionModel> {
-    const dit = this.dit;
+    signal.throwIfAborted();
+    const dit = await this.transformer();
     dit.beginSection({ steps: s.steps, teacache: { enabled: s.teacache } });
     const fixed = {
       image_embeddings: s.imageEmbeddings,
@@ -159,12 +250,46 @@ export class FramePackModels implements FramePackNets {
     };
   }
 
+  /** Frees every network (shutdown). */
   async release(): Promise<void> {
-    await this.encodingDone();
-    const text = this.text, siglip = this.siglip;
-    this.text = null;
-    this.siglip = null;
-    await Promise.all([text?.release(), siglip?.release(), this.vae.release(), this.dit.release()]);
+    await Promise.all([this.releaseEncoders(), this.releaseDit(), this.vae.release()]);
+  }
+}
+
+function ditOptions(p: Placement): TransformerOptions {
+  return { ep: p.ep, deviceId: p.deviceId, precision: p.precision.dit, quantize: p.quantize.dit ? { bits: p.quantize.dit } : undefined };
+}
+
+/** A network created on demand and released on request; its creation may be running while it is released. */
+class Slot<T extends { release(): Promise<void> }> {
+  private made: Promise<T> | null = null;
+
+  constructor(private readonly make: () => Promise<T>) {}
+
+  get exists(): boolean { return this.made !== null; }
+
+  get(): Promise<T> {
+    if (!this.made) {
+      const made = this.make();
+      this.made = made;
+      made.catch(() => { if (this.made === made) this.made = null; }); // a failed creation is tried again next time
+    }
+    return this.made;
+  }
+
+  /** Frees the network; true when one existed. */
+  async release(): Promise<boolean> {
+    const made = this.made;
+    this.made = null;
+    if (!made) return false;
+    let net: T;
+    try {
+      net = await made;
+    } catch {
+      return false; // its creation failed: nothing to free
+    }
+    await net.release();
+    return true;
   }
 }
 
@@ -195,7 +320,8 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
     const dump: Record<string, HostTensor> | undefined = typeof this.options.dump === 'string' ? {} : undefined;
     const t0 = performance.now();
     try {
-      const result = await generate(nets, image, {
+      // per-request networks are released when the generation settles, before the MP4 is written
+      const result = await nets.request((l) => ctx.log(l), (n) => generate(n, image, {
         prompt: input.prompt,
         negativePrompt: input.negative_prompt,
         seed,
@@ -206,7 +332,7 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
         distilledCfg: input.distilled_cfg_scale,
         cfgRescale: input.cfg_rescale,
         teacache: input.use_teacache,
-      }, { signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump });
+      }, { signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump }));
 
       const out = join(ctx.tmpDir, 'output.mp4');
       ctx.log(`encoding ${result.pixels.frameCount} frames (${result.width}x${result.height}, ${result.fps} fps, crf ${input.mp4_crf})`);
@@ -216,6 +342,8 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
       });
       ctx.log(`video encoded in ${((performance.now() - t1) / 1000).toFixed(1)} s; total ${((performance.now() - t0) / 1000).toFixed(1)} s (seed ${seed})`);
       return out;
+    } catch (err) {
+      throw mapOrtError(err, nets.placement.ep); // a GPU out-of-memory failure becomes its catalogue error
     } finally {
       if (dump && typeof this.options.dump === 'string' && Object.keys(dump).length) {
         await saveTensors(this.options.dump, dump);

@@ -19,7 +19,7 @@
 import { Checkpoint, type HostTensor } from '../onnx/safetensors.js';
 import type { Precision } from '../onnx/graph.js';
 import { Session, type ExecutionProvider } from '../runtime/session.js';
-import { buildDitGraphs, type DitConfig, type DitGraphOptions } from '../nets/dit.js';
+import { buildDitGraphs, type DitConfig, type DitGraphOptions, type DitGraphs } from '../nets/dit.js';
 import { packedRope, type RopeTable } from '../nets/dit-rope.js';
 import type { ForwardNet, NetOptions } from '../nets/registry.js';
 import { TeaCacheBank, type TeaCacheDecision, type TeaCacheSettings } from './teacache.js';
@@ -71,8 +71,14 @@ export class PackedTransformer {
 
   /** Builds the graphs of the checkpoint folder `dir` and creates their sessions. */
   static async load(dir: string, opts: TransformerOptions): Promise<PackedTransformer> {
-    const ck = await Checkpoint.open(dir);
-    const graphs = buildDitGraphs(ck, { ...opts, castWeightsAt: opts.castWeightsAt ?? defaultCastWeightsAt(ck, opts.precision) });
+    return PackedTransformer.create(await buildTransformerGraphs(dir, opts), opts);
+  }
+
+  /**
+   * Creates the sessions of graphs built by buildTransformerGraphs. The graphs can be kept and used again
+   * after `release()`: a placement that frees the DiT between requests pays only this per request.
+   */
+  static async create(graphs: DitGraphs, opts: TransformerOptions): Promise<PackedTransformer> {
     const so = { ep: opts.ep, deviceId: opts.deviceId, threads: opts.threads };
     const sessions: Session[] = [];
     try {
@@ -172,6 +178,16 @@ export class PackedTransformer {
     }
     return { grid: [T, h, w], rope: this.rope.table };
   }
+}
+
+/**
+ * The three graphs of the checkpoint folder `dir`. They hold no weights (those stay in the checkpoint files
+ * and the quantized-weight cache they point to), so keeping them to create the sessions again costs little
+ * memory and skips reading the checkpoint headers and building the graphs.
+ */
+export async function buildTransformerGraphs(dir: string, opts: TransformerOptions): Promise<DitGraphs> {
+  const ck = await Checkpoint.open(dir);
+  return buildDitGraphs(ck, { ...opts, castWeightsAt: opts.castWeightsAt ?? defaultCastWeightsAt(ck, opts.precision) });
 }
 
 /**

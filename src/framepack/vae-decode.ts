@@ -125,7 +125,7 @@ class Stitcher {
 
 /**
  * The HunyuanVideo VAE on ORT. Sessions are created on first use: a job that only encodes never loads the
- * decoder. `release()` frees them.
+ * decoder. `release()` frees them; the next use creates them again.
  */
 export class Vae {
   readonly config: VaeConfig;
@@ -272,6 +272,11 @@ export class Vae {
       await this.stitcher.drop(key).catch(() => {});
       throw err;
     }
+  }
+
+  /** Whether any session exists (they are created on first use and again after `release()`). */
+  get active(): boolean {
+    return this.sessions.size > 0;
   }
 
   /** Number of pixel frames a decode of `latentFrames` latents returns. */

@@ -3,11 +3,21 @@
  *
  *   high  every session created once and kept (LLaMA, CLIP, SigLIP, VAE, DiT); VAE decode untiled.
  *         FramePack's own "high_vram" mode.
- *   low   text/image encoders created, run and released in turn; DiT and LLaMA with 8-bit weight-only
+ *   low   one large network on the device at a time. Per request, LLaMA, CLIP and SigLIP are created, run
+ *         and released; then the DiT is created, samples every section and is released when the request
+ *         ends (also on a failure or a cancel). The VAE stays. DiT and LLaMA with 8-bit weight-only
  *         MatMulNBits; VAE spatial tiling. FramePack's low-VRAM mode without its per-layer CPU streaming.
+ *         Re-creating the DiT costs a few seconds per request (logged as "DiT created in ..."). Setup
+ *         creates each network once and releases the per-request ones, so a broken checkpoint fails there.
  *   cpu   everything on the CPU in float32 (the parity path; slow for real sizes).
  *
+ * Why the DiT is released between requests: ONNX Runtime's CUDA memory arena of a session only grows (by the
+ * end of a request the DiT's holds several GiB of activations) and, from Node, it can neither be configured
+ * nor shrunk (the binding passes only the device id). Releasing the session is the one way to give that
+ * memory back, so the next request's LLaMA never shares the device with a grown DiT arena.
+ *
  * Environment: FRAMEPACK_PLACEMENT=auto|high|low|cpu, FRAMEPACK_EP=auto|cuda|cpu|webgpu,
+ * FRAMEPACK_VAE_TILING=auto|on|off (the VAE's spatial tiling; auto: on in low only),
  * FRAMEPACK_DEVICE_ID=<n> (the CUDA / WebGPU device, counted as CUDA counts them, i.e. after
  * CUDA_VISIBLE_DEVICES).
  */
@@ -28,19 +38,41 @@ export type PlacementPolicy = 'high' | 'low' | 'cpu';
 export const HIGH_MIN_FREE_MIB = 88 * 1024;
 
 /**
- * Free VRAM for `low`: measured peak 24.4 GiB on the first request and 30.6 GiB from the second (the encoders
- * are re-created after the DiT's and the VAE's memory pools have grown; ORT's CUDA arena does not shrink).
- * Below this the CPU is the only safe choice.
+ * Free VRAM for `low`. Set when the DiT stayed created between requests: the peak was 24.4 GiB on the first
+ * request and 30.6 GiB from the second, when LLaMA was created again beside the DiT's grown arena. The DiT is
+ * now released at the end of each request, so no encoding shares the device with it; the value is kept
+ * until the peak is measured again. Below it the CPU is the only safe choice.
  */
 export const LOW_MIN_FREE_MIB = 32 * 1024;
+
+/**
+ * How long a network's sessions live.
+ *   resident     kept from setup (the VAE's: from first use) until shutdown.
+ *   per-request  created when a request reaches the network and released when its work is done: the
+ *                encoders once the prompt and image conditioning exist, the DiT when the request ends.
+ *                Per-request encoders and a per-request DiT never exist at the same time.
+ */
+export type Lifetime = 'resident' | 'per-request';
+
+export interface NetworkLifetimes {
+  /** LLaMA, CLIP and SigLIP */
+  encoders: Lifetime;
+  dit: Lifetime;
+  /**
+   * About 0.5 GiB of weights, but cuDNN's exhaustive convolution search sizes its workspaces from the free
+   * device memory (90% of it) and the session's arena keeps what it grew to: a resident VAE holds on to
+   * whatever was free at its first decode. Per-request, its sessions are released after the encoding and
+   * again after the decodes, and each request pays the search again (a few seconds).
+   */
+  vae: Lifetime;
+}
 
 export interface Placement {
   policy: PlacementPolicy;
   ep: ExecutionProvider;
   deviceId: number;
   gpu?: GpuInfo;
-  /** Sessions stay created between predictions. */
-  resident: boolean;
+  lifetime: NetworkLifetimes;
   /** 8-bit weight-only quantization of the two large networks. */
   quantize: { dit?: 8; llama?: 8 };
   vaeTiling: boolean;
@@ -61,6 +93,13 @@ function parsePolicy(value: string | undefined): PlacementPolicy | 'auto' {
   const v = (value ?? 'auto').trim().toLowerCase() || 'auto';
   if (v === 'auto' || v === 'high' || v === 'low' || v === 'cpu') return v;
   throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_PLACEMENT', value, allowed: 'auto, high, low, cpu' });
+}
+
+function parseTiling(value: string | undefined): boolean | undefined {
+  const v = (value ?? 'auto').trim().toLowerCase() || 'auto';
+  if (v === 'auto') return undefined;
+  if (v === 'on' || v === 'off') return v === 'on';
+  throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_VAE_TILING', value, allowed: 'auto, on, off' });
 }
 
 function parseDeviceId(value: string | undefined): number | undefined {
@@ -85,22 +124,32 @@ function policyFor(free: number): PlacementPolicy {
   return free >= HIGH_MIN_FREE_MIB ? 'high' : free >= LOW_MIN_FREE_MIB ? 'low' : 'cpu';
 }
 
+const ALL_RESIDENT: NetworkLifetimes = { encoders: 'resident', dit: 'resident', vae: 'resident' };
+const ONE_LARGE_AT_A_TIME: NetworkLifetimes = { encoders: 'per-request', dit: 'per-request', vae: 'per-request' };
+
 function build(policy: PlacementPolicy, ep: ExecutionProvider, deviceId: number, gpu: GpuInfo | undefined, reason: string): Placement {
   if (policy === 'cpu' || ep === 'cpu') {
-    return { policy: 'cpu', ep: 'cpu', deviceId: 0, resident: true, quantize: {}, vaeTiling: false,
+    return { policy: 'cpu', ep: 'cpu', deviceId: 0, lifetime: { ...ALL_RESIDENT }, quantize: {}, vaeTiling: false,
       precision: { dit: 'float32', encoders: 'float32', vae: 'float32' }, reason };
   }
   // WebGPU has no bfloat16 and the DiT gives NaN in float16, so its DiT stays in float32 there.
   const dit: Precision = ep === 'cuda' ? 'bfloat16' : 'float32';
   const low = policy === 'low';
-  return { policy, ep, deviceId, gpu, resident: !low, quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low,
-    precision: { dit, encoders: 'float16', vae: 'float16' }, reason };
+  return { policy, ep, deviceId, gpu, lifetime: { ...(low ? ONE_LARGE_AT_A_TIME : ALL_RESIDENT) },
+    quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low, precision: { dit, encoders: 'float16', vae: 'float16' }, reason };
 }
 
 const mib = (n: number) => `${(n / 1024).toFixed(1)} GiB`;
 
 export async function choosePlacement(inputs: PlacementInputs = {}): Promise<Placement> {
   const env = inputs.env ?? process.env;
+  const tiling = parseTiling(env.FRAMEPACK_VAE_TILING);
+  const p = await choosePolicy(inputs, env);
+  if (tiling === undefined || tiling === p.vaeTiling) return p;
+  return { ...p, vaeTiling: tiling, reason: `${p.reason}; FRAMEPACK_VAE_TILING=${tiling ? 'on' : 'off'}` };
+}
+
+async function choosePolicy(inputs: PlacementInputs, env: NodeJS.ProcessEnv): Promise<Placement> {
   const forced = parsePolicy(env.FRAMEPACK_PLACEMENT);
   const request = parseProviderRequest(env.FRAMEPACK_EP);
   if (request === null) throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_EP', value: env.FRAMEPACK_EP, allowed: 'auto, cuda, cpu, webgpu' });
@@ -150,7 +199,7 @@ export async function choosePlacement(inputs: PlacementInputs = {}): Promise<Pla
 export function describePlacement(p: Placement): string {
   const device = p.ep === 'cpu' ? 'cpu' : `${p.ep}:${p.deviceId}`;
   const what = p.policy === 'high' ? 'every session resident'
-    : p.policy === 'low' ? 'encoders loaded in turn, 8-bit DiT and LLaMA, VAE tiling'
+    : p.policy === 'low' ? 'encoders then DiT created per request, 8-bit DiT and LLaMA, VAE tiling'
       : 'float32 on the CPU';
   return `placement: ${p.policy} on ${device} (${what}; DiT ${p.precision.dit}, encoders ${p.precision.encoders}): ${p.reason}`;
 }

@@ -12,12 +12,14 @@ import { float32ToFloat16 } from '../../src/onnx/half.js';
 
 const f32 = (dims: number[], fill = 0): HostTensor => ({ dtype: 'float32', dims, data: new Float32Array(dims.reduce((a, b) => a * b, 1)).fill(fill) });
 
-function fakeNets(events: string[], opts: { abortAt?: { section: number; step: number; ac: AbortController } } = {}) {
+function fakeNets(events: string[], opts: { abortAt?: { section: number; step: number; ac: AbortController }; decodeAfterSampling?: boolean } = {}) {
   const sections: SectionInputs[] = [];
   const firstInputs: Float32Array[] = [];
   let closed = 0;
   const nets: FramePackNets = {
     halfPrecision: false,
+    decodeAfterSampling: opts.decodeAfterSampling,
+    async samplingDone() { events.push('sampling-done'); },
     sigLip: SIGLIP_384,
     async encodePrompt(prompt) {
       events.push(`prompt:${prompt}`);
@@ -36,7 +38,8 @@ function fakeNets(events: string[], opts: { abortAt?: { section: number; step: n
     async decodeLatents(z) {
       const [, , T, h, w] = z.dims;
       events.push(`decode:${T}`);
-      return f32([1, 3, 4 * (T - 1) + 1, 8 * h, 8 * w], 0.25);
+      // pixels that depend on the latents decoded: the first value, clamped into [-1, 1]
+      return f32([1, 3, 4 * (T - 1) + 1, 8 * h, 8 * w], Math.max(-1, Math.min(1, (z.data as Float32Array)[0] / 4)));
     },
     async section(inputs) {
       sections.push(inputs);
@@ -76,7 +79,7 @@ test('stages run in order; every section gets its plan, history and the shared c
   assert.equal(r.sections, 4);
   assert.equal(r.pixels.frameCount, 33);
   assert.deepEqual(events, ['prompt:a cat', 'vae-encode:1x3x1x544x704', 'siglip:1x3x384x384',
-    'section:0', 'decode:2', 'section:1', 'decode:4', 'section:2', 'decode:4', 'section:3', 'decode:5']);
+    'section:0', 'decode:2', 'section:1', 'decode:4', 'section:2', 'decode:4', 'section:3', 'decode:5', 'sampling-done']);
   assert.deepEqual(f.sections.map((s) => s.plan.padding), [3, 2, 1, 0]);
   assert.equal(f.sections[0].negative, null, 'cfg 1: no negative conditioning');
   assert.equal(f.sections[0].guidance, 10000);
@@ -130,4 +133,17 @@ test('a cancel stops within the step and frees the section', async () => {
   assert.equal(f.closed(), 2, 'the aborted section was closed too');
   assert.ok(!events.includes('decode:4'), 'nothing decoded after the cancel');
   assert.ok(!logs.includes('section 2/4, step 2/3'));
+});
+
+test('decodeAfterSampling: every section sampled, then samplingDone, then the same decodes and the same frames', async () => {
+  const run = async (decodeAfterSampling: boolean) => {
+    const events: string[] = [];
+    const r = await generate(fakeNets(events, { decodeAfterSampling }).nets, image, params, { signal: new AbortController().signal, log: () => {} });
+    return { events, frames: r.pixels.frames() };
+  };
+  const inline = await run(false), deferred = await run(true);
+  assert.deepEqual(deferred.events.slice(3), ['section:0', 'section:1', 'section:2', 'section:3', 'sampling-done',
+    'decode:2', 'decode:4', 'decode:4', 'decode:5']);
+  assert.ok(new Set(inline.frames).size > 1, 'the fake decode gives frames that differ by section');
+  assert.deepEqual(deferred.frames, inline.frames);
 });

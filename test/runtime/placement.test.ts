@@ -46,22 +46,37 @@ test('a 141 GB GPU with the CUDA provider: high, bf16 DiT, named in the log line
   assert.equal(p.policy, 'high');
   assert.equal(p.ep, 'cuda');
   assert.equal(p.deviceId, 0);
-  assert.equal(p.resident, true);
+  assert.deepEqual(p.lifetime, { encoders: 'resident', dit: 'resident', vae: 'resident' });
   assert.deepEqual(p.quantize, {});
   assert.equal(p.precision.dit, 'bfloat16');
   assert.equal(p.precision.vae, 'float16');
   assert.match(describePlacement(p), /^placement: high on cuda:0 .*NVIDIA H200/);
 });
 
-test('an 80 GB GPU: low (8-bit DiT and LLaMA, VAE tiling, encoders in turn)', async () => {
+test('an 80 GB GPU: low (8-bit DiT and LLaMA, VAE tiling, encoders then DiT created per request)', async () => {
   assert.ok(80959 < HIGH_MIN_FREE_MIB && 80959 >= LOW_MIN_FREE_MIB);
   const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 81559, 80959, 'NVIDIA H100 80GB HBM3') }), cuda: cudaOk });
   assert.equal(p.policy, 'low');
   assert.equal(p.ep, 'cuda');
-  assert.equal(p.resident, false);
+  assert.deepEqual(p.lifetime, { encoders: 'per-request', dit: 'per-request', vae: 'per-request' });
   assert.deepEqual(p.quantize, { dit: 8, llama: 8 });
   assert.equal(p.vaeTiling, true);
   assert.match(describePlacement(p), /placement: low on cuda:0/);
+});
+
+test('FRAMEPACK_VAE_TILING turns the VAE tiling on or off over the policy default; other values fail clearly', async () => {
+  const smi = gpuLine(0, 81559, 80959, 'NVIDIA H100 80GB HBM3');
+  const off = await choosePlacement({ env: env({ FAKE_SMI_OUT: smi, FRAMEPACK_VAE_TILING: 'off' }), cuda: cudaOk });
+  assert.equal(off.policy, 'low');
+  assert.equal(off.vaeTiling, false);
+  assert.match(off.reason, /FRAMEPACK_VAE_TILING=off/);
+  const on = await choosePlacement({ env: env({ FAKE_SMI_OUT: smi, FRAMEPACK_PLACEMENT: 'high', FRAMEPACK_VAE_TILING: 'on' }), cuda: cudaOk });
+  assert.equal(on.policy, 'high');
+  assert.equal(on.vaeTiling, true);
+  const auto = await choosePlacement({ env: env({ FAKE_SMI_OUT: smi, FRAMEPACK_VAE_TILING: 'auto' }), cuda: cudaOk });
+  assert.equal(auto.vaeTiling, true);
+  await assert.rejects(choosePlacement({ env: env({ FAKE_SMI_OUT: smi, FRAMEPACK_VAE_TILING: 'yes' }), cuda: cudaOk }),
+    (err: AppError) => err.code === 'RUNTIME_SETTING_INVALID' && /FRAMEPACK_VAE_TILING/.test(err.message));
 });
 
 test('a busy or small GPU: cpu', async () => {
@@ -69,6 +84,7 @@ test('a busy or small GPU: cpu', async () => {
   assert.equal(p.policy, 'cpu');
   assert.equal(p.ep, 'cpu');
   assert.equal(p.precision.dit, 'float32');
+  assert.deepEqual(p.lifetime, { encoders: 'resident', dit: 'resident', vae: 'resident' });
   assert.match(p.reason, /too little/);
 });
 

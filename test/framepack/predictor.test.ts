@@ -1,0 +1,258 @@
+/**
+ * Network lifetimes of FramePackModels on the fixtures' tiny FramePack (CPU, float32): with per-request
+ * encoders and DiT (the `low` placement's lifetimes on the CPU) each request creates the encoders, releases
+ * them before the DiT is created, uses one DiT for all its sections and releases it when it ends, also when
+ * it fails or is cancelled; a resident placement keeps everything.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { resolveModels, type ModelDirs } from '../../src/hub/resolve.js';
+import type { HostTensor } from '../../src/onnx/safetensors.js';
+import { choosePlacement, type Placement } from '../../src/runtime/placement.js';
+import { terminateWorkers } from '../../src/runtime/session.js';
+import { loadImage, type RgbImage } from '../../src/framepack/image.js';
+import { generate, type FramePackNets, type GenerateParams, type GenerateResult } from '../../src/framepack/pipeline.js';
+import { FramePackModels } from '../../src/framepack/predictor.js';
+import { fixture, tinyModels } from '../fixtures.js';
+
+/** 2 sections of 2 latents, 2 steps, one CFG branch: the shortest request that samples more than one section. */
+const PARAMS: GenerateParams = {
+  prompt: 'a cat on a windowsill', negativePrompt: '', seed: 5, seconds: 0.5, latentWindowSize: 2, steps: 2,
+  cfg: 1, distilledCfg: 10, cfgRescale: 0, teacache: false,
+};
+
+type Created = ReturnType<FramePackModels['created']>;
+
+/** What existed at each network call of one generation. */
+interface Trace {
+  prompt: Created[];
+  image: Created[];
+  velocity: Created[];
+  sections: number;
+}
+
+/**
+ * `models` seen through FramePackNets, recording which networks exist at each call; `failDecode` makes the
+ * first VAE decode throw (after a section has been sampled), `onVelocity` runs before each DiT call.
+ * The VAE decode returns black frames of the right shape: its decode at the bucket size would be most of
+ * each request's CPU time (e2e.test.ts runs it for real); the VAE encode is real.
+ */
+function traced(models: FramePackModels, nets: FramePackNets, trace: Trace,
+  opts: { failDecode?: Error; onVelocity?: () => void; skipEncodingDone?: boolean } = {}): FramePackNets {
+  return {
+    halfPrecision: nets.halfPrecision,
+    sigLip: nets.sigLip,
+    async encodePrompt(prompt, signal) {
+      const r = await nets.encodePrompt(prompt, signal);
+      trace.prompt.push(models.created());
+      return r;
+    },
+    async encodeImage(pixels, signal) {
+      const r = await nets.encodeImage(pixels, signal);
+      trace.image.push(models.created());
+      return r;
+    },
+    encodeLatent: (pixels, signal) => nets.encodeLatent(pixels, signal),
+    async decodeLatents(latents) {
+      if (opts.failDecode) throw opts.failDecode;
+      const [, , T, h, w] = latents.dims;
+      const dims = [1, 3, 4 * (T - 1) + 1, 8 * h, 8 * w];
+      return { dtype: 'float32', dims, data: new Float32Array(dims.reduce((a, b) => a * b, 1)) };
+    },
+    ...(opts.skipEncodingDone ? {} : { encodingDone: () => nets.encodingDone!() }),
+    decodeAfterSampling: nets.decodeAfterSampling,
+    samplingDone: () => nets.samplingDone!(),
+    async section(inputs, signal) {
+      trace.sections++;
+      const m = await nets.section(inputs, signal);
+      return {
+        ...m,
+        velocity: async (x, t, call) => {
+          opts.onVelocity?.();
+          trace.velocity.push(models.created());
+          return m.velocity(x, t, call);
+        },
+      };
+    },
+  };
+}
+
+const newTrace = (): Trace => ({ prompt: [], image: [], velocity: [], sections: 0 });
+const NONE: Created = { textEncoders: false, imageEncoder: false, dit: false };
+const ALL: Created = { textEncoders: true, imageEncoder: true, dit: true };
+
+/** Index of the first log line starting with `prefix`; fails when there is none. */
+function lineOf(logs: string[], prefix: string): number {
+  const i = logs.findIndex((l) => l.startsWith(prefix));
+  assert.ok(i >= 0, `no "${prefix}..." line in:\n${logs.join('\n')}`);
+  return i;
+}
+const count = (logs: string[], prefix: string) => logs.filter((l) => l.startsWith(prefix)).length;
+
+let dirs: ModelDirs;
+let cpu: Placement;
+let image: RgbImage;
+
+before(async () => {
+  dirs = await resolveModels({ models: tinyModels() });
+  cpu = await choosePlacement({ env: { FRAMEPACK_PLACEMENT: 'cpu' } });
+  image = await loadImage(fixture('framepack-tiny', 'cases', 'teacache_cfg1', 'input.png'));
+});
+
+after(async () => {
+  await terminateWorkers();
+});
+
+describe('per-request encoders and DiT', () => {
+  let models: FramePackModels;
+  const setupLogs: string[] = [];
+
+  /** One request through request(); its log lines and what existed at each call. */
+  async function run(opts: Parameters<typeof traced>[3] & { signal?: AbortSignal } = {}) {
+    const logs: string[] = [];
+    const trace = newTrace();
+    const dump: Record<string, HostTensor> = {};
+    let result: GenerateResult | undefined;
+    let error: unknown;
+    try {
+      result = await models.request((l) => logs.push(l), (nets) => generate(traced(models, nets, trace, opts), image, PARAMS,
+        { signal: opts.signal ?? new AbortController().signal, log: (l) => logs.push(l), dump }));
+    } catch (err) {
+      error = err;
+    }
+    return { logs, trace, result, error, dump };
+  }
+
+  before(async () => {
+    models = await FramePackModels.open(dirs, { ...cpu, lifetime: { encoders: 'per-request', dit: 'per-request', vae: 'per-request' } },
+      (l) => setupLogs.push(l));
+  });
+  after(async () => { await models?.release(); });
+
+  test('setup creates every network once and releases the per-request ones, encoders before the DiT is created', () => {
+    const released = lineOf(setupLogs, 'encoders released');
+    assert.ok(lineOf(setupLogs, 'text encoders created in') < released);
+    assert.ok(lineOf(setupLogs, 'SigLIP created in') < released);
+    assert.ok(released < lineOf(setupLogs, 'DiT created in'));
+    assert.ok(lineOf(setupLogs, 'DiT created in') < lineOf(setupLogs, 'DiT released'));
+    assert.match(setupLogs.at(-1)!, /^networks ready in .*encoders and DiT created again for each request/);
+    assert.deepEqual(models.created(), NONE);
+  });
+
+  test('two requests: encoders and VAE encode, then one DiT for all sections, released before the decodes', async () => {
+    const runs = [await run(), await run()];
+    for (const { logs, trace, result, error } of runs) {
+      assert.equal(error, undefined, String(error));
+      assert.equal(result!.sections, 2);
+      assert.equal(trace.sections, 2);
+      // the encoders exist while encoding, the DiT does not
+      assert.deepEqual(trace.prompt, [{ textEncoders: true, imageEncoder: false, dit: false }]);
+      assert.deepEqual(trace.image, [{ textEncoders: true, imageEncoder: true, dit: false }]);
+      // every DiT call (2 sections x 2 steps) runs with the encoders gone
+      assert.equal(trace.velocity.length, 4);
+      for (const c of trace.velocity) assert.deepEqual(c, { textEncoders: false, imageEncoder: false, dit: true });
+      // one DiT per request, created after the encoders were released, released when the request ended
+      assert.equal(count(logs, 'DiT created in'), 1);
+      assert.equal(count(logs, 'DiT released'), 1);
+      assert.ok(lineOf(logs, 'text encoders created in') < lineOf(logs, 'encoders released'));
+      assert.ok(lineOf(logs, 'encoders released') < lineOf(logs, 'DiT created in'));
+      // the VAE's encoder sessions are released with the encoders
+      assert.equal(count(logs, 'VAE released'), 1);
+      assert.ok(lineOf(logs, 'start latent in') < lineOf(logs, 'VAE released'));
+      assert.ok(lineOf(logs, 'VAE released') < lineOf(logs, 'DiT created in'));
+      // every section is sampled, then the DiT is released, then the sections are decoded
+      assert.ok(lineOf(logs, 'section 2/2 sampled') < lineOf(logs, 'DiT released'));
+      assert.ok(lineOf(logs, 'DiT released') < lineOf(logs, 'section 1/2 decoded'));
+      assert.match(logs.at(-1)!, /^section 2\/2 decoded/);
+    }
+    assert.deepEqual(models.created(), NONE);
+    // a re-created DiT computes what the first one did
+    for (const key of ['section_0_generated_latents', 'section_1_generated_latents']) {
+      assert.deepEqual(runs[1].dump[key].data, runs[0].dump[key].data, key);
+    }
+  });
+
+  test('a failing request releases the DiT; the next request creates it again', async () => {
+    const boom = new Error('decode failed on purpose');
+    const failed = await run({ failDecode: boom });
+    assert.equal(failed.error, boom, 'the request fails with its own error');
+    assert.equal(failed.trace.sections, 2, 'decoding starts once every section is sampled');
+    assert.ok(failed.trace.velocity.length > 0);
+    assert.equal(failed.logs.at(-1), 'DiT released');
+    assert.deepEqual(models.created(), NONE);
+
+    const next = await run();
+    assert.equal(next.error, undefined, String(next.error));
+    assert.equal(count(next.logs, 'DiT created in'), 1);
+    assert.deepEqual(models.created(), NONE);
+  });
+
+  test('a cancelled request releases the DiT; the next request creates it again', async () => {
+    const controller = new AbortController();
+    const cancelled = await run({ signal: controller.signal, onVelocity: () => controller.abort() });
+    assert.equal((cancelled.error as Error)?.name, 'AbortError', String(cancelled.error));
+    assert.equal(cancelled.trace.velocity.length, 1);
+    assert.equal(count(cancelled.logs, 'DiT created in'), 1);
+    assert.equal(cancelled.logs.at(-1), 'DiT released');
+    assert.deepEqual(models.created(), NONE);
+
+    const next = await run();
+    assert.equal(next.error, undefined, String(next.error));
+    assert.equal(count(next.logs, 'DiT created in'), 1);
+  });
+
+  test('a cancel during encoding releases the encoders and never creates the DiT', async () => {
+    const controller = new AbortController();
+    const logs: string[] = [];
+    const trace = newTrace();
+    await assert.rejects(models.request((l) => logs.push(l), (nets) => {
+      const spy = traced(models, nets, trace);
+      return generate({ ...spy, encodePrompt: async (p, s) => { const r = await spy.encodePrompt(p, s); controller.abort(); return r; } },
+        image, PARAMS, { signal: controller.signal, log: (l) => logs.push(l) });
+    }), { name: 'AbortError' });
+    assert.deepEqual(trace.prompt, [{ textEncoders: true, imageEncoder: false, dit: false }]);
+    assert.equal(count(logs, 'encoders released'), 1);
+    assert.equal(count(logs, 'DiT created in'), 0);
+    assert.deepEqual(models.created(), NONE);
+  });
+
+  test('without request() and encodingDone(), creating the DiT still releases the encoders first', async () => {
+    const logs: string[] = [];
+    const trace = newTrace();
+    const r = await models.request((l) => logs.push(l), (nets) =>
+      generate(traced(models, nets, trace, { skipEncodingDone: true }), image, PARAMS, { signal: new AbortController().signal, log: (l) => logs.push(l) }));
+    assert.equal(r.sections, 2);
+    assert.ok(lineOf(logs, 'encoders released') < lineOf(logs, 'DiT created in'));
+    for (const c of trace.velocity) assert.deepEqual(c, { textEncoders: false, imageEncoder: false, dit: true });
+
+    // generate() on the object itself (no request scope): samplingDone() still frees the DiT before decoding
+    await generate(traced(models, models, newTrace()), image, PARAMS, { signal: new AbortController().signal, log: () => {} });
+    assert.deepEqual(models.created(), NONE);
+    const next = newTrace();
+    await traced(models, models, next).encodePrompt('next prompt', new AbortController().signal);
+    assert.deepEqual(next.prompt, [{ textEncoders: true, imageEncoder: false, dit: false }]);
+    await models.endRequest();
+    assert.deepEqual(models.created(), NONE);
+  });
+});
+
+describe('resident placement', () => {
+  test('every network is created at setup and kept across requests', async () => {
+    const setupLogs: string[] = [];
+    const models = await FramePackModels.open(dirs, cpu, (l) => setupLogs.push(l));
+    try {
+      assert.deepEqual(models.created(), ALL);
+      assert.equal(count(setupLogs, 'DiT created in'), 0);
+      const logs: string[] = [];
+      const trace = newTrace();
+      await models.request((l) => logs.push(l), (nets) =>
+        generate(traced(models, nets, trace), image, PARAMS, { signal: new AbortController().signal, log: (l) => logs.push(l) }));
+      for (const c of [...trace.prompt, ...trace.image, ...trace.velocity]) assert.deepEqual(c, ALL);
+      assert.deepEqual(models.created(), ALL);
+      assert.equal(count(logs, 'DiT created in') + count(logs, 'DiT released') + count(logs, 'encoders released'), 0);
+    } finally {
+      await models.release();
+    }
+    assert.deepEqual(models.created(), NONE);
+  });
+});
