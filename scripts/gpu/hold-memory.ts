@@ -22,7 +22,8 @@ async function main(): Promise<void> {
   if (!Number.isFinite(gib) || gib < 1) throw new Error('--gib must be a number >= 1');
   const g = new Graph({ name: 'hold_memory', precision: 'float16' });
   const s = g.cast(g.input('s', 'float32', [1]));
-  const parts = Array.from({ length: Math.max(1, gib - 1) }, () => g.op('Expand', [s, g.ints([GIB_ELEMENTS])], {}, { shape: [GIB_ELEMENTS] })[0]);
+  // distinct inputs: identical Expand nodes would be merged into one by common-subexpression elimination
+  const parts = Array.from({ length: Math.max(1, gib - 1) }, (_, i) => g.op('Expand', [g.add(s, i), g.ints([GIB_ELEMENTS])], {}, { shape: [GIB_ELEMENTS] })[0]);
   const total = g.op('Sum', parts, {}, { shape: [GIB_ELEMENTS] })[0]; // (1 GiB) alive with its inputs
   g.output(g.op('ReduceMax', [g.cast(total, 'float32')], { keepdims: 0 }, { shape: [] })[0], 'max');
   const session = await Session.create(g.toModel(), { ep: 'cuda', deviceId: Number(values['device-id']) });

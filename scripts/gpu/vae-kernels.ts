@@ -43,6 +43,7 @@ const OPS: Record<string, Build> = {
   silu: (g, x) => g.silu(x),
   pad: (g, x) => g.pad(x, [0, 0, 2, 1, 1, 0, 0, 0, 1, 1], 'edge'),
   padconcat: (g, x) => g.replicatePad(g.replicatePad(g.replicatePad(x, 2, 2, 0), 3, 1, 1), 4, 1, 1),
+  pad4d: (g, x, T) => g.reshape(g.pad(g.reshape(g.replicatePad(x, 2, 2, 0), [1, -1, H, W]), [0, 0, 1, 1, 0, 0, 1, 1], 'edge'), [1, C, T + 2, H + 2, W + 2]),
   conv: (g, x) => g.causalConv3d(x, randomConst(g, C * C * 27, [C, C, 3, 3, 3], 0.02), null),
   groupnorm: (g, x) => g.groupNorm(x, G, null, null, EPS),
   resize: (g, x, T) => g.resize(halfInput(g, x, T), { scales: [1, 1, 2, 2, 2], mode: 'nearest' }),

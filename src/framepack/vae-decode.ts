@@ -190,8 +190,9 @@ export class Vae {
     if (T > 16) throw new Error(`VAE encode: ${T} frames would need temporal tiled encoding, which FramePack never uses`);
     let moments: HostTensor;
     if (this.opts.spatialTiling && encodeNeedsSpatialTiling(H, W)) {
-      moments = await this.stitchTiles(encodeSpatialPlan(H, W),
-        (r, c, n) => crop5(x, 0, T, r, Math.min(r + n, H), c, Math.min(c + n, W)), (tile) => this.encodeChunk(tile, signal));
+      const plan = encodeSpatialPlan(H, W);
+      const tiles = await runByShape(tilesOf(plan, H, W), (t) => this.encodeChunk(crop5(x, 0, T, t.y0, t.y1, t.x0, t.x1), signal));
+      moments = await this.stitch(plan, tiles);
     } else {
       moments = await this.encodeChunk(crop5(x, 0, T, 0, H, 0, W), signal); // a copy: the caller keeps x
     }
@@ -225,16 +226,30 @@ export class Vae {
     if (B !== 1 || L !== this.config.latentChannels || z.dims.length !== 5) throw new Error(`VAE decode: expected (1, ${this.config.latentChannels}, T, h, w), got (${z.dims.join(', ')})`);
     if (T < 1 || h < 1 || w < 1) throw new Error(`VAE decode: empty latent (${z.dims.join(', ')})`);
     const windows = temporalTiling ? temporalWindows(T) : [[0, T] as [number, number]];
-    if (windows.length === 1) return this.decodeWindow(z, 0, T, divisor, signal);
+    const tiled = this.opts.spatialTiling && decodeNeedsSpatialTiling(h, w);
+    const plan = decodeSpatialPlan(h, w);
+    // Every window's spatial tiles are decoded up front, grouped by shape (runByShape), then stitched in
+    // order: the host holds them all meanwhile (about 1.3 GB of float32 for a section at the 640 bucket).
+    const skipped = (t0: number, t1: number) => windows.length > 1 && t1 - t0 === 1;
+    const tiles = tiled
+      ? await runByShape(windows.flatMap(([t0, t1]) => (skipped(t0, t1) ? [] : tilesOf(plan, h, w).map((t) => ({ ...t, t0, t1 })))),
+        (t) => this.decodeChunk(crop5(z, t.t0, t.t1, t.y0, t.y1, t.x0, t.x1, divisor), signal))
+      : [];
+    const perWindow = plan.rows.length * plan.cols.length;
+    let next = 0;
+    const decodeWindow = async (t0: number, t1: number): Promise<HostTensor> => {
+      if (!tiled) return this.decodeChunk(crop5(z, t0, t1, 0, h, 0, w, divisor), signal);
+      next += perWindow;
+      return this.stitch(plan, tiles.slice(next - perWindow, next));
+    };
+    if (windows.length === 1) return decodeWindow(0, T);
     const s = this.config.spatialCompression, C = this.config.outChannels;
     const key = this.stitcher.newKey();
     await this.stitcher.openTemporal(key, C, T, h * s, w * s);
     try {
       for (const [i, [t0, t1]] of windows.entries()) {
         // a trailing 1-latent window decodes to 1 frame, which the tiling drops: only its slot matters
-        const tile = t1 - t0 === 1
-          ? f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s))
-          : await this.decodeWindow(z, t0, t1, divisor, signal);
+        const tile = skipped(t0, t1) ? f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s)) : await decodeWindow(t0, t1);
         await this.stitcher.push(key, i, tile);
       }
       return await this.stitcher.finish(key);
@@ -244,29 +259,12 @@ export class Vae {
     }
   }
 
-  /** Latent frames [t0, t1) decoded at once (diffusers `tiled_decode` when spatial tiling applies, else the decoder). */
-  private async decodeWindow(z: HostTensor, t0: number, t1: number, divisor: number, signal?: AbortSignal): Promise<HostTensor> {
-    const [, , , h, w] = z.dims;
-    if (!this.opts.spatialTiling || !decodeNeedsSpatialTiling(h, w)) {
-      return this.decodeChunk(crop5(z, t0, t1, 0, h, 0, w, divisor), signal);
-    }
-    return this.stitchTiles(decodeSpatialPlan(h, w),
-      (r, c, n) => crop5(z, t0, t1, r, Math.min(r + n, h), c, Math.min(c + n, w), divisor), (tile) => this.decodeChunk(tile, signal));
-  }
-
-  /**
-   * Runs `run` on every spatial tile of `plan` (cut by `tileAt(row, col, tileSize)`) and returns what the
-   * stitching worker blends them into; the worker's state is dropped if anything fails.
-   */
-  private async stitchTiles(plan: SpatialPlan, tileAt: (r: number, c: number, size: number) => HostTensor,
-    run: (tile: HostTensor) => Promise<HostTensor>): Promise<HostTensor> {
+  /** Blends the spatial tiles of `plan` (row-major) in the stitching worker; its state is dropped on failure. */
+  private async stitch(plan: SpatialPlan, tiles: HostTensor[]): Promise<HostTensor> {
     const key = this.stitcher.newKey();
     await this.stitcher.openSpatial(key, plan);
     try {
-      let i = 0;
-      for (const r of plan.rows) {
-        for (const c of plan.cols) await this.stitcher.push(key, i++, await run(tileAt(r, c, plan.tile)));
-      }
+      for (const [i, tile] of tiles.entries()) await this.stitcher.push(key, i, tile);
       return await this.stitcher.finish(key);
     } catch (err) {
       await this.stitcher.drop(key).catch(() => {});
@@ -288,6 +286,26 @@ export class Vae {
     await Promise.all(all.map(async (p) => { try { await (await p).release(); } catch { /* creation failed: nothing to free */ } }));
     await this.stitcher.close();
   }
+}
+
+/** The spatial tiles of `plan` over an (h, w) input, row-major: input rows [y0, y1) and columns [x0, x1). */
+function tilesOf(plan: SpatialPlan, h: number, w: number): Array<{ y0: number; y1: number; x0: number; x1: number }> {
+  return plan.rows.flatMap((y0) => plan.cols.map((x0) => ({ y0, y1: Math.min(y0 + plan.tile, h), x0, x1: Math.min(x0 + plan.tile, w) })));
+}
+
+/**
+ * Runs `run` on every job, one input shape after the other, and returns the results in job order. On the
+ * CUDA EP a VAE run whose input shape differs from the same session's previous run took ~1 s at the 640
+ * bucket, whatever the tile's size, against 0.05-0.1 s when the shape repeats; row-major order changes the
+ * shape at 3 of every 4 tiles, this order once per distinct shape.
+ */
+export async function runByShape<J extends { y0: number; y1: number; x0: number; x1: number; t0?: number; t1?: number }>(
+  jobs: J[], run: (job: J) => Promise<HostTensor>): Promise<HostTensor[]> {
+  const shape = (j: J) => `${(j.t1 ?? 0) - (j.t0 ?? 0)}x${j.y1 - j.y0}x${j.x1 - j.x0}`;
+  const order = jobs.map((_, i) => i).sort((a, b) => (shape(jobs[a]) < shape(jobs[b]) ? -1 : shape(jobs[a]) > shape(jobs[b]) ? 1 : a - b));
+  const out: HostTensor[] = new Array(jobs.length);
+  for (const i of order) out[i] = await run(jobs[i]);
+  return out;
 }
 
 /** DiagonalGaussianDistribution of (1, 2L, t, h, w) moments: mean = first L channels, std from the logvar half. */

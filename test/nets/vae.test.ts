@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
-import { Vae } from '../../src/framepack/vae-decode.js';
+import { runByShape, Vae } from '../../src/framepack/vae-decode.js';
 import { blend, block, decodeSpatialPlan, pixelFrames, temporalWindows, TemporalStitcher } from '../../src/framepack/vae-tiling.js';
 import { fixture, tinyModels } from '../fixtures.js';
 import { relL2 } from '../numerics.js';
@@ -194,6 +194,14 @@ function wave(dims: number[], f: number, amp: number): HostTensor {
 }
 
 describe('VAE spatial tiling (low-VRAM mode)', () => {
+  it('runByShape runs one tile shape after the other and returns the results in tile order', async () => {
+    const jobs = [[0, 32, 0, 32], [0, 32, 24, 28], [24, 32, 0, 32], [24, 32, 24, 28], [0, 32, 0, 32]].map(([y0, y1, x0, x1], i) => ({ y0, y1, x0, x1, i }));
+    const ran: number[] = [];
+    const out = await runByShape(jobs, async (j) => { ran.push(j.i); return { dtype: 'float32', dims: [1], data: Float32Array.of(j.i) }; });
+    assert.deepEqual(ran, [0, 4, 1, 2, 3]); // 32x32 twice, then 32x4, 8x32, 8x4
+    assert.deepEqual(out.map((t) => (t.data as Float32Array)[0]), [0, 1, 2, 3, 4]);
+  });
+
   let plain: Vae, tiled: Vae;
   before(async () => {
     plain = await Vae.load(vaeDir(), { ep: 'cpu', precision: 'float32' });

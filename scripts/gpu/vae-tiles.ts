@@ -1,0 +1,39 @@
+/**
+ * Where a spatially tiled VAE decode spends its time: decodes one section (18 latents at the 640x608 bucket)
+ * with spatial tiling, twice (the first run includes session creation and cuDNN's algorithm search), and
+ * prints the second run's session runs grouped by session and input shape: count, total and mean seconds.
+ *
+ *   node dist/scripts/gpu/vae-tiles.js [--vae bench/tmp/full/vae] [--ep cuda] [--tiling on|off]
+ */
+import { parseArgs } from 'node:util';
+import { Vae } from '../../src/framepack/vae-decode.js';
+import { Session, terminateWorkers } from '../../src/runtime/session.js';
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { vae: { type: 'string', default: 'bench/tmp/full/vae' }, ep: { type: 'string', default: 'cuda' }, tiling: { type: 'string', default: 'on' } } });
+  const runs: Array<{ key: string; s: number }> = [];
+  const run = Session.prototype.run;
+  Session.prototype.run = async function (this: Session, feeds, opts) {
+    const key = `${this.name} ${Object.values(feeds).map((t) => t.dims.join('x')).join(' ')}`;
+    const t0 = performance.now();
+    try { return await run.call(this, feeds, opts); } finally { runs.push({ key, s: (performance.now() - t0) / 1000 }); }
+  };
+  const vae = await Vae.load(values.vae!, { ep: values.ep as 'cuda' | 'cpu', precision: values.ep === 'cpu' ? 'float32' : 'float16', spatialTiling: values.tiling === 'on' });
+  const n = 16 * 18 * 80 * 76;
+  const z = () => ({ dtype: 'float32' as const, dims: [1, 16, 18, 80, 76], data: Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 0.5) });
+  for (const label of ['first', 'second']) {
+    runs.length = 0;
+    const t0 = performance.now();
+    await vae.decodeLatents(z());
+    const total = (performance.now() - t0) / 1000;
+    const by = new Map<string, { count: number; s: number }>();
+    for (const r of runs) { const e = by.get(r.key) ?? { count: 0, s: 0 }; e.count++; e.s += r.s; by.set(r.key, e); }
+    const inRuns = runs.reduce((a, r) => a + r.s, 0);
+    console.log(`${label} decode: ${total.toFixed(2)} s, of which session runs ${inRuns.toFixed(2)} s (${runs.length} runs)`);
+    for (const [key, e] of [...by].sort((a, b) => b[1].s - a[1].s)) console.log(`  ${e.s.toFixed(2)} s  ${e.count} x ${(e.s / e.count).toFixed(3)} s  ${key}`);
+  }
+  await vae.release();
+  await terminateWorkers();
+}
+
+main().catch((err) => { console.error(err); process.exit(1); });
