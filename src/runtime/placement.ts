@@ -31,19 +31,19 @@ export type PlacementPolicy = 'high' | 'low' | 'cpu';
 
 /**
  * Free VRAM for `high`, from the H100 measurements in bench/results: with every network resident the
- * sessions hold 39.6 GiB, a DiT forward at the 640 bucket brings the device to 48.1 GiB and the untiled VAE
- * decode of one section needs another 37.6 GiB on its own, so `high` needs ~86 GiB plus headroom: an H200
- * (139 GiB) qualifies, an 80 GB H100 (79 GiB free) runs `low`.
+ * sessions hold 39.6 GiB and a DiT forward at the 640 bucket brings the device to 48.1 GiB; the untiled VAE
+ * decode of a section then ran out of memory with the remaining ~31 GiB (alone it fails within 24 GiB too:
+ * cuDNN's exhaustive algorithm search sizes its workspaces from free memory and the arena keeps them). So
+ * `high` needs well over 80 GB: an H200 (139 GiB) qualifies, an 80 GB H100 (79 GiB free) runs `low`.
  */
 export const HIGH_MIN_FREE_MIB = 88 * 1024;
 
 /**
- * Free VRAM for `low`. Set when the DiT stayed created between requests: the peak was 24.4 GiB on the first
- * request and 30.6 GiB from the second, when LLaMA was created again beside the DiT's grown arena. The DiT is
- * now released at the end of each request, so no encoding shares the device with it; the value is kept
- * until the peak is measured again. Below it the CPU is the only safe choice.
+ * Free VRAM for `low`: the whole default request ran on an H100 with all but 19.5 GiB held by another process,
+ * peaking at 17.4 GiB (the 8-bit DiT's stage: 17.9 GiB in the benchmark; LLaMA 10.1 GiB, the tiled VAE decode
+ * 10.6 GiB). Below this the CPU is the only safe choice.
  */
-export const LOW_MIN_FREE_MIB = 32 * 1024;
+export const LOW_MIN_FREE_MIB = 20 * 1024;
 
 /**
  * How long a network's sessions live.
