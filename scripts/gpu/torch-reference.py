@@ -3,21 +3,14 @@
 Run on the GPU machine (its python3 has torch):  python3 scripts/gpu/torch-reference.py"""
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from cuda_timer import median_ms
 
 N, D, H, F = 17500 + 769, 3072, 24, 12288
 dev, dt = 'cuda', torch.bfloat16
 
 
-def bench(fn, reps=10):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ts = []
-    for _ in range(reps):
-        a.record(); fn(); b.record(); torch.cuda.synchronize(); ts.append(a.elapsed_time(b))
-    ts.sort()
-    return ts[len(ts) // 2]
+def bench(fn):
+    return median_ms(fn, reps=10)
 
 
 x = torch.randn(N, D, device=dev, dtype=dt)

@@ -4,21 +4,15 @@ runs. Run on the GPU machine (its python3 has torch):  python3 scripts/gpu/vae-t
 import sys
 import torch
 import torch.nn.functional as F
+from cuda_timer import median_ms
 
 C, H, W, G = 128, 640, 608, 32
 T = int(sys.argv[1]) if len(sys.argv) > 1 else 33
 dev, dt = 'cuda', torch.float16
 
 
-def bench(fn, reps=3):
-    fn()
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    ts = []
-    for _ in range(reps):
-        a.record(); fn(); b.record(); torch.cuda.synchronize(); ts.append(a.elapsed_time(b))
-    ts.sort()
-    return ts[len(ts) // 2] / 1000
+def bench(fn):
+    return median_ms(fn, reps=3, warmup=1) / 1000
 
 
 with torch.no_grad():

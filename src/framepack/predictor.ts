@@ -97,11 +97,12 @@ export class FramePackModels implements FramePackNets {
       await models.release();
       throw err;
     }
-    const { encoders, dit } = placement.lifetime;
-    const perRequest = [encoders === 'per-request' ? 'encoders' : '', dit === 'per-request' ? 'DiT' : ''].filter(Boolean);
+    const { encoders, dit, vae: vaeLifetime } = placement.lifetime;
+    const perRequest = [encoders === 'per-request' ? 'encoders' : '', dit === 'per-request' ? 'DiT' : '', vaeLifetime === 'per-request' ? 'VAE' : '']
+      .filter(Boolean);
     log(`networks ready in ${since(t0)} (${placement.policy}: ${placement.ep}, ` +
       `DiT ${placement.precision.dit}, encoders ${placement.precision.encoders}, VAE ${placement.precision.vae}` +
-      `${perRequest.length ? `; ${perRequest.join(' and ')} created again for each request` : ''})`);
+      `${perRequest.length ? `; ${perRequest.join(', ')} created again for each request` : ''})`);
     return models;
   }
 
@@ -132,7 +133,7 @@ export class FramePackModels implements FramePackNets {
     if (this.placement.lifetime.vae === 'per-request') await this.releaseVae();
   }
 
-  /** Which of the networks this object creates and releases exist now, or are being created (the VAE is kept). */
+  /** Which of the encoders and the DiT exist now, or are being created (the VAE's sessions: `Vae.active`). */
   created(): { textEncoders: boolean; imageEncoder: boolean; dit: boolean } {
     return { textEncoders: this.text.exists, imageEncoder: this.siglip.exists, dit: this.dit.exists };
   }

@@ -3,18 +3,19 @@
  *
  *   high  every session created once and kept (LLaMA, CLIP, SigLIP, VAE, DiT); VAE decode untiled.
  *         FramePack's own "high_vram" mode.
- *   low   one large network on the device at a time. Per request, LLaMA, CLIP and SigLIP are created, run
- *         and released; then the DiT is created, samples every section and is released when the request
- *         ends (also on a failure or a cancel). The VAE stays. DiT and LLaMA with 8-bit weight-only
- *         MatMulNBits; VAE spatial tiling. FramePack's low-VRAM mode without its per-layer CPU streaming.
- *         Re-creating the DiT costs a few seconds per request (logged as "DiT created in ..."). Setup
- *         creates each network once and releases the per-request ones, so a broken checkpoint fails there.
+ *   low   one large network on the device at a time. Per request, LLaMA, CLIP and SigLIP (and the VAE's
+ *         encode) are created, run and released; then the DiT is created, samples every section and is
+ *         released; then the VAE decodes every section and is released (also on a failure or a cancel).
+ *         DiT and LLaMA with 8-bit weight-only MatMulNBits; VAE spatial tiling. FramePack's low-VRAM mode
+ *         without its per-layer CPU streaming. Re-creating the DiT costs a few seconds per request (logged
+ *         as "DiT created in ..."). Setup creates each network once and releases the per-request ones, so a
+ *         broken checkpoint fails there.
  *   cpu   everything on the CPU in float32 (the parity path; slow for real sizes).
  *
- * Why the DiT is released between requests: ONNX Runtime's CUDA memory arena of a session only grows (by the
- * end of a request the DiT's holds several GiB of activations) and, from Node, it can neither be configured
- * nor shrunk (the binding passes only the device id). Releasing the session is the one way to give that
- * memory back, so the next request's LLaMA never shares the device with a grown DiT arena.
+ * Why sessions are released: ONNX Runtime's CUDA memory arena of a session only grows (by the end of a
+ * request the DiT's holds several GiB of activations, the VAE's whatever cuDNN's algorithm search found
+ * free) and, from Node, it can neither be configured nor shrunk (the binding passes only the device id).
+ * Releasing the session is the one way to give that memory back.
  *
  * Environment: FRAMEPACK_PLACEMENT=auto|high|low|cpu, FRAMEPACK_EP=auto|cuda|cpu|webgpu,
  * FRAMEPACK_VAE_TILING=auto|on|off (the VAE's spatial tiling; auto: on in low only),
@@ -49,8 +50,9 @@ export const LOW_MIN_FREE_MIB = 20 * 1024;
  * How long a network's sessions live.
  *   resident     kept from setup (the VAE's: from first use) until shutdown.
  *   per-request  created when a request reaches the network and released when its work is done: the
- *                encoders once the prompt and image conditioning exist, the DiT when the request ends.
- *                Per-request encoders and a per-request DiT never exist at the same time.
+ *                encoders once the prompt and image conditioning exist, the DiT once every section is
+ *                sampled, the VAE after the encoding and after the decodes (and all of them when the
+ *                request ends). Per-request encoders and a per-request DiT never exist at the same time.
  */
 export type Lifetime = 'resident' | 'per-request';
 
@@ -198,8 +200,9 @@ async function choosePolicy(inputs: PlacementInputs, env: NodeJS.ProcessEnv): Pr
 /** One log line naming the policy and what it implies. */
 export function describePlacement(p: Placement): string {
   const device = p.ep === 'cpu' ? 'cpu' : `${p.ep}:${p.deviceId}`;
-  const what = p.policy === 'high' ? 'every session resident'
-    : p.policy === 'low' ? 'encoders then DiT created per request, 8-bit DiT and LLaMA, VAE tiling'
+  const tiling = p.vaeTiling ? 'VAE tiled' : 'VAE untiled';
+  const what = p.policy === 'high' ? `every session resident; ${tiling}`
+    : p.policy === 'low' ? `encoders, DiT, VAE created per request in turn; 8-bit DiT and LLaMA; ${tiling}`
       : 'float32 on the CPU';
   return `placement: ${p.policy} on ${device} (${what}; DiT ${p.precision.dit}, encoders ${p.precision.encoders}): ${p.reason}`;
 }

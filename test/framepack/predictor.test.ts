@@ -135,7 +135,7 @@ describe('per-request encoders and DiT', () => {
     assert.ok(lineOf(setupLogs, 'SigLIP created in') < released);
     assert.ok(released < lineOf(setupLogs, 'DiT created in'));
     assert.ok(lineOf(setupLogs, 'DiT created in') < lineOf(setupLogs, 'DiT released'));
-    assert.match(setupLogs.at(-1)!, /^networks ready in .*encoders and DiT created again for each request/);
+    assert.match(setupLogs.at(-1)!, /^networks ready in .*encoders, DiT, VAE created again for each request/);
     assert.deepEqual(models.created(), NONE);
   });
 
