@@ -17,6 +17,7 @@
  * FRAMEPACK_MAX_INPUT_BYTES, FRAMEPACK_BODY_LIMIT, FRAMEPACK_READY_FILE.
  */
 import { createLogger } from '../log.js';
+import { terminateWorkers } from '../runtime/session.js';
 import { CogServer, DEFAULT_BODY_LIMIT, DEFAULT_MAX_INPUT_BYTES } from '../server/app.js';
 import { predictorSource } from '../server/predictor-source.js';
 import { COG_VERSION } from '../server/routes.js';
@@ -88,6 +89,8 @@ export async function main(argv: string[]): Promise<number> {
     return 1;
   }
   const code = await server.exited;
+  // A cancelled prediction's last step may still be inside ONNX Runtime: exiting now would abort the process.
+  await terminateWorkers({ graceMs: 10_000 });
   logger.flush();
   // Sessions, workers and keep-alive sockets of a model must not keep a stopped server alive.
   setTimeout(() => process.exit(code), 50).unref();

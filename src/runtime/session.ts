@@ -78,6 +78,7 @@ class DeviceWorker {
   private worker: Worker | null = null;
   private queue: Pending[] = [];
   private inflight: Pending | null = null;
+  private idleWaiters: Array<() => void> = [];
   private nextId = 1;
 
   constructor(readonly key: string) {}
@@ -114,6 +115,7 @@ class DeviceWorker {
     const next = this.queue.shift();
     if (!next) {
       this.worker?.unref(); // idle sessions must not keep the process alive
+      for (const resolve of this.idleWaiters.splice(0)) resolve();
       return;
     }
     this.worker ??= this.start();
@@ -148,11 +150,21 @@ class DeviceWorker {
     const all = [...(this.inflight ? [this.inflight] : []), ...this.queue];
     this.inflight = null;
     this.queue = [];
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
     for (const p of all) {
       if (p.signal && p.onAbort) p.signal.removeEventListener('abort', p.onAbort);
       if (!p.settled) { p.settled = true; p.reject(err instanceof SessionError ? err : new SessionError(`session worker ${this.key} failed: ${err.message}`)); }
     }
     this.generation++;
+  }
+
+  /**
+   * Resolves once nothing runs or waits here. A cancelled run still occupies the worker until ONNX Runtime
+   * returns, and terminating a worker inside a native run aborts the whole process.
+   */
+  idle(): Promise<void> {
+    if (!this.inflight && this.queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   /** bumped when the worker dies, so sessions of an old worker know they are gone */
@@ -180,8 +192,17 @@ function workerFor(ep: ExecutionProvider, deviceId: number): DeviceWorker {
   return w;
 }
 
-/** Stops every session worker (their sessions are lost). For tests and shutdown. */
-export async function terminateWorkers(): Promise<void> {
+/**
+ * Stops every session worker (their sessions are lost). For tests and shutdown. `graceMs` first waits, up to
+ * that long, for runs still inside ONNX Runtime (a cancelled prediction's last step) to return.
+ */
+export async function terminateWorkers({ graceMs = 0 }: { graceMs?: number } = {}): Promise<void> {
+  if (graceMs > 0) {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs); });
+    await Promise.race([Promise.all([...workers.values()].map((w) => w.idle())), timeout]);
+    clearTimeout(timer);
+  }
   await Promise.all([...workers.values()].map((w) => w.terminate()));
   workers.clear();
 }

@@ -129,6 +129,23 @@ describe('Session', () => {
     await s.release();
   });
 
+  test('terminateWorkers with a grace period waits for a cancelled run that is still inside ONNX Runtime', async () => {
+    const s = await Session.create(heavy(), { ep: 'cpu', threads: 1 });
+    let rows = 64;
+    while ((await timeRun(s, rows)) < 300 && rows < 1 << 16) rows *= 2;
+    const ac = new AbortController();
+    const running = s.run({ x: f32([rows, 512], rand(rows * 512, 11)) }, { signal: ac.signal });
+    await new Promise((r) => setTimeout(r, 20));
+    ac.abort();
+    await assert.rejects(running, { name: 'AbortError' });
+    const t0 = performance.now();
+    await terminateWorkers({ graceMs: 30_000 });
+    // the worker was stopped only once the run returned, not at once (nor after the whole grace period)
+    const waited = performance.now() - t0;
+    assert.ok(waited > 100 && waited < 30_000, `terminateWorkers returned after ${waited.toFixed(0)} ms`);
+    await assert.rejects(s.run({ x: f32([1, 512], new Float32Array(512)) }), /terminated|lost|released/);
+  });
+
   test('the event loop stays responsive (< 20 ms stalls) while a worker runs a ~2 s session', async () => {
     // Small input, long compute (like a DiT step): size the chain of layers so one run takes ~2 s here.
     const rows = 256;
