@@ -33,9 +33,10 @@ export type PlacementPolicy = 'high' | 'low' | 'cpu';
 /**
  * Free VRAM for `high`, from the H100 measurements in bench/results: with every network resident the
  * sessions hold 39.6 GiB and a DiT forward at the 640 bucket brings the device to 48.1 GiB; the untiled VAE
- * decode of a section then ran out of memory with the remaining ~31 GiB (alone it fails within 24 GiB too:
- * cuDNN's exhaustive algorithm search sizes its workspaces from free memory and the arena keeps them). So
- * `high` needs well over 80 GB: an H200 (139 GiB) qualifies, an 80 GB H100 (79 GiB free) runs `low`.
+ * decode of a section then ran out of memory in the ~24 GiB left of 72.5 GiB (alone it fails within 24 GiB too:
+ * cuDNN's exhaustive algorithm search sizes its workspaces from free memory and the arena keeps them). A
+ * whole 80 GB card was not shown to be enough, so an H200 (139 GiB) qualifies and an H100 (79 GiB free) runs
+ * `low`.
  */
 export const HIGH_MIN_FREE_MIB = 88 * 1024;
 
