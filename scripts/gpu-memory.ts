@@ -9,6 +9,7 @@
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
+import { probeVram } from '../src/runtime/vram.js';
 
 export interface GpuInfo {
   name: string;
@@ -57,14 +58,9 @@ export function sampleGpuMemory(intervalMs: number): MemorySampler {
   };
 }
 
-/** Free MiB of the first GPU as nvidia-smi reports it; null without nvidia-smi. */
-export function freeMiB(): number | null {
-  try {
-    const v = Number(execFileSync('nvidia-smi', ['--query-gpu=memory.free', '--format=csv,noheader,nounits'], { encoding: 'utf8' }).trim().split('\n')[0]);
-    return Number.isFinite(v) ? v : null;
-  } catch {
-    return null;
-  }
+/** Free MiB of the first GPU (the server's own nvidia-smi probe); null without nvidia-smi. */
+async function freeMiB(): Promise<number | null> {
+  return (await probeVram()).gpus[0]?.freeMiB ?? null;
 }
 
 export interface MemoryLimit {
@@ -79,7 +75,7 @@ export interface MemoryLimit {
  * so that work measured next runs as on a card of that size. Resolves once the memory is held.
  */
 export async function limitDeviceMemory(gib: number, script: string): Promise<MemoryLimit> {
-  const before = freeMiB();
+  const before = await freeMiB();
   if (before === null) throw new Error('--limit-gib needs nvidia-smi');
   const hold = Math.floor(before / 1024 - gib);
   if (hold < 1) return { freeBeforeMiB: before, freeMiB: before, release() {} };
@@ -89,5 +85,5 @@ export async function limitDeviceMemory(gib: number, script: string): Promise<Me
     createInterface({ input: child.stdout! }).on('line', (l) => { if (l.startsWith('holding')) resolve(); });
   });
   child.removeAllListeners('exit');
-  return { freeBeforeMiB: before, freeMiB: freeMiB() ?? before, release() { child.kill('SIGTERM'); } };
+  return { freeBeforeMiB: before, freeMiB: (await freeMiB()) ?? before, release() { child.kill('SIGTERM'); } };
 }

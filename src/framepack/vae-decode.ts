@@ -236,20 +236,18 @@ export class Vae {
         (t) => this.decodeChunk(crop5(z, t.t0, t.t1, t.y0, t.y1, t.x0, t.x1, divisor), signal))
       : [];
     const perWindow = plan.rows.length * plan.cols.length;
-    let next = 0;
-    const decodeWindow = async (t0: number, t1: number): Promise<HostTensor> => {
-      if (!tiled) return this.decodeChunk(crop5(z, t0, t1, 0, h, 0, w, divisor), signal);
-      next += perWindow;
-      return this.stitch(plan, tiles.slice(next - perWindow, next));
-    };
-    if (windows.length === 1) return decodeWindow(0, T);
+    // window i's tiles are tiles[i * perWindow ...]: only a trailing window is ever skipped
+    const decodeWindow = (i: number, t0: number, t1: number): Promise<HostTensor> => tiled
+      ? this.stitch(plan, tiles.slice(i * perWindow, (i + 1) * perWindow))
+      : this.decodeChunk(crop5(z, t0, t1, 0, h, 0, w, divisor), signal);
+    if (windows.length === 1) return decodeWindow(0, 0, T);
     const s = this.config.spatialCompression, C = this.config.outChannels;
     const key = this.stitcher.newKey();
     await this.stitcher.openTemporal(key, C, T, h * s, w * s);
     try {
       for (const [i, [t0, t1]] of windows.entries()) {
         // a trailing 1-latent window decodes to 1 frame, which the tiling drops: only its slot matters
-        const tile = skipped(t0, t1) ? f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s)) : await decodeWindow(t0, t1);
+        const tile = skipped(t0, t1) ? f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s)) : await decodeWindow(i, t0, t1);
         await this.stitcher.push(key, i, tile);
       }
       return await this.stitcher.finish(key);
@@ -301,8 +299,8 @@ function tilesOf(plan: SpatialPlan, h: number, w: number): Array<{ y0: number; y
  */
 export async function runByShape<J extends { y0: number; y1: number; x0: number; x1: number; t0?: number; t1?: number }>(
   jobs: J[], run: (job: J) => Promise<HostTensor>): Promise<HostTensor[]> {
-  const shape = (j: J) => `${(j.t1 ?? 0) - (j.t0 ?? 0)}x${j.y1 - j.y0}x${j.x1 - j.x0}`;
-  const order = jobs.map((_, i) => i).sort((a, b) => (shape(jobs[a]) < shape(jobs[b]) ? -1 : shape(jobs[a]) > shape(jobs[b]) ? 1 : a - b));
+  const keys = jobs.map((j) => `${(j.t1 ?? 0) - (j.t0 ?? 0)}x${j.y1 - j.y0}x${j.x1 - j.x0}`);
+  const order = jobs.map((_, i) => i).sort((a, b) => (keys[a] < keys[b] ? -1 : keys[a] > keys[b] ? 1 : a - b));
   const out: HostTensor[] = new Array(jobs.length);
   for (const i of order) out[i] = await run(jobs[i]);
   return out;
