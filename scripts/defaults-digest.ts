@@ -10,8 +10,10 @@
  *
  * Usage: node dist/scripts/defaults-digest.js [out.json]   (prints the JSON when no file is given)
  */
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { resolveModels } from '../src/hub/resolve.js';
@@ -42,6 +44,14 @@ export function caseInput(name: string): Record<string, unknown> {
   };
 }
 
+/** Where digests were recorded: float32 kernels differ between CPU families, so bytes are compared only on the same kind. */
+export interface DigestOrigin { cpu: string; avx512: boolean; commit?: string }
+
+export function thisMachine(): DigestOrigin {
+  const flags = (() => { try { return readFileSync('/proc/cpuinfo', 'utf8'); } catch { return ''; } })();
+  return { cpu: cpus()[0]?.model.trim() ?? 'unknown', avx512: /\bavx512f\b/.test(flags) };
+}
+
 export const digestCases = (): string[] => readdirSync(fixture('framepack-tiny', 'cases')).sort();
 
 /** Hashes of a run's dump and frames. */
@@ -56,7 +66,7 @@ async function main(): Promise<void> {
   const dirs = await resolveModels({ models: tinyModels() });
   const placement = await choosePlacement({ env: { FRAMEPACK_PLACEMENT: 'cpu' } });
   const models = await FramePackModels.open(dirs, placement, () => {});
-  const out: Record<string, CaseDigest> = {};
+  const cases: Record<string, CaseDigest> = {};
   try {
     for (const name of digestCases()) {
       const dir = fixture('framepack-tiny', 'cases', name);
@@ -69,13 +79,14 @@ async function main(): Promise<void> {
         steps: input.steps as number, cfg: input.cfg_scale as number, distilledCfg: input.distilled_cfg_scale as number,
         cfgRescale: input.cfg_rescale as number, teacache: input.use_teacache as boolean,
       }, { signal: new AbortController().signal, log: () => {}, noise, dump });
-      out[name] = { input, sha256: digestOf(dump, result.pixels.frames()) };
+      cases[name] = { input, sha256: digestOf(dump, result.pixels.frames()) };
     }
   } finally {
     await models.release();
     await terminateWorkers();
   }
-  const json = `${JSON.stringify(out, null, 2)}\n`;
+  const commit = (() => { try { return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim(); } catch { return undefined; } })();
+  const json = `${JSON.stringify({ recorded_on: { ...thisMachine(), commit }, cases }, null, 2)}\n`;
   const file = process.argv[2];
   if (file) await writeFile(resolve(file), json);
   else process.stdout.write(json);
