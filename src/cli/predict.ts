@@ -22,7 +22,7 @@ import { fetchInputFiles } from '../server/input-files.js';
 import { inputComponent, type JsonSchema } from '../server/openapi.js';
 import { predictorSource } from '../server/predictor-source.js';
 import { mimeOf } from '../server/uploads.js';
-import { validateInput } from '../server/validation.js';
+import { schemaIssues, validateInput } from '../server/validation.js';
 import { parseArgs, predictorOptionsFrom } from './flags.js';
 
 const KNOWN = ['input', 'output', 'json', 'predictor'];
@@ -116,8 +116,9 @@ export async function main(argv: string[]): Promise<number> {
     const component = inputComponent(schema);
     const raw = await buildInput(args.all.get('input') ?? [], str('json'), component);
     const { value, issues } = validateInput(component, raw, { denyPrivate: false, allowFileUrls: true });
+    if (issues.length === 0) issues.push(...schemaIssues(schema, value));
     if (issues.length > 0) {
-      process.stderr.write(`The inputs you passed could not be validated:\n${issues.map((i) => ` - ${i.loc.at(-1)}: ${i.msg}`).join('\n')}\n`);
+      process.stderr.write(`The inputs you passed could not be validated:\n${issues.map((i) => ` - ${i.loc.slice(2).join('.')}: ${i.msg}`).join('\n')}\n`);
       return 1;
     }
     predictor ??= await source.load();

@@ -5,10 +5,12 @@
  */
 import { z } from 'zod';
 import { fileInput } from '../predictor.js';
+import { DEFAULT_BLEND_SECTIONS, parseTimedPrompt, PromptSyntaxError } from './timed-prompts.js';
 
 export const inputSchema = z.object({
   input_image: fileInput().describe('The image the video starts from'),
-  prompt: z.string().describe('What should happen in the video'),
+  prompt: z.string().describe('What should happen in the video. Timestamps give parts of the video their own prompt: ' +
+    '"[0s: a cat sits] [2s: the cat jumps]" (FramePack-Studio\'s syntax; [1s-3s: ...] sets an end too)'),
   negative_prompt: z.string().default('').describe('What to avoid (used only when cfg_scale > 1)'),
   seed: z.int().nullable().default(null).describe('Random seed; leave empty for a random one'),
   total_video_length_seconds: z.number().min(1).max(10).default(3).describe('Length of the video in seconds (30 fps)'),
@@ -19,6 +21,16 @@ export const inputSchema = z.object({
   cfg_rescale: z.number().min(0).max(1).default(0).describe('Guidance rescale factor'),
   use_teacache: z.boolean().default(true).describe('Skip transformer blocks when the output barely changes (faster)'),
   mp4_crf: z.int().min(0).max(51).default(23).describe('H.264 quality: lower is better, 0 is lossless; 16 if you get black frames'),
+  prompt_blend_sections: z.int().min(0).max(10).default(DEFAULT_BLEND_SECTIONS)
+    .describe('Timestamped prompts: the section where the prompt changes takes 1/N of the new prompt and the rest of the ' +
+      'previous one (FramePack-Studio\'s blend); 0 or 1 switches at once'),
+}).superRefine((input, ctx) => {
+  try {
+    parseTimedPrompt(input.prompt, { seconds: input.total_video_length_seconds, latentWindowSize: input.latent_window_size });
+  } catch (err) {
+    if (!(err instanceof PromptSyntaxError)) throw err;
+    ctx.addIssue({ code: 'custom', path: ['prompt'], message: `timestamped prompt: ${err.message}` });
+  }
 });
 
 export type FramePackInput = z.infer<typeof inputSchema>;

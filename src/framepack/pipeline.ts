@@ -20,6 +20,7 @@ import {
   FPS, LatentHistory, PixelHistory, overlapFrames, planSections, totalPixelFrames, type Conditioning, type Float32Tensor,
   type SectionPlan,
 } from './sections.js';
+import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts } from './timed-prompts.js';
 
 /** Prompt conditioning as the transformer takes it (text.ts encodePrompt). */
 export interface PromptEmbeddings {
@@ -75,7 +76,10 @@ export interface FramePackNets {
 }
 
 export interface GenerateParams {
+  /** a plain prompt, or timestamped prompts (timed-prompts.ts) */
   prompt: string;
+  /** timestamped prompts: sections over which a prompt change is blended (0: none); default 4 */
+  promptBlendSections?: number;
   negativePrompt: string;
   seed: number;
   seconds: number;
@@ -136,6 +140,43 @@ function injectedNoise(noise: Record<string, HostTensor>, index: number, shape: 
 
 const seconds = (t0: number) => ((performance.now() - t0) / 1000).toFixed(1);
 
+/** (1 - alpha) a + alpha b in float32, as torch computes it on float32 tensors; `a`'s mask. */
+function blendEmbeddings(a: PromptEmbeddings, b: PromptEmbeddings, alpha: number): PromptEmbeddings {
+  const wa = Math.fround(1 - alpha), wb = Math.fround(alpha);
+  const mix = (x: HostTensor, y: HostTensor): HostTensor => {
+    const xd = x.data as Float32Array, yd = y.data as Float32Array;
+    const out = new Float32Array(xd.length);
+    for (let i = 0; i < out.length; i++) out[i] = Math.fround(wa * xd[i]) + Math.fround(wb * yd[i]);
+    return f32(x.dims, out);
+  };
+  return { llamaVec: mix(a.llamaVec, b.llamaVec), llamaMask: a.llamaMask, clipPooler: mix(a.clipPooler, b.clipPooler) };
+}
+
+const short = (s: string) => JSON.stringify(s.length > 40 ? `${s.slice(0, 37)}...` : s);
+
+/**
+ * The positive conditioning of every section: one encoding of a plain prompt for all of them, or for
+ * timestamped prompts each distinct prompt encoded once and each section given its own (or a blend).
+ */
+async function encodeSectionPrompts(nets: FramePackNets, p: GenerateParams, plans: SectionPlan[], signal: AbortSignal,
+  log: (line: string) => void): Promise<PromptEmbeddings[]> {
+  const lws = p.latentWindowSize;
+  const schedule = parseTimedPrompt(p.prompt, { seconds: p.seconds, latentWindowSize: lws });
+  if (!schedule) {
+    const positive = await nets.encodePrompt(p.prompt, signal);
+    return plans.map(() => positive);
+  }
+  // the inverted sampler has generated k windows before section k (the start latent joins after the last)
+  const sections = sectionPrompts(schedule, plans.map((plan) => plan.index * lws), p.promptBlendSections ?? DEFAULT_BLEND_SECTIONS);
+  const encoded = new Map<string, PromptEmbeddings>();
+  for (const prompt of distinctPrompts(sections)) encoded.set(prompt, await nets.encodePrompt(prompt, signal));
+  const unused = schedule.filter((t) => !encoded.has(t.prompt)).map((t) => short(t.prompt));
+  log(`timestamped prompt: ${schedule.length} tag(s), ${encoded.size} prompt(s) used; by section (end of the video first): ` +
+    sections.map((s, k) => `${k + 1}: ${s.blend ? `${short(s.blend.from)} x ${1 - s.blend.alpha} + ${short(s.blend.to)} x ${s.blend.alpha}` : short(s.prompt)}`).join(', ') +
+    (unused.length ? `; covering no section: ${unused.join(', ')}` : ''));
+  return sections.map((s) => (s.blend ? blendEmbeddings(encoded.get(s.blend.from)!, encoded.get(s.blend.to)!, s.blend.alpha) : encoded.get(s.prompt)!));
+}
+
 /** Runs a whole generation; returns the assembled pixels (earliest frame first). */
 export async function generate(nets: FramePackNets, image: RgbImage, p: GenerateParams, hooks: GenerateHooks): Promise<GenerateResult> {
   const { signal, log } = hooks;
@@ -149,7 +190,8 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   // ---- text
   let t0 = performance.now();
   log('encoding the prompt');
-  const positive = await nets.encodePrompt(p.prompt, signal);
+  const positives = await encodeSectionPrompts(nets, p, plans, signal, log);
+  const positive = positives[0];
   const negative = p.cfg === 1 ? null : await nets.encodePrompt(p.negativePrompt, signal);
   log(`prompt encoded in ${seconds(t0)} s`);
   if (dump) {
@@ -206,7 +248,7 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
 
     t0 = performance.now();
     const model = await nets.section({
-      plan, steps: p.steps, positive, negative, imageEmbeddings, guidance, conditioning: history.conditioning(),
+      plan, steps: p.steps, positive: positives[plan.index], negative, imageEmbeddings, guidance, conditioning: history.conditioning(),
       latentShape, teacache: p.teacache,
     }, signal);
     let generated: Float32Array;

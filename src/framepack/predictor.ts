@@ -19,7 +19,7 @@ import { Session } from '../runtime/session.js';
 import { loadImage, loadSigLipPreprocessor, type SigLipPreprocessor } from './image.js';
 import { inputSchema, type FramePackInput } from './inputs.js';
 import { randomSeed } from './noise.js';
-import { generate, type FramePackNets, type PromptEmbeddings, type SectionInputs, type SectionModel } from './pipeline.js';
+import { generate, type FramePackNets, type GenerateParams, type PromptEmbeddings, type SectionInputs, type SectionModel } from './pipeline.js';
 import { encodePrompt, loadTextEncoders, type TextEncoders } from './text.js';
 import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
 import { Vae } from './vae-decode.js';
@@ -322,18 +322,7 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
     const t0 = performance.now();
     try {
       // per-request networks are released when the generation settles, before the MP4 is written
-      const result = await nets.request((l) => ctx.log(l), (n) => generate(n, image, {
-        prompt: input.prompt,
-        negativePrompt: input.negative_prompt,
-        seed,
-        seconds: input.total_video_length_seconds,
-        latentWindowSize: input.latent_window_size,
-        steps: input.steps,
-        cfg: input.cfg_scale,
-        distilledCfg: input.distilled_cfg_scale,
-        cfgRescale: input.cfg_rescale,
-        teacache: input.use_teacache,
-      }, { signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump }));
+      const result = await nets.request((l) => ctx.log(l), (n) => generate(n, image, generateParams(input, seed), { signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump }));
 
       const out = join(ctx.tmpDir, 'output.mp4');
       ctx.log(`encoding ${result.pixels.frameCount} frames (${result.width}x${result.height}, ${result.fps} fps, crf ${input.mp4_crf})`);
@@ -352,6 +341,23 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
       }
     }
   }
+}
+
+/** The generation a request asks for (the seed drawn by the caller when the request has none). */
+export function generateParams(input: FramePackInput, seed: number): GenerateParams {
+  return {
+    prompt: input.prompt,
+    promptBlendSections: input.prompt_blend_sections,
+    negativePrompt: input.negative_prompt,
+    seed,
+    seconds: input.total_video_length_seconds,
+    latentWindowSize: input.latent_window_size,
+    steps: input.steps,
+    cfg: input.cfg_scale,
+    distilledCfg: input.distilled_cfg_scale,
+    cfgRescale: input.cfg_rescale,
+    teacache: input.use_teacache,
+  };
 }
 
 async function readNoise(file: string): Promise<Record<string, HostTensor>> {

@@ -60,7 +60,7 @@ export function predictionRoutes(app: FastifyInstance, runner: Runner, opts: Rou
   const create = async (req: FastifyRequest, reply: FastifyReply, pathId?: string) => {
     if (wantsOnlyEventStream(req)) throw appError('STREAMING_NOT_SUPPORTED');
     if (!runner.component) runner.assertCanStart();
-    const checked = validateRequest(req.body, runner.component!, opts.inputOptions, pathId);
+    const checked = validateRequest(req.body, runner.component!, opts.inputOptions, pathId, runner.schema);
     if (!checked.request) throw new RequestValidationError(checked.issues);
     const prediction = runner.start(checked.request, traceHeaders(req));
     if (wantsAsync(req)) return reply.code(202).send(prediction.snapshot());

@@ -7,6 +7,7 @@
  * `"30"` and `30.0` are fine for an integer, `2` and `"2.5"` for a number, `"false"`/`"off"`/`0` for a boolean.
  * Unknown inputs are dropped; defaults are filled in, so the echoed `input` is the normalised one.
  */
+import type { z } from 'zod';
 import { appError, errorMessage } from '../errors.js';
 import type { JsonSchema } from './openapi.js';
 import { ipLiteralHost, refusedRange, type UrlPolicy } from './ssrf.js';
@@ -180,6 +181,10 @@ export function validateInput(component: JsonSchema, raw: unknown, opts: InputOp
         issues.push({ type: 'less_than', loc, msg: `Input should be less than ${String(prop.exclusiveMaximum)}`, input: given, ctx: { lt: prop.exclusiveMaximum } });
         continue;
       }
+      if (typeof prop.multipleOf === 'number' && v % prop.multipleOf !== 0) {
+        issues.push({ type: 'multiple_of', loc, msg: `Input should be a multiple of ${String(prop.multipleOf)}`, input: given, ctx: { multiple_of: prop.multipleOf } });
+        continue;
+      }
     }
     if (Array.isArray(prop.enum) && !prop.enum.includes(v)) {
       const choices = prop.enum.map((c: unknown) => `'${String(c)}'`);
@@ -213,6 +218,22 @@ export function validateInput(component: JsonSchema, raw: unknown, opts: InputOp
   return { value, issues };
 }
 
+/**
+ * What the predictor's own schema finds in an input the `Input` component accepted: rules across inputs
+ * (refinements) and the contents of lists of objects, which the component checks only by type. Each becomes a
+ * `value_error` at its input's location.
+ */
+export function schemaIssues(schema: z.ZodType, input: Record<string, unknown>): ValidationIssue[] {
+  const parsed = schema.safeParse(input);
+  if (parsed.success) return [];
+  return parsed.error.issues.map((i) => {
+    const path = i.path.map((k) => (typeof k === 'symbol' ? String(k) : k));
+    let given: unknown = input;
+    for (const k of path) given = given !== null && typeof given === 'object' ? (given as Record<string | number, unknown>)[k] : undefined;
+    return { type: 'value_error', loc: ['body', 'input', ...path], msg: `Value error, ${i.message}`, input: given, ctx: { error: i.message } };
+  });
+}
+
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?$/;
 
 function webhookProblem(v: unknown, loc: (string | number)[]): ValidationIssue | null {
@@ -232,10 +253,11 @@ function webhookProblem(v: unknown, loc: (string | number)[]): ValidationIssue |
 }
 
 /**
- * Validates the request envelope and its input. `pathId` is the id of an idempotent PUT.
+ * Validates the request envelope and its input. `pathId` is the id of an idempotent PUT; `schema`, the
+ * predictor's input schema, adds its own rules once the input passed the component.
  * Returns the request, or the issues for a 422.
  */
-export function validateRequest(body: unknown, component: JsonSchema, opts: InputOptions, pathId?: string):
+export function validateRequest(body: unknown, component: JsonSchema, opts: InputOptions, pathId?: string, schema?: z.ZodType):
   { request: PredictionRequest; issues: [] } | { request?: undefined; issues: ValidationIssue[] } {
   const issues: ValidationIssue[] = [];
   const b = body === undefined || body === null ? {} : body;
@@ -257,6 +279,7 @@ export function validateRequest(body: unknown, component: JsonSchema, opts: Inpu
 
   const input = validateInput(component, b.input, opts);
   issues.push(...input.issues);
+  if (input.issues.length === 0 && schema) issues.push(...schemaIssues(schema, input.value));
   request.input = input.value;
 
   if (b.created_at !== undefined && b.created_at !== null) {

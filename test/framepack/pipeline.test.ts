@@ -147,3 +147,30 @@ test('decodeAfterSampling: every section sampled, then samplingDone, then the sa
   assert.ok(new Set(inline.frames).size > 1, 'the fake decode gives frames that differ by section');
   assert.deepEqual(deferred.frames, inline.frames);
 });
+
+test('timestamped prompts: each distinct prompt encoded once, each section conditioned on its own, the change blended', async () => {
+  const events: string[] = [];
+  const logs: string[] = [];
+  const f = fakeNets(events);
+  // 1 s, lws 2: 4 sections of 5 frames (1/6 s), generated from the end: "yy" (0.5 s on) for the first three,
+  // "x" for the last, which blends the change
+  await generate(f.nets, image, { ...params, prompt: '[0s: x] [0.5s: yy]', promptBlendSections: 4 },
+    { signal: new AbortController().signal, log: (l) => logs.push(l) });
+  assert.deepEqual(events.filter((e) => e.startsWith('prompt:')), ['prompt:yy', 'prompt:x']);
+  // llamaVec of a prompt is filled with its length (fakeNets): 2 for "yy", 1 for "x"
+  const firstValue = f.sections.map((s) => (s.positive.llamaVec.data as Float32Array)[0]);
+  assert.deepEqual(firstValue, [2, 2, 2, Math.fround(Math.fround(0.75) * 2) + Math.fround(Math.fround(0.25) * 1)]);
+  assert.ok(logs.some((l) => /^timestamped prompt: 2 tag\(s\), 2 prompt\(s\) used; by section \(end of the video first\): 1: "yy", 2: "yy", 3: "yy", 4: "yy" x 0.75 \+ "x" x 0.25$/.test(l)), logs.join('\n'));
+  // without blending the change is immediate
+  const g = fakeNets([]);
+  await generate(g.nets, image, { ...params, prompt: '[0s: x] [0.5s: yy]', promptBlendSections: 0 }, { signal: new AbortController().signal, log: () => {} });
+  assert.deepEqual(g.sections.map((s) => (s.positive.llamaVec.data as Float32Array)[0]), [2, 2, 2, 1]);
+});
+
+test('a plain prompt is encoded once and the same conditioning reaches every section', async () => {
+  const events: string[] = [];
+  const f = fakeNets(events);
+  await generate(f.nets, image, { ...params, prompt: ' a [red] cat ' }, { signal: new AbortController().signal, log: () => {} });
+  assert.deepEqual(events.filter((e) => e.startsWith('prompt:')), ['prompt: a [red] cat ']);
+  assert.ok(f.sections.every((s) => s.positive === f.sections[0].positive));
+});

@@ -30,6 +30,11 @@ const EXPECTED_INPUT = {
   },
 };
 
+// Inputs this project adds after the published ones: optional, with defaults that keep the published behaviour.
+const ADDED_INPUTS = {
+  prompt_blend_sections: { title: 'Prompt Blend Sections', type: 'integer', default: 4, minimum: 0, maximum: 10, 'x-order': 12 },
+};
+
 function withoutDescriptions(schema: any): any {
   const props: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(schema.properties as Record<string, any>)) {
@@ -43,10 +48,11 @@ function withoutDescriptions(schema: any): any {
 describe('openapi', () => {
   const doc = openapiDocument(inputSchema);
 
-  it('generates FramePack Input exactly (names, types, defaults, bounds, order, titles, nullable seed)', () => {
+  it('generates FramePack Input exactly (names, types, defaults, bounds, order, titles, nullable seed), then the added inputs', () => {
     const input = withoutDescriptions(doc.components.schemas.Input);
-    assert.deepEqual(input, EXPECTED_INPUT);
-    assert.deepEqual(Object.keys(input.properties), Object.keys(EXPECTED_INPUT.properties));
+    const expected = { ...EXPECTED_INPUT, properties: { ...EXPECTED_INPUT.properties, ...ADDED_INPUTS } };
+    assert.deepEqual(input, expected);
+    assert.deepEqual(Object.keys(input.properties), Object.keys(expected.properties));
   });
 
   it('declares the output as a uri string reached by a direct $ref', () => {

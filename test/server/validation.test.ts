@@ -29,7 +29,7 @@ describe('input validation (pydantic lax mode)', () => {
     assert.deepEqual(value, {
       input_image: 'https://example.com/in.png', prompt: 'a cat', negative_prompt: '', seed: null,
       total_video_length_seconds: 3, latent_window_size: 9, steps: 25, cfg_scale: 1, distilled_cfg_scale: 10,
-      cfg_rescale: 0, use_teacache: true, mp4_crf: 23,
+      cfg_rescale: 0, use_teacache: true, mp4_crf: 23, prompt_blend_sections: 4,
     });
     // The output follows the schema's order (x-order), not the request's.
     assert.deepEqual(Object.keys(value), Object.keys(inputSchema.shape));
@@ -150,6 +150,31 @@ describe('input validation (pydantic lax mode)', () => {
   it('accepts file: URLs only for the local command line', () => {
     assert.equal(oneIssue({ input_image: 'file:///tmp/a.png' }).type, 'value_error');
     assert.deepEqual(validateInput(component, { ...base, input_image: 'file:///tmp/a.png' }, { denyPrivate: false, allowFileUrls: true }).issues, []);
+  });
+});
+
+describe("the predictor's own rules (schema pass)", () => {
+  const request = (input: Record<string, unknown>) => validateRequest({ input: { ...base, ...input } }, component, policy, undefined, inputSchema);
+
+  it('answers a malformed timestamped prompt with a value_error at the prompt, naming the problem', () => {
+    const r = request({ prompt: '[0s: a cat] [2s- : it jumps]' });
+    assert.equal(r.issues.length, 1, JSON.stringify(r.issues));
+    const [issue] = r.issues;
+    assert.equal(issue!.type, 'value_error');
+    assert.deepEqual(issue!.loc, ['body', 'input', 'prompt']);
+    assert.match(issue!.msg, /^Value error, timestamped prompt: "\[2s- :" looks like a timestamp but is not one: write \[2s: text\]/);
+    assert.equal(issue!.input, '[0s: a cat] [2s- : it jumps]');
+  });
+
+  it('checks timestamps against the requested length and window', () => {
+    assert.match(request({ prompt: '[0s: a] [4s: b]', total_video_length_seconds: 3 }).issues[0]!.msg, /starts at or after the end of the 3 s video/);
+    assert.ok(request({ prompt: '[0s: a] [4s: b]', total_video_length_seconds: 5 }).request);
+    assert.ok(request({ prompt: 'a [red] cat, 16:9' }).request, 'a plain prompt with brackets');
+  });
+
+  it('runs only once the component accepted the input', () => {
+    const r = request({ prompt: '[0: a]', steps: 99 });
+    assert.deepEqual(r.issues.map((i) => i.loc.at(-1)), ['steps']);
   });
 });
 
