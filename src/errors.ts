@@ -101,6 +101,12 @@ export const catalogue = {
       'FRAMEPACK_PLACEMENT=low (one large network on the GPU at a time, 8-bit DiT and LLaMA, VAE tiling).',
   },
 
+  SIZE_DOES_NOT_FIT: {
+    message:
+      'The {width}x{height} video at latent_window_size {lws} ({tokens} image tokens per step) does not fit this GPU: ' +
+      '{detail}. Choose a lower resolution or latent_window_size.',
+  },
+
   // ---- devices (src/runtime) ----
   RUNTIME_SETTING_INVALID: { message: '{name}={value} is not valid: use one of {allowed}.' },
   EP_UNAVAILABLE: {

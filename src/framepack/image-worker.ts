@@ -5,8 +5,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { findNearestBucket, resizeAndCenterCrop, sigLipPixels, type RgbImage, type SigLipPreprocessor } from './image.js';
 
-const { img, pre } = workerData as { img: RgbImage; pre: SigLipPreprocessor };
-const bucket = findNearestBucket(img.height, img.width);
+const { img, pre, resolution } = workerData as { img: RgbImage; pre: SigLipPreprocessor; resolution: number };
+const bucket = findNearestBucket(img.height, img.width, resolution);
 const resized = resizeAndCenterCrop(img, bucket[1], bucket[0]);
 const pixelValues = sigLipPixels(resized, pre);
 parentPort!.postMessage({ bucket, resized, pixelValues }, [resized.data.buffer as ArrayBuffer, pixelValues.data.buffer as ArrayBuffer]);

@@ -13,12 +13,13 @@
  */
 import { float16ToFloat32 } from '../onnx/half.js';
 import type { HostTensor } from '../onnx/safetensors.js';
+import { RESOLUTION, findNearestBucket } from './buckets.js';
 import { prepareStartImage, vaePixels, type RgbImage, type SigLipPreprocessor } from './image.js';
 import { NormalGenerator } from './noise.js';
 import { distilledGuidance, sampleUniPC, sectionSigmas, type VelocityFn } from './sampler.js';
 import {
-  FPS, LatentHistory, PixelHistory, overlapFrames, planSections, totalPixelFrames, type Conditioning, type Float32Tensor,
-  type SectionPlan,
+  FPS, LatentHistory, PixelHistory, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
+  type Float32Tensor, type SectionPlan,
 } from './sections.js';
 import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts } from './timed-prompts.js';
 
@@ -81,6 +82,8 @@ export interface GenerateParams {
   /** timestamped prompts: sections over which a prompt change is blended (0: none); default 4 */
   promptBlendSections?: number;
   negativePrompt: string;
+  /** bucket class of the start image (image.ts RESOLUTION); default 640, FramePack's own */
+  resolution?: number;
   seed: number;
   seconds: number;
   latentWindowSize: number;
@@ -205,8 +208,16 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   // ---- image
   signal.throwIfAborted();
   // Bucket, Lanczos resize and SigLIP pixels run in a worker: a large upload is ~1 s of JavaScript.
-  const { bucket: [H, W], resized, pixelValues } = await prepareStartImage(image, nets.sigLip);
+  const resolution = p.resolution ?? RESOLUTION.default;
+  const { bucket: [H, W], resized, pixelValues } = await prepareStartImage(image, nets.sigLip, resolution);
   log(`input ${image.width}x${image.height} -> bucket ${W}x${H}`);
+  if (resolution !== RESOLUTION.default) {
+    const [h640, w640] = findNearestBucket(image.height, image.width);
+    const tokens = imageTokens(H / 8, W / 8, lws), base = imageTokens(h640 / 8, w640 / 8, lws);
+    log(`resolution ${resolution}: ${tokens} image tokens per transformer call, ${(tokens / base).toFixed(2)}x the ${w640}x${h640} ` +
+      'bucket of class 640: sampling time and activation memory grow about as much (attention somewhat faster), ' +
+      `the VAE's time with the ${((W * H) / (w640 * h640)).toFixed(2)}x pixels`);
+  }
   t0 = performance.now();
   log('encoding the start image (VAE)');
   const start = asFloat32(await nets.encodeLatent(vaePixels(resized), signal), 'start latent');

@@ -14,12 +14,15 @@ import { buildSiglipVision } from '../nets/siglip.js';
 import type { DitGraphs } from '../nets/dit.js';
 import { Checkpoint, loadTensors, saveTensors, type HostTensor } from '../onnx/safetensors.js';
 import type { Predictor, PredictorContext, PredictorOptions, SetupContext } from '../predictor.js';
-import { choosePlacement, mapOrtError, type Placement } from '../runtime/placement.js';
+import { appError } from '../errors.js';
+import { choosePlacement, mapOrtError, samplingPeakGiB, sizeProblem, type Placement } from '../runtime/placement.js';
 import { Session } from '../runtime/session.js';
+import { findNearestBucket } from './buckets.js';
 import { loadImage, loadSigLipPreprocessor, type SigLipPreprocessor } from './image.js';
 import { inputSchema, type FramePackInput } from './inputs.js';
 import { randomSeed } from './noise.js';
 import { generate, type FramePackNets, type GenerateParams, type PromptEmbeddings, type SectionInputs, type SectionModel } from './pipeline.js';
+import { imageTokens } from './sections.js';
 import { encodePrompt, loadTextEncoders, type TextEncoders } from './text.js';
 import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
 import { Vae } from './vae-decode.js';
@@ -131,6 +134,27 @@ export class FramePackModels implements FramePackNets {
     if (this.placement.lifetime.encoders === 'per-request') await this.releaseEncoders();
     if (this.placement.lifetime.dit === 'per-request') await this.releaseDit();
     if (this.placement.lifetime.vae === 'per-request') await this.releaseVae();
+  }
+
+  /**
+   * Refuses, before any work, a video whose estimated sampling memory is above what this placement's device
+   * had free (SIZE_DOES_NOT_FIT), and logs what the size costs: image tokens per transformer call, that
+   * estimate, and whether the VAE must decode in spatial tiles.
+   */
+  admit(bucket: [number, number], lws: number, log: (line: string) => void): void {
+    const [H, W] = bucket;
+    const tokens = imageTokens(H / 8, W / 8, lws);
+    const problem = sizeProblem(this.placement, tokens);
+    if (problem) throw appError('SIZE_DOES_NOT_FIT', { width: W, height: H, lws, tokens, detail: problem });
+    const peak = samplingPeakGiB(this.placement, tokens);
+    if (peak !== null) {
+      log(`${W}x${H}, latent_window_size ${lws}: ${tokens} image tokens per transformer call, sampling memory estimated at ` +
+        `${peak.toFixed(1)} GiB (${this.placement.policy})`);
+    }
+    if (!this.placement.vaeTiling && this.vae.decodesInTiles(H / 8, W / 8)) {
+      log(`the VAE decodes ${W}x${H} in spatial tiles (slower): an untiled window would pass ONNX Runtime's 2^31-element ` +
+        'limit on the GPU');
+    }
   }
 
   /** Which of the encoders and the DiT exist now, or are being created (the VAE's sessions: `Vae.active`). */
@@ -317,6 +341,7 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
     if (!nets) throw new Error('predict() called before setup()');
     const seed = input.seed ?? randomSeed();
     const image = await loadImage(input.input_image, 'input_image');
+    nets.admit(findNearestBucket(image.height, image.width, input.resolution), input.latent_window_size, (l) => ctx.log(l));
     const noise = typeof this.options.noise === 'string' ? await readNoise(this.options.noise) : undefined;
     const dump: Record<string, HostTensor> | undefined = typeof this.options.dump === 'string' ? {} : undefined;
     const t0 = performance.now();
@@ -349,6 +374,7 @@ export function generateParams(input: FramePackInput, seed: number): GeneratePar
     prompt: input.prompt,
     promptBlendSections: input.prompt_blend_sections,
     negativePrompt: input.negative_prompt,
+    resolution: input.resolution,
     seed,
     seconds: input.total_video_length_seconds,
     latentWindowSize: input.latent_window_size,

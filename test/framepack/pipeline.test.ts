@@ -174,3 +174,18 @@ test('a plain prompt is encoded once and the same conditioning reaches every sec
   assert.deepEqual(events.filter((e) => e.startsWith('prompt:')), ['prompt: a [red] cat ']);
   assert.ok(f.sections.every((s) => s.positive === f.sections[0].positive));
 });
+
+test('resolution: the bucket of the class, its cost logged; 640 logs nothing extra', async () => {
+  const events: string[] = [];
+  const logs: string[] = [];
+  const f = fakeNets(events);
+  const r = await generate(f.nets, image, { ...params, resolution: 320 }, { signal: new AbortController().signal, log: (l) => logs.push(l) });
+  // 64x48 -> (544, 704) at 640 -> (272, 352) at 320
+  assert.deepEqual(r.bucket, [272, 352]);
+  assert.ok(events.includes('vae-encode:1x3x1x272x352'), events.join(' '));
+  assert.deepEqual(f.sections[0].latentShape, [1, 16, 2, 34, 44]);
+  assert.ok(logs.some((l) => /^resolution 320: 1\d{3} image tokens per transformer call, 0\.2\dx the 704x544 bucket of class 640/.test(l)), logs.join('\n'));
+  const plain: string[] = [];
+  await generate(fakeNets([]).nets, image, params, { signal: new AbortController().signal, log: (l) => plain.push(l) });
+  assert.ok(!plain.some((l) => l.startsWith('resolution')));
+});

@@ -10,7 +10,7 @@ import { resolveModels, type ModelDirs } from '../../src/hub/resolve.js';
 import type { HostTensor } from '../../src/onnx/safetensors.js';
 import { choosePlacement, type Placement } from '../../src/runtime/placement.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
-import { loadImage, type RgbImage } from '../../src/framepack/image.js';
+import { findNearestBucket, loadImage, type RgbImage } from '../../src/framepack/image.js';
 import { generate, type FramePackNets, type GenerateParams, type GenerateResult } from '../../src/framepack/pipeline.js';
 import { FramePackModels } from '../../src/framepack/predictor.js';
 import { fixture, tinyModels } from '../fixtures.js';
@@ -250,6 +250,18 @@ describe('resident placement', () => {
       for (const c of [...trace.prompt, ...trace.image, ...trace.velocity]) assert.deepEqual(c, ALL);
       assert.deepEqual(models.created(), ALL);
       assert.equal(count(logs, 'DiT created in') + count(logs, 'DiT released') + count(logs, 'encoders released'), 0);
+
+      // another resolution class on the same networks: the tiny model at class 320, with the real VAE decode
+      const small = await generate(models, image, { ...PARAMS, resolution: 320 }, { signal: new AbortController().signal, log: () => {} });
+      const [h640, w640] = findNearestBucket(image.height, image.width);
+      assert.deepEqual(small.bucket, findNearestBucket(image.height, image.width, 320));
+      assert.ok(small.bucket[0] < h640 && small.bucket[1] < w640);
+      assert.deepEqual([small.height, small.width], small.bucket);
+      assert.equal(small.pixels.frameCount, 17);
+      // the CPU placement admits any size and estimates nothing
+      const admitted: string[] = [];
+      models.admit(findNearestBucket(image.height, image.width, 960), 16, (l) => admitted.push(l));
+      assert.deepEqual(admitted, []);
     } finally {
       await models.release();
     }

@@ -32,7 +32,8 @@ const EXPECTED_INPUT = {
 
 // Inputs this project adds after the published ones: optional, with defaults that keep the published behaviour.
 const ADDED_INPUTS = {
-  prompt_blend_sections: { title: 'Prompt Blend Sections', type: 'integer', default: 4, minimum: 0, maximum: 10, 'x-order': 12 },
+  resolution: { title: 'Resolution', type: 'integer', default: 640, minimum: 320, maximum: 960, multipleOf: 32, 'x-order': 12 },
+  prompt_blend_sections: { title: 'Prompt Blend Sections', type: 'integer', default: 4, minimum: 0, maximum: 10, 'x-order': 13 },
 };
 
 function withoutDescriptions(schema: any): any {

@@ -29,7 +29,7 @@ describe('input validation (pydantic lax mode)', () => {
     assert.deepEqual(value, {
       input_image: 'https://example.com/in.png', prompt: 'a cat', negative_prompt: '', seed: null,
       total_video_length_seconds: 3, latent_window_size: 9, steps: 25, cfg_scale: 1, distilled_cfg_scale: 10,
-      cfg_rescale: 0, use_teacache: true, mp4_crf: 23, prompt_blend_sections: 4,
+      cfg_rescale: 0, use_teacache: true, mp4_crf: 23, resolution: 640, prompt_blend_sections: 4,
     });
     // The output follows the schema's order (x-order), not the request's.
     assert.deepEqual(Object.keys(value), Object.keys(inputSchema.shape));
@@ -114,6 +114,9 @@ describe('input validation (pydantic lax mode)', () => {
     });
     assert.equal(oneIssue({ total_video_length_seconds: 10.5 }).msg, 'Input should be less than or equal to 10');
     assert.equal(oneIssue({ cfg_rescale: -0.01 }).msg, 'Input should be greater than or equal to 0');
+    assert.equal(check({ resolution: '960' }).issues.length, 0);
+    assert.deepEqual(oneIssue({ resolution: 650 }), { type: 'multiple_of', loc: ['body', 'input', 'resolution'], msg: 'Input should be a multiple of 32', input: 650, ctx: { multiple_of: 32 } });
+    assert.equal(oneIssue({ resolution: 992 }).type, 'less_than_equal');
     assert.equal(check({ mp4_crf: 0 }).issues.length, 0);
     assert.equal(check({ mp4_crf: 51 }).issues.length, 0);
   });
