@@ -19,7 +19,7 @@
 import { Checkpoint, type HostTensor } from '../onnx/safetensors.js';
 import type { Precision } from '../onnx/graph.js';
 import { Session, type ExecutionProvider } from '../runtime/session.js';
-import { buildDitGraphs, type DitConfig, type DitGraphOptions, type DitGraphs } from '../nets/dit.js';
+import { LORA_ENABLED, buildDitGraphs, type DitConfig, type DitGraphOptions, type DitGraphs } from '../nets/dit.js';
 import { packedRope, type RopeTable } from '../nets/dit-rope.js';
 import type { ForwardNet, NetOptions } from '../nets/registry.js';
 import { TeaCacheBank, type TeaCacheDecision, type TeaCacheSettings } from './teacache.js';
@@ -130,6 +130,24 @@ export class PackedTransformer {
       hidden_states: inputs.hidden_states, residual: state!.residual!, temb: e.temb, latent_grid: latentGrid,
     }, { signal });
     return { output: h.output, teacache: decision };
+  }
+
+  /**
+   * Binds LoRA weights (dit-lora.ts `loraFeeds`) to every later forward, or removes them with null: the sessions
+   * keep them until changed, so a request pays the transfer once. Needs graphs built with `lora`.
+   */
+  async setLora(feeds: Record<string, HostTensor> | null): Promise<void> {
+    const sessions = [this.embed, this.blocks, this.head];
+    if (feeds && !this.blocks.optionalInputs.includes(LORA_ENABLED)) {
+      throw new TransformerInputError('this transformer was built without LoRA inputs');
+    }
+    await Promise.all(sessions.map((s) => {
+      if (!s.optionalInputs.includes(LORA_ENABLED)) return undefined;
+      if (!feeds) return s.setFixedFeeds({});
+      const mine: Record<string, HostTensor> = { [LORA_ENABLED]: { dtype: 'bool', dims: [], data: Uint8Array.of(1) } };
+      for (const name of s.optionalInputs) if (feeds[name]) mine[name] = feeds[name];
+      return s.setFixedFeeds(mine);
+    }));
   }
 
   async release(): Promise<void> {

@@ -20,14 +20,25 @@ export interface CreatePayload {
   intraOpThreads?: number;
   memoryArena?: boolean;
   logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
+  /** inputs with a default: fed with it when a run does not feed them */
+  inputDefaults?: Record<string, HostTensor>;
 }
 
 export type Request =
   | { id: number; op: 'create'; payload: CreatePayload }
   | { id: number; op: 'run'; session: number; feeds: Record<string, HostTensor>; outputs?: string[] }
+  | { id: number; op: 'fix'; session: number; feeds: Record<string, HostTensor> }
   | { id: number; op: 'release'; session: number };
 
-export interface CreateResult { session: number; inputs: string[]; outputs: string[]; prepared: { file: string; status: 'cached' | 'written' }[] }
+export interface CreateResult {
+  session: number;
+  /** inputs every run must feed */
+  inputs: string[];
+  /** inputs with a default */
+  optionalInputs: string[];
+  outputs: string[];
+  prepared: { file: string; status: 'cached' | 'written' }[];
+}
 export type RunResult = Record<string, HostTensor>;
 
 export interface WireError { name: string; message: string; stack?: string }

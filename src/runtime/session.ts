@@ -216,7 +216,10 @@ export class Session {
     private readonly id: number,
     private readonly generation: number,
     readonly name: string,
+    /** inputs every run must feed */
     readonly inputs: string[],
+    /** inputs with a default in the model, fed only when wanted (the DiT's LoRA weights) */
+    readonly optionalInputs: string[],
     readonly outputs: string[],
     /** quantized weight files this session uses, and whether creating it wrote them */
     readonly prepared: CreateResult['prepared'],
@@ -237,11 +240,12 @@ export class Session {
       bytes: model.bytes, externalFolder: model.externalFolder, name: model.name, config,
       prepare: model.prepare ?? [], ep: opts.ep, deviceId,
       intraOpThreads: opts.threads, logSeverityLevel: opts.logSeverityLevel, memoryArena: opts.memoryArena,
+      inputDefaults: model.inputDefaults ?? {},
     };
     const w = workerFor(opts.ep, deviceId);
     try {
       const r = await w.request<CreateResult>((id) => ({ id, op: 'create', payload }));
-      return new Session(w, r.session, w.generation, model.name, r.inputs, r.outputs, r.prepared);
+      return new Session(w, r.session, w.generation, model.name, r.inputs, r.optionalInputs, r.outputs, r.prepared);
     } catch (e) {
       throw new SessionError(`cannot create session "${model.name}" on ${opts.ep}: ${(e as Error).message}`);
     }
@@ -254,6 +258,15 @@ export class Session {
       (id) => ({ id, op: 'run', session: this.id, feeds, ...(opts.outputs ? { outputs: opts.outputs } : {}) }),
       transfer, opts.signal,
     );
+  }
+
+  /**
+   * Values for optional inputs that every later run gets (a run's own feeds win), replacing earlier ones; {}
+   * returns to the defaults. They cross to the worker once, not with every run: weights bound for a request.
+   */
+  async setFixedFeeds(feeds: Record<string, HostTensor>): Promise<void> {
+    this.check();
+    await this.worker.request((id) => ({ id, op: 'fix', session: this.id, feeds }));
   }
 
   /** Frees the session (weights, arena, mapped files). Idempotent. */

@@ -22,7 +22,16 @@ if (nice) {
   }
 }
 
-const sessions = new Map<number, ort.InferenceSession>();
+interface Held {
+  session: ort.InferenceSession;
+  required: string[];
+  optional: string[];
+  /** what a run gets for the optional inputs it does not feed: the defaults, then the fixed feeds over them */
+  preset: Record<string, ort.Tensor>;
+  defaults: Record<string, ort.Tensor>;
+}
+
+const sessions = new Map<number, Held>();
 let nextSession = 1;
 
 
@@ -48,8 +57,12 @@ async function create(p: CreatePayload): Promise<CreateResult> {
     extra: nest(config),
   });
   const id = nextSession++;
-  sessions.set(id, session);
-  return { session: id, inputs: [...session.inputNames], outputs: [...session.outputNames], prepared };
+  const defaults: Record<string, ort.Tensor> = {};
+  for (const [name, t] of Object.entries(p.inputDefaults ?? {})) defaults[name] = toOrt(name, t);
+  const optional = Object.keys(defaults);
+  const required = session.inputNames.filter((n) => !(n in defaults));
+  sessions.set(id, { session, required, optional, defaults, preset: defaults });
+  return { session: id, inputs: required, optionalInputs: optional, outputs: [...session.outputNames], prepared };
 }
 
 function toOrt(name: string, t: HostTensor): ort.Tensor {
@@ -68,15 +81,25 @@ function fromOrt(t: ort.Tensor): HostTensor {
   return { dtype: dtype as HostDType, dims: [...t.dims], data: own as HostTensor['data'] };
 }
 
+function held(id: number): Held {
+  const h = sessions.get(id);
+  if (!h) throw new Error(`session ${id} was released`);
+  return h;
+}
+
+function checkNames(h: Held, names: string[]): void {
+  const extra = names.filter((n) => !h.required.includes(n) && !h.optional.includes(n));
+  if (extra.length) throw new Error(`unknown inputs: ${extra.join(', ')} (the model takes ${[...h.required, ...h.optional].join(', ')})`);
+}
+
 async function run(id: number, feeds: Record<string, HostTensor>, wanted?: string[]) {
-  const s = sessions.get(id);
-  if (!s) throw new Error(`session ${id} was released`);
-  const missing = s.inputNames.filter((n) => !(n in feeds));
-  if (missing.length) throw new Error(`missing inputs: ${missing.join(', ')} (the model takes ${s.inputNames.join(', ')})`);
-  const extra = Object.keys(feeds).filter((n) => !s.inputNames.includes(n));
-  if (extra.length) throw new Error(`unknown inputs: ${extra.join(', ')} (the model takes ${s.inputNames.join(', ')})`);
-  const ortFeeds: Record<string, ort.Tensor> = {};
+  const h = held(id);
+  const missing = h.required.filter((n) => !(n in feeds));
+  if (missing.length) throw new Error(`missing inputs: ${missing.join(', ')} (the model takes ${h.required.join(', ')})`);
+  checkNames(h, Object.keys(feeds));
+  const ortFeeds: Record<string, ort.Tensor> = { ...h.preset };
   for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = toOrt(k, v);
+  const s = h.session;
   const res = wanted ? await s.run(ortFeeds, wanted) : await s.run(ortFeeds);
   const out: Record<string, HostTensor> = {};
   for (const [k, v] of Object.entries(res)) {
@@ -93,10 +116,19 @@ async function handle(req: Request): Promise<{ result: any; transfer: ArrayBuffe
       const out = await run(req.session, req.feeds, req.outputs);
       return { result: out, transfer: buffersOf(out) };
     }
+    case 'fix': {
+      const h = held(req.session);
+      const notOptional = Object.keys(req.feeds).filter((n) => !h.optional.includes(n));
+      if (notOptional.length) throw new Error(`not optional inputs: ${notOptional.join(', ')} (optional: ${h.optional.join(', ') || 'none'})`);
+      const preset = { ...h.defaults };
+      for (const [k, v] of Object.entries(req.feeds)) preset[k] = toOrt(k, v);
+      h.preset = preset;
+      return { result: null, transfer: [] };
+    }
     case 'release': {
-      const s = sessions.get(req.session);
+      const h = sessions.get(req.session);
       sessions.delete(req.session);
-      await s?.release();
+      await h?.session.release();
       return { result: null, transfer: [] };
     }
   }
