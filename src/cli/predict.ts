@@ -18,7 +18,7 @@ import { pathToFileURL } from 'node:url';
 import { AppError, errorMessage } from '../errors.js';
 import { createLogger, teeLogger } from '../log.js';
 import type { Predictor } from '../predictor.js';
-import { fetchInputFiles } from '../server/input-files.js';
+import { downloadUrl, fetchInputFiles } from '../server/input-files.js';
 import { inputComponent, type JsonSchema } from '../server/openapi.js';
 import { predictorSource } from '../server/predictor-source.js';
 import { mimeOf } from '../server/uploads.js';
@@ -134,6 +134,7 @@ export async function main(argv: string[]): Promise<number> {
     const out = await predictor.predict(parsed, {
       log: (l) => predLogger.info(l), logger: predLogger, signal: controller.signal, tmpDir,
       progress: (d, t, l) => progress.update(d, t, l),
+      download: (url, file, o) => downloadUrl(o.name, url, file, { denyPrivate: false, maxBytes: o.maxBytes, signal: controller.signal }),
     });
     const target = resolve(str('output') ?? `output${extname(out)}`);
     await copyFile(out, target);

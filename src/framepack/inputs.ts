@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { fileInput } from '../predictor.js';
 import { RESOLUTION } from './buckets.js';
+import { loraRefProblem } from './lora-files.js';
 import { DEFAULT_BLEND_SECTIONS, parseTimedPrompt, PromptSyntaxError } from './timed-prompts.js';
 
 export const inputSchema = z.object({
@@ -28,6 +29,15 @@ export const inputSchema = z.object({
   prompt_blend_sections: z.int().min(0).max(10).default(DEFAULT_BLEND_SECTIONS)
     .describe('Timestamped prompts: the section where the prompt changes takes 1/N of the new prompt and the rest of the ' +
       'previous one (FramePack-Studio\'s blend); 0 or 1 switches at once'),
+  loras: z.array(z.object({
+    url: z.string().superRefine((ref, ctx) => {
+      const problem = loraRefProblem(ref);
+      if (problem) ctx.addIssue({ code: 'custom', message: problem });
+    }).describe('http(s) URL of a .safetensors LoRA, or a Hugging Face file as <owner>/<repo>/<path>'),
+    scale: z.number().min(-4).max(4).default(1).describe('Strength: 1 applies the LoRA as trained, 0 not at all'),
+  })).max(8).default([])
+    .describe('LoRAs for the transformer (HunyuanVideo / FramePack; diffusers, original or kohya/musubi keys), applied ' +
+      'together for this request; downloaded once and cached'),
 }).superRefine((input, ctx) => {
   try {
     parseTimedPrompt(input.prompt, { seconds: input.total_video_length_seconds, latentWindowSize: input.latent_window_size });

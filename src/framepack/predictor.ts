@@ -22,6 +22,7 @@ import { loadImage, loadSigLipPreprocessor, type SigLipPreprocessor } from './im
 import { inputSchema, type FramePackInput } from './inputs.js';
 import { randomSeed } from './noise.js';
 import { generate, type FramePackNets, type GenerateParams, type PromptEmbeddings, type SectionInputs, type SectionModel } from './pipeline.js';
+import { combineLoras, fetchLora, type LoraInput } from './lora-files.js';
 import { imageTokens } from './sections.js';
 import { encodePrompt, loadTextEncoders, type TextEncoders } from './text.js';
 import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
@@ -57,13 +58,16 @@ export class FramePackModels implements FramePackNets {
   private readonly dit: Slot<PackedTransformer>;
   /** where per-request creations and releases are logged: the running request's log, else setup's */
   private log: (line: string) => void;
+  /** the LoRA inputs of the running request (null: none), and which DiT holds which */
+  private lora: Record<string, HostTensor> | null = null;
+  private loraBound: { dit: PackedTransformer; lora: Record<string, HostTensor> | null } | null = null;
 
   private constructor(
     readonly dirs: ModelDirs,
     readonly placement: Placement,
     readonly sigLip: SigLipPreprocessor,
     private readonly vae: Vae,
-    ditGraphs: DitGraphs,
+    private readonly ditGraphs: DitGraphs,
     private readonly setupLog: (line: string) => void,
   ) {
     this.halfPrecision = placement.precision.dit !== 'float32';
@@ -113,12 +117,16 @@ export class FramePackModels implements FramePackNets {
    * Runs one generation against these networks and releases the per-request ones when it settles, whether
    * it succeeds, fails or is cancelled. Their creations and releases are logged to `log` meanwhile.
    */
-  async request<T>(log: (line: string) => void, run: (nets: FramePackNets) => Promise<T>): Promise<T> {
+  async request<T>(log: (line: string) => void, run: (nets: FramePackNets) => Promise<T>,
+    lora: Record<string, HostTensor> | null = null): Promise<T> {
     this.log = log;
+    this.lora = lora;
     try {
       return await run(this);
     } finally {
       try {
+        this.lora = null;
+        if (this.loraBound?.lora && this.dit.exists) await this.transformer(); // unbinds: the worker frees them
         await this.endRequest();
       } catch (err) {
         // a failed release must not hide the request's own outcome; the session is dropped either way
@@ -174,9 +182,35 @@ export class FramePackModels implements FramePackNets {
     return this.siglip.get();
   }
 
+  /** The DiT, created if need be, with the request's LoRA bound to it (or none). */
   private async transformer(): Promise<PackedTransformer> {
     if (!this.dit.exists && this.placement.lifetime.encoders === 'per-request') await this.releaseEncoders();
-    return this.dit.get();
+    const dit = await this.dit.get();
+    const bound = this.loraBound?.dit === dit ? this.loraBound.lora : null;
+    if (bound !== this.lora) {
+      const t0 = performance.now();
+      await dit.setLora(this.lora);
+      if (this.lora) this.log(`LoRA weights bound to the DiT in ${since(t0)}`);
+    }
+    this.loraBound = { dit, lora: this.lora };
+    return dit;
+  }
+
+  /**
+   * The `loras` of a request as the DiT's LoRA inputs: each file fetched (or found in the cache), read and
+   * combined off the main thread. Null for none. A file whose keys this loader cannot map fails the
+   * request, naming the first such key.
+   */
+  async prepareLoras(loras: LoraInput[], ctx: Pick<PredictorContext, 'download' | 'log'>): Promise<Record<string, HostTensor> | null> {
+    if (loras.length === 0) return null;
+    if (!this.ditGraphs.lora) throw new Error('LoRAs were asked for, but the DiT was built without LoRA inputs (FRAMEPACK_LORA=off)');
+    const t0 = performance.now();
+    const files = [];
+    for (const [i, l] of loras.entries()) files.push({ path: await fetchLora(l.url, i, ctx), name: l.url, weight: l.scale });
+    const { feeds, lines } = await combineLoras({ files, config: this.ditGraphs.config });
+    for (const line of lines) ctx.log(`LoRA ${line}`);
+    ctx.log(`LoRAs ready in ${since(t0)}`);
+    return feeds;
   }
 
   /** `make`, logging its time when the network is per-request (that time is paid again on every request). */
@@ -281,8 +315,19 @@ export class FramePackModels implements FramePackNets {
   }
 }
 
+/** FRAMEPACK_LORA=off builds the DiT without LoRA inputs (the graphs as they were before LoRA support). */
+export function loraSupport(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = (env.FRAMEPACK_LORA ?? 'on').trim().toLowerCase();
+  if (v === 'on' || v === '') return true;
+  if (v === 'off') return false;
+  throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_LORA', value: env.FRAMEPACK_LORA, allowed: 'on, off' });
+}
+
 function ditOptions(p: Placement): TransformerOptions {
-  return { ep: p.ep, deviceId: p.deviceId, precision: p.precision.dit, quantize: p.quantize.dit ? { bits: p.quantize.dit } : undefined };
+  return {
+    ep: p.ep, deviceId: p.deviceId, precision: p.precision.dit, quantize: p.quantize.dit ? { bits: p.quantize.dit } : undefined,
+    lora: loraSupport(),
+  };
 }
 
 /** A network created on demand and released on request; its creation may be running while it is released. */
@@ -347,7 +392,10 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
     const t0 = performance.now();
     try {
       // per-request networks are released when the generation settles, before the MP4 is written
-      const result = await nets.request((l) => ctx.log(l), (n) => generate(n, image, generateParams(input, seed), { signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump }));
+      const lora = await nets.prepareLoras(input.loras, ctx);
+      const result = await nets.request((l) => ctx.log(l), (n) => generate(n, image, generateParams(input, seed), {
+        signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump,
+      }), lora);
 
       const out = join(ctx.tmpDir, 'output.mp4');
       ctx.log(`encoding ${result.pixels.frameCount} frames (${result.width}x${result.height}, ${result.fps} fps, crf ${input.mp4_crf})`);

@@ -101,6 +101,8 @@ export interface DitGraphOptions {
 
 export interface DitGraphs {
   config: DitConfig;
+  /** built with LoRA inputs (DitGraphOptions.lora) */
+  lora: boolean;
   embed: BuiltModel;
   blocks: BuiltModel;
   head: BuiltModel;
@@ -594,6 +596,7 @@ export function buildDitGraphs(ck: Checkpoint, opts: DitGraphOptions): DitGraphs
   const config = ditConfig(ck.config);
   return {
     config,
+    lora: opts.lora === true,
     embed: buildEmbed(ck, config, opts),
     blocks: buildBlocks(ck, config, opts),
     head: buildHead(ck, config, opts),

@@ -18,7 +18,7 @@ import type { z } from 'zod';
 import { appError, AppError, errorMessage, isFatal } from '../errors.js';
 import { teeLogger } from '../log.js';
 import type { Predictor, PredictorContext } from '../predictor.js';
-import { fetchInputFiles } from './input-files.js';
+import { downloadUrl, fetchInputFiles } from './input-files.js';
 import { inputComponent, openapiDocument, type JsonSchema } from './openapi.js';
 import type { UrlPolicy } from './ssrf.js';
 import { isoMicros, secondsBetween } from './time.js';
@@ -286,7 +286,12 @@ export class Runner extends EventEmitter {
       const predictor = this.predictor!;
       const parsed = predictor.inputSchema.safeParse(local);
       if (!parsed.success) throw new Error(`input rejected by the predictor: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-      const ctx: PredictorContext = { log: (line) => logger.info(line), logger, signal, tmpDir };
+      const ctx: PredictorContext = {
+        log: (line) => logger.info(line), logger, signal, tmpDir,
+        download: (url, file, o) => downloadUrl(o.name, url, file, {
+          ...this.opts.policy, maxBytes: o.maxBytes, signal, readTimeoutMs: this.opts.inputReadTimeoutMs,
+        }),
+      };
       const outputPath = await predictor.predict(parsed.data, ctx);
       signal.throwIfAborted();
       const info = await stat(outputPath).catch(() => null);

@@ -34,6 +34,16 @@ const EXPECTED_INPUT = {
 const ADDED_INPUTS = {
   resolution: { title: 'Resolution', type: 'integer', default: 640, minimum: 320, maximum: 960, multipleOf: 32, 'x-order': 12 },
   prompt_blend_sections: { title: 'Prompt Blend Sections', type: 'integer', default: 4, minimum: 0, maximum: 10, 'x-order': 13 },
+  loras: {
+    title: 'Loras', type: 'array', default: [], maxItems: 8, 'x-order': 14,
+    items: {
+      type: 'object', required: ['url'],
+      properties: {
+        url: { type: 'string', description: 'http(s) URL of a .safetensors LoRA, or a Hugging Face file as <owner>/<repo>/<path>' },
+        scale: { type: 'number', default: 1, minimum: -4, maximum: 4, description: 'Strength: 1 applies the LoRA as trained, 0 not at all' },
+      },
+    },
+  },
 };
 
 function withoutDescriptions(schema: any): any {

@@ -29,7 +29,7 @@ describe('input validation (pydantic lax mode)', () => {
     assert.deepEqual(value, {
       input_image: 'https://example.com/in.png', prompt: 'a cat', negative_prompt: '', seed: null,
       total_video_length_seconds: 3, latent_window_size: 9, steps: 25, cfg_scale: 1, distilled_cfg_scale: 10,
-      cfg_rescale: 0, use_teacache: true, mp4_crf: 23, resolution: 640, prompt_blend_sections: 4,
+      cfg_rescale: 0, use_teacache: true, mp4_crf: 23, resolution: 640, prompt_blend_sections: 4, loras: [],
     });
     // The output follows the schema's order (x-order), not the request's.
     assert.deepEqual(Object.keys(value), Object.keys(inputSchema.shape));
