@@ -25,7 +25,7 @@ export const inputSchema = z.object({
   mp4_crf: z.int().min(0).max(51).default(23).describe('H.264 quality: lower is better, 0 is lossless; 16 if you get black frames'),
   resolution: z.int().min(RESOLUTION.min).max(RESOLUTION.max).multipleOf(RESOLUTION.step).default(RESOLUTION.default)
     .describe('Bucket class: the start image is resized and cropped to the bucket of this class closest to its aspect ' +
-      'ratio (640: 640x608 for a square image, 960: 960x912); time and memory grow with its square'),
+      'ratio (width x height for a square image: 608x640 at 640, 912x960 at 960); time and memory grow with its square'),
   prompt_blend_sections: z.int().min(0).max(10).default(DEFAULT_BLEND_SECTIONS)
     .describe('Timestamped prompts: the section where the prompt changes takes 1/N of the new prompt and the rest of the ' +
       'previous one (FramePack-Studio\'s blend); 0 or 1 switches at once'),

@@ -21,7 +21,9 @@ import { findNearestBucket } from './buckets.js';
 import { loadImage, loadSigLipPreprocessor, type SigLipPreprocessor } from './image.js';
 import { inputSchema, type FramePackInput } from './inputs.js';
 import { randomSeed } from './noise.js';
-import { generate, type FramePackNets, type GenerateParams, type PromptEmbeddings, type SectionInputs, type SectionModel } from './pipeline.js';
+import {
+  generate, type FramePackNets, type GenerateParams, type PromptEmbeddings, type SectionInputs, type SectionModel,
+} from './pipeline.js';
 import { combineLoras, fetchLora, type LoraInput } from './lora-files.js';
 import { imageTokens } from './sections.js';
 import { encodePrompt, loadTextEncoders, type TextEncoders } from './text.js';

@@ -32,6 +32,8 @@
  * RoPE: the (tokens, head_dim/2) cos/sin tables are computed on the host (dit-rope.ts) and applied with
  * com.microsoft.RotaryEmbedding (interleaved pairs). Text rows get cos = 1, sin = 0 so that single-stream
  * blocks rotate the whole joint sequence with one op.
+ *
+ * LoRA (`lora`): every linear layer can take a low-rank update given as session inputs; see the LoRA section.
  */
 import type { Checkpoint } from '../onnx/safetensors.js';
 import { Graph, type BuiltModel, type Dim, type Precision, type Value } from '../onnx/graph.js';
@@ -342,7 +344,7 @@ function tokenRefiner(ctx: Ctx, text: Value, mask: Value, t: Value): Value {
 
 /** image_projection: down(silu(up(x))), SigLIP (1, 729, 1152) -> (1, 729, D). */
 function imageProjection(ctx: Ctx, image: Value): Value {
-  const { g, ck } = ctx;
+  const { g } = ctx;
   return g.scope('image_projection', () =>
     linear(ctx, g.silu(linear(ctx, g.cast(image, g.precision), 'image_projection.up')), 'image_projection.down'));
 }
@@ -407,7 +409,7 @@ function buildEmbed(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltMode
 
 /** Dual-stream block (HunyuanVideoTransformerBlock): img (1, Ni, D), txt (1, Nt, D). */
 function dualBlock(ctx: Ctx, i: number, img: Value, txt: Value, temb: Value, cos: Value, sin: Value, nImg: Value): [Value, Value] {
-  const { g, ck, c } = ctx;
+  const { g, c } = ctx;
   const p = `transformer_blocks.${i}`;
   return g.scope(p, () => {
     const act = g.silu(temb);
@@ -437,7 +439,7 @@ function dualBlock(ctx: Ctx, i: number, img: Value, txt: Value, temb: Value, cos
 
 /** Single-stream block (HunyuanVideoSingleTransformerBlock) on z = [img ; txt] (1, N, D). */
 function singleBlock(ctx: Ctx, i: number, z: Value, temb: Value, cos: Value, sin: Value): Value {
-  const { g, ck, c } = ctx;
+  const { g, c } = ctx;
   const p = `single_transformer_blocks.${i}`;
   return g.scope(p, () => {
     const [shift, scale, gate] = chunks(g, linear(ctx, g.silu(temb), `${p}.norm.linear`), 3, c.dim);
