@@ -85,7 +85,10 @@ async function main(): Promise<void> {
     await models.release();
     await terminateWorkers();
   }
-  const commit = (() => { try { return execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim(); } catch { return undefined; } })();
+  let commit: string | undefined;
+  try {
+    commit = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+  } catch { /* not a git checkout */ }
   const json = `${JSON.stringify({ recorded_on: { ...thisMachine(), commit }, cases }, null, 2)}\n`;
   const file = process.argv[2];
   if (file) await writeFile(resolve(file), json);

@@ -2,7 +2,8 @@
  * The start image: decoding, FramePack's resolution buckets, the bucket resize + centre crop, and the
  * two tensors made from the result (SigLIP's pixel_values and the VAE's input).
  *
- * References: FramePack's buckets (buckets.ts), `diffusers_helper/utils.py::resize_and_center_crop`, `diffusers_helper/clip_vision.py::hf_clip_vision_encode`
+ * References: FramePack's buckets (buckets.ts), `diffusers_helper/utils.py::resize_and_center_crop`,
+ * `diffusers_helper/clip_vision.py::hf_clip_vision_encode`
  * (transformers' SiglipImageProcessor), and the Cog predictor's `Image.open(path).convert("RGB")`.
  *
  * Decoding uses sharp (libvips) but keeps Pillow's semantics: no EXIF rotation, no ICC conversion, alpha

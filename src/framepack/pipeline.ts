@@ -21,7 +21,7 @@ import {
   FPS, LatentHistory, PixelHistory, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
   type Float32Tensor, type SectionPlan,
 } from './sections.js';
-import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts } from './timed-prompts.js';
+import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts, type SectionPrompt } from './timed-prompts.js';
 
 /** Prompt conditioning as the transformer takes it (text.ts encodePrompt). */
 export interface PromptEmbeddings {
@@ -174,10 +174,12 @@ async function encodeSectionPrompts(nets: FramePackNets, p: GenerateParams, plan
   const encoded = new Map<string, PromptEmbeddings>();
   for (const prompt of distinctPrompts(sections)) encoded.set(prompt, await nets.encodePrompt(prompt, signal));
   const unused = schedule.filter((t) => !encoded.has(t.prompt)).map((t) => short(t.prompt));
+  const what = (s: SectionPrompt) => (s.blend
+    ? `${short(s.blend.from)} x ${1 - s.blend.alpha} + ${short(s.blend.to)} x ${s.blend.alpha}` : short(s.prompt));
   log(`timestamped prompt: ${schedule.length} tag(s), ${encoded.size} prompt(s) used; by section (end of the video first): ` +
-    sections.map((s, k) => `${k + 1}: ${s.blend ? `${short(s.blend.from)} x ${1 - s.blend.alpha} + ${short(s.blend.to)} x ${s.blend.alpha}` : short(s.prompt)}`).join(', ') +
-    (unused.length ? `; covering no section: ${unused.join(', ')}` : ''));
-  return sections.map((s) => (s.blend ? blendEmbeddings(encoded.get(s.blend.from)!, encoded.get(s.blend.to)!, s.blend.alpha) : encoded.get(s.prompt)!));
+    sections.map((s, k) => `${k + 1}: ${what(s)}`).join(', ') + (unused.length ? `; covering no section: ${unused.join(', ')}` : ''));
+  return sections.map((s) => (s.blend
+    ? blendEmbeddings(encoded.get(s.blend.from)!, encoded.get(s.blend.to)!, s.blend.alpha) : encoded.get(s.prompt)!));
 }
 
 /** Runs a whole generation; returns the assembled pixels (earliest frame first). */

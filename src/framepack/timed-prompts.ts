@@ -57,6 +57,8 @@ const TAG = /\[(\d+(?:\.\d+)?s)(?:-(\d+(?:\.\d+)?s))?\s*:\s*(.*?)\]/g;
 const TAG_LIKE = /\[\s*\d+(?:\.\d+)?\s*[a-z]*\s*(?:-\s*(?:\d+(?:\.\d+)?\s*[a-z]*\s*)?)?:/i;
 
 const quote = (s: string) => JSON.stringify(s.length > 60 ? `${s.slice(0, 57)}...` : s);
+const notATag = (like: string) => `${quote(like)} looks like a timestamp but is not one: write [2s: text] or [1s-3s: text] ` +
+  '(seconds with the unit s, no spaces inside the time)';
 
 /** Seconds of one section: 4 lws - 3 frames at 30 fps. */
 export const sectionSeconds = (lws: number): number => (lws * 4 - 3) / FPS;
@@ -75,17 +77,13 @@ export function parseTimedPrompt(text: string, o: { seconds: number; latentWindo
   }
   if (tags.length === 0) {
     const like = TAG_LIKE.exec(text);
-    if (like) {
-      throw new PromptSyntaxError(`${quote(like[0])} looks like a timestamp but is not one: write [2s: text] or [1s-3s: text] ` +
-        '(seconds with the unit s, no spaces inside the time)');
-    }
+    if (like) throw new PromptSyntaxError(notATag(like[0]));
     return null;
   }
   const outside = rest.trim();
   if (outside) {
     const like = TAG_LIKE.exec(outside);
-    throw new PromptSyntaxError(like
-      ? `${quote(like[0])} looks like a timestamp but is not one: write [2s: text] or [1s-3s: text] (seconds with the unit s, no spaces inside the time)`
+    throw new PromptSyntaxError(like ? notATag(like[0])
       : `text outside the timestamp tags: ${quote(outside)}; with timestamps every part of the prompt belongs in a tag such as [0s: text]`);
   }
   const starts = new Map<number, string>();
