@@ -6,6 +6,8 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadTensors, readHeader, type HostTensor } from '../../src/onnx/safetensors.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
@@ -89,4 +91,25 @@ test('every linear layer is covered by the diffusers file, and the layout errors
   bad({ 'lora_unet_transformer_blocks_0_attn_to_q.dora_scale': t([1, 32]) }, /DoRA is not supported/);
   bad({ 'lora_unet_transformer_blocks_0_attn_to_q.lora_down.weight': t([4, 48]) }, /"transformer_blocks\.0\.attn\.to_q" is \[32, 32\] in this transformer, the LoRA is for \[32, 48\]/);
   bad({ 'diffusion_model.double_blocks.0.img_attn_qkv.lora_A.weight': t([4, 32]) }, /"double_blocks\.0\.img_attn_qkv" has no lora_B \/ lora_up tensor/);
+});
+
+test('8-bit weights (the low placement): LoRA branches on MatMulNBits layers, packed weights prepared once per layer', async (t) => {
+  const cacheDir = await mkdtemp(join(tmpdir(), 'lora-q8-'));
+  const opts = { precision: 'float32' as const, ep: 'cpu' as const, quantize: { bits: 8 as const, cacheDir } };
+  const { buildTransformerGraphs } = await import('../../src/framepack/transformer.js');
+  const graphs = await buildTransformerGraphs(DIT_DIR(), { ...opts, lora: true });
+  const jobs = (graphs.blocks.prepare ?? []).map((j) => j.file);
+  assert.equal(new Set(jobs).size, jobs.length, 'each packed weight once, read by both bodies');
+  const q = await PackedTransformer.create(graphs, opts);
+  const qPlain = await PackedTransformer.load(DIT_DIR(), opts);
+  try {
+    assert.deepEqual(await forward(q), await forward(qPlain), 'no LoRA: the bytes of the graphs built without');
+    await q.setLora(loraFeeds([{ file: await lora('musubi_framepack'), weight: 0.7 }], q.config));
+    const err = relL2(await forward(q), refs.out_musubi_framepack.data as Float32Array);
+    t.diagnostic(`8-bit weights + LoRA against the float32 reference: relative L2 ${err.toExponential(2)}`);
+    assert.ok(err < 0.05, `8-bit weights with the LoRA: relative L2 ${err} to the float32 reference`);
+  } finally {
+    await Promise.all([q.release(), qPlain.release()]);
+    await rm(cacheDir, { recursive: true, force: true });
+  }
 });
