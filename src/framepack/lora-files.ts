@@ -7,15 +7,14 @@
  * rules for file inputs (PredictorContext.download: refused address ranges, redirects re-checked, read
  * timeout) with their own size limit, FRAMEPACK_MAX_LORA_BYTES (default 2 GiB: LoRAs of this 13 B model
  * are often several hundred MB). The cache, FRAMEPACK_LORA_CACHE (default ~/.cache/framepack/loras), keeps
- * each URL's file under a name derived from the URL; a file only appears there once complete. On the command
- * line a `file:` URL or a local path is read in place.
+ * each URL's file under a name derived from the URL; a file only appears there once complete. Local paths are
+ * not accepted: the server must not read files of its own machine on a client's behalf.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { basename, isAbsolute, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { basename, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { HostTensor } from '../onnx/safetensors.js';
 import type { DitConfig } from '../nets/dit.js';
@@ -39,8 +38,7 @@ export function loraRefProblem(ref: string): string | null {
       return 'not a valid URL';
     }
   }
-  if (/^file:/i.test(ref) || isAbsolute(ref)) return null; // the command line only: the server's download refuses them
-  if (HUB_REF.test(ref) && !ref.includes('..')) return null;
+  if (HUB_REF.test(ref) && !ref.includes('..') && !ref.startsWith('/') && !/^[a-z]+:/i.test(ref)) return null;
   return 'expected an http(s) URL or a Hugging Face file as <owner>/<repo>/<path>';
 }
 
@@ -68,8 +66,6 @@ const mb = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MB`;
 /** The local file of LoRA `index`: read in place, found in the cache, or downloaded into it. */
 export async function fetchLora(ref: string, index: number, ctx: Pick<PredictorContext, 'download' | 'log'>,
   env: NodeJS.ProcessEnv = process.env): Promise<string> {
-  if (/^file:/i.test(ref)) return fileURLToPath(ref);
-  if (isAbsolute(ref)) return ref;
   const url = loraUrl(ref, env);
   const name = `loras.${index}`;
   const dir = loraCacheDir(env);

@@ -17,6 +17,7 @@ test('references: http(s) URLs and Hub files are accepted, anything else is name
   assert.equal(loraRefProblem('lllyasviel/FramePack_LoRA/dir/x.safetensors'), null);
   assert.match(loraRefProblem('just-a-name') ?? '', /expected an http\(s\) URL or a Hugging Face file/);
   assert.match(loraRefProblem('a/b/../../etc/passwd') ?? '', /expected/);
+  for (const local of ['/etc/passwd', 'file:///etc/passwd', '/home/u/lora.safetensors']) assert.match(loraRefProblem(local) ?? '', /expected/, local);
   assert.equal(loraUrl('owner/repo/sub dir/x.safetensors', {}), 'https://huggingface.co/owner/repo/resolve/main/sub%20dir/x.safetensors');
   assert.equal(loraUrl('owner/repo/x.safetensors', { HF_ENDPOINT: 'https://mirror.example/' }), 'https://mirror.example/owner/repo/resolve/main/x.safetensors');
   assert.equal(loraUrl('https://example.com/x.safetensors', {}), 'https://example.com/x.safetensors');
