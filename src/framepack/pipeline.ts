@@ -82,7 +82,7 @@ export interface GenerateParams {
   /** timestamped prompts: sections over which a prompt change is blended (0: none); default 4 */
   promptBlendSections?: number;
   negativePrompt: string;
-  /** bucket class of the start image (image.ts RESOLUTION); default 640, FramePack's own */
+  /** bucket class of the start image (buckets.ts RESOLUTION); default 640, FramePack's own */
   resolution?: number;
   seed: number;
   seconds: number;
