@@ -1,7 +1,7 @@
 /**
  * The GPUs and their memory, asked of `nvidia-smi` (onnxruntime-node exposes no allocator statistics, and no
- * CUDA bindings are needed this way), renumbered as CUDA numbers them. No nvidia-smi, or one that fails,
- * means no usable NVIDIA GPU: the CPU it is.
+ * CUDA bindings are needed this way), and how CUDA numbers them. No nvidia-smi, or one that fails, means no
+ * usable NVIDIA GPU: the CPU it is.
  */
 import { execFile } from 'node:child_process';
 

@@ -87,8 +87,7 @@ export class WorkerPool {
 
   /** Sets every worker up (the first alone, then the others together). Throws when none is ready. */
   async setup(ctx: PoolSetupContext): Promise<void> {
-    const [first, ...rest] = this.workers;
-    if (!first) throw new Error('no worker to set up');
+    const [first, ...rest] = this.workers as [PoolWorker, ...PoolWorker[]]; // create() makes one at least
     const errors = new Map<PoolWorker, unknown>();
     const setupOne = async (w: PoolWorker) => {
       const prefix = w.name ? `[${w.name}] ` : '';
@@ -149,9 +148,9 @@ export class WorkerPool {
     return true;
   }
 
-  /** Calls every worker's dispose(); failures are logged. */
+  /** Calls dispose() of every worker that was set up; failures are logged. */
   async dispose(): Promise<void> {
-    await Promise.all(this.workers.map(async (w) => {
+    await Promise.all(this.workers.filter((w) => w.state === 'ready' || w.state === 'retired').map(async (w) => {
       try {
         await w.predictor.dispose?.();
       } catch (err) {

@@ -127,7 +127,7 @@ export class Runner extends EventEmitter {
   private readonly inflight = new Map<string, Prediction>();
   shuttingDown = false;
   private becameReady = false;
-  /** Set by markDefunct: the running prediction fails with it instead of being canceled. */
+  /** Set by markDefunct: the running predictions fail with it instead of being canceled. */
   private fatalError: unknown;
   /** Terminal webhooks still being delivered (retries can take minutes). */
   private readonly deliveries = new Set<Promise<void>>();
@@ -240,9 +240,9 @@ export class Runner extends EventEmitter {
     }
   }
 
-  /** One worker: Cog's "Already running a prediction"; several: all of them are busy. */
+  /** One worker in rotation: Cog's "Already running a prediction"; several: all of them are busy. */
   private busyError(): AppError {
-    return this.pool.workers.length > 1 ? appError('WORKERS_BUSY', { count: this.inflight.size }) : appError('BUSY');
+    return this.pool.serving.length > 1 ? appError('WORKERS_BUSY', { count: this.inflight.size }) : appError('BUSY');
   }
 
   find(id: string): Prediction | undefined {
@@ -353,7 +353,6 @@ export class Runner extends EventEmitter {
     this.pool.release(worker);
     this.inflight.delete(p.state.id);
     if (this.status === 'BUSY' && !this.pool.allBusy) this.setStatus('READY');
-    else if (this.status === 'READY' && this.pool.allBusy) this.setStatus('BUSY'); // a free worker was taken out
     p.resolve(p.snapshot());
     this.emit('finished', p);
     if (this.status === 'DEFUNCT') this.emit('defunct');

@@ -5,13 +5,18 @@
  * of rotation while the others serve, and a worker whose setup fails left out.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
 import { concurrencyFromEnv } from '../../src/server/pool.js';
 import { gpuLine, installFakeSmi, type FakeSmi } from '../fake-gpus.js';
-import { json, post, put, repoRoot, startReceiver, startServer, waitFor, waitReady, type TestServer } from './helpers.js';
+import {
+  cliPath, json, post, predictorPath, put, repoRoot, startReceiver, startServer, waitFor, waitReady, type TestServer,
+} from './helpers.js';
 
 // Physical GPUs: 0 an H100 with 80 GB free, 1 an H200 with 137 GiB free, 2 an H100 another process has
 // filled (10 GB free), 3 an H100 with 80 GB free. CUDA_VISIBLE_DEVICES=1,2,3 makes them CUDA's 0, 1, 2.
@@ -41,7 +46,7 @@ async function gpuServer(maxConcurrency: number | undefined, options: Record<str
   return { ...s, lines };
 }
 
-const health = async (s: TestServer) => json(await fetch(`${s.url}/health-check`));
+const health = async (s: { url: string }) => json(await fetch(`${s.url}/health-check`));
 const output = (p: { output: string }) => Buffer.from(p.output.slice(p.output.indexOf(',') + 1), 'base64').toString();
 const async = { prefer: 'respond-async' };
 
@@ -68,10 +73,10 @@ describe('discovery: CUDA_VISIBLE_DEVICES, a placement per card, cards that cann
   });
 
   it('runs two predictions at once, one per GPU; BUSY and 409 only when both run', async () => {
-    const slow = post(`${s.url}/predictions`, { input: { prompt: 'slow', steps: 15, step_ms: 20 } });
+    const slow = post(`${s.url}/predictions`, { input: { prompt: 'slow', steps: 60, step_ms: 20 } });
     await waitFor(async () => (await health(s)).concurrency.current === 1, 'first running');
     assert.equal((await health(s)).status, 'READY', 'one of two workers is free');
-    const quick = post(`${s.url}/predictions`, { input: { prompt: 'quick', steps: 10, step_ms: 20 } });
+    const quick = post(`${s.url}/predictions`, { input: { prompt: 'quick', steps: 50, step_ms: 20 } });
     await waitFor(async () => (await health(s)).status === 'BUSY', 'BUSY');
     assert.deepEqual((await health(s)).concurrency, { max: 2, current: 2 });
     const refused = await post(`${s.url}/predictions`, { input: { prompt: 'third' } });
@@ -84,7 +89,7 @@ describe('discovery: CUDA_VISIBLE_DEVICES, a placement per card, cards that cann
   });
 
   it('gives the next prediction to the worker that is free', async () => {
-    const long = post(`${s.url}/predictions`, { input: { prompt: 'long', steps: 40, step_ms: 20 } });
+    const long = post(`${s.url}/predictions`, { input: { prompt: 'long', steps: 100, step_ms: 20 } });
     await waitFor(async () => (await health(s)).concurrency.current === 1, 'long running');
     const first = await json(await post(`${s.url}/predictions`, { input: { prompt: 'short', steps: 1 } }));
     const second = await json(await post(`${s.url}/predictions`, { input: { prompt: 'again', steps: 1 } }));
@@ -102,7 +107,7 @@ describe('the concurrency limit', () => {
       const h = await health(s);
       assert.deepEqual(h.concurrency, { max: 1, current: 0 });
       assert.doesNotMatch(h.setup.logs, /\[cuda:|COG_MAX_CONCURRENCY/);   // the single worker, set up as always
-      const running = post(`${s.url}/predictions`, { input: { steps: 10 } });
+      const running = post(`${s.url}/predictions`, { input: { steps: 50 } });
       await waitFor(async () => (await health(s)).status === 'BUSY', 'BUSY');
       const refused = await post(`${s.url}/predictions`, { input: {} });
       assert.equal(refused.status, 409);
@@ -125,6 +130,24 @@ describe('the concurrency limit', () => {
     } finally {
       await s.close();
       process.env.CUDA_VISIBLE_DEVICES = '1,2,3';
+    }
+  });
+
+  it('is what COG_MAX_CONCURRENCY says for `framepack serve`', async () => {
+    for (const [value, max] of [['2', 2], ['several', 1]] as const) {
+      const child = spawn(process.execPath, [cliPath, 'serve', '--host', '127.0.0.1', '--port', '0', '--predictor', predictorPath('gpus')],
+        { env: { ...process.env, COG_MAX_CONCURRENCY: value, LOG_FORMAT: 'json' }, stdio: ['ignore', 'pipe', 'inherit'] });
+      try {
+        const url = await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).on('line', (line) => {
+          const address = /"address":"([^"]+)"/.exec(line)?.[1];
+          if (address) resolve(address);
+        }));
+        await waitReady(url);
+        assert.equal((await health({ url })).concurrency.max, max, `COG_MAX_CONCURRENCY=${value}`);
+      } finally {
+        child.kill('SIGTERM');
+        await once(child, 'exit');
+      }
     }
   });
 
@@ -153,7 +176,7 @@ describe('cancel, idempotent PUT and webhooks, per prediction', () => {
     try {
       await waitReady(s.url);
       const [a, b] = await Promise.all(['pa', 'pb'].map((id) =>
-        put(`${s.url}/predictions/${id}`, { input: { prompt: id, steps: 200, step_ms: 10 }, webhook: `${receiver.url}/hook/${id}` }, async)));
+        put(`${s.url}/predictions/${id}`, { input: { prompt: id, steps: 1000, step_ms: 10 }, webhook: `${receiver.url}/hook/${id}` }, async)));
       assert.deepEqual([a!.status, b!.status], [202, 202]);
       assert.equal((await health(s)).status, 'BUSY');
       // a retry of either id answers its own state; a POST reusing a running id is refused even with a worker free
@@ -186,7 +209,7 @@ describe('cancel, idempotent PUT and webhooks, per prediction', () => {
   it('drains every running prediction on POST /shutdown', async () => {
     const s = await gpuServer(2);
     await waitReady(s.url);
-    const running = ['one', 'two'].map((prompt) => post(`${s.url}/predictions`, { input: { prompt, steps: 10 } }));
+    const running = ['one', 'two'].map((prompt) => post(`${s.url}/predictions`, { input: { prompt, steps: 50 } }));
     await waitFor(async () => (await health(s)).status === 'BUSY', 'BUSY');
     assert.equal((await fetch(`${s.url}/shutdown`, { method: 'POST' })).status, 200);
     const done = await Promise.all(running.map(async (r) => json(await r)));
@@ -204,7 +227,7 @@ describe('a failing GPU', () => {
     try {
       await waitReady(s.url);
       // fill cuda:0 so that the failing request lands on cuda:2
-      const busy = post(`${s.url}/predictions`, { input: { prompt: 'busy', steps: 10 } });
+      const busy = post(`${s.url}/predictions`, { input: { prompt: 'busy', steps: 50 } });
       await waitFor(async () => (await health(s)).concurrency.current === 1, 'cuda:0 busy');
       const lost = await failOn(s, 'lost', 2);
       assert.equal(lost.status, 'failed');
@@ -217,7 +240,7 @@ describe('a failing GPU', () => {
       let h = await health(s);
       assert.deepEqual([h.status, h.concurrency], ['READY', { max: 1, current: 0 }]);
       // one worker left: every prediction runs on cuda:0, a second at once is refused
-      const next = post(`${s.url}/predictions`, { input: { prompt: 'next', steps: 10 } });
+      const next = post(`${s.url}/predictions`, { input: { prompt: 'next', steps: 50 } });
       await waitFor(async () => (await health(s)).status === 'BUSY', 'BUSY with one worker');
       assert.equal((await post(`${s.url}/predictions`, { input: {} })).status, 409);
       assert.equal(output(await json(await next)), 'device=0 policy=high prompt=next');
@@ -235,7 +258,7 @@ describe('a failing GPU', () => {
     const s = await gpuServer(2);
     try {
       await waitReady(s.url);
-      const busy = post(`${s.url}/predictions`, { input: { prompt: 'busy', steps: 10 } });
+      const busy = post(`${s.url}/predictions`, { input: { prompt: 'busy', steps: 50 } });
       await waitFor(async () => (await health(s)).concurrency.current === 1, 'cuda:0 busy');
       const oom = await failOn(s, 'oom', 2);
       assert.match(oom.error, /^The GPU ran out of memory \(CUDA failure 2: out of memory/);
@@ -256,7 +279,7 @@ describe('a failing GPU', () => {
     const s = await gpuServer(2);
     try {
       await waitReady(s.url);
-      const busy = post(`${s.url}/predictions`, { input: { prompt: 'busy', steps: 10 } });
+      const busy = post(`${s.url}/predictions`, { input: { prompt: 'busy', steps: 50 } });
       await waitFor(async () => (await health(s)).concurrency.current === 1, 'cuda:0 busy');
       const p = await failOn(s, 'plain', 2);
       assert.deepEqual([p.status, p.error], ['failed', 'Invalid input name: foo']);
