@@ -13,7 +13,15 @@ export interface CatalogueEntry {
   status?: number;
   /** The model can no longer run (its worker died): the server reports DEFUNCT. */
   fatal?: boolean;
+  /** The failure is the device's (see `deviceFailure`): the server may take that device out of rotation. */
+  device?: DeviceFailure;
 }
+
+/**
+ * How a device failed a prediction. `lost`: it cannot be trusted for another run. `out-of-memory`: it may
+ * serve smaller work, but a host with other devices serves on those.
+ */
+export type DeviceFailure = 'lost' | 'out-of-memory';
 
 export const catalogue = {
   // ---- HTTP edge ----
@@ -25,6 +33,8 @@ export const catalogue = {
     message: 'This model does not support streaming responses. Remove text/event-stream from Accept.',
   },
   BUSY: { status: 409, message: 'Already running a prediction' },
+  WORKERS_BUSY: { status: 409, message: 'All workers are busy: already running {count} predictions' },
+  PREDICTION_RUNNING: { status: 409, message: 'Prediction {id} is already running' },
   NOT_READY: {
     status: 503,
     message: 'Setup has not finished yet. Wait until it has finished, or GET /health-check for status.',
@@ -99,7 +109,9 @@ export const catalogue = {
     message:
       'The GPU ran out of memory ({detail}). Try a smaller resolution or a shorter video, or start the server with ' +
       'FRAMEPACK_PLACEMENT=low (one large network on the GPU at a time, 8-bit DiT and LLaMA, VAE tiling).',
+    device: 'out-of-memory',
   },
+  GPU_LOST: { message: 'The GPU failed and cannot run predictions any more ({detail})', device: 'lost' },
 
   // ---- devices (src/runtime) ----
   RUNTIME_SETTING_INVALID: { message: '{name}={value} is not valid: use one of {allowed}.' },
@@ -120,6 +132,7 @@ export class AppError extends Error {
   readonly code: ErrorCode;
   readonly status: number | undefined;
   readonly fatal: boolean;
+  readonly device: DeviceFailure | undefined;
   readonly params: Record<string, unknown>;
 
   constructor(code: ErrorCode, params: Record<string, unknown> = {}, options?: { cause?: unknown }) {
@@ -129,6 +142,7 @@ export class AppError extends Error {
     this.code = code;
     this.status = entry.status;
     this.fatal = entry.fatal ?? false;
+    this.device = entry.device;
     this.params = params;
   }
 }
@@ -141,6 +155,12 @@ export function appError(code: ErrorCode, params: Record<string, unknown> = {}, 
 /** True for errors after which the model cannot run again (any error with `fatal: true` counts). */
 export function isFatal(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { fatal?: unknown }).fatal === true;
+}
+
+/** How the device failed, for errors that say so (any error with `device: 'lost' | 'out-of-memory'` counts). */
+export function deviceFailure(err: unknown): DeviceFailure | undefined {
+  const device = typeof err === 'object' && err !== null ? (err as { device?: unknown }).device : undefined;
+  return device === 'lost' || device === 'out-of-memory' ? device : undefined;
 }
 
 /** The one-line message of anything thrown. */

@@ -53,13 +53,13 @@ import { gpuInfo, limitDeviceMemory, sampleGpuMemory, type MemoryLimit, type Mem
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const cli = join(root, 'dist', 'src', 'cli.js');
 
-const IMAGE = { width: 912, height: 960 }; // 1.5 x the 608x640 bucket: the bucket resize does real work
+export const IMAGE = { width: 912, height: 960 }; // 1.5 x the 608x640 bucket: the bucket resize does real work
 const PROMPT = 'A red fox trots across a snowy clearing at dawn, pauses to look back over its shoulder, then leaps ' +
   'over a fallen log as golden light filters through tall pines and snow drifts down.'; // 40 LLaMA-3 tokens
-const DEFAULT_INPUT = { prompt: PROMPT, seed: 31337, total_video_length_seconds: 3, steps: 25, use_teacache: false };
+export const DEFAULT_INPUT = { prompt: PROMPT, seed: 31337, total_video_length_seconds: 3, steps: 25, use_teacache: false };
 
-const secs = (from: number, to = performance.now()) => +((to - from) / 1000).toFixed(3);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const secs = (from: number, to = performance.now()) => +((to - from) / 1000).toFixed(3);
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------------------
 // Models folder
@@ -76,7 +76,7 @@ function sources(weights: string): Record<Component, string> {
 }
 
 /** Links every component folder into `out` in the Hub layout, then checks it as the server will. */
-async function arrangeModels(weights: string, out: string): Promise<Record<Component, string>> {
+export async function arrangeModels(weights: string, out: string): Promise<Record<Component, string>> {
   const from = sources(weights);
   const to = folderDirs(loadManifest(), out);
   for (const [c, target] of Object.entries(to) as [Component, string][]) {
@@ -95,7 +95,7 @@ async function arrangeModels(weights: string, out: string): Promise<Record<Compo
 // The request
 
 /** A smooth gradient with a few hard-edged shapes, as PNG bytes. */
-async function inputImage(): Promise<Buffer> {
+export async function inputImage(): Promise<Buffer> {
   const { width: W, height: H } = IMAGE;
   const px = Buffer.alloc(W * H * 3);
   for (let y = 0; y < H; y++) {
@@ -111,13 +111,13 @@ async function inputImage(): Promise<Buffer> {
 }
 
 /** Prompt tokens alone (no template, no special tokens) with the models folder's LLaMA tokenizer. */
-async function promptTokens(models: string, prompt: string): Promise<number> {
+export async function promptTokens(models: string, prompt: string): Promise<number> {
   const tok = Tokenizer.fromFile(join(folderDirs(loadManifest(), models).tokenizer, 'tokenizer.json'));
   return (await tok.encode(prompt, null, { addSpecialTokens: false })).getIds().length;
 }
 
 /** POST over node:http: no client-side timeout may cut a generation of many minutes. */
-function postJson(url: string, body: string): Promise<{ status: number; body: string }> {
+export function postJson(url: string, body: string): Promise<{ status: number; body: string }> {
   return new Promise((ok, fail) => {
     const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
       const chunks: Buffer[] = [];
@@ -130,13 +130,13 @@ function postJson(url: string, body: string): Promise<{ status: number; body: st
   });
 }
 
-async function health(url: string): Promise<Record<string, any>> {
+export async function health(url: string): Promise<Record<string, any>> {
   const res = await fetch(`${url}/health-check`, { signal: AbortSignal.timeout(5000) });
   return (await res.json()) as Record<string, any>;
 }
 
 /** GET /health-check every `everyMs` until `stop` resolves: latencies (ms) and the statuses seen. */
-async function pollHealth(url: string, everyMs: number, stop: Promise<unknown>) {
+export async function pollHealth(url: string, everyMs: number, stop: Promise<unknown>) {
   const ms: number[] = [], statuses: Record<string, number> = {};
   let errors = 0, done = false;
   void stop.finally(() => { done = true; });
@@ -158,10 +158,10 @@ async function pollHealth(url: string, everyMs: number, stop: Promise<unknown>) 
 // The server child
 
 let server: ChildProcess | null = null;
-let serverExit: Promise<number | null> = new Promise(() => {});
-const running = () => server !== null && server.exitCode === null && server.signalCode === null;
+export let serverExit: Promise<number | null> = new Promise(() => {});
+export const running = () => server !== null && server.exitCode === null && server.signalCode === null;
 
-async function stopServer(): Promise<number | null> {
+export async function stopServer(): Promise<number | null> {
   if (!server) return null;
   if (running()) {
     server.kill('SIGTERM'); // serve cancels a running prediction and stops
@@ -176,12 +176,12 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 /** ": <message>" of the server's last error-level line, if any. */
-function lastError(lines: Record<string, any>[]): string {
+export function lastError(lines: Record<string, any>[]): string {
   const e = [...lines].reverse().find((l) => typeof l.level === 'number' && l.level >= 50);
   return e ? `: ${e.err?.message ?? e.msg}` : '';
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((ok, fail) => {
     const s = createServer().once('error', fail).listen(0, '127.0.0.1', () => {
       const port = (s.address() as { port: number }).port;
@@ -191,7 +191,7 @@ function freePort(): Promise<number> {
 }
 
 /** Spawns `framepack serve`; every output line goes to `logFile`, into `lines` and, shortened, to stdout. */
-function startServer(port: number, env: NodeJS.ProcessEnv, logFile: string, lines: Record<string, unknown>[], t0: number): void {
+export function startServer(port: number, env: NodeJS.ProcessEnv, logFile: string, lines: Record<string, unknown>[], t0: number): void {
   server = spawn(process.execPath, [cli, 'serve', '--host', '127.0.0.1', '--port', String(port)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   serverExit = once(server, 'exit').then(([code, sig]) => (code ?? (sig ? 128 : null)) as number | null);
   const log = createWriteStream(logFile);
@@ -210,7 +210,7 @@ function startServer(port: number, env: NodeJS.ProcessEnv, logFile: string, line
 // The output
 
 /** Decodes the output (data URL or local path) to `file`; ftyp box, size, codec, dimensions, frame count. */
-async function checkVideo(output: unknown, file: string, expectedFrames: number): Promise<Record<string, unknown>> {
+export async function checkVideo(output: unknown, file: string, expectedFrames: number): Promise<Record<string, unknown>> {
   if (typeof output !== 'string') return { error: `output is ${JSON.stringify(output)?.slice(0, 80)}`, expectedFrames };
   const bytes = output.startsWith('data:')
     ? Buffer.from(output.slice(output.indexOf(',') + 1), output.slice(0, output.indexOf(',')).endsWith(';base64') ? 'base64' : 'utf8')
@@ -355,4 +355,7 @@ function summary(r: Record<string, any>, out: string): void {
   console.log(lines.join('\n'));
 }
 
-main().then((code) => process.exit(code), (err) => { console.error(err); process.exit(1); });
+// scripts/gpu/concurrent.ts imports the helpers above; run only as a command
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main().then((code) => process.exit(code), (err) => { console.error(err); process.exit(1); });
+}

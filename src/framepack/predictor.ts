@@ -7,6 +7,8 @@
  *   models   plain folder laid out like the Hub repositories (else FRAMEPACK_MODELS, else the HF cache)
  *   noise    safetensors file with noise_<i> per section: replaces the seeded noise (reproduces a reference)
  *   dump     safetensors file written after the run with the intermediate tensors (fixture names)
+ *   deviceId the CUDA device of this instance, when the server runs one per GPU (`devices()` lists them);
+ *            it stands for FRAMEPACK_DEVICE_ID, and the placement is chosen for that card
  */
 import { join } from 'node:path';
 import { resolveModels, type ModelDirs } from '../hub/resolve.js';
@@ -14,6 +16,7 @@ import { buildSiglipVision } from '../nets/siglip.js';
 import type { DitGraphs } from '../nets/dit.js';
 import { Checkpoint, loadTensors, saveTensors, type HostTensor } from '../onnx/safetensors.js';
 import type { Predictor, PredictorContext, PredictorOptions, SetupContext } from '../predictor.js';
+import { gpuPlacements } from '../runtime/gpu-placements.js';
 import { choosePlacement, mapOrtError, type Placement } from '../runtime/placement.js';
 import { Session } from '../runtime/session.js';
 import { loadImage, loadSigLipPreprocessor, type SigLipPreprocessor } from './image.js';
@@ -294,9 +297,10 @@ class Slot<T extends { release(): Promise<void> }> {
   }
 }
 
-async function openNets(opts: { models?: unknown; log: (line: string) => void; signal?: AbortSignal }): Promise<FramePackModels> {
+async function openNets(opts: { models?: unknown; deviceId?: number; log: (line: string) => void; signal?: AbortSignal }): Promise<FramePackModels> {
   const dirs = await resolveModels({ models: typeof opts.models === 'string' ? opts.models : undefined, log: opts.log, signal: opts.signal });
-  const placement = await choosePlacement({ log: opts.log });
+  const env = opts.deviceId === undefined ? process.env : { ...process.env, FRAMEPACK_DEVICE_ID: String(opts.deviceId) };
+  const placement = await choosePlacement({ log: opts.log, env });
   opts.log(`placement: ${placement.policy} on ${placement.ep} (${placement.reason})`);
   return FramePackModels.open(dirs, placement, opts.log);
 }
@@ -309,7 +313,14 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
 
   async setup(ctx: SetupContext): Promise<void> {
     findFfmpeg(); // a missing encoder is a setup failure, not a failure after minutes of sampling
-    this.nets = await openNets({ models: this.options.models, log: (l) => ctx.log(l), signal: ctx.signal });
+    this.nets = await openNets({ models: this.options.models, deviceId: this.options.deviceId, log: (l) => ctx.log(l), signal: ctx.signal });
+  }
+
+  /** The GPUs that can each hold the networks on their own (gpu-placements.ts). */
+  async devices(log: (line: string) => void): Promise<number[]> {
+    const { placements, skipped } = await gpuPlacements();
+    for (const s of skipped) log(`cuda:${s.deviceId} left out: ${s.reason}`);
+    return placements.map((p) => p.deviceId);
   }
 
   async predict(input: FramePackInput, ctx: PredictorContext): Promise<string> {

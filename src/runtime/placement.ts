@@ -26,7 +26,7 @@ import { appError, AppError } from '../errors.js';
 import type { Precision } from '../onnx/graph.js';
 import type { ExecutionProvider } from './protocol.js';
 import { cudaProviderStatus, parseProviderRequest, type ProviderStatus } from './providers.js';
-import { probeVram, type GpuInfo, type VramProbe } from './vram.js';
+import { cudaVisible, probeVram, type GpuInfo, type VramProbe } from './vram.js';
 
 export type PlacementPolicy = 'high' | 'low' | 'cpu';
 
@@ -110,17 +110,6 @@ function parseDeviceId(value: string | undefined): number | undefined {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0) throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_DEVICE_ID', value, allowed: 'an integer >= 0' });
   return n;
-}
-
-/**
- * The GPUs as CUDA numbers them: nvidia-smi lists every GPU by its physical index, CUDA only those in
- * CUDA_VISIBLE_DEVICES, renumbered from 0 in that order.
- */
-export function cudaVisible(gpus: GpuInfo[], visible: string | undefined): GpuInfo[] {
-  if (visible === undefined) return gpus;
-  const ids = visible.split(',').map((s) => s.trim()).filter(Boolean);
-  if (!ids.every((s) => /^\d+$/.test(s))) return gpus;     // UUID / MIG names: keep nvidia-smi's order
-  return ids.map(Number).map((i) => gpus.find((g) => g.index === i)).filter((g): g is GpuInfo => g !== undefined);
 }
 
 function policyFor(free: number): PlacementPolicy {
@@ -220,12 +209,31 @@ export function isGpuOutOfMemory(err: unknown): boolean {
 }
 
 /**
- * The catalogue error for an ORT out-of-memory failure, or the error itself when it is something else.
- * Not fatal: the prediction fails, the server stays ready for the next one.
+ * Failures after which a GPU cannot be trusted for another run: CUDA's sticky errors (they poison the device's
+ * context for the rest of the process: illegal address, launch failure, ECC, device-side assert, 999), a
+ * device that vanished or cannot be reached, and the death of the device's session worker (its sessions are
+ * gone). ONNX Runtime words them "CUDA failure <code>: <text> ; GPU=<n> ; ...".
+ */
+const GPU_LOST = [
+  /CUDA (?:failure|error) (?:3|4|46|100|101|214|700|702|710|71[4-9]|999)\b/i, /illegal memory access/i,
+  /unspecified launch failure/i, /uncorrectable ECC/i, /device-side assert/i, /fallen off the bus/i,
+  /no CUDA-capable device/i, /busy or unavailable/i, /session worker cuda:\d+ (?:exited|failed)/, /was lost: its worker exited/,
+];
+
+export function isGpuLost(err: unknown): boolean {
+  const message = err instanceof Error ? err.message : String(err);
+  return GPU_LOST.some((re) => re.test(message));
+}
+
+/**
+ * The catalogue error for an ORT failure of the GPU itself (out of memory, lost), or the error itself when it
+ * is something else. Neither is fatal: the prediction fails; the server decides whether the GPU keeps serving.
  */
 export function mapOrtError(err: unknown, ep: ExecutionProvider): unknown {
   // the CPU arena reports "Failed to allocate memory" too: that is host memory, not the GPU's
-  if (ep === 'cpu' || err instanceof AppError || !isGpuOutOfMemory(err)) return err;
+  if (ep === 'cpu' || err instanceof AppError) return err;
+  const code = isGpuOutOfMemory(err) ? 'GPU_OUT_OF_MEMORY' : isGpuLost(err) ? 'GPU_LOST' : undefined;
+  if (!code) return err;
   const first = (err instanceof Error ? err.message : String(err)).split('\n')[0].slice(0, 300);
-  return appError('GPU_OUT_OF_MEMORY', { detail: first }, err);
+  return appError(code, { detail: first }, err);
 }

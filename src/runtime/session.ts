@@ -177,6 +177,10 @@ class DeviceWorker {
   }
 }
 
+// CUDA numbers devices fastest first by default, nvidia-smi (and so vram.ts's sizing of each card) by PCI
+// bus: on a host of unlike GPUs the two orders differ. Set before any session worker starts CUDA.
+process.env.CUDA_DEVICE_ORDER ??= 'PCI_BUS_ID';
+
 /** Niceness of session workers relative to the main thread: FRAMEPACK_WORKER_NICE, default 10 (0 = off). */
 function workerNice(): number {
   const v = Number(process.env.FRAMEPACK_WORKER_NICE ?? 10);

@@ -4,37 +4,22 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AppError } from '../../src/errors.js';
-import { choosePlacement, cudaVisible, describePlacement, HIGH_MIN_FREE_MIB, LOW_MIN_FREE_MIB, mapOrtError } from '../../src/runtime/placement.js';
+import { choosePlacement, describePlacement, HIGH_MIN_FREE_MIB, LOW_MIN_FREE_MIB, mapOrtError } from '../../src/runtime/placement.js';
 import { CUDA_PROVIDER_LIB, cudaProviderStatus, ortLibDir } from '../../src/runtime/providers.js';
-import { parseNvidiaSmi, probeVram } from '../../src/runtime/vram.js';
+import { cudaVisible, parseNvidiaSmi, probeVram } from '../../src/runtime/vram.js';
+import { gpuLine, installFakeSmi, type FakeSmi } from '../fake-gpus.js';
 
-let bin: string;
+let smi: FakeSmi;
 const cudaOk = { available: true, detail: '/fake/libonnxruntime_providers_cuda.so' };
 
-before(async () => {
-  bin = await mkdtemp(join(tmpdir(), 'fake-smi-'));
-  // Prints FAKE_SMI_OUT (one CSV line per GPU, as --format=csv,noheader,nounits), or fails like a broken driver.
-  await writeFile(join(bin, 'nvidia-smi'), [
-    '#!/bin/sh',
-    'case "$*" in *--query-gpu=index,name,memory.total,memory.used,memory.free,driver_version*) ;; *) echo "unexpected args: $*" >&2; exit 2;; esac',
-    'if [ -n "$FAKE_SMI_FAIL" ]; then echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver." >&2; exit 9; fi',
-    'printf "%b" "$FAKE_SMI_OUT"',
-  ].join('\n'));
-  await chmod(join(bin, 'nvidia-smi'), 0o755);
-});
-after(async () => { await rm(bin, { recursive: true, force: true }); });
+before(async () => { smi = await installFakeSmi(); });
+after(() => smi.remove());
 
-const gpuLine = (index: number, totalMiB: number, freeMiB: number, name = 'NVIDIA H100 80GB HBM3') =>
-  `${index}, ${name}, ${totalMiB}, ${totalMiB - freeMiB}, ${freeMiB}, 580.159.04\\n`;
-
-/** An environment whose PATH finds only the fake nvidia-smi (and sh). */
-function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { PATH: `${bin}:/usr/bin:/bin`, ...extra };
-}
+const env = (extra: Record<string, string> = {}) => smi.env(extra);
 
 test('nvidia-smi output is parsed into MiB figures; [N/A] devices are skipped', () => {
   const gpus = parseNvidiaSmi('0, NVIDIA H100 80GB HBM3, 81559, 600, 80959, 580.159.04\n1, GRID vGPU, [N/A], [N/A], [N/A], 580\n');
