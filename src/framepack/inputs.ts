@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { fileInput } from '../predictor.js';
+import type { StepCacheKind } from './pipeline.js';
 
 export const inputSchema = z.object({
   input_image: fileInput().describe('The image the video starts from'),
@@ -19,6 +20,13 @@ export const inputSchema = z.object({
   cfg_rescale: z.number().min(0).max(1).default(0).describe('Guidance rescale factor'),
   use_teacache: z.boolean().default(true).describe('Skip transformer blocks when the output barely changes (faster)'),
   mp4_crf: z.int().min(0).max(51).default(23).describe('H.264 quality: lower is better, 0 is lossless; 16 if you get black frames'),
+  cache: z.enum(['teacache', 'magcache', 'off']).nullable().default(null)
+    .describe('Step cache: teacache, magcache (skips more calls) or off; empty follows use_teacache'),
 });
 
 export type FramePackInput = z.infer<typeof inputSchema>;
+
+/** The step cache a request asks for: `cache` when given, else `use_teacache` as the seed defines it. */
+export function stepCacheOf(input: Pick<FramePackInput, 'cache' | 'use_teacache'>): StepCacheKind {
+  return input.cache ?? (input.use_teacache ? 'teacache' : 'off');
+}

@@ -38,8 +38,11 @@ export interface SectionInputs {
   guidance: number;                   // distilled guidance value (gs x 1000, bf16-rounded in half precision)
   conditioning: Conditioning;         // clean latents: [start, 1x], 2x, 4x
   latentShape: number[];              // (1, C, lws, h8, w8)
-  teacache: boolean;
+  cache: StepCacheKind;
 }
+
+/** Which calls may re-use the blocks' cached residual: TeaCache (measured), MagCache (calibrated) or none. */
+export type StepCacheKind = 'teacache' | 'magcache' | 'off';
 
 /** A transformer prepared for one section (its TeaCache state lives and dies with it). */
 export interface SectionModel {
@@ -84,7 +87,7 @@ export interface GenerateParams {
   cfg: number;
   distilledCfg: number;
   cfgRescale: number;
-  teacache: boolean;
+  cache: StepCacheKind;
 }
 
 export interface GenerateHooks {
@@ -207,7 +210,7 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
     t0 = performance.now();
     const model = await nets.section({
       plan, steps: p.steps, positive, negative, imageEmbeddings, guidance, conditioning: history.conditioning(),
-      latentShape, teacache: p.teacache,
+      latentShape, cache: p.cache,
     }, signal);
     let generated: Float32Array;
     try {

@@ -20,9 +20,9 @@ import { gpuPlacements } from '../runtime/gpu-placements.js';
 import { choosePlacement, mapOrtError, type Placement } from '../runtime/placement.js';
 import { Session } from '../runtime/session.js';
 import { loadImage, loadSigLipPreprocessor, type SigLipPreprocessor } from './image.js';
-import { inputSchema, type FramePackInput } from './inputs.js';
+import { inputSchema, stepCacheOf, type FramePackInput } from './inputs.js';
 import { randomSeed } from './noise.js';
-import { generate, type FramePackNets, type PromptEmbeddings, type SectionInputs, type SectionModel } from './pipeline.js';
+import { generate, type FramePackNets, type PromptEmbeddings, type SectionInputs, type SectionModel, type StepCacheKind } from './pipeline.js';
 import { encodePrompt, loadTextEncoders, type TextEncoders } from './text.js';
 import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
 import { Vae } from './vae-decode.js';
@@ -218,7 +218,12 @@ export class FramePackModels implements FramePackNets {
   async section(s: SectionInputs, signal: AbortSignal): Promise<SectionModel> {
     signal.throwIfAborted();
     const dit = await this.transformer();
-    dit.beginSection({ steps: s.steps, teacache: { enabled: s.teacache } });
+    const [, , , h8, w8] = s.latentShape;
+    dit.beginSection({
+      steps: s.steps,
+      teacache: { enabled: s.cache === 'teacache' },
+      magcache: { enabled: s.cache === 'magcache', height: h8 * 8, width: w8 * 8 },
+    });
     const fixed = {
       image_embeddings: s.imageEmbeddings,
       latent_indices: int64Row(s.plan.latentIndices),
@@ -243,14 +248,14 @@ export class FramePackModels implements FramePackNets {
           encoder_attention_mask: text.llamaMask,
           pooled_projections: text.clipPooler,
         }, { branch: call.branch, signal });
-        if (r.teacache && !r.teacache.compute) skipped++;
+        if ((r.teacache ?? r.magcache)?.compute === false) skipped++;
         else computed++;
         return r.output.data as Float32Array;
       },
       close: async () => {
         dit.beginSection({ steps: s.steps, teacache: { enabled: false } }); // drops the cached residuals
       },
-      summary: () => (s.teacache ? `TeaCache: ${computed} computed, ${skipped} skipped` : undefined),
+      summary: () => (s.cache === 'off' ? undefined : `${CACHE_NAMES[s.cache]}: ${computed} computed, ${skipped} skipped`),
     };
   }
 
@@ -259,6 +264,8 @@ export class FramePackModels implements FramePackNets {
     await Promise.all([this.releaseEncoders(), this.releaseDit(), this.vae.release()]);
   }
 }
+
+const CACHE_NAMES: Record<Exclude<StepCacheKind, 'off'>, string> = { teacache: 'TeaCache', magcache: 'MagCache' };
 
 function ditOptions(p: Placement): TransformerOptions {
   return { ep: p.ep, deviceId: p.deviceId, precision: p.precision.dit, quantize: p.quantize.dit ? { bits: p.quantize.dit } : undefined };
@@ -343,7 +350,7 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
         cfg: input.cfg_scale,
         distilledCfg: input.distilled_cfg_scale,
         cfgRescale: input.cfg_rescale,
-        teacache: input.use_teacache,
+        cache: stepCacheOf(input),
       }, { signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump }));
 
       const out = join(ctx.tmpDir, 'output.mp4');

@@ -1,11 +1,12 @@
 /**
  * The packed transformer as the sampler calls it: three ONNX sessions (embed, blocks, head; see
  * src/nets/dit.ts) run per forward call, with TeaCache deciding between embed and blocks whether the blocks
- * run or their cached residual is re-used (src/framepack/teacache.ts).
+ * run or their cached residual is re-used (src/framepack/teacache.ts), or MagCache decides the same from the
+ * call's step alone (src/framepack/magcache.ts).
  *
  * Per call:
  *   embed(inputs)                 -> txt, temb [, modulated when TeaCache is on]
- *   TeaCache (host)               -> compute or skip
+ *   TeaCache / MagCache (host)    -> compute or skip
  *   computed: blocks(latents, txt, temb, rope) -> velocity (1, C, T, H, W) float32 [, residual to cache]
  *   skipped:  head(hidden_states, cached residual) -> velocity
  * The rotary tables depend only on the frame indices and the latent grid: they are computed on the host and
@@ -23,6 +24,7 @@ import { buildDitGraphs, type DitConfig, type DitGraphOptions, type DitGraphs } 
 import { packedRope, type RopeTable } from '../nets/dit-rope.js';
 import type { ForwardNet, NetOptions } from '../nets/registry.js';
 import { TeaCacheBank, type TeaCacheDecision, type TeaCacheSettings } from './teacache.js';
+import { MagCacheState, type MagCacheDecision, type MagCacheSettings } from './magcache.js';
 
 export const DIT_INPUTS = [
   'hidden_states', 'timestep', 'encoder_hidden_states', 'encoder_attention_mask', 'pooled_projections', 'guidance',
@@ -42,6 +44,8 @@ export interface SectionOptions {
   /** forward calls per CFG branch in this section (= sampler steps) */
   steps: number;
   teacache?: TeaCacheSettings;
+  /** MagCache instead of TeaCache (at most one of them is enabled); its ratios depend on the pixel size */
+  magcache?: MagCacheSettings & { enabled: boolean; height: number; width: number };
 }
 
 export interface ForwardResult {
@@ -49,6 +53,8 @@ export interface ForwardResult {
   output: HostTensor;
   /** what TeaCache did on this call (null when it is off) */
   teacache: TeaCacheDecision | null;
+  /** what MagCache did on this call (null when it is off) */
+  magcache: MagCacheDecision | null;
 }
 
 export class TransformerInputError extends Error {
@@ -59,6 +65,8 @@ type Residual = HostTensor;
 
 export class PackedTransformer {
   private bank: TeaCacheBank<Residual> | null = null;
+  /** MagCache states per CFG branch (each branch sees exactly the calls of a cfg = 1 run) */
+  private mag: { opts: NonNullable<SectionOptions['magcache']>; steps: number; states: Map<string, MagCacheState<Residual>> } | null = null;
   private rope: { key: string; table: RopeTable } | null = null;
 
   private constructor(
@@ -96,21 +104,41 @@ export class PackedTransformer {
    */
   beginSection(opts: SectionOptions): void {
     const tc = opts.teacache;
+    const mc = opts.magcache;
+    if (tc?.enabled && mc?.enabled) throw new RangeError('TeaCache and MagCache cannot both be enabled');
     this.bank = tc?.enabled ? new TeaCacheBank<Residual>(opts.steps, tc, this.precision === 'bfloat16') : null;
+    this.mag = mc?.enabled ? { opts: mc, steps: opts.steps, states: new Map() } : null;
+  }
+
+  private magState(branch: string): MagCacheState<Residual> | null {
+    if (!this.mag) return null;
+    let s = this.mag.states.get(branch);
+    if (!s) {
+      const { height, width, ...settings } = this.mag.opts;
+      s = new MagCacheState<Residual>(this.mag.steps, height, width, settings);
+      this.mag.states.set(branch, s);
+    }
+    return s;
   }
 
   /** One transformer call; `branch` names the CFG branch for the per-branch TeaCache mode. */
   async forward(inputs: DitInputs, call: { branch?: string; signal?: AbortSignal } = {}): Promise<ForwardResult> {
     const { signal } = call;
     const { grid, rope } = this.prepare(inputs);
-    const state = this.bank?.state(call.branch ?? 'positive') ?? null;
+    const branch = call.branch ?? 'positive';
+    const tea = this.bank?.state(branch) ?? null;
+    const mag = this.magState(branch);
+    const state = tea ?? mag;
 
     const feeds: Record<string, HostTensor> = {};
     for (const name of this.embed.inputs) feeds[name] = name === 'encoder_attention_mask' ? asInt64(inputs[name]) : inputs[name as DitInputName]!;
-    const wanted = state ? ['txt', 'temb', 'modulated'] : ['txt', 'temb'];
+    const wanted = tea ? ['txt', 'temb', 'modulated'] : ['txt', 'temb'];
     const e = await this.embed.run(feeds, { signal, outputs: wanted });
 
-    const decision = state ? state.decide(e.modulated.data as Float32Array) : null;
+    const teacache = tea ? tea.decide(e.modulated.data as Float32Array) : null;
+    const magcache = mag ? mag.decide() : null;
+    const decision = teacache ?? magcache;
+    const decisions = { teacache, magcache };
     const latentGrid: HostTensor = { dtype: 'int64', dims: [3], data: BigInt64Array.from(grid.map(BigInt)) };
 
     // Feeds are copied to the session worker (never transferred): the latents belong to the caller.
@@ -123,17 +151,18 @@ export class PackedTransformer {
         rope_sin: { dtype: 'float32', dims: [rope.tokens, rope.half], data: rope.sin },
       }, { signal, outputs: state ? ['output', 'residual'] : ['output'] });
       if (state) state.residual = r.residual;
-      return { output: r.output, teacache: decision };
+      return { output: r.output, ...decisions };
     }
     // Skipped: the head on this call's noisy tokens plus the residual of the last computed call.
     const h = await this.head.run({
       hidden_states: inputs.hidden_states, residual: state!.residual!, temb: e.temb, latent_grid: latentGrid,
     }, { signal });
-    return { output: h.output, teacache: decision };
+    return { output: h.output, ...decisions };
   }
 
   async release(): Promise<void> {
     this.bank = null;
+    this.mag = null;
     await Promise.all([this.embed.release(), this.blocks.release(), this.head.release()]);
   }
 

@@ -60,7 +60,7 @@ for (const name of cases) {
         prompt: params.prompt, negativePrompt: params.negative_prompt, seed: params.seed,
         seconds: params.total_video_length_seconds, latentWindowSize: params.latent_window_size, steps: params.steps,
         cfg: params.cfg_scale, distilledCfg: params.distilled_cfg_scale, cfgRescale: params.cfg_rescale,
-        teacache: params.use_teacache,
+        cache: params.use_teacache ? 'teacache' : 'off',
       }, { signal: new AbortController().signal, log: (l) => logs.push(l), noise: expected, dump });
       frames = result.pixels.frames();
     });

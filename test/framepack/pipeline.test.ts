@@ -61,7 +61,7 @@ function fakeNets(events: string[], opts: { abortAt?: { section: number; step: n
 const image: RgbImage = { width: 64, height: 48, data: new Uint8Array(64 * 48 * 3).fill(200) };
 const params: GenerateParams = {
   prompt: 'a cat', negativePrompt: 'dog', seed: 5, seconds: 1, latentWindowSize: 2, steps: 3, cfg: 1, distilledCfg: 10,
-  cfgRescale: 0, teacache: true,
+  cfgRescale: 0, cache: 'teacache',
 };
 
 test('stages run in order; every section gets its plan, history and the shared conditioning', async () => {

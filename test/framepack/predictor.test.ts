@@ -18,7 +18,7 @@ import { fixture, tinyModels } from '../fixtures.js';
 /** 2 sections of 2 latents, 2 steps, one CFG branch: the shortest request that samples more than one section. */
 const PARAMS: GenerateParams = {
   prompt: 'a cat on a windowsill', negativePrompt: '', seed: 5, seconds: 0.5, latentWindowSize: 2, steps: 2,
-  cfg: 1, distilledCfg: 10, cfgRescale: 0, teacache: false,
+  cfg: 1, distilledCfg: 10, cfgRescale: 0, cache: 'off',
 };
 
 type Created = ReturnType<FramePackModels['created']>;
@@ -237,6 +237,27 @@ describe('per-request encoders and DiT', () => {
 });
 
 describe('resident placement', () => {
+  test('cache: magcache skips DiT calls per section and says how many', async () => {
+    const models = await FramePackModels.open(dirs, cpu, () => {});
+    try {
+      const logs: string[] = [];
+      const trace = newTrace();
+      await models.request((l) => logs.push(l), (nets) => generate(traced(models, nets, trace), image,
+        { ...PARAMS, steps: 8, cache: 'magcache' }, { signal: new AbortController().signal, log: (l) => logs.push(l) }));
+      const lines = logs.filter((l) => l.includes('MagCache:'));
+      assert.equal(lines.length, trace.sections, logs.join('\n'));
+      for (const l of lines) {
+        const m = /MagCache: (\d+) computed, (\d+) skipped/.exec(l);
+        assert.ok(m, l);
+        assert.equal(Number(m[1]) + Number(m[2]), 8);
+        assert.ok(Number(m[2]) > 0, `some calls are skipped: ${l}`);
+      }
+      assert.equal(trace.velocity.length, 8 * trace.sections, 'the sampler still makes every call; the DiT skips its blocks');
+    } finally {
+      await models.release();
+    }
+  });
+
   test('every network is created at setup and kept across requests', async () => {
     const setupLogs: string[] = [];
     const models = await FramePackModels.open(dirs, cpu, (l) => setupLogs.push(l));

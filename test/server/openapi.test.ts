@@ -27,6 +27,7 @@ const EXPECTED_INPUT = {
     cfg_rescale: { title: 'Cfg Rescale', type: 'number', default: 0.0, minimum: 0.0, maximum: 1.0, 'x-order': 9 },
     use_teacache: { title: 'Use Teacache', type: 'boolean', default: true, 'x-order': 10 },
     mp4_crf: { title: 'Mp4 Crf', type: 'integer', default: 23, minimum: 0, maximum: 51, 'x-order': 11 },
+    cache: { title: 'Cache', type: 'string', enum: ['teacache', 'magcache', 'off'], nullable: true, default: null, 'x-order': 12 },
   },
 };
 

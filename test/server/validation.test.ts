@@ -29,10 +29,18 @@ describe('input validation (pydantic lax mode)', () => {
     assert.deepEqual(value, {
       input_image: 'https://example.com/in.png', prompt: 'a cat', negative_prompt: '', seed: null,
       total_video_length_seconds: 3, latent_window_size: 9, steps: 25, cfg_scale: 1, distilled_cfg_scale: 10,
-      cfg_rescale: 0, use_teacache: true, mp4_crf: 23,
+      cfg_rescale: 0, use_teacache: true, mp4_crf: 23, cache: null,
     });
     // The output follows the schema's order (x-order), not the request's.
     assert.deepEqual(Object.keys(value), Object.keys(inputSchema.shape));
+  });
+
+  it('checks the cache choice against its enumeration; null is the default', () => {
+    assert.equal(check({ cache: 'magcache' }).value.cache, 'magcache');
+    assert.equal(check({ cache: null }).value.cache, null);
+    const issue = oneIssue({ cache: 'fastest' });
+    assert.equal(issue.type, 'enum');
+    assert.equal(issue.msg, "Input should be 'teacache', 'magcache' or 'off'");
   });
 
   it('reports missing required inputs with the whole input object, in order', () => {
