@@ -151,7 +151,7 @@ test('pixel history assembles the worked example lengths (spec 12.3) and equals 
   for (const [k, latents] of latentCounts.entries()) {
     const chunk = decode(latents, k);
     plain = plain === null ? chunk : softAppend(chunk, plain, O);
-    await ph.prepend(chunk);
+    await ph.add(chunk);
     lengths.push(ph.frameCount);
   }
   assert.deepEqual(lengths, [5, 13, 21, 33]);

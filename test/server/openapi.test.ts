@@ -30,6 +30,13 @@ const EXPECTED_INPUT = {
   },
 };
 
+// Inputs added after the seed's: all optional, after its twelve, defaults reproducing its behaviour.
+const ADDED_INPUTS = {
+  end_image: { title: 'End Image', type: 'string', format: 'uri', nullable: true, default: null, 'x-order': 12 },
+  end_image_strength: { title: 'End Image Strength', type: 'number', default: 1, minimum: 0, maximum: 1, 'x-order': 13 },
+  sampling_mode: { title: 'Sampling Mode', type: 'string', enum: ['inverted', 'f1'], default: 'inverted', 'x-order': 14 },
+};
+
 function withoutDescriptions(schema: any): any {
   const props: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(schema.properties as Record<string, any>)) {
@@ -45,8 +52,9 @@ describe('openapi', () => {
 
   it('generates FramePack Input exactly (names, types, defaults, bounds, order, titles, nullable seed)', () => {
     const input = withoutDescriptions(doc.components.schemas.Input);
-    assert.deepEqual(input, EXPECTED_INPUT);
-    assert.deepEqual(Object.keys(input.properties), Object.keys(EXPECTED_INPUT.properties));
+    const expected = { ...EXPECTED_INPUT, properties: { ...EXPECTED_INPUT.properties, ...ADDED_INPUTS } };
+    assert.deepEqual(input, expected);
+    assert.deepEqual(Object.keys(input.properties), Object.keys(expected.properties));
   });
 
   it('declares the output as a uri string reached by a direct $ref', () => {
