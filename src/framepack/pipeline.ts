@@ -217,7 +217,7 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   log('encoding the start image (SigLIP)');
   let imageEmbeddings = await nets.encodeImage(pixelValues, signal);
   log(`image embeddings in ${seconds(t0)} s`);
-  if (dump) Object.assign(dump, { start_latent: start });
+  if (dump) dump.start_latent = start;
   let endLatent: Float32Tensor | undefined;
   if (endImage) {
     signal.throwIfAborted();

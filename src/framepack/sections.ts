@@ -76,6 +76,9 @@ export const totalPixelFrames = (n: number, lws: number): number => 4 * n * lws 
 // ---------------------------------------------------------------------------------------------------------
 // One section's plan
 
+/** start, start + 1, ..., len values */
+const range = (start: number, len: number) => Array.from({ length: len }, (_, i) => start + i);
+
 export interface SectionPlan {
   index: number;                // 0-based generation order (inverted: 0 = the end of the video)
   count: number;                // number of sections
@@ -93,7 +96,6 @@ export interface SectionPlan {
  */
 export function sectionIndices(padding: number, lws: number) {
   const P = padding * lws;
-  const range = (start: number, len: number) => Array.from({ length: len }, (_, i) => start + i);
   const post = 1 + P + lws;
   return {
     latentIndices: range(1 + P, lws),
@@ -108,12 +110,13 @@ export function sectionIndices(padding: number, lws: number) {
  * (oldest first), then the window right after them.
  */
 export function forwardIndices(lws: number) {
-  const range = (start: number, len: number) => Array.from({ length: len }, (_, i) => start + i);
+  const [n4, n2] = F1_HISTORY_SIZES;
+  const post = 1 + n4 + n2;
   return {
-    latentIndices: range(20, lws),
-    cleanLatentIndices: [0, 19],
-    clean2xIndices: [17, 18],
-    clean4xIndices: range(1, 16),
+    latentIndices: range(post + 1, lws),
+    cleanLatentIndices: [0, post],
+    clean2xIndices: range(1 + n4, n2),
+    clean4xIndices: range(1, n4),
   };
 }
 
