@@ -67,6 +67,13 @@ export const catalogue = {
     message: '{name} is {width}x{height} = {pixels} pixels, above the limit of {limit} pixels (possible decompression bomb)',
   },
 
+  // ---- input combinations (422 with the field's location) ----
+  END_IMAGE_NEEDS_INVERTED: {
+    message:
+      "end_image needs sampling_mode 'inverted', got '{mode}': F1 samples forward from the start image and has no " +
+      "place for an end frame. Leave end_image out or use sampling_mode 'inverted'.",
+  },
+
   // ---- outputs ----
   OUTPUT_MISSING: { message: 'The predictor returned {path}, which is not a readable file' },
   UPLOAD_FAILED: { message: 'Got error trying to upload output files: {detail}' },

@@ -45,7 +45,7 @@ import { Tokenizer } from 'tokenizers';
 import { findNearestBucket } from '../../src/framepack/image.js';
 import { sectionCount, totalPixelFrames } from '../../src/framepack/sections.js';
 import { findFfmpeg } from '../../src/framepack/video.js';
-import { folderDirs, loadManifest, type Component } from '../../src/hub/manifest.js';
+import { folderDirs, loadManifest, selectComponents, type RequiredComponent } from '../../src/hub/manifest.js';
 import { resolveModels } from '../../src/hub/resolve.js';
 import { fixture, tinyModels } from '../../test/fixtures.js';
 import { gpuInfo, limitDeviceMemory, sampleGpuMemory, type MemoryLimit, type MemorySampler } from '../gpu-memory.js';
@@ -65,7 +65,7 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // Models folder
 
 /** Where each component comes from when the networks are make-full-weights.ts folders. */
-function sources(weights: string): Record<Component, string> {
+function sources(weights: string): Record<RequiredComponent, string> {
   const tiny = folderDirs(loadManifest(), tinyModels());
   return {
     textEncoder: join(weights, 'text_encoder'), textEncoder2: join(weights, 'text_encoder_2'),
@@ -76,10 +76,10 @@ function sources(weights: string): Record<Component, string> {
 }
 
 /** Links every component folder into `out` in the Hub layout, then checks it as the server will. */
-export async function arrangeModels(weights: string, out: string): Promise<Record<Component, string>> {
+export async function arrangeModels(weights: string, out: string): Promise<Record<RequiredComponent, string>> {
   const from = sources(weights);
-  const to = folderDirs(loadManifest(), out);
-  for (const [c, target] of Object.entries(to) as [Component, string][]) {
+  const to = folderDirs(selectComponents(loadManifest()), out);
+  for (const [c, target] of Object.entries(to) as [RequiredComponent, string][]) {
     if (!existsSync(from[c])) throw new Error(`${c}: ${from[c]} does not exist (run make-full-weights.js --out ${weights})`);
     const st = lstatSync(target, { throwIfNoEntry: false });
     if (st && !st.isSymbolicLink()) throw new Error(`${target} exists and is not a link; refusing to replace it`);

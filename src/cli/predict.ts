@@ -22,7 +22,7 @@ import { fetchInputFiles } from '../server/input-files.js';
 import { inputComponent, type JsonSchema } from '../server/openapi.js';
 import { predictorSource } from '../server/predictor-source.js';
 import { mimeOf } from '../server/uploads.js';
-import { validateInput } from '../server/validation.js';
+import { combinationIssues, validateInput } from '../server/validation.js';
 import { parseArgs, predictorOptionsFrom } from './flags.js';
 
 const KNOWN = ['input', 'output', 'json', 'predictor'];
@@ -115,7 +115,9 @@ export async function main(argv: string[]): Promise<number> {
     const schema = source.schema ?? (predictor = await source.load()).inputSchema;
     const component = inputComponent(schema);
     const raw = await buildInput(args.all.get('input') ?? [], str('json'), component);
-    const { value, issues } = validateInput(component, raw, { denyPrivate: false, allowFileUrls: true });
+    const checked = validateInput(component, raw, { denyPrivate: false, allowFileUrls: true });
+    const { value } = checked;
+    const issues = checked.issues.length ? checked.issues : combinationIssues(schema, value);
     if (issues.length > 0) {
       process.stderr.write(`The inputs you passed could not be validated:\n${issues.map((i) => ` - ${i.loc.at(-1)}: ${i.msg}`).join('\n')}\n`);
       return 1;

@@ -267,11 +267,12 @@ export interface StartImage {
 
 /**
  * Bucket, resize + centre crop and SigLIP pixels of an uploaded image, computed in a worker thread so that
- * a large image does not block the event loop (the same functions as above, same bytes).
+ * a large image does not block the event loop (the same functions as above, same bytes). `bucket` (h, w)
+ * imposes the size instead of the nearest bucket (an end image takes the start image's).
  */
-export function prepareStartImage(img: RgbImage, pre: SigLipPreprocessor = SIGLIP_384): Promise<StartImage> {
+export function prepareStartImage(img: RgbImage, pre: SigLipPreprocessor = SIGLIP_384, bucket?: [number, number]): Promise<StartImage> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./image-worker.js', import.meta.url), { workerData: { img, pre } });
+    const worker = new Worker(new URL('./image-worker.js', import.meta.url), { workerData: { img, pre, bucket } });
     let settled = false;
     worker.once('message', (m: StartImage) => {
       settled = true;

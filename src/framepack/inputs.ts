@@ -1,9 +1,12 @@
 /**
  * FramePack's inputs: the same names, types, defaults, bounds and order as the Cog predictor this project
- * replaces (so existing clients and the published schema keep working). The openapi document is generated
- * from this schema, so the server can serve it before any weights exist.
+ * replaces (so existing clients and the published schema keep working), then the optional controls added
+ * after it, whose defaults reproduce the original behaviour. The openapi document is generated from this
+ * schema, so the server can serve it before any weights exist. Rules that span inputs are refinements: the
+ * server answers them with a 422 like pydantic's model validators.
  */
 import { z } from 'zod';
+import { appError } from '../errors.js';
 import { fileInput } from '../predictor.js';
 import type { StepCacheKind } from './pipeline.js';
 
@@ -20,8 +23,18 @@ export const inputSchema = z.object({
   cfg_rescale: z.number().min(0).max(1).default(0).describe('Guidance rescale factor'),
   use_teacache: z.boolean().default(true).describe('Skip transformer blocks when the output barely changes (faster)'),
   mp4_crf: z.int().min(0).max(51).default(23).describe('H.264 quality: lower is better, 0 is lossless; 16 if you get black frames'),
+  end_image: fileInput().nullable().default(null)
+    .describe("Optional image the video should end on (sampling_mode 'inverted' only); resized to the start image's bucket"),
+  end_image_strength: z.number().min(0).max(1).default(1)
+    .describe("How strongly end_image pulls: scales its latent and gives its image embedding the weight strength/2; 0 ignores it"),
+  sampling_mode: z.enum(['inverted', 'f1']).default('inverted')
+    .describe("inverted: FramePack's anti-drifting order (the end of the video first); f1: FramePack-F1's forward order with its own transformer (loaded when first asked for)"),
   cache: z.enum(['teacache', 'magcache', 'off']).nullable().default(null)
     .describe('Step cache: teacache, magcache (skips more calls) or off; empty follows use_teacache'),
+}).superRefine((v, ctx) => {
+  if (v.end_image !== null && v.sampling_mode !== 'inverted') {
+    ctx.addIssue({ code: 'custom', path: ['end_image'], message: appError('END_IMAGE_NEEDS_INVERTED', { mode: v.sampling_mode }).message });
+  }
 });
 
 export type FramePackInput = z.infer<typeof inputSchema>;

@@ -9,8 +9,12 @@
  *   dump     safetensors file written after the run with the intermediate tensors (fixture names)
  *   deviceId the CUDA device of this instance, when the server runs one per GPU (`devices()` lists them);
  *            it stands for FRAMEPACK_DEVICE_ID, and the placement is chosen for that card
+ *
+ * FRAMEPACK_F1=first-use|setup: when the F1 transformer (sampling_mode f1) is found (downloaded if missing,
+ * 25.7 GB) and its graphs built: at its first request (default; that request pays for it) or during setup.
  */
 import { join } from 'node:path';
+import { appError } from '../errors.js';
 import { resolveModels, type ModelDirs } from '../hub/resolve.js';
 import { buildSiglipVision } from '../nets/siglip.js';
 import type { DitGraphs } from '../nets/dit.js';
@@ -22,7 +26,10 @@ import { Session } from '../runtime/session.js';
 import { loadImage, loadSigLipPreprocessor, type SigLipPreprocessor } from './image.js';
 import { inputSchema, stepCacheOf, type FramePackInput } from './inputs.js';
 import { randomSeed } from './noise.js';
-import { generate, type FramePackNets, type PromptEmbeddings, type SectionInputs, type SectionModel, type StepCacheKind } from './pipeline.js';
+import {
+  generate, type FramePackNets, type PromptEmbeddings, type SamplingMode, type SectionInputs, type SectionModel,
+  type StepCacheKind,
+} from './pipeline.js';
 import { encodePrompt, loadTextEncoders, type TextEncoders } from './text.js';
 import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
 import { Vae } from './vae-decode.js';
@@ -37,6 +44,15 @@ const scalar = (v: number): HostTensor => ({ dtype: 'float32', dims: [1], data: 
 
 const since = (t0: number) => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
 
+/** When the F1 transformer is found and its graphs built (FRAMEPACK_F1). */
+export type F1Loading = 'first-use' | 'setup';
+
+export function f1Loading(env: NodeJS.ProcessEnv = process.env): F1Loading {
+  const v = (env.FRAMEPACK_F1 ?? '').trim().toLowerCase() || 'first-use';
+  if (v === 'first-use' || v === 'setup') return v;
+  throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_F1', value: env.FRAMEPACK_F1, allowed: 'first-use, setup' });
+}
+
 /**
  * The five networks on the chosen placement, each kept for the lifetime the placement gives it
  * (placement.ts): resident ones from setup on, per-request ones created when a request reaches them and
@@ -49,14 +65,23 @@ const since = (t0: number) => `${((performance.now() - t0) / 1000).toFixed(1)} s
  * `request()` scopes one generation and releases the per-request networks when it settles. Callers that run
  * `generate()` on this object directly still get the rule (creating the encoders releases a DiT left from
  * an earlier generation and vice versa), but the DiT then stays until the next encoding or `release()`.
+ *
+ * Two transformers share the DiT's place: FramePackI2V_HY (inverted sampling) and FramePack_F1_I2V_HY
+ * (sampling_mode f1), one at a time, since two 13 B networks do not fit beside each other. The F1 one is
+ * found (`f1Dir`, which may download it) and its graphs are built when first needed; creating either
+ * releases the other, so alternating modes pays a DiT creation per switch (logged).
  */
 export class FramePackModels implements FramePackNets {
   readonly halfPrecision: boolean;
   private readonly text: Slot<TextEncoders>;
   private readonly siglip: Slot<Session>;
   private readonly dit: Slot<PackedTransformer>;
+  private readonly ditF1: Slot<PackedTransformer>;
+  private f1Graphs: Promise<DitGraphs> | null = null;
   /** where per-request creations and releases are logged: the running request's log, else setup's */
   private log: (line: string) => void;
+  /** set once setup is done: from then on every creation costs request time and is logged */
+  private ready = false;
 
   private constructor(
     readonly dirs: ModelDirs,
@@ -65,6 +90,7 @@ export class FramePackModels implements FramePackNets {
     private readonly vae: Vae,
     ditGraphs: DitGraphs,
     private readonly setupLog: (line: string) => void,
+    private readonly f1Dir: (log: (line: string) => void) => Promise<string>,
   ) {
     this.halfPrecision = placement.precision.dit !== 'float32';
     this.log = setupLog;
@@ -76,6 +102,24 @@ export class FramePackModels implements FramePackNets {
     this.siglip = new Slot(this.timed('SigLIP', 'encoders', async () =>
       Session.create(buildSiglipVision(await Checkpoint.open(dirs.imageEncoder), encoders), { ep: p.ep, deviceId: p.deviceId })));
     this.dit = new Slot(this.timed('DiT', 'dit', () => PackedTransformer.create(ditGraphs, ditOptions(p))));
+    this.ditF1 = new Slot(this.timed('F1 DiT', 'dit', async () => PackedTransformer.create(await this.f1TransformerGraphs(), ditOptions(p))));
+  }
+
+  /** The F1 transformer's graphs, built once (its folder found, or downloaded, first). */
+  private f1TransformerGraphs(): Promise<DitGraphs> {
+    if (!this.f1Graphs) {
+      const made = (async () => {
+        const t0 = performance.now();
+        const dir = await this.f1Dir(this.log);
+        const t1 = performance.now();
+        const graphs = await buildTransformerGraphs(dir, ditOptions(this.placement));
+        this.log(`F1 transformer found in ${since(t0)} and its graphs built in ${since(t1)} (${dir})`);
+        return graphs;
+      })();
+      this.f1Graphs = made;
+      made.catch(() => { if (this.f1Graphs === made) this.f1Graphs = null; }); // a failed download is tried again next time
+    }
+    return this.f1Graphs;
   }
 
   /**
@@ -84,17 +128,23 @@ export class FramePackModels implements FramePackNets {
    * are released again right away (the encoders before the DiT is created): one extra creation of each at
    * setup, and the quantized weights are prepared before the first request.
    */
-  static async open(dirs: ModelDirs, placement: Placement, log: (line: string) => void): Promise<FramePackModels> {
+  static async open(dirs: ModelDirs, placement: Placement, log: (line: string) => void,
+    opts: { f1Dir?: (log: (line: string) => void) => Promise<string>; f1?: F1Loading } = {}): Promise<FramePackModels> {
     const { ep, deviceId } = placement;
     const t0 = performance.now();
     const sigLip = loadSigLipPreprocessor(dirs.featureExtractor);
     const ditGraphs = await buildTransformerGraphs(dirs.transformer, ditOptions(placement));
     const vae = await Vae.load(dirs.vae, { ep, deviceId, precision: placement.precision.vae, spatialTiling: placement.vaeTiling });
-    const models = new FramePackModels(dirs, placement, sigLip, vae, ditGraphs, log);
+    const f1Dir = opts.f1Dir ?? (async () => {
+      if (!dirs.transformerF1) throw appError('MODELS_MISSING', { detail: 'transformerF1: not resolved', hint: 'sampling_mode f1 needs lllyasviel/FramePack_F1_I2V_HY_20250503.' });
+      return dirs.transformerF1;
+    });
+    const models = new FramePackModels(dirs, placement, sigLip, vae, ditGraphs, log, f1Dir);
     try {
       await models.textEncoders();
       await models.imageEncoder();
-      await models.transformer();   // releases per-request encoders first
+      if (opts.f1 === 'setup') await models.transformer('f1'); // found, built and created once; released below
+      await models.transformer('inverted');   // releases per-request encoders (and the F1 DiT) first
       await models.endRequest();
     } catch (err) {
       await models.release();
@@ -105,7 +155,9 @@ export class FramePackModels implements FramePackNets {
       .filter(Boolean);
     log(`networks ready in ${since(t0)} (${placement.policy}: ${placement.ep}, ` +
       `DiT ${placement.precision.dit}, encoders ${placement.precision.encoders}, VAE ${placement.precision.vae}` +
-      `${perRequest.length ? `; ${perRequest.join(', ')} created again for each request` : ''})`);
+      `${perRequest.length ? `; ${perRequest.join(', ')} created again for each request` : ''}` +
+      `; F1 transformer ${opts.f1 === 'setup' ? 'prepared' : 'loaded when first asked for'})`);
+    models.ready = true;
     return models;
   }
 
@@ -136,9 +188,9 @@ export class FramePackModels implements FramePackNets {
     if (this.placement.lifetime.vae === 'per-request') await this.releaseVae();
   }
 
-  /** Which of the encoders and the DiT exist now, or are being created (the VAE's sessions: `Vae.active`). */
+  /** Which of the encoders and a DiT (either) exist now, or are being created (the VAE's sessions: `Vae.active`). */
   created(): { textEncoders: boolean; imageEncoder: boolean; dit: boolean } {
-    return { textEncoders: this.text.exists, imageEncoder: this.siglip.exists, dit: this.dit.exists };
+    return { textEncoders: this.text.exists, imageEncoder: this.siglip.exists, dit: this.dit.exists || this.ditF1.exists };
   }
 
   // A per-request network first releases the per-request networks of the other kind: never both on the device.
@@ -153,17 +205,25 @@ export class FramePackModels implements FramePackNets {
     return this.siglip.get();
   }
 
-  private async transformer(): Promise<PackedTransformer> {
-    if (!this.dit.exists && this.placement.lifetime.encoders === 'per-request') await this.releaseEncoders();
-    return this.dit.get();
+  /** The DiT of `mode`; the other one is released first (one transformer at a time). */
+  private async transformer(mode: SamplingMode): Promise<PackedTransformer> {
+    const [wanted, other] = mode === 'f1' ? [this.ditF1, this.dit] : [this.dit, this.ditF1];
+    if (!wanted.exists) {
+      if (this.placement.lifetime.encoders === 'per-request') await this.releaseEncoders();
+      if (await other.release()) this.log(`${mode === 'f1' ? 'DiT' : 'F1 DiT'} released for the ${mode === 'f1' ? 'F1' : 'inverted'} transformer`);
+    }
+    return wanted.get();
   }
 
-  /** `make`, logging its time when the network is per-request (that time is paid again on every request). */
+  /**
+   * `make`, logging its time when that time is paid by a request: per-request networks, and anything created
+   * after setup (a DiT swapped in for the other sampling mode).
+   */
   private timed<T>(name: string, kind: keyof Placement['lifetime'], make: () => Promise<T>): () => Promise<T> {
     return async () => {
       const t0 = performance.now();
       const made = await make();
-      if (this.placement.lifetime[kind] === 'per-request') this.log(`${name} created in ${since(t0)}`);
+      if (this.ready || this.placement.lifetime[kind] === 'per-request') this.log(`${name} created in ${since(t0)}`);
       return made;
     };
   }
@@ -180,7 +240,8 @@ export class FramePackModels implements FramePackNets {
   }
 
   private async releaseDit(): Promise<void> {
-    if (await this.dit.release() && this.placement.lifetime.dit === 'per-request') this.log('DiT released');
+    const released = await Promise.all([this.dit.release(), this.ditF1.release()]);
+    if (released.some(Boolean) && this.placement.lifetime.dit === 'per-request') this.log('DiT released');
   }
 
   async encodePrompt(prompt: string, signal: AbortSignal): Promise<PromptEmbeddings> {
@@ -217,12 +278,12 @@ export class FramePackModels implements FramePackNets {
 
   async section(s: SectionInputs, signal: AbortSignal): Promise<SectionModel> {
     signal.throwIfAborted();
-    const dit = await this.transformer();
+    const dit = await this.transformer(s.mode);
     const [, , , h8, w8] = s.latentShape;
     dit.beginSection({
       steps: s.steps,
       teacache: { enabled: s.cache === 'teacache' },
-      magcache: { enabled: s.cache === 'magcache', height: h8 * 8, width: w8 * 8 },
+      magcache: { enabled: s.cache === 'magcache', height: h8 * 8, width: w8 * 8, family: s.mode === 'f1' ? 'F1' : 'Original' },
     });
     const fixed = {
       image_embeddings: s.imageEmbeddings,
@@ -305,11 +366,16 @@ class Slot<T extends { release(): Promise<void> }> {
 }
 
 async function openNets(opts: { models?: unknown; deviceId?: number; log: (line: string) => void; signal?: AbortSignal }): Promise<FramePackModels> {
-  const dirs = await resolveModels({ models: typeof opts.models === 'string' ? opts.models : undefined, log: opts.log, signal: opts.signal });
+  const f1 = f1Loading();
+  const models = typeof opts.models === 'string' ? opts.models : undefined;
+  const dirs = await resolveModels({ models, log: opts.log, signal: opts.signal, optional: f1 === 'setup' ? ['transformerF1'] : [] });
   const env = opts.deviceId === undefined ? process.env : { ...process.env, FRAMEPACK_DEVICE_ID: String(opts.deviceId) };
   const placement = await choosePlacement({ log: opts.log, env });
   opts.log(`placement: ${placement.policy} on ${placement.ep} (${placement.reason})`);
-  return FramePackModels.open(dirs, placement, opts.log);
+  // At first use the F1 folder is resolved then, downloading into the cache if needed (logged to that request).
+  const f1Dir = async (log: (line: string) => void) => dirs.transformerF1
+    ?? (await resolveModels({ models, log, optional: ['transformerF1'] })).transformerF1!;
+  return FramePackModels.open(dirs, placement, opts.log, { f1, f1Dir });
 }
 
 export class FramePackPredictor implements Predictor<typeof inputSchema> {
@@ -335,6 +401,7 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
     if (!nets) throw new Error('predict() called before setup()');
     const seed = input.seed ?? randomSeed();
     const image = await loadImage(input.input_image, 'input_image');
+    const endImage = input.end_image === null ? null : await loadImage(input.end_image, 'end_image');
     const noise = typeof this.options.noise === 'string' ? await readNoise(this.options.noise) : undefined;
     const dump: Record<string, HostTensor> | undefined = typeof this.options.dump === 'string' ? {} : undefined;
     const t0 = performance.now();
@@ -351,6 +418,9 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
         distilledCfg: input.distilled_cfg_scale,
         cfgRescale: input.cfg_rescale,
         cache: stepCacheOf(input),
+        samplingMode: input.sampling_mode,
+        endImage,
+        endImageStrength: input.end_image_strength,
       }, { signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump }));
 
       const out = join(ctx.tmpDir, 'output.mp4');

@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { appError } from '../errors.js';
 import { methodNotAllowed } from './error-handler.js';
 import type { Runner } from './runner.js';
-import { RequestValidationError, validateRequest, type InputOptions } from './validation.js';
+import { RequestValidationError, combinationIssues, validateRequest, type InputOptions } from './validation.js';
 
 export const COG_VERSION = '0.16.12';
 
@@ -62,6 +62,8 @@ export function predictionRoutes(app: FastifyInstance, runner: Runner, opts: Rou
     if (!runner.component) runner.assertCanStart();
     const checked = validateRequest(req.body, runner.component!, opts.inputOptions, pathId);
     if (!checked.request) throw new RequestValidationError(checked.issues);
+    const crossed = combinationIssues(runner.schema!, checked.request.input);
+    if (crossed.length) throw new RequestValidationError(crossed);
     const prediction = runner.start(checked.request, traceHeaders(req));
     if (wantsAsync(req)) return reply.code(202).send(prediction.snapshot());
     return reply.code(200).send(await prediction.done);

@@ -120,7 +120,8 @@ export class Runner extends EventEmitter {
   status: ServerStatus = 'STARTING';
   readonly setupInfo: SetupInfo = {};
   readonly pool: WorkerPool;
-  /** The Input component and the whole document, once the schema is known. */
+  /** The input schema (its refinements are the cross-input rules), its Input component and the whole document, once known. */
+  schema?: z.ZodObject;
   component?: JsonSchema;
   openapi?: JsonSchema;
   /** Predictions in flight, by id. */
@@ -149,6 +150,7 @@ export class Runner extends EventEmitter {
   }
 
   private useSchema(schema: z.ZodObject): void {
+    this.schema = schema;
     this.component = inputComponent(schema);
     this.openapi = openapiDocument(schema);
   }

@@ -7,6 +7,7 @@
  * `"30"` and `30.0` are fine for an integer, `2` and `"2.5"` for a number, `"false"`/`"off"`/`0` for a boolean.
  * Unknown inputs are dropped; defaults are filled in, so the echoed `input` is the normalised one.
  */
+import type { z } from 'zod';
 import { appError, errorMessage } from '../errors.js';
 import type { JsonSchema } from './openapi.js';
 import { ipLiteralHost, refusedRange, type UrlPolicy } from './ssrf.js';
@@ -211,6 +212,23 @@ export function validateInput(component: JsonSchema, raw: unknown, opts: InputOp
     value[name] = v;
   }
   return { value, issues };
+}
+
+/**
+ * The rules of the predictor's schema that span inputs (zod refinements, which JSON Schema cannot carry),
+ * checked on an input whose fields are already valid, as pydantic runs model validators after the fields:
+ * each broken rule is a `value_error` located at the input it names.
+ */
+export function combinationIssues(schema: z.ZodType, input: Record<string, unknown>): ValidationIssue[] {
+  const parsed = schema.safeParse(input);
+  if (parsed.success) return [];
+  return parsed.error.issues.filter((i) => i.code === 'custom').map((i) => {
+    const name = i.path[0];
+    return {
+      type: 'value_error', loc: ['body', 'input', ...i.path.map((k) => (typeof k === 'number' ? k : String(k)))],
+      msg: `Value error, ${i.message}`, input: typeof name === 'string' ? input[name] : input, ctx: { error: i.message },
+    };
+  });
 }
 
 const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?$/;

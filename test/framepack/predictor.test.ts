@@ -12,7 +12,7 @@ import { choosePlacement, type Placement } from '../../src/runtime/placement.js'
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { loadImage, type RgbImage } from '../../src/framepack/image.js';
 import { generate, type FramePackNets, type GenerateParams, type GenerateResult } from '../../src/framepack/pipeline.js';
-import { FramePackModels } from '../../src/framepack/predictor.js';
+import { FramePackModels, f1Loading } from '../../src/framepack/predictor.js';
 import { fixture, tinyModels } from '../fixtures.js';
 
 /** 2 sections of 2 latents, 2 steps, one CFG branch: the shortest request that samples more than one section. */
@@ -275,5 +275,37 @@ describe('resident placement', () => {
       await models.release();
     }
     assert.deepEqual(models.created(), NONE);
+  });
+});
+
+describe('the F1 transformer', () => {
+  test('FRAMEPACK_F1=setup finds, builds and creates it at setup, then it makes way for the default transformer', async () => {
+    const setupLogs: string[] = [];
+    // the tiny transformer stands for the F1 checkpoint (one architecture, one set of key names)
+    const models = await FramePackModels.open({ ...dirs, transformerF1: dirs.transformer }, cpu, (l) => setupLogs.push(l), { f1: 'setup' });
+    try {
+      assert.ok(lineOf(setupLogs, 'F1 transformer found in') < lineOf(setupLogs, 'F1 DiT released for the inverted transformer'));
+      assert.match(setupLogs.at(-1)!, /F1 transformer prepared\)$/);
+      assert.deepEqual(models.created(), ALL);
+    } finally {
+      await models.release();
+    }
+  });
+
+  test('without a folder for it, an F1 request fails naming the missing component', async () => {
+    const models = await FramePackModels.open(dirs, cpu, () => {});
+    try {
+      const logs: string[] = [];
+      await assert.rejects(models.request((l) => logs.push(l), (nets) => generate(nets, image, { ...PARAMS, samplingMode: 'f1' },
+        { signal: new AbortController().signal, log: (l) => logs.push(l) })), /Model files are missing: transformerF1/);
+    } finally {
+      await models.release();
+    }
+  });
+
+  test('FRAMEPACK_F1 takes first-use (default) or setup', () => {
+    assert.equal(f1Loading({}), 'first-use');
+    assert.equal(f1Loading({ FRAMEPACK_F1: ' Setup ' }), 'setup');
+    assert.throws(() => f1Loading({ FRAMEPACK_F1: 'eager' }), /FRAMEPACK_F1=eager is not valid: use one of first-use, setup/);
   });
 });

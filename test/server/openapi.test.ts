@@ -27,8 +27,15 @@ const EXPECTED_INPUT = {
     cfg_rescale: { title: 'Cfg Rescale', type: 'number', default: 0.0, minimum: 0.0, maximum: 1.0, 'x-order': 9 },
     use_teacache: { title: 'Use Teacache', type: 'boolean', default: true, 'x-order': 10 },
     mp4_crf: { title: 'Mp4 Crf', type: 'integer', default: 23, minimum: 0, maximum: 51, 'x-order': 11 },
-    cache: { title: 'Cache', type: 'string', enum: ['teacache', 'magcache', 'off'], nullable: true, default: null, 'x-order': 12 },
   },
+};
+
+// Inputs added after the seed's: all optional, after its twelve, defaults reproducing its behaviour.
+const ADDED_INPUTS = {
+  end_image: { title: 'End Image', type: 'string', format: 'uri', nullable: true, default: null, 'x-order': 12 },
+  end_image_strength: { title: 'End Image Strength', type: 'number', default: 1, minimum: 0, maximum: 1, 'x-order': 13 },
+  sampling_mode: { title: 'Sampling Mode', type: 'string', enum: ['inverted', 'f1'], default: 'inverted', 'x-order': 14 },
+  cache: { title: 'Cache', type: 'string', enum: ['teacache', 'magcache', 'off'], nullable: true, default: null, 'x-order': 15 },
 };
 
 function withoutDescriptions(schema: any): any {
@@ -46,8 +53,9 @@ describe('openapi', () => {
 
   it('generates FramePack Input exactly (names, types, defaults, bounds, order, titles, nullable seed)', () => {
     const input = withoutDescriptions(doc.components.schemas.Input);
-    assert.deepEqual(input, EXPECTED_INPUT);
-    assert.deepEqual(Object.keys(input.properties), Object.keys(EXPECTED_INPUT.properties));
+    const expected = { ...EXPECTED_INPUT, properties: { ...EXPECTED_INPUT.properties, ...ADDED_INPUTS } };
+    assert.deepEqual(input, expected);
+    assert.deepEqual(Object.keys(input.properties), Object.keys(expected.properties));
   });
 
   it('declares the output as a uri string reached by a direct $ref', () => {
