@@ -250,8 +250,11 @@ function checkFeeds(s: WorkerSession, bound: Set<string>, feeds: Record<string, 
 async function run(req: RunRequest): Promise<RunResult> {
   const { s, bound } = sessionOf(req.session);
   checkFeeds(s, bound, req.feeds);
-  const unknown = [...(req.outputs ?? []), ...(req.keep ?? [])].filter((n) => !s.outputs.includes(n));
+  const unknown = (req.outputs ?? []).filter((n) => !s.outputs.includes(n));
   if (unknown.length) throw new Error(`unknown outputs: ${unknown.join(', ')} (the model gives ${s.outputs.join(', ')})`);
+  const wanted = req.outputs ?? s.outputs;
+  const notComputed = (req.keep ?? []).filter((n) => !wanted.includes(n));
+  if (notComputed.length) throw new Error(`cannot keep ${notComputed.join(', ')}: not among the computed outputs (${wanted.join(', ')})`);
   // a run's own feeds replace earlier bound values of the same name for good
   for (const n of Object.keys(req.feeds)) bound.delete(n);
   return s.run(req);
