@@ -104,7 +104,8 @@ const ORT_ARENA_ALLOCATOR = 1;
 const ORT_MEM_TYPE_DEFAULT = 0;
 const ORT_ENABLE_ALL = 99;
 
-let loaded: { api: Api; version: string } | null = null;
+// `lib` is kept: koffi unloads a library whose handle is garbage-collected, and every entry with it
+let loaded: { api: Api; version: string; lib: unknown } | null = null;
 let loadError: AppError | null = null;
 
 /** Loads the library and the API table once per thread; throws ORT_BINDING_UNAVAILABLE with the reason. */
@@ -125,7 +126,7 @@ function api(): Api {
     for (const [name, [slot, signature]] of Object.entries(ENTRIES) as [Entry, readonly [number, string]][]) {
       bound[name] = koffi.decode(slots[slot], koffi.proto(signature.replace(' f(', ` Ort${name}(`)));
     }
-    loaded = { api: bound, version };
+    loaded = { api: bound, version, lib };
     return bound;
   } catch (e) {
     loadError = e instanceof AppError ? e : appError('ORT_BINDING_UNAVAILABLE', { detail: (e as Error).message }, e);

@@ -39,12 +39,14 @@ type Kept = { native: capi.Tensor } | { node: ort.Tensor };
 interface WorkerSession {
   readonly inputs: string[];
   readonly outputs: string[];
+  /** inputs bound by `bind` (until a run's own feed or another bind replaces them) */
+  readonly bound: Set<string>;
   bind(feeds: Record<string, Feed>): void;
   run(req: RunRequest): RunResult | Promise<RunResult>;
   release(): void;
 }
 
-const sessions = new Map<number, { s: WorkerSession; bound: Set<string> }>();
+const sessions = new Map<number, WorkerSession>();
 const kept = new Map<number, Kept>();
 let nextSession = 1;
 let nextRef = 1;
@@ -72,12 +74,14 @@ function freeKept(ref: number): void {
 class NativeSession implements WorkerSession {
   private readonly options: capi.SessionOptions;
   private readonly session: capi.Session;
-  private readonly binding: capi.IoBinding;
+  private binding: capi.IoBinding;
+  readonly bound = new Set<string>();
   private readonly host = capi.MemoryInfo.cpu();
   private readonly device: capi.MemoryInfo;
   /** host data a bound input may still read (CPU sessions, CPU-placed inputs): kept until bound again */
   private readonly held = new Map<string, HostTensor['data']>();
-  private readonly arena: string;
+  /** the arena a run's `shrink` empties: the device's, or the CPU's when it has one (none without memoryArena) */
+  private readonly arena: string | null;
   readonly providerOptions?: string;
 
   constructor(p: CreatePayload, config: Record<string, string>) {
@@ -94,7 +98,7 @@ class NativeSession implements WorkerSession {
       for (const h of handles.reverse()) h.release();
       throw e;
     }
-    this.arena = p.cuda ? `gpu:${p.deviceId}` : 'cpu:0';
+    this.arena = p.cuda ? `gpu:${p.deviceId}` : p.memoryArena === false ? null : 'cpu:0';
     if (p.cuda) {
       const o = capi.CudaProviderOptions.create(p.cuda);
       try { this.providerOptions = o.describe(); } finally { o.release(); }
@@ -105,6 +109,19 @@ class NativeSession implements WorkerSession {
   get outputs() { return this.session.outputs; }
 
   bind(feeds: Record<string, Feed>): void {
+    try {
+      this.bindAll(feeds);
+    } catch (e) {
+      // ONNX Runtime leaves a binding whose BindInput failed inconsistent: start a fresh one, nothing bound
+      this.binding.release();
+      this.binding = capi.IoBinding.create(this.session);
+      this.held.clear();
+      this.bound.clear();
+      throw e;
+    }
+  }
+
+  private bindAll(feeds: Record<string, Feed>): void {
     let copies = false;
     for (const [name, f] of Object.entries(feeds)) {
       if (isRef(f)) {
@@ -132,7 +149,7 @@ class NativeSession implements WorkerSession {
     const onDevice = new Set(req.keep ?? []);
     this.binding.clearOutputs();
     for (const name of wanted) this.binding.bindOutput(name, onDevice.has(name) ? this.device : this.host);
-    const ro = req.shrink ? capi.RunOptions.create({ 'memory.enable_memory_arena_shrinkage': this.arena }) : null;
+    const ro = req.shrink && this.arena ? capi.RunOptions.create({ 'memory.enable_memory_arena_shrinkage': this.arena }) : null;
     let values: capi.Tensor[];
     try {
       values = this.binding.run(ro);
@@ -162,7 +179,8 @@ class NativeSession implements WorkerSession {
 
 /** A session on onnxruntime-node (WebGPU, or the CPU where the C API is not used). */
 class NodeSession implements WorkerSession {
-  private readonly bound = new Map<string, ort.Tensor>();
+  private readonly values = new Map<string, ort.Tensor>();
+  readonly bound = new Set<string>();
   private constructor(private readonly s: ort.InferenceSession) {}
 
   static async create(p: CreatePayload, config: Record<string, string>): Promise<NodeSession> {
@@ -188,11 +206,11 @@ class NodeSession implements WorkerSession {
   }
 
   bind(feeds: Record<string, Feed>): void {
-    for (const [name, f] of Object.entries(feeds)) this.bound.set(name, this.tensor(name, f));
+    for (const [name, f] of Object.entries(feeds)) this.values.set(name, this.tensor(name, f));
   }
 
   async run(req: RunRequest): Promise<RunResult> {
-    const feeds: Record<string, ort.Tensor> = Object.fromEntries(this.bound);
+    const feeds: Record<string, ort.Tensor> = Object.fromEntries([...this.values].filter(([n]) => this.bound.has(n)));
     for (const [name, f] of Object.entries(req.feeds)) feeds[name] = this.tensor(name, f);
     const res = req.outputs ? await this.s.run(feeds, req.outputs) : await this.s.run(feeds);
     const onDevice = new Set(req.keep ?? []);
@@ -206,7 +224,7 @@ class NodeSession implements WorkerSession {
   }
 
   release(): void {
-    this.bound.clear();
+    this.values.clear();
     void this.s.release();
   }
 }
@@ -225,7 +243,7 @@ async function create(p: CreatePayload): Promise<CreateResult> {
     else throw appError('ORT_BINDING_UNAVAILABLE', { detail: status.reason });
   }
   const id = nextSession++;
-  sessions.set(id, { s, bound: new Set() });
+  sessions.set(id, s);
   return {
     session: id, inputs: s.inputs, outputs: s.outputs, prepared,
     runtime: s instanceof NativeSession ? 'c-api' : 'onnxruntime-node',
@@ -233,10 +251,10 @@ async function create(p: CreatePayload): Promise<CreateResult> {
   };
 }
 
-function sessionOf(id: number) {
-  const entry = sessions.get(id);
-  if (!entry) throw new Error(`session ${id} was released`);
-  return entry;
+function sessionOf(id: number): WorkerSession {
+  const s = sessions.get(id);
+  if (!s) throw new Error(`session ${id} was released`);
+  return s;
 }
 
 /** Every input must come from this run's feeds or from an earlier bind; no feed may name an unknown input. */
@@ -248,15 +266,15 @@ function checkFeeds(s: WorkerSession, bound: Set<string>, feeds: Record<string, 
 }
 
 async function run(req: RunRequest): Promise<RunResult> {
-  const { s, bound } = sessionOf(req.session);
-  checkFeeds(s, bound, req.feeds);
+  const s = sessionOf(req.session);
+  checkFeeds(s, s.bound, req.feeds);
   const unknown = (req.outputs ?? []).filter((n) => !s.outputs.includes(n));
   if (unknown.length) throw new Error(`unknown outputs: ${unknown.join(', ')} (the model gives ${s.outputs.join(', ')})`);
   const wanted = req.outputs ?? s.outputs;
   const notComputed = (req.keep ?? []).filter((n) => !wanted.includes(n));
   if (notComputed.length) throw new Error(`cannot keep ${notComputed.join(', ')}: not among the computed outputs (${wanted.join(', ')})`);
   // a run's own feeds replace earlier bound values of the same name for good
-  for (const n of Object.keys(req.feeds)) bound.delete(n);
+  for (const n of Object.keys(req.feeds)) s.bound.delete(n);
   return s.run(req);
 }
 
@@ -284,10 +302,10 @@ async function handle(req: Request): Promise<{ result: any; transfer: ArrayBuffe
       return { result: out, transfer: buffersOf(out) };
     }
     case 'bind': {
-      const { s, bound } = sessionOf(req.session);
+      const s = sessionOf(req.session);
       checkFeeds(s, new Set(s.inputs), req.feeds); // unknown names only: a bind may cover any subset
       s.bind(req.feeds);
-      for (const n of Object.keys(req.feeds)) bound.add(n);
+      for (const n of Object.keys(req.feeds)) s.bound.add(n);
       return { result: null, transfer: [] };
     }
     case 'free': {
@@ -295,9 +313,9 @@ async function handle(req: Request): Promise<{ result: any; transfer: ArrayBuffe
       return { result: null, transfer: [] };
     }
     case 'release': {
-      const entry = sessions.get(req.session);
+      const s = sessions.get(req.session);
       sessions.delete(req.session);
-      entry?.s.release();
+      s?.release();
       return { result: null, transfer: [] };
     }
   }
