@@ -3,7 +3,7 @@
  *
  *   high    every session created once and kept (LLaMA, CLIP, SigLIP, VAE, DiT); VAE decode untiled.
  *           FramePack's own "high_vram" mode.
- *   medium  the bf16 DiT and the VAE resident (VAE untiled); LLaMA (8-bit), CLIP and SigLIP created per request
+ *   medium  the bf16 DiT and the VAE resident (VAE untiled); LLaMA, CLIP and SigLIP created per request
  *           and released once the conditioning exists. The DiT gives its activations back to the device after
  *           each section and the VAE after each decode (arena shrinkage), so the encoders of the next request
  *           and the decodes find the room they need next to the DiT's weights.
@@ -146,7 +146,7 @@ function build(policy: PlacementPolicy, ep: ExecutionProvider, deviceId: number,
   const dit: Precision = ep === 'cuda' ? 'bfloat16' : 'float32';
   const low = policy === 'low';
   return { policy, ep, deviceId, gpu, lifetime: { ...LIFETIMES[policy] },
-    quantize: low ? { dit: 8, llama: 8 } : policy === 'medium' ? { llama: 8 } : {}, vaeTiling: low,
+    quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low,
     precision: { dit, encoders: 'float16', vae: 'float16' }, reason, shrinkDitAfterSection: policy === 'medium' };
 }
 
@@ -212,7 +212,7 @@ export function describePlacement(p: Placement): string {
   const device = p.ep === 'cpu' ? 'cpu' : `${p.ep}:${p.deviceId}`;
   const tiling = p.vaeTiling ? 'VAE tiled' : 'VAE untiled';
   const what = p.policy === 'high' ? `every session resident; ${tiling}`
-    : p.policy === 'medium' ? `DiT and VAE resident, encoders per request (8-bit LLaMA); ${tiling}`
+    : p.policy === 'medium' ? `DiT and VAE resident, encoders created per request; ${tiling}`
       : p.policy === 'low' ? `encoders, DiT, VAE created per request in turn; 8-bit DiT and LLaMA; ${tiling}`
         : 'float32 on the CPU';
   return `placement: ${p.policy} on ${device} (${what}; DiT ${p.precision.dit}, encoders ${p.precision.encoders}): ${p.reason}`;
