@@ -1,9 +1,10 @@
 /**
  * Where the networks run and how much of them stays in memory, decided once at setup and named in the logs.
  *
- *   high    every session created once and kept (LLaMA, CLIP, SigLIP, VAE, DiT); VAE decode untiled.
- *           FramePack's own "high_vram" mode.
- *   medium  the bf16 DiT and the VAE resident (VAE untiled); LLaMA, CLIP and SigLIP created per request
+ *   high    every session created once and kept (LLaMA, CLIP, SigLIP, VAE, DiT): FramePack's own
+ *           "high_vram" mode. The VAE decodes untiled only with UNTILED_VAE_MIN_FREE_MIB free (an 80 GB
+ *           card decodes in spatial tiles: the untiled decode ran out of memory there).
+ *   medium  the bf16 DiT and the VAE resident (VAE tiled); LLaMA, CLIP and SigLIP created per request
  *           and released once the conditioning exists. The DiT gives its activations back to the device after
  *           each section and the VAE after each decode (arena shrinkage), so the encoders of the next request
  *           and the decodes find the room they need next to the DiT's weights.
@@ -34,18 +35,31 @@ import { probeVram, type GpuInfo, type VramProbe } from './vram.js';
 export type PlacementPolicy = 'high' | 'medium' | 'low' | 'cpu';
 
 /**
- * Free VRAM for `high` (bench/results, docs/gpu.md): the whole default request peaked at HIGH_PEAK on an H100
- * with every network resident; an idle 80 GB card shows 79.2 GiB free.
+ * Free VRAM for `high` (bench/results/2026-12-05-h100-c-api.json): with every network resident and the VAE
+ * tiled, the default request peaked at 59.9 GiB on an H100 80GB (79.2 GiB free when idle), and ten requests
+ * in a row left the device at that same figure.
  */
-export const HIGH_MIN_FREE_MIB = 76 * 1024;
+export const HIGH_MIN_FREE_MIB = 62 * 1024;
 
-/** Free VRAM for `medium`: the whole default request within 48 GiB (the rest of the card held). */
+/**
+ * Free VRAM for the untiled VAE decode (FramePack's own high-VRAM decode) beside the resident networks: on the
+ * H100 it ran out of memory at 76.4 GiB in use (the decode had taken ~37 GiB and asked for more), with and
+ * without cuDNN's maximum workspace. Below this figure the VAE decodes in spatial tiles. 88 GiB is an estimate
+ * that an H200 (139 GiB) meets; it was not measured there.
+ */
+export const UNTILED_VAE_MIN_FREE_MIB = 88 * 1024;
+
+/**
+ * Free VRAM for `medium` (DiT resident, encoders per request, VAE tiled): an estimate from the measured parts
+ * (DiT weights 24.5 GiB + its activations 8-9 GiB, or + the float16 LLaMA 15 GiB while the prompt is encoded);
+ * the whole request within 48 GiB was not measured.
+ */
 export const MEDIUM_MIN_FREE_MIB = 44 * 1024;
 
 /**
  * Free VRAM for `low`: the whole default request ran on an H100 with all but 19.5 GiB held by another process,
- * peaking at 17.4 GiB (the 8-bit DiT's stage: 17.9 GiB in the benchmark; LLaMA 10.1 GiB, the tiled VAE decode
- * 10.6 GiB). Below this the CPU is the only safe choice.
+ * peaking at 17.4 GiB (2026-11-25, onnxruntime-node; not measured again on the C API). Below this the CPU is
+ * the only safe choice.
  */
 export const LOW_MIN_FREE_MIB = 20 * 1024;
 
@@ -64,10 +78,9 @@ export interface NetworkLifetimes {
   encoders: Lifetime;
   dit: Lifetime;
   /**
-   * About 0.5 GiB of weights, but cuDNN's exhaustive convolution search sizes its workspaces from the free
-   * device memory (90% of it) and the session's arena keeps what it grew to: a resident VAE holds on to
-   * whatever was free at its first decode. Per-request, its sessions are released after the encoding and
-   * again after the decodes, and each request pays the search again (a few seconds).
+   * About 0.5 GiB of weights; its activations are the largest transient peak of a request (an untiled
+   * section decode took more than 37 GiB on CUDA). Per-request, its sessions are released after the encoding
+   * and again after the decodes.
    */
   vae: Lifetime;
 }
@@ -146,8 +159,8 @@ function build(policy: PlacementPolicy, ep: ExecutionProvider, deviceId: number,
   const dit: Precision = ep === 'cuda' ? 'bfloat16' : 'float32';
   const low = policy === 'low';
   return { policy, ep, deviceId, gpu, lifetime: { ...LIFETIMES[policy] },
-    quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low,
-    precision: { dit, encoders: 'float16', vae: 'float16' }, reason, shrinkDitAfterSection: policy === 'medium' };
+    quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low || !gpu || gpu.freeMiB < UNTILED_VAE_MIN_FREE_MIB,
+    precision: { dit, encoders: 'float16', vae: 'float16' }, reason, shrinkDitAfterSection: !low };
 }
 
 const mib = (n: number) => `${(n / 1024).toFixed(1)} GiB`;
