@@ -130,6 +130,15 @@ export class PackedTransformer {
 
   /** One transformer call; `branch` names the CFG branch for the per-branch TeaCache mode. */
   async forward(inputs: DitInputs, call: { branch?: string; signal?: AbortSignal } = {}): Promise<ForwardResult> {
+    try {
+      return await this.call(inputs, call);
+    } catch (err) {
+      this.bound.clear(); // a failed bind or run may have reset a session's binding: bind everything again next time
+      throw err;
+    }
+  }
+
+  private async call(inputs: DitInputs, call: { branch?: string; signal?: AbortSignal }): Promise<ForwardResult> {
     const { signal } = call;
     const { grid, cos, sin } = this.prepare(inputs);
     const branch = call.branch ?? 'positive';

@@ -160,7 +160,12 @@ class DeviceWorker {
 
   private settle(p: Pending, msg: Response): void {
     if (p.signal && p.onAbort) p.signal.removeEventListener('abort', p.onAbort);
-    if (p.settled) return;
+    if (p.settled) {
+      // a cancelled run that finished anyway: nobody holds the tensors it kept on the device
+      const refs = msg.ok && p.req.op === 'run' ? Object.values((msg.result ?? {}) as RunResult).flatMap((v) => ('ref' in v ? [v.ref] : [])) : [];
+      if (refs.length) this.request((id) => ({ id, op: 'free', refs })).catch(() => {});
+      return;
+    }
     p.settled = true;
     if (msg.ok) p.resolve({ result: msg.result, ms: msg.ms });
     else {
