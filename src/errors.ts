@@ -128,6 +128,12 @@ export const catalogue = {
       'does), or unset FRAMEPACK_EP / FRAMEPACK_PLACEMENT to fall back to what is available.',
   },
 
+  ORT_BINDING_UNAVAILABLE: { message: "ONNX Runtime's C API cannot be used here: {detail}" },
+  ORT_CALL_FAILED: { message: 'ONNX Runtime {call} failed ({code}): {detail}' },
+  ORT_RELEASED: { message: 'ONNX Runtime {what} was used after it was released' },
+  ORT_TENSOR_INVALID: { message: '{name}: {detail}' },
+  DEVICE_TENSOR_RELEASED: { message: 'device tensor {ref} ({what}) was released or belongs to another device' },
+
   // ---- command line ----
   CLI_USAGE: { message: '{detail}' },
   CLI_INPUT_FILE: { message: 'Could not read input file {path}: {detail}' },

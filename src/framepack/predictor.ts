@@ -297,6 +297,7 @@ export class FramePackModels implements FramePackNets {
       guidance: scalar(s.guidance),
     };
     let computed = 0, skipped = 0;
+    const busy0 = dit.sessionSeconds;
     return {
       velocity: async (x, timestep, call) => {
         const text = call.branch === 'positive' ? s.positive : s.negative;
@@ -316,7 +317,12 @@ export class FramePackModels implements FramePackNets {
       close: async () => {
         dit.beginSection({ steps: s.steps, teacache: { enabled: false } }); // drops the cached residuals
       },
-      summary: () => (s.cache === 'off' ? undefined : `${CACHE_NAMES[s.cache]}: ${computed} computed, ${skipped} skipped`),
+      summary: () => {
+        const inSessions = dit.sessionSeconds - busy0;
+        const calls = computed + skipped;
+        const timing = `DiT sessions ${inSessions.toFixed(2)} s, ${(inSessions / Math.max(calls, 1)).toFixed(3)} s per call`;
+        return s.cache === 'off' ? timing : `${timing}; ${CACHE_NAMES[s.cache]}: ${computed} computed, ${skipped} skipped`;
+      },
     };
   }
 
@@ -329,7 +335,10 @@ export class FramePackModels implements FramePackNets {
 const CACHE_NAMES: Record<Exclude<StepCacheKind, 'off'>, string> = { teacache: 'TeaCache', magcache: 'MagCache' };
 
 function ditOptions(p: Placement): TransformerOptions {
-  return { ep: p.ep, deviceId: p.deviceId, precision: p.precision.dit, quantize: p.quantize.dit ? { bits: p.quantize.dit } : undefined };
+  return {
+    ep: p.ep, deviceId: p.deviceId, precision: p.precision.dit, quantize: p.quantize.dit ? { bits: p.quantize.dit } : undefined,
+    shrinkAfterSection: p.shrinkDitAfterSection,
+  };
 }
 
 /** A network created on demand and released on request; its creation may be running while it is released. */

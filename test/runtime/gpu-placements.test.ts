@@ -16,8 +16,8 @@ before(async () => { smi = await installFakeSmi(); });
 after(() => smi.remove());
 
 const cuda = { available: true, detail: 'fake' };
-// 0: H100 with 78 GiB free, 1: H200 with 137 GiB free, 2: H100 with 9.8 GiB free (another process holds it)
-const MIXED = gpuLine(0, 81559, 80000) + gpuLine(1, 143771, 140000, 'NVIDIA H200') + gpuLine(2, 81559, 10000);
+// 0: A100 40GB with 39 GiB free (low), 1: H200 with 137 GiB free (high), 2: H100 with 9.8 GiB free (another process holds it)
+const MIXED = gpuLine(0, 40960, 40000, 'NVIDIA A100-SXM4-40GB') + gpuLine(1, 143771, 140000, 'NVIDIA H200') + gpuLine(2, 81559, 10000);
 const rows = parseNvidiaSmi(MIXED.replace(/\\n/g, '\n'));
 const indices = (visible: string | undefined) => cudaVisible(rows, visible).map((g) => g.index);
 
@@ -41,7 +41,7 @@ test('CUDA numbering: CUDA_VISIBLE_DEVICES order, uuids and their prefixes, stop
 test('a mixed host gets a placement per card; a card too full to serve is left out with the reason', async () => {
   const { placements, skipped } = await gpuPlacements({ env: smi.env({ FAKE_SMI_OUT: MIXED }), cuda });
   assert.deepEqual(placements.map((p) => [p.deviceId, p.policy, p.ep, p.gpu?.name]),
-    [[0, 'low', 'cuda', 'NVIDIA H100 80GB HBM3'], [1, 'high', 'cuda', 'NVIDIA H200']]);
+    [[0, 'low', 'cuda', 'NVIDIA A100-SXM4-40GB'], [1, 'high', 'cuda', 'NVIDIA H200']]);
   assert.deepEqual(placements.map((p) => p.quantize), [{ dit: 8, llama: 8 }, {}]);
   assert.equal(skipped.length, 1);
   assert.equal(skipped[0]!.deviceId, 2);

@@ -18,9 +18,10 @@ import {
   cliPath, json, post, predictorPath, put, repoRoot, startReceiver, startServer, waitFor, waitReady, type TestServer,
 } from './helpers.js';
 
-// Physical GPUs: 0 an H100 with 80 GB free, 1 an H200 with 137 GiB free, 2 an H100 another process has
-// filled (10 GB free), 3 an H100 with 80 GB free. CUDA_VISIBLE_DEVICES=1,2,3 makes them CUDA's 0, 1, 2.
-const HOST = gpuLine(0, 81559, 80000) + gpuLine(1, 143771, 140000, 'NVIDIA H200') + gpuLine(2, 81559, 10000) + gpuLine(3, 81559, 80000);
+// Physical GPUs: 0 an A100 40GB with 39 GiB free, 1 an H200 with 137 GiB free, 2 an H100 another process has
+// filled (10 GB free), 3 an A100 40GB with 39 GiB free. CUDA_VISIBLE_DEVICES=1,2,3 makes them CUDA's 0, 1, 2.
+const A100_40 = 'NVIDIA A100-SXM4-40GB';
+const HOST = gpuLine(0, 40960, 40000, A100_40) + gpuLine(1, 143771, 140000, 'NVIDIA H200') + gpuLine(2, 81559, 10000) + gpuLine(3, 40960, 40000, A100_40);
 
 let smi: FakeSmi;
 const savedEnv = { ...process.env };
@@ -68,7 +69,7 @@ describe('discovery: CUDA_VISIBLE_DEVICES, a placement per card, cards that cann
     assert.match(logs, /cuda:1 left out: NVIDIA H100 80GB HBM3, 9\.8 GiB free .*too little/);
     assert.match(logs, /concurrency limit 8 \(COG_MAX_CONCURRENCY\), but only 2 GPU\(s\) can serve: one worker on each of cuda:0, cuda:2/);
     assert.match(logs, /\[cuda:0\] placement high on cuda:0\n/);   // physical GPU 1, the H200
-    assert.match(logs, /\[cuda:2\] placement low on cuda:2\n/);    // physical GPU 3, an H100
+    assert.match(logs, /\[cuda:2\] placement low on cuda:2\n/);    // physical GPU 3, an A100 40GB
     assert.ok(s.lines.some((l) => l.worker === 'cuda:2' && l.msg === 'placement low on cuda:2'), 'server log names the worker');
   });
 
