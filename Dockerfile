@@ -60,12 +60,21 @@ ENV NODE_ENV=production \
     PORT=5000 \
     LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib:/usr/local/nvidia/lib64
 
+# Predictions at once (one per GPU, up to this many): cog.yaml's concurrency.max, passed by docker/build.sh.
+# The default is cog.yaml's value, so `cog build` (whose label comes from cog.yaml) agrees as well.
+ARG COG_MAX_CONCURRENCY=1
+ENV COG_MAX_CONCURRENCY=${COG_MAX_CONCURRENCY}
+
 # Cog's labels. docker/build.sh passes the schema; `cog build --openapi-schema` writes the label itself (the
-# argument is then empty). A schema that is given must be the one this image serves, or the build fails.
+# argument is then empty). A schema that is given must be the one this image serves, or the build fails, and
+# so must a concurrency.max in the config that differs from COG_MAX_CONCURRENCY.
 ARG COG_OPENAPI_SCHEMA=""
 ARG COG_CONFIG='{"build":{"gpu":true,"python_version":"3.12"}}'
 ARG COG_VERSION=0.16.12
 RUN set -eu; \
+    printf '%s\n' "$COG_CONFIG" > /tmp/config.json; \
+    node -e 'const m=(require("/tmp/config.json").concurrency||{}).max;if(m!==undefined&&String(m)!==process.env.COG_MAX_CONCURRENCY){console.error(`concurrency.max ${m} in the config differs from COG_MAX_CONCURRENCY=${process.env.COG_MAX_CONCURRENCY}`);process.exit(1)}'; \
+    rm /tmp/config.json; \
     if [ -n "$COG_OPENAPI_SCHEMA" ]; then \
       node dist/src/cli.js openapi > /tmp/served.json; \
       printf '%s\n' "$COG_OPENAPI_SCHEMA" > /tmp/label.json; \

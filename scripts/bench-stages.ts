@@ -75,7 +75,7 @@ async function main(argv: string[]): Promise<void> {
       const result = await generate(timed(nets, times), image, {
         prompt: p.prompt, negativePrompt: p.negative_prompt, seed: p.seed, seconds: p.total_video_length_seconds,
         latentWindowSize: p.latent_window_size, steps: p.steps, cfg: p.cfg_scale, distilledCfg: p.distilled_cfg_scale,
-        cfgRescale: p.cfg_rescale, teacache: p.use_teacache,
+        cfgRescale: p.cfg_rescale, cache: p.use_teacache ? 'teacache' : 'off',
       }, { signal: new AbortController().signal, noise, log: (l) => { if (/sampled|decoded/.test(l)) sections.push(l); } });
       const genMs = performance.now() - t0;
       const t1 = performance.now();

@@ -4,7 +4,7 @@
  * dumps plus the final uint8 frames is hashed (sha256 of the raw bytes).
  *
  * The committed digests (test/fixtures/defaults/digests.json) were written by this script before the
- * optional inputs that change generations existed; test/framepack/defaults.test.ts runs the same requests
+ * optional inputs that change generations existed; test/framepack/e2e.test.ts runs the same requests
  * through the current input schema's defaults and requires the same bytes, so an input left at its default
  * cannot change a video.
  *
@@ -77,7 +77,7 @@ async function main(): Promise<void> {
         prompt: input.prompt as string, negativePrompt: input.negative_prompt as string, seed: input.seed as number,
         seconds: input.total_video_length_seconds as number, latentWindowSize: input.latent_window_size as number,
         steps: input.steps as number, cfg: input.cfg_scale as number, distilledCfg: input.distilled_cfg_scale as number,
-        cfgRescale: input.cfg_rescale as number, teacache: input.use_teacache as boolean,
+        cfgRescale: input.cfg_rescale as number, cache: input.use_teacache ? 'teacache' : 'off',
       }, { signal: new AbortController().signal, log: () => {}, noise, dump });
       cases[name] = { input, sha256: digestOf(dump, result.pixels.frames()) };
     }

@@ -87,3 +87,34 @@ export async function limitDeviceMemory(gib: number, script: string): Promise<Me
   child.removeAllListeners('exit');
   return { freeBeforeMiB: before, freeMiB: (await freeMiB()) ?? before, release() { child.kill('SIGTERM'); } };
 }
+
+export interface CardMemorySampler {
+  /** [performance.now(), nvidia-smi index, used MiB] in arrival order; grows until stop(). */
+  readonly samples: Array<[number, number, number]>;
+  /** Largest used MiB of each card (by nvidia-smi index) among the samples taken in [from, to). */
+  peaks(from?: number, to?: number): Record<number, number>;
+  readonly error: string | null;
+  stop(): void;
+}
+
+/** Like sampleGpuMemory, for every card of the host: `index,memory.used` every `intervalMs`. */
+export function sampleCardMemory(intervalMs: number): CardMemorySampler {
+  const samples: Array<[number, number, number]> = [];
+  let error: string | null = null;
+  const smi = spawn('nvidia-smi', ['--query-gpu=index,memory.used', '--format=csv,noheader,nounits', '-lms', String(intervalMs)], { stdio: ['ignore', 'pipe', 'ignore'] });
+  smi.on('error', (err) => { error = err.message; });
+  createInterface({ input: smi.stdout }).on('line', (l) => {
+    const [index, used] = l.split(',').map((s) => Number(s.trim()));
+    if (Number.isFinite(index) && Number.isFinite(used)) samples.push([performance.now(), index!, used!]);
+  });
+  return {
+    samples,
+    get error() { return error; },
+    peaks(from = -Infinity, to = Infinity) {
+      const out: Record<number, number> = {};
+      for (const [ts, index, v] of samples) if (ts >= from && ts < to && v > (out[index] ?? -1)) out[index] = v;
+      return out;
+    },
+    stop() { smi.kill(); },
+  };
+}

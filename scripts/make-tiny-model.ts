@@ -16,7 +16,7 @@
  *
  * Usage: node dist/scripts/make-tiny-model.js [outDir, default models/tiny of this checkout] [--seed N]
  */
-import { mkdir, writeFile } from 'node:fs/promises';
+import { cp, mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { float32ToBFloat16, float32ToFloat16 } from '../src/onnx/half.js';
@@ -518,6 +518,8 @@ export async function makeTinyModel(outDir: string, opts: TinyModelOptions = {})
     out_channels: DIT.outChannels, patch_size: DIT.patch, patch_size_t: DIT.patchT, pooled_projection_dim: DIT.pooledDim,
     qk_norm: 'rms_norm', rope_axes_dim: DIT.ropeAxes, rope_theta: 256.0, text_embed_dim: DIT.textDim,
   });
+  // FramePack-F1's transformer has the same architecture and key names: the tiny one shares the weights
+  await cp(fp, join(outDir, 'lllyasviel', 'FramePack_F1_I2V_HY_20250503'), { recursive: true });
   return outDir;
 }
 

@@ -13,7 +13,15 @@ export interface CatalogueEntry {
   status?: number;
   /** The model can no longer run (its worker died): the server reports DEFUNCT. */
   fatal?: boolean;
+  /** The failure is the device's (see `deviceFailure`): the server may take that device out of rotation. */
+  device?: DeviceFailure;
 }
+
+/**
+ * How a device failed a prediction. `lost`: it cannot be trusted for another run. `out-of-memory`: it may
+ * serve smaller work, but a host with other devices serves on those.
+ */
+export type DeviceFailure = 'lost' | 'out-of-memory';
 
 export const catalogue = {
   // ---- HTTP edge ----
@@ -25,6 +33,8 @@ export const catalogue = {
     message: 'This model does not support streaming responses. Remove text/event-stream from Accept.',
   },
   BUSY: { status: 409, message: 'Already running a prediction' },
+  WORKERS_BUSY: { status: 409, message: 'All workers are busy: already running {count} predictions' },
+  PREDICTION_RUNNING: { status: 409, message: 'Prediction {id} is already running' },
   NOT_READY: {
     status: 503,
     message: 'Setup has not finished yet. Wait until it has finished, or GET /health-check for status.',
@@ -55,6 +65,13 @@ export const catalogue = {
   IMAGE_UNREADABLE: { message: '{name} is not a readable image (JPEG, PNG, WebP, GIF, TIFF...): {detail}' },
   IMAGE_TOO_LARGE: {
     message: '{name} is {width}x{height} = {pixels} pixels, above the limit of {limit} pixels (possible decompression bomb)',
+  },
+
+  // ---- input combinations (422 with the field's location) ----
+  END_IMAGE_NEEDS_INVERTED: {
+    message:
+      "end_image needs sampling_mode 'inverted', got '{mode}': F1 samples forward from the start image and has no " +
+      "place for an end frame. Leave end_image out or use sampling_mode 'inverted'.",
   },
 
   // ---- outputs ----
@@ -99,12 +116,19 @@ export const catalogue = {
     message:
       'The GPU ran out of memory ({detail}). Try a smaller resolution or a shorter video, or start the server with ' +
       'FRAMEPACK_PLACEMENT=low (one large network on the GPU at a time, 8-bit DiT and LLaMA, VAE tiling).',
+    device: 'out-of-memory',
   },
+  GPU_LOST: { message: 'The GPU failed and cannot run predictions any more ({detail})', device: 'lost' },
 
   SIZE_DOES_NOT_FIT: {
     message:
       'The {width}x{height} video at latent_window_size {lws} ({tokens} image tokens per step) does not fit this GPU: ' +
       '{detail}. Choose a lower resolution or latent_window_size.',
+  },
+  LORA_NOT_ENABLED: {
+    message:
+      'This server built its transformer without LoRA inputs (FRAMEPACK_LORA is off, or auto on {ep}), so `loras` ' +
+      'cannot be applied. Start it with FRAMEPACK_LORA=on to accept LoRAs, or leave `loras` empty.',
   },
 
   // ---- devices (src/runtime) ----
@@ -114,6 +138,12 @@ export const catalogue = {
       '{what} was asked for, but {detail}. Install the CUDA provider for onnxruntime-node 1.29.0 (the Docker image ' +
       'does), or unset FRAMEPACK_EP / FRAMEPACK_PLACEMENT to fall back to what is available.',
   },
+
+  ORT_BINDING_UNAVAILABLE: { message: "ONNX Runtime's C API cannot be used here: {detail}" },
+  ORT_CALL_FAILED: { message: 'ONNX Runtime {call} failed ({code}): {detail}' },
+  ORT_RELEASED: { message: 'ONNX Runtime {what} was used after it was released' },
+  ORT_TENSOR_INVALID: { message: '{name}: {detail}' },
+  DEVICE_TENSOR_RELEASED: { message: 'device tensor {ref} ({what}) was released or belongs to another device' },
 
   // ---- command line ----
   CLI_USAGE: { message: '{detail}' },
@@ -126,6 +156,7 @@ export class AppError extends Error {
   readonly code: ErrorCode;
   readonly status: number | undefined;
   readonly fatal: boolean;
+  readonly device: DeviceFailure | undefined;
   readonly params: Record<string, unknown>;
 
   constructor(code: ErrorCode, params: Record<string, unknown> = {}, options?: { cause?: unknown }) {
@@ -135,6 +166,7 @@ export class AppError extends Error {
     this.code = code;
     this.status = entry.status;
     this.fatal = entry.fatal ?? false;
+    this.device = entry.device;
     this.params = params;
   }
 }
@@ -147,6 +179,12 @@ export function appError(code: ErrorCode, params: Record<string, unknown> = {}, 
 /** True for errors after which the model cannot run again (any error with `fatal: true` counts). */
 export function isFatal(err: unknown): boolean {
   return typeof err === 'object' && err !== null && (err as { fatal?: unknown }).fatal === true;
+}
+
+/** How the device failed, for errors that say so (any error with `device: 'lost' | 'out-of-memory'` counts). */
+export function deviceFailure(err: unknown): DeviceFailure | undefined {
+  const device = typeof err === 'object' && err !== null ? (err as { device?: unknown }).device : undefined;
+  return device === 'lost' || device === 'out-of-memory' ? device : undefined;
 }
 
 /** The one-line message of anything thrown. */

@@ -17,8 +17,14 @@
  *   the prediction's `logs`. `ctx.signal` aborts on cancel: stop promptly by throwing (any error thrown after
  *   the abort counts as a cancellation). Never block the event loop: heavy work belongs in worker threads.
  *   Throw an error with `fatal: true` when the model can never run again (its worker died): the server
- *   then reports DEFUNCT.
+ *   then reports DEFUNCT. Throw one with `device: 'lost'` when the device failed (a sticky CUDA error) or
+ *   `device: 'out-of-memory'`: the server takes this instance out of rotation (an out-of-memory one only
+ *   while another instance serves) and DEFUNCT comes only when none is left.
  * - `dispose()` (optional) releases what setup acquired; the process exits shortly after it either way.
+ * - `devices(log)` (optional) lists the GPUs that can each run one prediction alongside the others. When
+ *   the server may run several predictions at once (COG_MAX_CONCURRENCY > 1) it asks an instance that is
+ *   never set up, then makes one instance per device (up to the limit) from the factory with
+ *   `options.deviceId` and sets each up: one prediction per instance at a time, each on its own device.
  */
 import { z } from 'zod';
 import type { Logger } from 'pino';
@@ -50,6 +56,8 @@ export interface Predictor<S extends z.ZodObject = z.ZodObject> {
   predict(input: z.infer<S>, ctx: PredictorContext): Promise<string>;
   /** Optional: releases sessions and workers; called once when the server or the command stops. */
   dispose?(): Promise<void>;
+  /** Optional: the CUDA devices (numbered after CUDA_VISIBLE_DEVICES) that can each serve predictions. */
+  devices?(log: (line: string) => void): Promise<number[]>;
 }
 
 /** Options from the command line (`--models`, `--noise`, `--dump` and any predictor-specific `--flag value`). */
@@ -57,6 +65,8 @@ export interface PredictorOptions {
   models?: string;
   noise?: string;
   dump?: string;
+  /** The CUDA device this instance runs on, when the server runs one instance per device (see `devices`). */
+  deviceId?: number;
   [k: string]: unknown;
 }
 

@@ -45,7 +45,7 @@ import { Tokenizer } from 'tokenizers';
 import { findNearestBucket } from '../../src/framepack/image.js';
 import { sectionCount, totalPixelFrames } from '../../src/framepack/sections.js';
 import { findFfmpeg } from '../../src/framepack/video.js';
-import { folderDirs, loadManifest, type Component } from '../../src/hub/manifest.js';
+import { folderDirs, loadManifest, selectComponents, type RequiredComponent } from '../../src/hub/manifest.js';
 import { resolveModels } from '../../src/hub/resolve.js';
 import { fixture, tinyModels } from '../../test/fixtures.js';
 import { gpuInfo, limitDeviceMemory, sampleGpuMemory, type MemoryLimit, type MemorySampler } from '../gpu-memory.js';
@@ -53,19 +53,19 @@ import { gpuInfo, limitDeviceMemory, sampleGpuMemory, type MemoryLimit, type Mem
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const cli = join(root, 'dist', 'src', 'cli.js');
 
-const IMAGE = { width: 912, height: 960 }; // 1.5 x the 608x640 bucket: the bucket resize does real work
+export const IMAGE = { width: 912, height: 960 }; // 1.5 x the 608x640 bucket: the bucket resize does real work
 const PROMPT = 'A red fox trots across a snowy clearing at dawn, pauses to look back over its shoulder, then leaps ' +
   'over a fallen log as golden light filters through tall pines and snow drifts down.'; // 40 LLaMA-3 tokens
-const DEFAULT_INPUT = { prompt: PROMPT, seed: 31337, total_video_length_seconds: 3, steps: 25, use_teacache: false };
+export const DEFAULT_INPUT = { prompt: PROMPT, seed: 31337, total_video_length_seconds: 3, steps: 25, use_teacache: false };
 
-const secs = (from: number, to = performance.now()) => +((to - from) / 1000).toFixed(3);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const secs = (from: number, to = performance.now()) => +((to - from) / 1000).toFixed(3);
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------------------------------------
 // Models folder
 
 /** Where each component comes from when the networks are make-full-weights.ts folders. */
-function sources(weights: string): Record<Component, string> {
+function sources(weights: string): Record<RequiredComponent, string> {
   const tiny = folderDirs(loadManifest(), tinyModels());
   return {
     textEncoder: join(weights, 'text_encoder'), textEncoder2: join(weights, 'text_encoder_2'),
@@ -76,10 +76,10 @@ function sources(weights: string): Record<Component, string> {
 }
 
 /** Links every component folder into `out` in the Hub layout, then checks it as the server will. */
-async function arrangeModels(weights: string, out: string): Promise<Record<Component, string>> {
+export async function arrangeModels(weights: string, out: string): Promise<Record<RequiredComponent, string>> {
   const from = sources(weights);
-  const to = folderDirs(loadManifest(), out);
-  for (const [c, target] of Object.entries(to) as [Component, string][]) {
+  const to = folderDirs(selectComponents(loadManifest()), out);
+  for (const [c, target] of Object.entries(to) as [RequiredComponent, string][]) {
     if (!existsSync(from[c])) throw new Error(`${c}: ${from[c]} does not exist (run make-full-weights.js --out ${weights})`);
     const st = lstatSync(target, { throwIfNoEntry: false });
     if (st && !st.isSymbolicLink()) throw new Error(`${target} exists and is not a link; refusing to replace it`);
@@ -95,7 +95,7 @@ async function arrangeModels(weights: string, out: string): Promise<Record<Compo
 // The request
 
 /** A smooth gradient with a few hard-edged shapes, as PNG bytes. */
-async function inputImage(): Promise<Buffer> {
+export async function inputImage(): Promise<Buffer> {
   const { width: W, height: H } = IMAGE;
   const px = Buffer.alloc(W * H * 3);
   for (let y = 0; y < H; y++) {
@@ -111,13 +111,13 @@ async function inputImage(): Promise<Buffer> {
 }
 
 /** Prompt tokens alone (no template, no special tokens) with the models folder's LLaMA tokenizer. */
-async function promptTokens(models: string, prompt: string): Promise<number> {
+export async function promptTokens(models: string, prompt: string): Promise<number> {
   const tok = Tokenizer.fromFile(join(folderDirs(loadManifest(), models).tokenizer, 'tokenizer.json'));
   return (await tok.encode(prompt, null, { addSpecialTokens: false })).getIds().length;
 }
 
 /** POST over node:http: no client-side timeout may cut a generation of many minutes. */
-function postJson(url: string, body: string): Promise<{ status: number; body: string }> {
+export function postJson(url: string, body: string): Promise<{ status: number; body: string }> {
   return new Promise((ok, fail) => {
     const req = request(url, { method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
       const chunks: Buffer[] = [];
@@ -130,13 +130,13 @@ function postJson(url: string, body: string): Promise<{ status: number; body: st
   });
 }
 
-async function health(url: string): Promise<Record<string, any>> {
+export async function health(url: string): Promise<Record<string, any>> {
   const res = await fetch(`${url}/health-check`, { signal: AbortSignal.timeout(5000) });
   return (await res.json()) as Record<string, any>;
 }
 
 /** GET /health-check every `everyMs` until `stop` resolves: latencies (ms) and the statuses seen. */
-async function pollHealth(url: string, everyMs: number, stop: Promise<unknown>) {
+export async function pollHealth(url: string, everyMs: number, stop: Promise<unknown>) {
   const ms: number[] = [], statuses: Record<string, number> = {};
   let errors = 0, done = false;
   void stop.finally(() => { done = true; });
@@ -158,10 +158,12 @@ async function pollHealth(url: string, everyMs: number, stop: Promise<unknown>) 
 // The server child
 
 let server: ChildProcess | null = null;
-let serverExit: Promise<number | null> = new Promise(() => {});
-const running = () => server !== null && server.exitCode === null && server.signalCode === null;
+export let serverExit: Promise<number | null> = new Promise(() => {});
+/** the server's log lines (JSON), as they arrive */
+const serverLogRef: Record<string, unknown>[] = [];
+export const running = () => server !== null && server.exitCode === null && server.signalCode === null;
 
-async function stopServer(): Promise<number | null> {
+export async function stopServer(): Promise<number | null> {
   if (!server) return null;
   if (running()) {
     server.kill('SIGTERM'); // serve cancels a running prediction and stops
@@ -176,12 +178,12 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) {
 }
 
 /** ": <message>" of the server's last error-level line, if any. */
-function lastError(lines: Record<string, any>[]): string {
+export function lastError(lines: Record<string, any>[]): string {
   const e = [...lines].reverse().find((l) => typeof l.level === 'number' && l.level >= 50);
   return e ? `: ${e.err?.message ?? e.msg}` : '';
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((ok, fail) => {
     const s = createServer().once('error', fail).listen(0, '127.0.0.1', () => {
       const port = (s.address() as { port: number }).port;
@@ -191,7 +193,7 @@ function freePort(): Promise<number> {
 }
 
 /** Spawns `framepack serve`; every output line goes to `logFile`, into `lines` and, shortened, to stdout. */
-function startServer(port: number, env: NodeJS.ProcessEnv, logFile: string, lines: Record<string, unknown>[], t0: number): void {
+export function startServer(port: number, env: NodeJS.ProcessEnv, logFile: string, lines: Record<string, unknown>[], t0: number): void {
   server = spawn(process.execPath, [cli, 'serve', '--host', '127.0.0.1', '--port', String(port)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   serverExit = once(server, 'exit').then(([code, sig]) => (code ?? (sig ? 128 : null)) as number | null);
   const log = createWriteStream(logFile);
@@ -210,7 +212,7 @@ function startServer(port: number, env: NodeJS.ProcessEnv, logFile: string, line
 // The output
 
 /** Decodes the output (data URL or local path) to `file`; ftyp box, size, codec, dimensions, frame count. */
-async function checkVideo(output: unknown, file: string, expectedFrames: number): Promise<Record<string, unknown>> {
+export async function checkVideo(output: unknown, file: string, expectedFrames: number): Promise<Record<string, unknown>> {
   if (typeof output !== 'string') return { error: `output is ${JSON.stringify(output)?.slice(0, 80)}`, expectedFrames };
   const bytes = output.startsWith('data:')
     ? Buffer.from(output.slice(output.indexOf(',') + 1), output.slice(0, output.indexOf(',')).endsWith(';base64') ? 'base64' : 'utf8')
@@ -228,6 +230,33 @@ async function checkVideo(output: unknown, file: string, expectedFrames: number)
   };
 }
 
+/** One POST /predictions with health polled meanwhile; the device memory before, at peak and after. */
+async function predict(url: string, png: Buffer, input: Record<string, unknown>, sampler: MemorySampler | null, videoFile: string): Promise<Record<string, any>> {
+  const body = JSON.stringify({ input: { input_image: `data:image/png;base64,${png.toString('base64')}`, ...input } });
+  const beforeMiB = sampler?.samples.at(-1)?.[1] ?? null;
+  const tPost = performance.now();
+  const post = postJson(`${url}/predictions`, body);
+  const died = serverExit.then((c) => { throw new Error(`the server exited during the prediction (code ${c})${lastError(serverLogRef)}`); });
+  died.catch(() => {}); // it also settles when the server is stopped at the end
+  const stop = Promise.race([post, died]).catch(() => {});
+  const [res, health] = await Promise.all([Promise.race([post, died]), pollHealth(url, 250, stop)]);
+  const tDone = performance.now();
+  await sleep(500); // let nvidia-smi see what stays allocated once the request has ended
+  const p = JSON.parse(res.body) as Record<string, any>;
+  const r: Record<string, any> = {
+    httpStatus: res.status, wallSeconds: secs(tPost, tDone), id: p.id, status: p.status ?? null, error: p.error ?? p.detail ?? null,
+    metrics: p.metrics ?? null, logs: p.logs ?? null, input: p.input ? { ...p.input, input_image: '(data URL)' } : null,
+    outputChars: typeof p.output === 'string' ? p.output.length : null, health,
+    beforeMiB, peakMiB: sampler?.peak(tPost, tDone) ?? null, afterMiB: sampler?.samples.at(-1)?.[1] ?? null, ok: false,
+  };
+  if (p.status === 'succeeded') {
+    const lws = Number(p.input?.latent_window_size ?? 9), seconds = Number(p.input?.total_video_length_seconds ?? 3);
+    r.video = await checkVideo(p.output, videoFile, totalPixelFrames(sectionCount(seconds, lws), lws));
+    r.ok = r.video.isMp4 && r.video.frames === r.video.expectedFrames;
+  }
+  return r;
+}
+
 // ---------------------------------------------------------------------------------------------------------
 
 async function main(): Promise<number> {
@@ -237,6 +266,7 @@ async function main(): Promise<number> {
       models: { type: 'string' }, policy: { type: 'string', default: 'high' }, ep: { type: 'string', default: 'cuda' },
       input: { type: 'string', default: '{}' }, out: { type: 'string', default: 'bench/tmp/request.json' },
       'setup-timeout': { type: 'string', default: '3600' }, 'limit-gib': { type: 'string' },
+      repeat: { type: 'string', default: '1' }, 'then-input': { type: 'string', default: '{}' }, 'then-repeat': { type: 'string', default: '0' },
     },
   });
   const out = resolve(values.out!);
@@ -250,7 +280,7 @@ async function main(): Promise<number> {
     onnxruntime: JSON.parse(readFileSync(join(root, 'node_modules', 'onnxruntime-node', 'package.json'), 'utf8')).version,
     policy: values.policy, ep: values.ep, models, weights, ok: false,
   };
-  const serverLog: Record<string, unknown>[] = [];
+  const serverLog = serverLogRef;
   let sampler: MemorySampler | null = null;
   let limit: MemoryLimit | null = null;
   try {
@@ -299,30 +329,26 @@ async function main(): Promise<number> {
     if (h.status !== 'READY') throw new Error(`setup ended in ${h.status}: ${String(setup.logs ?? '').trim().split('\n').at(-1)}`);
     mem.peakSetupMiB = sampler?.peak(tSpawn, tReady) ?? null;
 
-    // ---- prediction
-    console.log(`READY after ${result.setup.seconds} s; POST /predictions ${JSON.stringify(input)}`);
-    const body = JSON.stringify({ input: { input_image: `data:image/png;base64,${png.toString('base64')}`, ...input } });
-    const tPost = performance.now();
-    mem.readyMiB = sampler?.samples.at(-1)?.[1] ?? null;
-    const post = postJson(`${url}/predictions`, body);
-    const died = serverExit.then((c) => { throw new Error(`the server exited during the prediction (code ${c})${lastError(serverLog)}`); });
-    died.catch(() => {}); // it also settles when the server is stopped at the end
-    const stop = Promise.race([post, died]).catch(() => {});
-    const [res, latency] = await Promise.all([Promise.race([post, died]), pollHealth(url, 250, stop)]);
-    const tDone = performance.now();
-    mem.peakPredictionMiB = sampler?.peak(tPost, tDone) ?? null;
-    result.health = latency;
-    const p = JSON.parse(res.body) as Record<string, any>;
-    result.prediction = {
-      httpStatus: res.status, wallSeconds: secs(tPost, tDone), id: p.id, status: p.status ?? null, error: p.error ?? p.detail ?? null,
-      metrics: p.metrics ?? null, logs: p.logs ?? null, input: p.input ? { ...p.input, input_image: '(data URL)' } : null,
-      outputChars: typeof p.output === 'string' ? p.output.length : null,
-    };
-    if (p.status === 'succeeded') {
-      const lws = Number(p.input?.latent_window_size ?? 9), seconds = Number(p.input?.total_video_length_seconds ?? 3);
-      result.video = await checkVideo(p.output, `${base}.mp4`, totalPixelFrames(sectionCount(seconds, lws), lws));
-      result.ok = result.video.isMp4 && result.video.frames === result.video.expectedFrames;
+    // ---- predictions: --repeat of --input, then --then-repeat of --then-input, in one server
+    const series = [
+      ...Array.from({ length: Number(values.repeat) }, () => input),
+      ...Array.from({ length: Number(values['then-repeat']) }, () => ({ ...input, ...JSON.parse(values['then-input']!) })),
+    ];
+    result.predictions = [];
+    for (const [i, inp] of series.entries()) {
+      const r = await predict(url, png, inp, sampler, `${base}${i ? `.${i}` : ''}.mp4`);
+      result.predictions.push(r);
+      console.log(`prediction ${i + 1}/${series.length}: ${r.status} in ${r.wallSeconds} s; GPU peak ${r.peakMiB} MiB, ${r.afterMiB} MiB after`);
+      if (!r.ok) break;
     }
+    // the first prediction pays first-use costs (cuDNN plans, arena growth): the last one of --input is quoted
+    const main = result.predictions.slice(0, Number(values.repeat));
+    result.prediction = main.at(-1);
+    result.video = result.prediction?.video;
+    result.health = result.prediction?.health;
+    mem.peakPredictionMiB = Math.max(...result.predictions.map((r: any) => r.peakMiB ?? 0));
+    mem.readyMiB = result.predictions[0]?.beforeMiB ?? null;
+    result.ok = result.predictions.length === series.length && result.predictions.every((r: any) => r.ok);
   } catch (err) {
     result.error = err instanceof Error ? err.message : String(err);
   } finally {
@@ -348,6 +374,9 @@ function summary(r: Record<string, any>, out: string): void {
     lines.push(`predict  HTTP ${p.httpStatus} ${p.status} in ${p.wallSeconds} s (predict_time ${p.metrics?.predict_time ?? 'n/a'} s); GPU peak ${gib(m.peakPredictionMiB)}${p.error ? `; error: ${p.error}` : ''}`);
     for (const l of String(p.logs ?? '').split('\n')) if (/\bin \d+(\.\d+)? s\b/.test(l)) lines.push(`         ${l}`);
   }
+  for (const [i, x] of (r.predictions ?? []).entries()) {
+    lines.push(`  #${i + 1} ${x.status} ${x.wallSeconds} s; GPU ${gib(x.beforeMiB)} before, peak ${gib(x.peakMiB)}, ${gib(x.afterMiB)} after`);
+  }
   if (h) lines.push(`health   p50 ${h.p50Ms} ms, p99 ${h.p99Ms} ms, max ${h.maxMs} ms over ${h.n} polls ${JSON.stringify(h.statuses)}${h.errors ? `, ${h.errors} errors` : ''}`);
   if (v) lines.push(`video    ${v.frames} frames (expected ${v.expectedFrames}), ${v.width}x${v.height} ${v.codec}, ${v.bytes} bytes, ftyp ${v.isMp4 ? 'ok' : 'MISSING'} -> ${v.file}`);
   if (r.error) lines.push(`ERROR    ${r.error}`);
@@ -355,4 +384,7 @@ function summary(r: Record<string, any>, out: string): void {
   console.log(lines.join('\n'));
 }
 
-main().then((code) => process.exit(code), (err) => { console.error(err); process.exit(1); });
+// scripts/gpu/concurrent.ts imports the helpers above; run only as a command
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main().then((code) => process.exit(code), (err) => { console.error(err); process.exit(1); });
+}

@@ -7,13 +7,13 @@
  */
 import { parseArgs } from 'node:util';
 import { Vae } from '../../src/framepack/vae-decode.js';
-import { Session, terminateWorkers } from '../../src/runtime/session.js';
+import { Session, terminateWorkers, type Feeds, type RunOptions } from '../../src/runtime/session.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { vae: { type: 'string', default: 'bench/tmp/full/vae' }, ep: { type: 'string', default: 'cuda' }, tiling: { type: 'string', default: 'on' } } });
   const runs: Array<{ key: string; s: number }> = [];
-  const run = Session.prototype.run;
-  Session.prototype.run = async function (this: Session, feeds, opts) {
+  const run = Session.prototype.run as (feeds: Feeds, opts?: RunOptions) => Promise<unknown>;
+  (Session.prototype as any).run = async function (this: Session, feeds: Feeds, opts?: RunOptions) {
     const key = `${this.name} ${Object.values(feeds).map((t) => t.dims.join('x')).join(' ')}`;
     const t0 = performance.now();
     try { return await run.call(this, feeds, opts); } finally { runs.push({ key, s: (performance.now() - t0) / 1000 }); }

@@ -28,7 +28,7 @@ export const TINY_MODELS = join(repoRoot, 'models', 'tiny');
 
 /** Makes the tiny model unless it is already there. */
 export async function ensureTinyModel(dir = TINY_MODELS, log: (l: string) => void = () => {}): Promise<string> {
-  if (!existsSync(join(dir, 'lllyasviel', 'FramePackI2V_HY', 'config.json'))) {
+  if (!existsSync(join(dir, 'lllyasviel', 'FramePack_F1_I2V_HY_20250503', 'config.json'))) { // written last
     log(`making the tiny random FramePack in ${dir}`);
     await makeTinyModel(dir);
   }

@@ -1,17 +1,20 @@
 /**
- * `framepack download [--models-cache <dir>]`: fills the Hugging Face cache with the pinned FramePack files
- * ahead of time (in `docker build`, or onto a volume), so that `serve` starts without network. Progress goes
- * to stderr; the component folders are printed to stdout as JSON when everything is there.
+ * `framepack download [--models-cache <dir>] [--f1]`: fills the Hugging Face cache with the pinned FramePack
+ * files ahead of time (in `docker build`, or onto a volume), so that `serve` starts without network; `--f1`
+ * adds the F1 transformer of `sampling_mode` f1. Progress goes to stderr; the component folders are printed
+ * to stdout as JSON when everything is there.
  */
 import { parseArgs } from 'node:util';
 import { appError } from '../errors.js';
 import { resolveModels } from '../hub/resolve.js';
 
-const USAGE = `usage: framepack download [--models-cache <dir>] [--concurrency <n>]
+const USAGE = `usage: framepack download [--models-cache <dir>] [--concurrency <n>] [--f1]
 
 Downloads the FramePack checkpoints at the commits pinned in models/manifest.json into the Hugging Face cache
 (HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub), verifying every file. An interrupted run
-resumes. Honours HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE (which turns this into a check of the cache).`;
+resumes. Honours HF_TOKEN, HF_ENDPOINT and HF_HUB_OFFLINE (which turns this into a check of the cache).
+--f1 also fetches the FramePack-F1 transformer (25.7 GB) that sampling_mode f1 uses; without it, the server
+downloads it when an f1 request first needs it.`;
 
 export async function main(argv: string[]): Promise<void> {
   let values;
@@ -21,6 +24,7 @@ export async function main(argv: string[]): Promise<void> {
       options: {
         'models-cache': { type: 'string' },
         concurrency: { type: 'string' },
+        f1: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -39,6 +43,7 @@ export async function main(argv: string[]): Promise<void> {
   const dirs = await resolveModels({
     models: null,   // the cache, even when FRAMEPACK_MODELS points at a folder
     cacheDir: values['models-cache'],
+    optional: values.f1 ? ['transformerF1'] : [],
     transfer: { concurrency },
     log: (line) => process.stderr.write(line + '\n'),
   });

@@ -14,11 +14,12 @@
  *
  * Environment: PORT, COG_LOG_LEVEL, LOG_FORMAT, COG_THROTTLE_RESPONSE_INTERVAL, WEBHOOK_AUTH_TOKEN,
  * COG_SETUP_TIMEOUT, COG_WAIT_FILE, COG_USER_AGENT, KUBERNETES_SERVICE_HOST, FRAMEPACK_DENY_PRIVATE_URLS,
- * FRAMEPACK_MAX_INPUT_BYTES, FRAMEPACK_BODY_LIMIT, FRAMEPACK_READY_FILE.
+ * FRAMEPACK_MAX_INPUT_BYTES, FRAMEPACK_BODY_LIMIT, FRAMEPACK_READY_FILE, COG_MAX_CONCURRENCY.
  */
 import { createLogger } from '../log.js';
 import { terminateWorkers } from '../runtime/session.js';
 import { CogServer, DEFAULT_BODY_LIMIT, DEFAULT_MAX_INPUT_BYTES } from '../server/app.js';
+import { concurrencyFromEnv } from '../server/pool.js';
 import { predictorSource } from '../server/predictor-source.js';
 import { COG_VERSION } from '../server/routes.js';
 import { throttleFromEnv } from '../server/webhooks.js';
@@ -68,6 +69,7 @@ export async function main(argv: string[]): Promise<number> {
     throttleMs: throttleFromEnv(process.env.COG_THROTTLE_RESPONSE_INTERVAL),
     webhookAuthToken: process.env.WEBHOOK_AUTH_TOKEN || undefined,
     setupTimeoutMs: setupTimeout > 0 ? setupTimeout * 1000 : undefined,
+    maxConcurrency: concurrencyFromEnv(process.env.COG_MAX_CONCURRENCY, logger),
     waitFile: process.env.COG_WAIT_FILE || undefined,
     readyFile: process.env.KUBERNETES_SERVICE_HOST ? (process.env.FRAMEPACK_READY_FILE ?? '/var/run/cog/ready') : undefined,
   });

@@ -5,8 +5,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { findNearestBucket, resizeAndCenterCrop, sigLipPixels, type RgbImage, type SigLipPreprocessor } from './image.js';
 
-const { img, pre, resolution } = workerData as { img: RgbImage; pre: SigLipPreprocessor; resolution: number };
-const bucket = findNearestBucket(img.height, img.width, resolution);
+const { img, pre, bucket: imposed } = workerData as { img: RgbImage; pre: SigLipPreprocessor; bucket?: [number, number] };
+const bucket = imposed ?? findNearestBucket(img.height, img.width);
 const resized = resizeAndCenterCrop(img, bucket[1], bucket[0]);
 const pixelValues = sigLipPixels(resized, pre);
 parentPort!.postMessage({ bucket, resized, pixelValues }, [resized.data.buffer as ArrayBuffer, pixelValues.data.buffer as ArrayBuffer]);

@@ -245,12 +245,14 @@ export interface StartImage {
 }
 
 /**
- * Bucket (of the resolution class), resize + centre crop and SigLIP pixels of an uploaded image, computed in a
- * worker thread so that a large image does not block the event loop (the same functions as above, same bytes).
+ * Bucket, resize + centre crop and SigLIP pixels of an uploaded image, computed in a worker thread so that
+ * a large image does not block the event loop (the same functions as above, same bytes). `bucket` (h, w)
+ * imposes the size instead of the nearest bucket of class 640: a start image's of another resolution class
+ * (findNearestBucket), an end image's the start image's.
  */
-export function prepareStartImage(img: RgbImage, pre: SigLipPreprocessor = SIGLIP_384, resolution = 640): Promise<StartImage> {
+export function prepareStartImage(img: RgbImage, pre: SigLipPreprocessor = SIGLIP_384, bucket?: [number, number]): Promise<StartImage> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(new URL('./image-worker.js', import.meta.url), { workerData: { img, pre, resolution } });
+    const worker = new Worker(new URL('./image-worker.js', import.meta.url), { workerData: { img, pre, bucket } });
     let settled = false;
     worker.once('message', (m: StartImage) => {
       settled = true;

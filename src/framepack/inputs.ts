@@ -1,12 +1,16 @@
 /**
  * FramePack's inputs: the same names, types, defaults, bounds and order as the Cog predictor this project
- * replaces (so existing clients and the published schema keep working). The openapi document is generated
- * from this schema, so the server can serve it before any weights exist.
+ * replaces (so existing clients and the published schema keep working), then the optional controls added
+ * after it, whose defaults reproduce the original behaviour. The openapi document is generated from this
+ * schema, so the server can serve it before any weights exist. Rules that span inputs are refinements: the
+ * server answers them with a 422 like pydantic's model validators.
  */
 import { z } from 'zod';
+import { appError } from '../errors.js';
 import { fileInput } from '../predictor.js';
 import { RESOLUTION } from './buckets.js';
 import { loraRefProblem } from './lora-files.js';
+import type { StepCacheKind } from './pipeline.js';
 import { DEFAULT_BLEND_SECTIONS, parseTimedPrompt, PromptSyntaxError } from './timed-prompts.js';
 
 export const inputSchema = z.object({
@@ -23,6 +27,14 @@ export const inputSchema = z.object({
   cfg_rescale: z.number().min(0).max(1).default(0).describe('Guidance rescale factor'),
   use_teacache: z.boolean().default(true).describe('Skip transformer blocks when the output barely changes (faster)'),
   mp4_crf: z.int().min(0).max(51).default(23).describe('H.264 quality: lower is better, 0 is lossless; 16 if you get black frames'),
+  end_image: fileInput().nullable().default(null)
+    .describe("Optional image the video should end on (sampling_mode 'inverted' only); resized to the start image's bucket"),
+  end_image_strength: z.number().min(0).max(1).default(1)
+    .describe("How strongly end_image pulls: scales its latent and gives its image embedding the weight strength/2; 0 ignores it"),
+  sampling_mode: z.enum(['inverted', 'f1']).default('inverted')
+    .describe("inverted: FramePack's anti-drifting order (the end of the video first); f1: FramePack-F1's forward order with its own transformer (loaded when first asked for)"),
+  cache: z.enum(['teacache', 'magcache', 'off']).nullable().default(null)
+    .describe('Step cache: teacache, magcache (skips more calls) or off; empty follows use_teacache'),
   resolution: z.int().min(RESOLUTION.min).max(RESOLUTION.max).multipleOf(RESOLUTION.step).default(RESOLUTION.default)
     .describe('Bucket class: the start image is resized and cropped to the bucket of this class closest to its aspect ' +
       'ratio (width x height for a square image: 608x640 at 640, 912x960 at 960); time and memory grow with its square'),
@@ -38,9 +50,12 @@ export const inputSchema = z.object({
   })).max(8).default([])
     .describe('LoRAs for the transformer (HunyuanVideo / FramePack; diffusers, original or kohya/musubi keys), applied ' +
       'together for this request; downloaded once and cached'),
-}).superRefine((input, ctx) => {
+}).superRefine((v, ctx) => {
+  if (v.end_image !== null && v.sampling_mode !== 'inverted') {
+    ctx.addIssue({ code: 'custom', path: ['end_image'], message: appError('END_IMAGE_NEEDS_INVERTED', { mode: v.sampling_mode }).message });
+  }
   try {
-    parseTimedPrompt(input.prompt, { seconds: input.total_video_length_seconds, latentWindowSize: input.latent_window_size });
+    parseTimedPrompt(v.prompt, { seconds: v.total_video_length_seconds, latentWindowSize: v.latent_window_size });
   } catch (err) {
     if (!(err instanceof PromptSyntaxError)) throw err;
     ctx.addIssue({ code: 'custom', path: ['prompt'], message: `timestamped prompt: ${err.message}` });
@@ -48,3 +63,8 @@ export const inputSchema = z.object({
 });
 
 export type FramePackInput = z.infer<typeof inputSchema>;
+
+/** The step cache a request asks for: `cache` when given, else `use_teacache` as the seed defines it. */
+export function stepCacheOf(input: Pick<FramePackInput, 'cache' | 'use_teacache'>): StepCacheKind {
+  return input.cache ?? (input.use_teacache ? 'teacache' : 'off');
+}

@@ -10,7 +10,7 @@
  * each URL's file under a name derived from the URL; a file only appears there once complete. Local paths are
  * not accepted: the server must not read files of its own machine on a client's behalf.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -63,7 +63,7 @@ export function maxLoraBytes(env: NodeJS.ProcessEnv = process.env): number {
 
 const mb = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MB`;
 
-/** The local file of LoRA `index`: read in place, found in the cache, or downloaded into it. */
+/** The local file of LoRA `index`: found in the cache, or downloaded into it. */
 export async function fetchLora(ref: string, index: number, ctx: Pick<PredictorContext, 'download' | 'log'>,
   env: NodeJS.ProcessEnv = process.env): Promise<string> {
   const url = loraUrl(ref, env);
@@ -77,7 +77,8 @@ export async function fetchLora(ref: string, index: number, ctx: Pick<PredictorC
   }
   if (!ctx.download) throw new Error(`LoRA ${index + 1}: ${ref} is not cached and this caller cannot download`);
   await mkdir(dir, { recursive: true });
-  const partial = `${file}.${process.pid}.partial`;
+  // unique per download: predictions on several GPUs may fetch the same LoRA at once (the last rename wins)
+  const partial = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.partial`;
   const t0 = performance.now();
   try {
     await ctx.download(url, partial, { name, maxBytes: maxLoraBytes(env) });

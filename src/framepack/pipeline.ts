@@ -1,27 +1,42 @@
 /**
  * One FramePack generation, start image + prompt -> frames: the original's `worker` (demo_gradio.py, which
- * the Cog predictor repeats) over networks reached through the FramePackNets interface.
+ * the Cog predictor repeats; demo_gradio_f1.py's in the F1 mode) over networks reached through the
+ * FramePackNets interface.
  *
  * Stages: prompt conditioning (LLaMA + CLIP; zeros for the negative when cfg == 1, which is then never
- * evaluated), bucket resize + centre crop, VAE start latent, SigLIP image embeddings, then the sections in
- * inverted order (end of the video first): noise -> UniPC over the window -> prepend to the latent history
- * -> decode the newest slice -> blend into the pixels (or, with decodeAfterSampling, every slice once all
- * sections are sampled). The caller encodes the frames (video.ts).
+ * evaluated), bucket resize + centre crop, VAE start latent, SigLIP image embeddings (and the same for an
+ * end image, resized to the start image's bucket), then the sections: noise -> UniPC over the window -> add
+ * to the latent history -> decode the newest slice -> blend into the pixels (or, with decodeAfterSampling,
+ * every slice once all sections are sampled). The caller encodes the frames (video.ts).
+ *
+ * Sampling orders (sections.ts): `inverted` (FramePackI2V_HY) generates the end of the video first and
+ * prepends; `f1` (FramePack_F1_I2V_HY, its own transformer) generates forward and appends.
+ *
+ * End image (inverted only), as diffusers' HunyuanVideoFramepackPipeline does with `last_image` (from
+ * FramePack PR #167): in the first section sampled (the end of the video) its latent takes the place of the
+ * clean 1x history frame, which is still empty there; the history itself is unchanged, so later sections see
+ * only generated latents. Its SigLIP embedding is averaged with the start image's for every section, the
+ * average that pipeline computes (it then passes the start embedding alone to its transformer; the average
+ * is what PR #167 fed). `end_image_strength` s scales the latent by s (as FramePack-Studio's end frame
+ * strength does) and gives the end embedding the weight s/2; s = 0 leaves the end image out.
  *
  * Everything heavy runs in ORT worker threads behind FramePackNets; what runs here is element-wise work on
  * one latent window per step, and the loop yields between steps, so the event loop stays responsive.
  */
 import { float16ToFloat32 } from '../onnx/half.js';
 import type { HostTensor } from '../onnx/safetensors.js';
+import { appError } from '../errors.js';
 import { RESOLUTION, findNearestBucket } from './buckets.js';
 import { prepareStartImage, vaePixels, type RgbImage, type SigLipPreprocessor } from './image.js';
 import { NormalGenerator } from './noise.js';
 import { distilledGuidance, sampleUniPC, sectionSigmas, type VelocityFn } from './sampler.js';
 import {
-  FPS, LatentHistory, PixelHistory, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
-  type Float32Tensor, type SectionPlan,
+  FPS, PixelHistory, createHistory, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
+  type Float32Tensor, type SamplingMode, type SectionPlan,
 } from './sections.js';
 import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts, type SectionPrompt } from './timed-prompts.js';
+
+export type { SamplingMode } from './sections.js';
 
 /** Prompt conditioning as the transformer takes it (text.ts encodePrompt). */
 export interface PromptEmbeddings {
@@ -32,6 +47,8 @@ export interface PromptEmbeddings {
 
 /** Everything the DiT sees in one section besides the noisy latents and the timestep. */
 export interface SectionInputs {
+  /** which transformer samples: FramePackI2V_HY (inverted) or FramePack_F1_I2V_HY (f1) */
+  mode: SamplingMode;
   plan: SectionPlan;
   steps: number;
   positive: PromptEmbeddings;
@@ -40,8 +57,11 @@ export interface SectionInputs {
   guidance: number;                   // distilled guidance value (gs x 1000, bf16-rounded in half precision)
   conditioning: Conditioning;         // clean latents: [start, 1x], 2x, 4x
   latentShape: number[];              // (1, C, lws, h8, w8)
-  teacache: boolean;
+  cache: StepCacheKind;
 }
+
+/** Which calls may re-use the blocks' cached residual: TeaCache (measured), MagCache (calibrated) or none. */
+export type StepCacheKind = 'teacache' | 'magcache' | 'off';
 
 /** A transformer prepared for one section (its TeaCache state lives and dies with it). */
 export interface SectionModel {
@@ -91,7 +111,13 @@ export interface GenerateParams {
   cfg: number;
   distilledCfg: number;
   cfgRescale: number;
-  teacache: boolean;
+  cache: StepCacheKind;
+  /** default 'inverted' */
+  samplingMode?: SamplingMode;
+  /** the image the video should end on (inverted only) */
+  endImage?: RgbImage | null;
+  /** 0..1, default 1 */
+  endImageStrength?: number;
 }
 
 export interface GenerateHooks {
@@ -129,6 +155,22 @@ function zerosLike(p: PromptEmbeddings): PromptEmbeddings {
   };
 }
 
+/** x * s (x itself when s is 1). */
+function scaled(x: Float32Tensor, s: number): Float32Tensor {
+  return s === 1 ? x : f32(x.dims, x.data.map((v) => Math.fround(v * s)));
+}
+
+/**
+ * (1 - s/2) start + (s/2) end in float32: at s = 1 exactly the (start + end) / 2 of the reference (halving
+ * is exact, so both round the same sum once).
+ */
+export function mixEmbeddings(start: HostTensor, end: HostTensor, s: number): HostTensor {
+  const a = asFloat32(start, 'start image embeddings'), b = asFloat32(end, 'end image embeddings');
+  if (a.dims.join() !== b.dims.join()) throw new Error(`image embeddings (${a.dims}) and (${b.dims}) differ in shape`);
+  const wa = Math.fround(1 - s / 2), wb = Math.fround(s / 2);
+  return f32(a.dims, a.data.map((v, i) => Math.fround(wa * v) + Math.fround(wb * b.data[i])));
+}
+
 /** The injected noise of one section (float32 or float16), checked against the window's shape. */
 function injectedNoise(noise: Record<string, HostTensor>, index: number, shape: number[]): Float32Array {
   const t = noise[`noise_${index}`];
@@ -164,19 +206,23 @@ const short = (s: string) => JSON.stringify(s.length > 40 ? `${s.slice(0, 37)}..
 async function encodeSectionPrompts(nets: FramePackNets, p: GenerateParams, plans: SectionPlan[], signal: AbortSignal,
   log: (line: string) => void): Promise<PromptEmbeddings[]> {
   const lws = p.latentWindowSize;
-  const schedule = parseTimedPrompt(p.prompt, { seconds: p.seconds, latentWindowSize: lws });
+  const forward = p.samplingMode === 'f1';
+  const schedule = parseTimedPrompt(p.prompt, { seconds: p.seconds, latentWindowSize: lws, inverted: !forward });
   if (!schedule) {
     const positive = await nets.encodePrompt(p.prompt, signal);
     return plans.map(() => positive);
   }
-  // the inverted sampler has generated k windows before section k (the start latent joins after the last)
-  const sections = sectionPrompts(schedule, plans.map((plan) => plan.index * lws), p.promptBlendSections ?? DEFAULT_BLEND_SECTIONS);
+  // latent frames generated before section k: the inverted sampler has k windows (the start latent joins after
+  // the last), F1 the start latent and k windows
+  const before = plans.map((plan) => (forward ? 1 : 0) + plan.index * lws);
+  const sections = sectionPrompts(schedule, before, p.promptBlendSections ?? DEFAULT_BLEND_SECTIONS);
   const encoded = new Map<string, PromptEmbeddings>();
   for (const prompt of distinctPrompts(sections)) encoded.set(prompt, await nets.encodePrompt(prompt, signal));
   const unused = schedule.filter((t) => !encoded.has(t.prompt)).map((t) => short(t.prompt));
   const what = (s: SectionPrompt) => (s.blend
     ? `${short(s.blend.from)} x ${1 - s.blend.alpha} + ${short(s.blend.to)} x ${s.blend.alpha}` : short(s.prompt));
-  log(`timestamped prompt: ${schedule.length} tag(s), ${encoded.size} prompt(s) used; by section (end of the video first): ` +
+  log(`timestamped prompt: ${schedule.length} tag(s), ${encoded.size} prompt(s) used; by section ` +
+    `(${forward ? 'start' : 'end'} of the video first): ` +
     sections.map((s, k) => `${k + 1}: ${what(s)}`).join(', ') + (unused.length ? `; covering no section: ${unused.join(', ')}` : ''));
   return sections.map((s) => (s.blend
     ? blendEmbeddings(encoded.get(s.blend.from)!, encoded.get(s.blend.to)!, s.blend.alpha) : encoded.get(s.prompt)!));
@@ -186,11 +232,16 @@ async function encodeSectionPrompts(nets: FramePackNets, p: GenerateParams, plan
 export async function generate(nets: FramePackNets, image: RgbImage, p: GenerateParams, hooks: GenerateHooks): Promise<GenerateResult> {
   const { signal, log } = hooks;
   const dump = hooks.dump;
-  const plans = planSections(p.seconds, p.latentWindowSize);
+  const mode = p.samplingMode ?? 'inverted';
+  const strength = p.endImageStrength ?? 1;
+  if (p.endImage && mode !== 'inverted') throw appError('END_IMAGE_NEEDS_INVERTED', { mode });
+  const endImage = p.endImage && strength > 0 ? p.endImage : null;
+  if (p.endImage && !endImage) log('end_image_strength is 0: the end image is left out');
+  const plans = planSections(p.seconds, p.latentWindowSize, mode);
   const lws = p.latentWindowSize;
   const totalFrames = totalPixelFrames(plans.length, lws);
-  log(`seed ${p.seed}; ${plans.length} section(s) of ${lws} latent frames (paddings ${plans.map((s) => s.padding).join(', ')}), ` +
-    `${totalFrames} frames at ${FPS} fps`);
+  const order = mode === 'f1' ? 'forward order, F1 transformer' : `paddings ${plans.map((s) => s.padding).join(', ')}`;
+  log(`seed ${p.seed}; ${plans.length} section(s) of ${lws} latent frames (${order}), ${totalFrames} frames at ${FPS} fps`);
 
   // ---- text
   let t0 = performance.now();
@@ -211,7 +262,8 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   signal.throwIfAborted();
   // Bucket, Lanczos resize and SigLIP pixels run in a worker: a large upload is ~1 s of JavaScript.
   const resolution = p.resolution ?? RESOLUTION.default;
-  const { bucket: [H, W], resized, pixelValues } = await prepareStartImage(image, nets.sigLip, resolution);
+  const { bucket: [H, W], resized, pixelValues } = await prepareStartImage(image, nets.sigLip,
+    findNearestBucket(image.height, image.width, resolution));
   log(`input ${image.width}x${image.height} -> bucket ${W}x${H}`);
   if (resolution !== RESOLUTION.default) {
     const [h640, w640] = findNearestBucket(image.height, image.width);
@@ -226,9 +278,21 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   log(`start latent in ${seconds(t0)} s`);
   t0 = performance.now();
   log('encoding the start image (SigLIP)');
-  const imageEmbeddings = await nets.encodeImage(pixelValues, signal);
+  let imageEmbeddings = await nets.encodeImage(pixelValues, signal);
   log(`image embeddings in ${seconds(t0)} s`);
-  if (dump) Object.assign(dump, { start_latent: start, image_embeddings: imageEmbeddings });
+  if (dump) dump.start_latent = start;
+  let endLatent: Float32Tensor | undefined;
+  if (endImage) {
+    signal.throwIfAborted();
+    const end = await prepareStartImage(endImage, nets.sigLip, [H, W]);
+    t0 = performance.now();
+    log(`encoding the end image (${endImage.width}x${endImage.height} -> ${W}x${H}; strength ${strength})`);
+    endLatent = scaled(asFloat32(await nets.encodeLatent(vaePixels(end.resized), signal), 'end latent'), strength);
+    imageEmbeddings = mixEmbeddings(imageEmbeddings, await nets.encodeImage(end.pixelValues, signal), strength);
+    log(`end image encoded in ${seconds(t0)} s`);
+    if (dump) dump.end_latent = endLatent;
+  }
+  if (dump) dump.image_embeddings = imageEmbeddings;
   await nets.encodingDone?.();
 
   // ---- sections
@@ -237,15 +301,15 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   const sigmas = sectionSigmas(p.steps, lws, h8, w8);
   const guidance = distilledGuidance(p.distilledCfg, nets.halfPrecision);
   const generator = new NormalGenerator(p.seed);
-  const history = new LatentHistory(start);
-  const pixels = new PixelHistory(overlapFrames(lws));
+  const history = createHistory(mode, start);
+  const pixels = new PixelHistory(overlapFrames(lws), mode === 'f1' ? 'forward' : 'backward');
   const totalSteps = plans.length * p.steps;
   const pending: Array<{ label: string; latents: HostTensor }> = [];
   const decode = async ({ label, latents }: { label: string; latents: HostTensor }) => {
     signal.throwIfAborted();
     const t = performance.now();
     const decoded = asFloat32(await nets.decodeLatents(latents, signal), 'decoded pixels');
-    await pixels.prepend(decoded);
+    await pixels.add(decoded);
     log(`${label} decoded ${latents.dims[2]} latents to ${decoded.dims[2]} frames in ${seconds(t)} s; ` +
       `${pixels.frameCount}/${totalFrames} frames`);
   };
@@ -261,8 +325,8 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
 
     t0 = performance.now();
     const model = await nets.section({
-      plan, steps: p.steps, positive: positives[plan.index], negative, imageEmbeddings, guidance, conditioning: history.conditioning(),
-      latentShape, teacache: p.teacache,
+      mode, plan, steps: p.steps, positive: positives[plan.index], negative, imageEmbeddings, guidance, latentShape, cache: p.cache,
+      conditioning: history.conditioning(plan.index === 0 ? endLatent : undefined),
     }, signal);
     let generated: Float32Array;
     try {

@@ -7,22 +7,31 @@
  *   models   plain folder laid out like the Hub repositories (else FRAMEPACK_MODELS, else the HF cache)
  *   noise    safetensors file with noise_<i> per section: replaces the seeded noise (reproduces a reference)
  *   dump     safetensors file written after the run with the intermediate tensors (fixture names)
+ *   deviceId the CUDA device of this instance, when the server runs one per GPU (`devices()` lists them);
+ *            it stands for FRAMEPACK_DEVICE_ID, and the placement is chosen for that card
+ *
+ * FRAMEPACK_F1=first-use|setup: when the F1 transformer (sampling_mode f1) is found (downloaded if missing,
+ * 25.7 GB) and its graphs built: at its first request (default; that request pays for it) or during setup.
+ * FRAMEPACK_LORA=auto|on|off: whether the DiT graphs have LoRA inputs (`loraSupport`; auto: on the CPU only).
  */
 import { join } from 'node:path';
+import { appError } from '../errors.js';
 import { resolveModels, type ModelDirs } from '../hub/resolve.js';
 import { buildSiglipVision } from '../nets/siglip.js';
 import type { DitGraphs } from '../nets/dit.js';
 import { Checkpoint, loadTensors, saveTensors, type HostTensor } from '../onnx/safetensors.js';
 import type { Predictor, PredictorContext, PredictorOptions, SetupContext } from '../predictor.js';
-import { appError } from '../errors.js';
+import { gpuPlacements } from '../runtime/gpu-placements.js';
 import { choosePlacement, mapOrtError, samplingPeakGiB, sizeProblem, type Placement } from '../runtime/placement.js';
+import type { ExecutionProvider } from '../runtime/protocol.js';
 import { Session } from '../runtime/session.js';
 import { findNearestBucket } from './buckets.js';
-import { loadImage, loadSigLipPreprocessor, type SigLipPreprocessor } from './image.js';
-import { inputSchema, type FramePackInput } from './inputs.js';
+import { loadImage, loadSigLipPreprocessor, type RgbImage, type SigLipPreprocessor } from './image.js';
+import { inputSchema, stepCacheOf, type FramePackInput } from './inputs.js';
 import { randomSeed } from './noise.js';
 import {
-  generate, type FramePackNets, type GenerateParams, type PromptEmbeddings, type SectionInputs, type SectionModel,
+  generate, type FramePackNets, type GenerateParams, type PromptEmbeddings, type SamplingMode, type SectionInputs,
+  type SectionModel, type StepCacheKind,
 } from './pipeline.js';
 import { combineLoras, fetchLora, type LoraInput } from './lora-files.js';
 import { imageTokens } from './sections.js';
@@ -40,6 +49,15 @@ const scalar = (v: number): HostTensor => ({ dtype: 'float32', dims: [1], data: 
 
 const since = (t0: number) => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
 
+/** When the F1 transformer is found and its graphs built (FRAMEPACK_F1). */
+export type F1Loading = 'first-use' | 'setup';
+
+export function f1Loading(env: NodeJS.ProcessEnv = process.env): F1Loading {
+  const v = (env.FRAMEPACK_F1 ?? '').trim().toLowerCase() || 'first-use';
+  if (v === 'first-use' || v === 'setup') return v;
+  throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_F1', value: env.FRAMEPACK_F1, allowed: 'first-use, setup' });
+}
+
 /**
  * The five networks on the chosen placement, each kept for the lifetime the placement gives it
  * (placement.ts): resident ones from setup on, per-request ones created when a request reaches them and
@@ -52,17 +70,28 @@ const since = (t0: number) => `${((performance.now() - t0) / 1000).toFixed(1)} s
  * `request()` scopes one generation and releases the per-request networks when it settles. Callers that run
  * `generate()` on this object directly still get the rule (creating the encoders releases a DiT left from
  * an earlier generation and vice versa), but the DiT then stays until the next encoding or `release()`.
+ *
+ * Two transformers share the DiT's place: FramePackI2V_HY (inverted sampling) and FramePack_F1_I2V_HY
+ * (sampling_mode f1), one at a time, since two 13 B networks do not fit beside each other. The F1 one is
+ * found (`f1Dir`, which may download it) and its graphs are built when first needed; creating either
+ * releases the other, so alternating modes pays a DiT creation per switch (logged).
+ *
+ * A request's LoRA weights (`request(..., lora)`, made by `prepareLoras`) are bound to whichever transformer
+ * samples, when its first section starts, and unbound when the request ends (a per-request DiT is released).
  */
 export class FramePackModels implements FramePackNets {
   readonly halfPrecision: boolean;
   private readonly text: Slot<TextEncoders>;
   private readonly siglip: Slot<Session>;
   private readonly dit: Slot<PackedTransformer>;
+  private readonly ditF1: Slot<PackedTransformer>;
+  private f1Graphs: Promise<DitGraphs> | null = null;
   /** where per-request creations and releases are logged: the running request's log, else setup's */
   private log: (line: string) => void;
-  /** the LoRA inputs of the running request (null: none), and which DiT holds which */
+  /** set once setup is done: from then on every creation costs request time and is logged */
+  private ready = false;
+  /** the LoRA inputs of the running request (null: none), bound to whichever DiT samples */
   private lora: Record<string, HostTensor> | null = null;
-  private loraBound: { dit: PackedTransformer; lora: Record<string, HostTensor> | null } | null = null;
 
   private constructor(
     readonly dirs: ModelDirs,
@@ -71,6 +100,7 @@ export class FramePackModels implements FramePackNets {
     private readonly vae: Vae,
     private readonly ditGraphs: DitGraphs,
     private readonly setupLog: (line: string) => void,
+    private readonly f1Dir: (log: (line: string) => void) => Promise<string>,
   ) {
     this.halfPrecision = placement.precision.dit !== 'float32';
     this.log = setupLog;
@@ -82,6 +112,24 @@ export class FramePackModels implements FramePackNets {
     this.siglip = new Slot(this.timed('SigLIP', 'encoders', async () =>
       Session.create(buildSiglipVision(await Checkpoint.open(dirs.imageEncoder), encoders), { ep: p.ep, deviceId: p.deviceId })));
     this.dit = new Slot(this.timed('DiT', 'dit', () => PackedTransformer.create(ditGraphs, ditOptions(p))));
+    this.ditF1 = new Slot(this.timed('F1 DiT', 'dit', async () => PackedTransformer.create(await this.f1TransformerGraphs(), ditOptions(p))));
+  }
+
+  /** The F1 transformer's graphs, built once (its folder found, or downloaded, first). */
+  private f1TransformerGraphs(): Promise<DitGraphs> {
+    if (!this.f1Graphs) {
+      const made = (async () => {
+        const t0 = performance.now();
+        const dir = await this.f1Dir(this.log);
+        const t1 = performance.now();
+        const graphs = await buildTransformerGraphs(dir, ditOptions(this.placement));
+        this.log(`F1 transformer found in ${since(t0)} and its graphs built in ${since(t1)} (${dir})`);
+        return graphs;
+      })();
+      this.f1Graphs = made;
+      made.catch(() => { if (this.f1Graphs === made) this.f1Graphs = null; }); // a failed download is tried again next time
+    }
+    return this.f1Graphs;
   }
 
   /**
@@ -90,17 +138,23 @@ export class FramePackModels implements FramePackNets {
    * are released again right away (the encoders before the DiT is created): one extra creation of each at
    * setup, and the quantized weights are prepared before the first request.
    */
-  static async open(dirs: ModelDirs, placement: Placement, log: (line: string) => void): Promise<FramePackModels> {
+  static async open(dirs: ModelDirs, placement: Placement, log: (line: string) => void,
+    opts: { f1Dir?: (log: (line: string) => void) => Promise<string>; f1?: F1Loading } = {}): Promise<FramePackModels> {
     const { ep, deviceId } = placement;
     const t0 = performance.now();
     const sigLip = loadSigLipPreprocessor(dirs.featureExtractor);
     const ditGraphs = await buildTransformerGraphs(dirs.transformer, ditOptions(placement));
     const vae = await Vae.load(dirs.vae, { ep, deviceId, precision: placement.precision.vae, spatialTiling: placement.vaeTiling });
-    const models = new FramePackModels(dirs, placement, sigLip, vae, ditGraphs, log);
+    const f1Dir = opts.f1Dir ?? (async () => {
+      if (!dirs.transformerF1) throw appError('MODELS_MISSING', { detail: 'transformerF1: not resolved', hint: 'sampling_mode f1 needs lllyasviel/FramePack_F1_I2V_HY_20250503.' });
+      return dirs.transformerF1;
+    });
+    const models = new FramePackModels(dirs, placement, sigLip, vae, ditGraphs, log, f1Dir);
     try {
       await models.textEncoders();
       await models.imageEncoder();
-      await models.transformer();   // releases per-request encoders first
+      if (opts.f1 === 'setup') await models.transformer('f1'); // found, built and created once; released below
+      await models.transformer('inverted');   // releases per-request encoders (and the F1 DiT) first
       await models.endRequest();
     } catch (err) {
       await models.release();
@@ -111,7 +165,9 @@ export class FramePackModels implements FramePackNets {
       .filter(Boolean);
     log(`networks ready in ${since(t0)} (${placement.policy}: ${placement.ep}, ` +
       `DiT ${placement.precision.dit}, encoders ${placement.precision.encoders}, VAE ${placement.precision.vae}` +
-      `${perRequest.length ? `; ${perRequest.join(', ')} created again for each request` : ''})`);
+      `${perRequest.length ? `; ${perRequest.join(', ')} created again for each request` : ''}` +
+      `; F1 transformer ${opts.f1 === 'setup' ? 'prepared' : 'loaded when first asked for'})`);
+    models.ready = true;
     return models;
   }
 
@@ -128,8 +184,8 @@ export class FramePackModels implements FramePackNets {
     } finally {
       try {
         this.lora = null;
-        if (this.loraBound?.lora && this.dit.exists) await this.transformer(); // unbinds: the worker frees them
         await this.endRequest();
+        await this.unbindLora();
       } catch (err) {
         // a failed release must not hide the request's own outcome; the session is dropped either way
         log(`releasing the per-request networks failed: ${(err as Error).message}`);
@@ -167,9 +223,9 @@ export class FramePackModels implements FramePackNets {
     }
   }
 
-  /** Which of the encoders and the DiT exist now, or are being created (the VAE's sessions: `Vae.active`). */
+  /** Which of the encoders and a DiT (either) exist now, or are being created (the VAE's sessions: `Vae.active`). */
   created(): { textEncoders: boolean; imageEncoder: boolean; dit: boolean } {
-    return { textEncoders: this.text.exists, imageEncoder: this.siglip.exists, dit: this.dit.exists };
+    return { textEncoders: this.text.exists, imageEncoder: this.siglip.exists, dit: this.dit.exists || this.ditF1.exists };
   }
 
   // A per-request network first releases the per-request networks of the other kind: never both on the device.
@@ -184,18 +240,25 @@ export class FramePackModels implements FramePackNets {
     return this.siglip.get();
   }
 
-  /** The DiT, created if need be, with the request's LoRA bound to it (or none). */
-  private async transformer(): Promise<PackedTransformer> {
-    if (!this.dit.exists && this.placement.lifetime.encoders === 'per-request') await this.releaseEncoders();
-    const dit = await this.dit.get();
-    const bound = this.loraBound?.dit === dit ? this.loraBound.lora : null;
-    if (bound !== this.lora) {
-      const t0 = performance.now();
-      await dit.setLora(this.lora);
-      if (this.lora) this.log(`LoRA weights bound to the DiT in ${since(t0)}`);
+  /**
+   * The DiT of `mode`, with the request's LoRA bound to it (or none); the other one is released first (one
+   * transformer at a time).
+   */
+  private async transformer(mode: SamplingMode): Promise<PackedTransformer> {
+    const [wanted, other] = mode === 'f1' ? [this.ditF1, this.dit] : [this.dit, this.ditF1];
+    if (!wanted.exists) {
+      if (this.placement.lifetime.encoders === 'per-request') await this.releaseEncoders();
+      if (await other.release()) this.log(`${mode === 'f1' ? 'DiT' : 'F1 DiT'} released for the ${mode === 'f1' ? 'F1' : 'inverted'} transformer`);
     }
-    this.loraBound = { dit, lora: this.lora };
+    const dit = await wanted.get();
+    const t0 = performance.now();
+    if (await dit.setLora(this.lora) && this.lora) this.log(`LoRA weights bound to the ${mode === 'f1' ? 'F1 ' : ''}DiT in ${since(t0)}`);
     return dit;
+  }
+
+  /** Unbinds the finished request's LoRA from a DiT that stays (its weights' device copies are freed). */
+  private async unbindLora(): Promise<void> {
+    for (const slot of [this.dit, this.ditF1]) if (slot.exists) await (await slot.get()).setLora(null);
   }
 
   /**
@@ -205,7 +268,7 @@ export class FramePackModels implements FramePackNets {
    */
   async prepareLoras(loras: LoraInput[], ctx: Pick<PredictorContext, 'download' | 'log'>): Promise<Record<string, HostTensor> | null> {
     if (loras.length === 0) return null;
-    if (!this.ditGraphs.lora) throw new Error('LoRAs were asked for, but the DiT was built without LoRA inputs (FRAMEPACK_LORA=off)');
+    if (!this.ditGraphs.lora) throw appError('LORA_NOT_ENABLED', { ep: this.placement.ep });
     const t0 = performance.now();
     const files = [];
     for (const [i, l] of loras.entries()) files.push({ path: await fetchLora(l.url, i, ctx), name: l.url, weight: l.scale });
@@ -215,12 +278,15 @@ export class FramePackModels implements FramePackNets {
     return feeds;
   }
 
-  /** `make`, logging its time when the network is per-request (that time is paid again on every request). */
+  /**
+   * `make`, logging its time when that time is paid by a request: per-request networks, and anything created
+   * after setup (a DiT swapped in for the other sampling mode).
+   */
   private timed<T>(name: string, kind: keyof Placement['lifetime'], make: () => Promise<T>): () => Promise<T> {
     return async () => {
       const t0 = performance.now();
       const made = await make();
-      if (this.placement.lifetime[kind] === 'per-request') this.log(`${name} created in ${since(t0)}`);
+      if (this.ready || this.placement.lifetime[kind] === 'per-request') this.log(`${name} created in ${since(t0)}`);
       return made;
     };
   }
@@ -237,7 +303,8 @@ export class FramePackModels implements FramePackNets {
   }
 
   private async releaseDit(): Promise<void> {
-    if (await this.dit.release() && this.placement.lifetime.dit === 'per-request') this.log('DiT released');
+    const released = await Promise.all([this.dit.release(), this.ditF1.release()]);
+    if (released.some(Boolean) && this.placement.lifetime.dit === 'per-request') this.log('DiT released');
   }
 
   async encodePrompt(prompt: string, signal: AbortSignal): Promise<PromptEmbeddings> {
@@ -274,8 +341,13 @@ export class FramePackModels implements FramePackNets {
 
   async section(s: SectionInputs, signal: AbortSignal): Promise<SectionModel> {
     signal.throwIfAborted();
-    const dit = await this.transformer();
-    dit.beginSection({ steps: s.steps, teacache: { enabled: s.teacache } });
+    const dit = await this.transformer(s.mode);
+    const [, , , h8, w8] = s.latentShape;
+    dit.beginSection({
+      steps: s.steps,
+      teacache: { enabled: s.cache === 'teacache' },
+      magcache: { enabled: s.cache === 'magcache', height: h8 * 8, width: w8 * 8, family: s.mode === 'f1' ? 'F1' : 'Original' },
+    });
     const fixed = {
       image_embeddings: s.imageEmbeddings,
       latent_indices: int64Row(s.plan.latentIndices),
@@ -288,6 +360,7 @@ export class FramePackModels implements FramePackNets {
       guidance: scalar(s.guidance),
     };
     let computed = 0, skipped = 0;
+    const busy0 = dit.sessionSeconds;
     return {
       velocity: async (x, timestep, call) => {
         const text = call.branch === 'positive' ? s.positive : s.negative;
@@ -300,14 +373,19 @@ export class FramePackModels implements FramePackNets {
           encoder_attention_mask: text.llamaMask,
           pooled_projections: text.clipPooler,
         }, { branch: call.branch, signal });
-        if (r.teacache && !r.teacache.compute) skipped++;
+        if ((r.teacache ?? r.magcache)?.compute === false) skipped++;
         else computed++;
         return r.output.data as Float32Array;
       },
       close: async () => {
         dit.beginSection({ steps: s.steps, teacache: { enabled: false } }); // drops the cached residuals
       },
-      summary: () => (s.teacache ? `TeaCache: ${computed} computed, ${skipped} skipped` : undefined),
+      summary: () => {
+        const inSessions = dit.sessionSeconds - busy0;
+        const calls = computed + skipped;
+        const timing = `DiT sessions ${inSessions.toFixed(2)} s, ${(inSessions / Math.max(calls, 1)).toFixed(3)} s per call`;
+        return s.cache === 'off' ? timing : `${timing}; ${CACHE_NAMES[s.cache]}: ${computed} computed, ${skipped} skipped`;
+      },
     };
   }
 
@@ -317,18 +395,24 @@ export class FramePackModels implements FramePackNets {
   }
 }
 
-/** FRAMEPACK_LORA=off builds the DiT without LoRA inputs (the graphs as they were before LoRA support). */
-export function loraSupport(env: NodeJS.ProcessEnv = process.env): boolean {
-  const v = (env.FRAMEPACK_LORA ?? 'on').trim().toLowerCase();
-  if (v === 'on' || v === '') return true;
-  if (v === 'off') return false;
-  throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_LORA', value: env.FRAMEPACK_LORA, allowed: 'on, off' });
+const CACHE_NAMES: Record<Exclude<StepCacheKind, 'off'>, string> = { teacache: 'TeaCache', magcache: 'MagCache' };
+
+/**
+ * Whether the DiT is built with LoRA inputs (FRAMEPACK_LORA): `on`, `off`, or `auto` (default) = on for the
+ * CPU only. The LoRA graphs (every body twice under an If, about a thousand optional inputs) have not been run
+ * on a GPU yet, so a GPU gets the graphs as they were before LoRA support unless asked for them.
+ */
+export function loraSupport(ep: ExecutionProvider, env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = (env.FRAMEPACK_LORA ?? '').trim().toLowerCase() || 'auto';
+  if (v === 'on' || v === 'off') return v === 'on';
+  if (v === 'auto') return ep === 'cpu';
+  throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_LORA', value: env.FRAMEPACK_LORA, allowed: 'auto, on, off' });
 }
 
 function ditOptions(p: Placement): TransformerOptions {
   return {
     ep: p.ep, deviceId: p.deviceId, precision: p.precision.dit, quantize: p.quantize.dit ? { bits: p.quantize.dit } : undefined,
-    lora: loraSupport(),
+    shrinkAfterSection: p.shrinkDitAfterSection, lora: loraSupport(p.ep),
   };
 }
 
@@ -365,11 +449,17 @@ class Slot<T extends { release(): Promise<void> }> {
   }
 }
 
-async function openNets(opts: { models?: unknown; log: (line: string) => void; signal?: AbortSignal }): Promise<FramePackModels> {
-  const dirs = await resolveModels({ models: typeof opts.models === 'string' ? opts.models : undefined, log: opts.log, signal: opts.signal });
-  const placement = await choosePlacement({ log: opts.log });
+async function openNets(opts: { models?: unknown; deviceId?: number; log: (line: string) => void; signal?: AbortSignal }): Promise<FramePackModels> {
+  const f1 = f1Loading();
+  const models = typeof opts.models === 'string' ? opts.models : undefined;
+  const dirs = await resolveModels({ models, log: opts.log, signal: opts.signal, optional: f1 === 'setup' ? ['transformerF1'] : [] });
+  const env = opts.deviceId === undefined ? process.env : { ...process.env, FRAMEPACK_DEVICE_ID: String(opts.deviceId) };
+  const placement = await choosePlacement({ log: opts.log, env });
   opts.log(`placement: ${placement.policy} on ${placement.ep} (${placement.reason})`);
-  return FramePackModels.open(dirs, placement, opts.log);
+  // At first use the F1 folder is resolved then, downloading into the cache if needed (logged to that request).
+  const f1Dir = async (log: (line: string) => void) => dirs.transformerF1
+    ?? (await resolveModels({ models, log, optional: ['transformerF1'] })).transformerF1!;
+  return FramePackModels.open(dirs, placement, opts.log, { f1, f1Dir });
 }
 
 export class FramePackPredictor implements Predictor<typeof inputSchema> {
@@ -380,7 +470,14 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
 
   async setup(ctx: SetupContext): Promise<void> {
     findFfmpeg(); // a missing encoder is a setup failure, not a failure after minutes of sampling
-    this.nets = await openNets({ models: this.options.models, log: (l) => ctx.log(l), signal: ctx.signal });
+    this.nets = await openNets({ models: this.options.models, deviceId: this.options.deviceId, log: (l) => ctx.log(l), signal: ctx.signal });
+  }
+
+  /** The GPUs that can each hold the networks on their own (gpu-placements.ts). */
+  async devices(log: (line: string) => void): Promise<number[]> {
+    const { placements, skipped } = await gpuPlacements();
+    for (const s of skipped) log(`cuda:${s.deviceId} left out: ${s.reason}`);
+    return placements.map((p) => p.deviceId);
   }
 
   async predict(input: FramePackInput, ctx: PredictorContext): Promise<string> {
@@ -389,13 +486,14 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
     const seed = input.seed ?? randomSeed();
     const image = await loadImage(input.input_image, 'input_image');
     nets.admit(findNearestBucket(image.height, image.width, input.resolution), input.latent_window_size, (l) => ctx.log(l));
+    const endImage = input.end_image === null ? null : await loadImage(input.end_image, 'end_image');
     const noise = typeof this.options.noise === 'string' ? await readNoise(this.options.noise) : undefined;
     const dump: Record<string, HostTensor> | undefined = typeof this.options.dump === 'string' ? {} : undefined;
     const t0 = performance.now();
     try {
       // per-request networks are released when the generation settles, before the MP4 is written
       const lora = await nets.prepareLoras(input.loras, ctx);
-      const result = await nets.request((l) => ctx.log(l), (n) => generate(n, image, generateParams(input, seed), {
+      const result = await nets.request((l) => ctx.log(l), (n) => generate(n, image, generateParams(input, seed, endImage), {
         signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump,
       }), lora);
 
@@ -418,8 +516,11 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
   }
 }
 
-/** The generation a request asks for (the seed drawn by the caller when the request has none). */
-export function generateParams(input: FramePackInput, seed: number): GenerateParams {
+/**
+ * The generation a request asks for (the seed drawn by the caller when the request has none; the end image
+ * decoded by the caller, null when there is none).
+ */
+export function generateParams(input: FramePackInput, seed: number, endImage: RgbImage | null): GenerateParams {
   return {
     prompt: input.prompt,
     promptBlendSections: input.prompt_blend_sections,
@@ -432,7 +533,10 @@ export function generateParams(input: FramePackInput, seed: number): GeneratePar
     cfg: input.cfg_scale,
     distilledCfg: input.distilled_cfg_scale,
     cfgRescale: input.cfg_rescale,
-    teacache: input.use_teacache,
+    cache: stepCacheOf(input),
+    samplingMode: input.sampling_mode,
+    endImage,
+    endImageStrength: input.end_image_strength,
   };
 }
 

@@ -1,12 +1,16 @@
 /**
- * The section bookkeeping of FramePack's inverted anti-drifting generation (the original's
- * demo_gradio.py `worker`, which the Cog predictor repeats): how many sections, their padding schedule and
- * RoPE indices, the latent history the DiT is conditioned on, which latents each section decodes, and how
- * the decoded chunks are blended into one video.
+ * The section bookkeeping of FramePack's two sampling orders: how many sections, their RoPE indices, the
+ * latent history the DiT is conditioned on, which latents each section decodes, and how the decoded chunks
+ * are blended into one video.
  *
- * Sections run from the END of the video towards the input image: each new chunk is prepended, so index 0
- * of every buffer is the earliest frame generated so far. Tensors are batch-1 float32, laid out
- * (1, C, T, H, W) like the original.
+ * - inverted (FramePackI2V_HY; the original's demo_gradio.py `worker`, which the Cog predictor repeats):
+ *   sections run from the END of the video towards the input image, with the padding schedule; each new
+ *   chunk is prepended.
+ * - f1 (FramePack_F1_I2V_HY; demo_gradio_f1.py's `worker`, diffusers' `vanilla` sampling): sections run
+ *   forward from the input image with constant indices; each new chunk is appended.
+ *
+ * Index 0 of every buffer is the earliest frame. Tensors are batch-1 float32, laid out (1, C, T, H, W)
+ * like the original.
  */
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 
@@ -18,9 +22,12 @@ export interface Float32Tensor {
 }
 
 export const FPS = 30;
-/** The history the DiT sees: 1 frame at 1x, 2 at 2x, 16 at 4x compression. */
+export type SamplingMode = 'inverted' | 'f1';
+/** The history the DiT sees: 1 frame at 1x, 2 at 2x, 16 at 4x compression (after the window when inverted). */
 const HISTORY_SIZES = [1, 2, 16] as const;
 const HISTORY_FRAMES = 1 + 2 + 16;
+/** F1 keeps the same history oldest first: 16 frames at 4x, 2 at 2x, then the 1x frame before the window. */
+const F1_HISTORY_SIZES = [16, 2, 1] as const;
 
 // ---------------------------------------------------------------------------------------------------------
 // Counting
@@ -80,11 +87,14 @@ export const totalPixelFrames = (n: number, lws: number): number => 4 * n * lws 
 // ---------------------------------------------------------------------------------------------------------
 // One section's plan
 
+/** start, start + 1, ..., len values */
+const range = (start: number, len: number) => Array.from({ length: len }, (_, i) => start + i);
+
 export interface SectionPlan {
-  index: number;                // 0-based generation order (0 = the end of the video)
+  index: number;                // 0-based generation order (inverted: 0 = the end of the video)
   count: number;                // number of sections
-  padding: number;              // blank windows between the start frame and this window
-  isLast: boolean;              // padding 0: adjacent to the input image, gets the start latent prepended
+  padding: number;              // inverted: blank windows between the start frame and this window (f1: 0)
+  isLast: boolean;              // the last section generated (inverted: padding 0, gets the start latent prepended)
   latentIndices: number[];      // RoPE time positions of the noisy window (lws)
   cleanLatentIndices: number[]; // [start, 1x post]
   clean2xIndices: number[];     // 2
@@ -97,7 +107,6 @@ export interface SectionPlan {
  */
 export function sectionIndices(padding: number, lws: number) {
   const P = padding * lws;
-  const range = (start: number, len: number) => Array.from({ length: len }, (_, i) => start + i);
   const post = 1 + P + lws;
   return {
     latentIndices: range(1 + P, lws),
@@ -107,8 +116,26 @@ export function sectionIndices(padding: number, lws: number) {
   };
 }
 
-export function planSections(seconds: number, lws: number): SectionPlan[] {
+/**
+ * F1's constant indices: arange(1 + 16 + 2 + 1 + lws) split [1, 16, 2, 1, lws] = start, 4x, 2x, 1x history
+ * (oldest first), then the window right after them.
+ */
+export function forwardIndices(lws: number) {
+  const [n4, n2] = F1_HISTORY_SIZES;
+  const post = 1 + n4 + n2;
+  return {
+    latentIndices: range(post + 1, lws),
+    cleanLatentIndices: [0, post],
+    clean2xIndices: range(1 + n4, n2),
+    clean4xIndices: range(1, n4),
+  };
+}
+
+export function planSections(seconds: number, lws: number, mode: SamplingMode = 'inverted'): SectionPlan[] {
   const n = sectionCount(seconds, lws);
+  if (mode === 'f1') {
+    return Array.from({ length: n }, (_, index) => ({ index, count: n, padding: 0, isLast: index === n - 1, ...forwardIndices(lws) }));
+  }
   return paddingSchedule(n).map((padding, index) => ({
     index, count: n, padding, isLast: padding === 0, ...sectionIndices(padding, lws),
   }));
@@ -160,16 +187,35 @@ export function concatTime(...parts: Float32Tensor[]): Float32Tensor {
 // Latent history
 
 export interface Conditioning {
-  cleanLatents: Float32Tensor;   // (1, C, 2, h, w): [start, 1x post]
+  cleanLatents: Float32Tensor;   // (1, C, 2, h, w): [start, 1x history frame]
   cleanLatents2x: Float32Tensor; // (1, C, 2, h, w)
   cleanLatents4x: Float32Tensor; // (1, C, 16, h, w)
 }
 
+/** The latents generated so far and what the next section is conditioned on, in either sampling order. */
+export interface SectionHistory {
+  /** Latent frames generated so far (counting the start latent once it is part of the video). */
+  readonly generated: number;
+  /** The DiT's clean inputs for the next section; `post` replaces the 1x frame (the end image's latent). */
+  conditioning(post?: Float32Tensor): Conditioning;
+  /** Adds a section's sampler output; returns the chunk added (the section's latents as the original reports them). */
+  push(generated: Float32Tensor, plan: SectionPlan): Float32Tensor;
+  /** real_history: the generated frames only. */
+  real(): Float32Tensor;
+  /** The latents to decode after `plan`'s section. */
+  decodeSlice(plan: SectionPlan, lws: number): Float32Tensor;
+}
+
+export function createHistory(mode: SamplingMode, start: Float32Tensor): SectionHistory {
+  return mode === 'f1' ? new ForwardHistory(start) : new LatentHistory(start);
+}
+
 /**
- * The generated latents so far, earliest first, followed by 19 zero frames (the original's initial history):
- * the first 19 frames are the next section's 1x/2x/4x conditioning, zeros where nothing exists yet.
+ * Inverted order: the generated latents so far, earliest first, followed by 19 zero frames (the original's
+ * initial history): the first 19 frames are the next section's 1x/2x/4x conditioning, zeros where nothing
+ * exists yet.
  */
-export class LatentHistory {
+export class LatentHistory implements SectionHistory {
   private buffer: Float32Tensor;
   /** Latent frames generated so far (the real part of the buffer). */
   generated = 0;
@@ -179,21 +225,17 @@ export class LatentHistory {
     this.buffer = zeros([B, C, HISTORY_FRAMES, h, w]);
   }
 
-  /** The DiT's clean inputs for the next section. */
-  conditioning(): Conditioning {
+  conditioning(post?: Float32Tensor): Conditioning {
     const head = sliceTime(this.buffer, 0, HISTORY_FRAMES);
     const [n1, n2] = HISTORY_SIZES;
     return {
-      cleanLatents: concatTime(this.start, sliceTime(head, 0, n1)),
+      cleanLatents: concatTime(this.start, post ?? sliceTime(head, 0, n1)),
       cleanLatents2x: sliceTime(head, n1, n1 + n2),
       cleanLatents4x: sliceTime(head, n1 + n2, HISTORY_FRAMES),
     };
   }
 
-  /**
-   * Prepends a section's sampler output; the last section gets the start latent in front first.
-   * Returns what was prepended (the section's generated latents as the original reports them).
-   */
+  /** Prepends a section's sampler output; the last section gets the start latent in front first. */
   push(generated: Float32Tensor, plan: SectionPlan): Float32Tensor {
     const chunk = plan.isLast ? concatTime(this.start, generated) : generated;
     this.generated += chunk.dims[2];
@@ -201,7 +243,6 @@ export class LatentHistory {
     return chunk;
   }
 
-  /** real_history = the generated frames only. */
   real(): Float32Tensor {
     return sliceTime(this.buffer, 0, this.generated);
   }
@@ -214,6 +255,51 @@ export class LatentHistory {
   decodeSlice(plan: SectionPlan, lws: number): Float32Tensor {
     if (plan.index === 0) return this.real();
     return sliceTime(this.buffer, 0, Math.min(plan.isLast ? 2 * lws + 1 : 2 * lws, this.generated));
+  }
+}
+
+/**
+ * F1's forward order: 19 zero frames, the start latent, then every section's latents appended. The last 19
+ * frames split [16, 2, 1] are the next section's 4x/2x/1x conditioning (the start latent is the 1x frame of
+ * the first section); the start latent counts as generated from the beginning.
+ */
+export class ForwardHistory implements SectionHistory {
+  private buffer: Float32Tensor;
+  generated = 1;
+
+  constructor(readonly start: Float32Tensor) {
+    const [B, C, , h, w] = start.dims;
+    this.buffer = concatTime(zeros([B, C, HISTORY_FRAMES, h, w]), start);
+  }
+
+  conditioning(post?: Float32Tensor): Conditioning {
+    if (post) throw new Error('the F1 order has no end-frame slot');
+    const T = this.buffer.dims[2];
+    const tail = sliceTime(this.buffer, T - HISTORY_FRAMES, T);
+    const [n4, n2] = F1_HISTORY_SIZES;
+    return {
+      cleanLatents: concatTime(this.start, sliceTime(tail, n4 + n2, HISTORY_FRAMES)),
+      cleanLatents2x: sliceTime(tail, n4, n4 + n2),
+      cleanLatents4x: sliceTime(tail, 0, n4),
+    };
+  }
+
+  push(generated: Float32Tensor): Float32Tensor {
+    this.generated += generated.dims[2];
+    this.buffer = concatTime(this.buffer, generated);
+    return generated;
+  }
+
+  real(): Float32Tensor {
+    const T = this.buffer.dims[2];
+    return sliceTime(this.buffer, T - this.generated, T);
+  }
+
+  /** Everything after the first section (start latent + window); afterwards the newest 2 lws latents. */
+  decodeSlice(plan: SectionPlan, lws: number): Float32Tensor {
+    if (plan.index === 0) return this.real();
+    const T = this.buffer.dims[2];
+    return sliceTime(this.buffer, T - Math.min(2 * lws, this.generated), T);
   }
 }
 
@@ -273,70 +359,77 @@ export function toUint8Frames(pixels: Float32Tensor, from = 0, to = pixels.dims[
 }
 
 /**
- * The video being assembled, earliest frame first. Only the first `overlap` frames can still change (the
- * next, earlier chunk blends into them), so everything after them is converted to uint8 at once: a quarter
- * of the float memory, and the same bytes as converting at the end. The work goes frame by frame with a
- * yield to the event loop in between (a section at 640 px is ~70 frames of 1.2M values).
+ * The video being assembled, earliest frame first. Only the `overlap` frames at the growing end can still
+ * change (the next chunk blends into them): the first ones when chunks are prepended (inverted order), the
+ * last ones when they are appended (F1). Everything else is converted to uint8 at once: a quarter of the
+ * float memory, and the same bytes as converting at the end. The work goes frame by frame with a yield to
+ * the event loop in between (a section at 640 px is ~70 frames of 1.2M values).
  */
 export class PixelHistory {
-  private head: Float32Tensor | null = null; // float frames that may still be blended
-  private finals: Uint8Array[] = [];         // uint8 frames after the head, earliest chunk first
+  private live: Float32Tensor | null = null; // float frames at the growing end, which may still be blended
+  private finals: Uint8Array[] = [];         // uint8 frames, earliest chunk first
   private finalCount = 0;
   width = 0;
   height = 0;
 
-  constructor(readonly overlap: number) {}
+  /** `grows` 'backward': each chunk precedes the video (inverted order); 'forward': it follows it (F1). */
+  constructor(readonly overlap: number, readonly grows: 'backward' | 'forward' = 'backward') {}
 
   get frameCount(): number {
-    return (this.head?.dims[2] ?? 0) + this.finalCount;
+    return (this.live?.dims[2] ?? 0) + this.finalCount;
   }
 
   /**
-   * Adds a decoded chunk (1, 3, F, H, W) that precedes everything added so far: softAppend(chunk, video,
-   * overlap), computed one output frame at a time.
+   * Adds a decoded chunk (1, 3, F, H, W): softAppend(chunk, video, overlap) when growing backward,
+   * softAppend(video, chunk, overlap) when growing forward, computed one output frame at a time.
    */
-  async prepend(chunk: Float32Tensor): Promise<void> {
-    const [, C, Ta, H, W] = chunk.dims;
-    const old = this.head;
-    const O = old === null ? 0 : this.overlap;
-    const To = old?.dims[2] ?? 0;
-    if (old !== null) {
-      if (old.dims[1] !== C || old.dims[3] !== H || old.dims[4] !== W) throw new Error(`PixelHistory: chunk (${chunk.dims}) does not match (${old.dims})`);
-      if (Ta < O || To < O) throw new Error(`PixelHistory: chunks of ${Ta} and ${To} frames cannot overlap by ${O}`);
+  async add(chunk: Float32Tensor): Promise<void> {
+    const [, C, Tc, H, W] = chunk.dims;
+    const old = this.live;
+    if (old !== null && (old.dims[1] !== C || old.dims[3] !== H || old.dims[4] !== W)) {
+      throw new Error(`PixelHistory: chunk (${chunk.dims}) does not match (${old.dims})`);
     }
-    const T = Ta + To - O;
+    const backward = this.grows === 'backward';
+    // softAppend(a, b, O): a is the earlier part, weighted by linspace(1, 0, O) over the overlap
+    const [a, b] = backward ? [chunk, old] : [old, chunk];
+    const O = old === null ? 0 : this.overlap;
+    const Ta = a?.dims[2] ?? 0, Tb = b?.dims[2] ?? 0;
+    if (Ta < O || Tb < O) throw new Error(`PixelHistory: chunks of ${Ta} and ${Tb} frames cannot overlap by ${O}`);
+    const T = Ta + Tb - O;
     const keep = Math.min(this.overlap, T);
+    const liveFrom = backward ? 0 : T - keep; // the output frames that stay float
     const plane = H * W;
     const weights = linspace(1, 0, Math.max(O, 1));
-    const head = zeros([1, C, keep, H, W]);
+    const live = zeros([1, C, keep, H, W]);
     const finals = new Uint8Array((T - keep) * plane * C);
     const frame = new Float32Array(C * plane);
     for (let t = 0; t < T; t++) {
-      // frame t of [chunk[0 : Ta-O], blend(chunk[Ta-O : Ta], old[0 : O]), old[O :]], channel-major
+      // frame t of [a[0 : Ta-O], blend(a[Ta-O : Ta], b[0 : O]), b[O :]], channel-major
       for (let c = 0; c < C; c++) {
         const out = frame.subarray(c * plane, (c + 1) * plane);
         if (t < Ta - O) {
-          out.set(chunk.data.subarray((c * Ta + t) * plane, (c * Ta + t + 1) * plane));
+          out.set(a!.data.subarray((c * Ta + t) * plane, (c * Ta + t + 1) * plane));
         } else if (t < Ta) {
           const k = t - (Ta - O);
           const w = weights[k];
-          const pa = (c * Ta + t) * plane, pb = (c * To + k) * plane;
-          for (let j = 0; j < plane; j++) out[j] = Math.fround(w * chunk.data[pa + j]) + Math.fround((1 - w) * old!.data[pb + j]);
+          const pa = (c * Ta + t) * plane, pb = (c * Tb + k) * plane;
+          for (let j = 0; j < plane; j++) out[j] = Math.fround(w * a!.data[pa + j]) + Math.fround((1 - w) * b!.data[pb + j]);
         } else {
           const k = t - Ta + O;
-          out.set(old!.data.subarray((c * To + k) * plane, (c * To + k + 1) * plane));
+          out.set(b!.data.subarray((c * Tb + k) * plane, (c * Tb + k + 1) * plane));
         }
-        if (t < keep) head.data.set(out, (c * keep + t) * plane);
+        if (t >= liveFrom && t < liveFrom + keep) live.data.set(out, (c * keep + t - liveFrom) * plane);
       }
-      if (t >= keep) {
+      if (t < liveFrom || t >= liveFrom + keep) {
         const f = toUint8Frames({ dtype: 'float32', dims: [1, C, 1, H, W], data: frame });
-        finals.set(f, (t - keep) * plane * C);
+        finals.set(f, (t < liveFrom ? t : t - keep) * plane * C);
       }
       await yieldToLoop();
     }
-    this.head = head;
+    this.live = live;
     if (T > keep) {
-      this.finals.unshift(finals);
+      if (backward) this.finals.unshift(finals);
+      else this.finals.push(finals);
       this.finalCount += T - keep;
     }
     this.height = H;
@@ -344,14 +437,22 @@ export class PixelHistory {
   }
 
   /**
-   * All frames, earliest first, as (F, H, W, 3) uint8 buffers: the head one frame at a time (converted when
-   * asked for), then the finished chunks.
+   * All frames, earliest first, as (F, H, W, 3) uint8 buffers: the float frames one at a time (converted
+   * when asked for) and the finished chunks, in time order.
    */
   *chunks(): Generator<Uint8Array> {
-    const head = this.head;
-    if (head === null) return;
-    for (let t = 0; t < head.dims[2]; t++) yield toUint8Frames(head, t, t + 1);
-    yield* this.finals;
+    const live = this.live;
+    if (live === null) return;
+    const liveFrames = function* () {
+      for (let t = 0; t < live.dims[2]; t++) yield toUint8Frames(live, t, t + 1);
+    };
+    if (this.grows === 'backward') {
+      yield* liveFrames();
+      yield* this.finals;
+    } else {
+      yield* this.finals;
+      yield* liveFrames();
+    }
   }
 
   /** All frames as one contiguous (F, H, W, 3) uint8 buffer. */

@@ -1,15 +1,23 @@
 /**
  * The packed transformer as the sampler calls it: three ONNX sessions (embed, blocks, head; see
  * src/nets/dit.ts) run per forward call, with TeaCache deciding between embed and blocks whether the blocks
- * run or their cached residual is re-used (src/framepack/teacache.ts).
+ * run or their cached residual is re-used (src/framepack/teacache.ts), or MagCache decides the same from the
+ * call's step alone (src/framepack/magcache.ts).
  *
  * Per call:
  *   embed(inputs)                 -> txt, temb [, modulated when TeaCache is on]
- *   TeaCache (host)               -> compute or skip
+ *   TeaCache / MagCache (host)    -> compute or skip
  *   computed: blocks(latents, txt, temb, rope) -> velocity (1, C, T, H, W) float32 [, residual to cache]
  *   skipped:  head(hidden_states, cached residual) -> velocity
  * The rotary tables depend only on the frame indices and the latent grid: they are computed on the host and
  * kept while a section's calls repeat them.
+ *
+ * What crosses to the device: inputs that stay the same for a section (text, image embeddings, clean latents,
+ * rotary tables, latent grid) are bound to the sessions once, when they change (compared by identity); per
+ * call only the noisy latents and the timestep go up. A request's LoRA weights (`setLora`) are bound the
+ * same way, once, and unbound when it ends. `txt` and `temb` pass from embed to blocks (or head) on
+ * the device, and TeaCache's cached residual stays there; only the velocity (and, with TeaCache, block 0's
+ * modulated input) comes back.
  *
  * Inputs carry the names of the original forward's arguments (and of the fixtures):
  * hidden_states, timestep, guidance, encoder_hidden_states, encoder_attention_mask, pooled_projections,
@@ -18,11 +26,13 @@
  */
 import { Checkpoint, type HostTensor } from '../onnx/safetensors.js';
 import type { Precision } from '../onnx/graph.js';
-import { Session, type ExecutionProvider } from '../runtime/session.js';
+import { cudaProviderOptions } from '../runtime/providers.js';
+import { Session, type DeviceTensor, type ExecutionProvider } from '../runtime/session.js';
 import { LORA_ENABLED, buildDitGraphs, type DitConfig, type DitGraphOptions, type DitGraphs } from '../nets/dit.js';
-import { packedRope, type RopeTable } from '../nets/dit-rope.js';
+import { packedRope } from '../nets/dit-rope.js';
 import type { ForwardNet, NetOptions } from '../nets/registry.js';
 import { TeaCacheBank, type TeaCacheDecision, type TeaCacheSettings } from './teacache.js';
+import { MagCacheState, type MagCacheDecision, type MagCacheSettings } from './magcache.js';
 
 export const DIT_INPUTS = [
   'hidden_states', 'timestep', 'encoder_hidden_states', 'encoder_attention_mask', 'pooled_projections', 'guidance',
@@ -36,12 +46,16 @@ export interface TransformerOptions extends DitGraphOptions {
   ep: ExecutionProvider;
   deviceId?: number;
   threads?: number;
+  /** the last call of each branch in a section gives the activations' memory back to the device */
+  shrinkAfterSection?: boolean;
 }
 
 export interface SectionOptions {
   /** forward calls per CFG branch in this section (= sampler steps) */
   steps: number;
   teacache?: TeaCacheSettings;
+  /** MagCache instead of TeaCache (at most one of them is enabled); its ratios depend on the pixel size */
+  magcache?: MagCacheSettings & { enabled: boolean; height: number; width: number };
 }
 
 export interface ForwardResult {
@@ -49,17 +63,35 @@ export interface ForwardResult {
   output: HostTensor;
   /** what TeaCache did on this call (null when it is off) */
   teacache: TeaCacheDecision | null;
+  /** what MagCache did on this call (null when it is off) */
+  magcache: MagCacheDecision | null;
 }
 
 export class TransformerInputError extends Error {
   override name = 'TransformerInputError';
 }
 
-type Residual = HostTensor;
+type Residual = DeviceTensor;
+
+/** Inputs that change on every call; the others are bound once per section. */
+const PER_CALL = new Set(['hidden_states', 'timestep']);
 
 export class PackedTransformer {
   private bank: TeaCacheBank<Residual> | null = null;
-  private rope: { key: string; table: RopeTable } | null = null;
+  /** MagCache states per CFG branch (each branch sees exactly the calls of a cfg = 1 run) */
+  private mag: { opts: NonNullable<SectionOptions['magcache']>; steps: number; states: Map<string, MagCacheState<Residual>> } | null = null;
+  private rope: { key: string; grid: HostTensor; cos: HostTensor; sin: HostTensor } | null = null;
+  /** per session: the data each bound input was bound from */
+  private readonly bound = new Map<Session, Map<string, unknown>>();
+  /** the LoRA weights bound (null: none), and each LoRA-capable session's share of them */
+  private loraFeeds: Record<string, HostTensor> | null = null;
+  private readonly lora = new Map<Session, Record<string, HostTensor>>();
+  private mask: { from: HostTensor; int64: HostTensor } | null = null;
+  /** residuals TeaCache holds on the device, freed when a section begins and on release */
+  private readonly residuals = new Set<DeviceTensor>();
+  /** forward calls per branch in this section, and the section's step count */
+  private calls = new Map<string, number>();
+  private steps = 0;
 
   private constructor(
     readonly config: DitConfig,
@@ -67,6 +99,7 @@ export class PackedTransformer {
     private readonly embed: Session,
     private readonly blocks: Session,
     private readonly head: Session,
+    private readonly shrinkAfterSection: boolean,
   ) {}
 
   /** Builds the graphs of the checkpoint folder `dir` and creates their sessions. */
@@ -79,7 +112,7 @@ export class PackedTransformer {
    * after `release()`: a placement that frees the DiT between requests pays only this per request.
    */
   static async create(graphs: DitGraphs, opts: TransformerOptions): Promise<PackedTransformer> {
-    const so = { ep: opts.ep, deviceId: opts.deviceId, threads: opts.threads };
+    const so = { ep: opts.ep, deviceId: opts.deviceId, threads: opts.threads, cuda: cudaProviderOptions('dit') };
     const sessions: Session[] = [];
     try {
       for (const m of [graphs.embed, graphs.blocks, graphs.head]) sessions.push(await Session.create(m, so));
@@ -87,7 +120,7 @@ export class PackedTransformer {
       await Promise.all(sessions.map((s) => s.release()));
       throw e;
     }
-    return new PackedTransformer(graphs.config, opts.precision, sessions[0], sessions[1], sessions[2]);
+    return new PackedTransformer(graphs.config, opts.precision, sessions[0], sessions[1], sessions[2], opts.shrinkAfterSection ?? false);
   }
 
   /**
@@ -96,67 +129,158 @@ export class PackedTransformer {
    */
   beginSection(opts: SectionOptions): void {
     const tc = opts.teacache;
+    const mc = opts.magcache;
+    if (tc?.enabled && mc?.enabled) throw new RangeError('TeaCache and MagCache cannot both be enabled');
     this.bank = tc?.enabled ? new TeaCacheBank<Residual>(opts.steps, tc, this.precision === 'bfloat16') : null;
+    this.mag = mc?.enabled ? { opts: mc, steps: opts.steps, states: new Map() } : null;
+    this.dropResiduals();
+    this.calls.clear();
+    this.steps = opts.steps;
+  }
+
+  private magState(branch: string): MagCacheState<Residual> | null {
+    if (!this.mag) return null;
+    let s = this.mag.states.get(branch);
+    if (!s) {
+      const { height, width, ...settings } = this.mag.opts;
+      s = new MagCacheState<Residual>(this.mag.steps, height, width, settings);
+      this.mag.states.set(branch, s);
+    }
+    return s;
+  }
+
+  /** Seconds the sessions' workers spent on runs so far (ONNX Runtime plus the copies in and out). */
+  get sessionSeconds(): number {
+    return (this.embed.busyMs + this.blocks.busyMs + this.head.busyMs) / 1000;
   }
 
   /** One transformer call; `branch` names the CFG branch for the per-branch TeaCache mode. */
   async forward(inputs: DitInputs, call: { branch?: string; signal?: AbortSignal } = {}): Promise<ForwardResult> {
+    try {
+      return await this.call(inputs, call);
+    } catch (err) {
+      this.bound.clear(); // a failed bind or run may have reset a session's binding: bind everything again next time
+      throw err;
+    }
+  }
+
+  private async call(inputs: DitInputs, call: { branch?: string; signal?: AbortSignal }): Promise<ForwardResult> {
     const { signal } = call;
-    const { grid, rope } = this.prepare(inputs);
-    const state = this.bank?.state(call.branch ?? 'positive') ?? null;
-
-    const feeds: Record<string, HostTensor> = {};
-    for (const name of this.embed.inputs) feeds[name] = name === 'encoder_attention_mask' ? asInt64(inputs[name]) : inputs[name as DitInputName]!;
-    const wanted = state ? ['txt', 'temb', 'modulated'] : ['txt', 'temb'];
-    const e = await this.embed.run(feeds, { signal, outputs: wanted });
-
-    const decision = state ? state.decide(e.modulated.data as Float32Array) : null;
-    const latentGrid: HostTensor = { dtype: 'int64', dims: [3], data: BigInt64Array.from(grid.map(BigInt)) };
+    const { grid, cos, sin } = this.prepare(inputs);
+    const branch = call.branch ?? 'positive';
+    const tea = this.bank?.state(branch) ?? null;
+    const mag = this.magState(branch);
+    const state = tea ?? mag;
+    const n = (this.calls.get(branch) ?? 0) + 1;
+    this.calls.set(branch, n);
+    const shrink = this.shrinkAfterSection && n === this.steps;
 
     // Feeds are copied to the session worker (never transferred): the latents belong to the caller.
-    if (!decision || decision.compute) {
-      const r = await this.blocks.run({
-        hidden_states: inputs.hidden_states, clean_latents: inputs.clean_latents,
-        clean_latents_2x: inputs.clean_latents_2x, clean_latents_4x: inputs.clean_latents_4x,
-        txt: e.txt, temb: e.temb, latent_grid: latentGrid,
-        rope_cos: { dtype: 'float32', dims: [rope.tokens, rope.half], data: rope.cos },
-        rope_sin: { dtype: 'float32', dims: [rope.tokens, rope.half], data: rope.sin },
-      }, { signal, outputs: state ? ['output', 'residual'] : ['output'] });
-      if (state) state.residual = r.residual;
-      return { output: r.output, teacache: decision };
+    const perCall: Record<string, HostTensor> = {};
+    const fixed: Record<string, HostTensor> = {};
+    for (const name of this.embed.inputs) {
+      const t = name === 'encoder_attention_mask' ? this.int64Mask(inputs[name]) : inputs[name as DitInputName]!;
+      (PER_CALL.has(name) ? perCall : fixed)[name] = t;
     }
-    // Skipped: the head on this call's noisy tokens plus the residual of the last computed call.
-    const h = await this.head.run({
-      hidden_states: inputs.hidden_states, residual: state!.residual!, temb: e.temb, latent_grid: latentGrid,
-    }, { signal });
-    return { output: h.output, teacache: decision };
+    await this.bindChanged(this.embed, { ...fixed, ...this.lora.get(this.embed) }, signal);
+    const e = await this.embed.run(perCall, { signal, outputs: tea ? ['txt', 'temb', 'modulated'] : ['txt', 'temb'], keep: ['txt', 'temb'] });
+    try {
+      const teacache = tea ? tea.decide(e.modulated.data as Float32Array) : null;
+      const magcache = mag ? mag.decide() : null;
+      const decision = teacache ?? magcache;
+      if (!decision || decision.compute) {
+        await this.bindChanged(this.blocks, {
+          clean_latents: inputs.clean_latents, clean_latents_2x: inputs.clean_latents_2x, clean_latents_4x: inputs.clean_latents_4x,
+          latent_grid: grid, rope_cos: cos, rope_sin: sin, ...this.lora.get(this.blocks),
+        }, signal);
+        const r = await this.blocks.run({ hidden_states: inputs.hidden_states, txt: e.txt, temb: e.temb },
+          { signal, outputs: state ? ['output', 'residual'] : ['output'], keep: state ? ['residual'] : [], shrink });
+        if (state) {
+          if (state.residual) await this.dropResidual(state.residual);
+          state.residual = r.residual as DeviceTensor;
+          this.residuals.add(state.residual);
+        }
+        return { output: r.output, teacache, magcache };
+      }
+      // Skipped: the head on this call's noisy tokens plus the residual of the last computed call.
+      await this.bindChanged(this.head, { latent_grid: grid, ...this.lora.get(this.head) }, signal);
+      const h = await this.head.run({ hidden_states: inputs.hidden_states, residual: state!.residual!, temb: e.temb }, { signal, shrink });
+      return { output: h.output, teacache, magcache };
+    } finally {
+      await Promise.all([e.txt.release(), e.temb.release()]);
+    }
+  }
+
+  /** Whether the graphs have LoRA inputs (built with DitGraphOptions.lora). */
+  get acceptsLora(): boolean {
+    return this.blocks.optionalInputs.includes(LORA_ENABLED);
   }
 
   /**
-   * Binds LoRA weights (dit-lora.ts `loraFeeds`) to every later forward, or removes them with null: the sessions
-   * keep them until changed, so a request pays the transfer once. Needs graphs built with `lora`.
+   * Binds LoRA weights (dit-lora.ts `loraFeeds`) for every later forward, like a section's inputs: once, and
+   * again only when `feeds` is another object. null unbinds them (their device copies are freed) and the
+   * sessions take the plain body again. False when nothing changed.
    */
-  async setLora(feeds: Record<string, HostTensor> | null): Promise<void> {
-    const sessions = [this.embed, this.blocks, this.head];
-    if (feeds && !this.blocks.optionalInputs.includes(LORA_ENABLED)) {
-      throw new TransformerInputError('this transformer was built without LoRA inputs');
-    }
-    await Promise.all(sessions.map((s) => {
-      if (!s.optionalInputs.includes(LORA_ENABLED)) return undefined;
-      if (!feeds) return s.setFixedFeeds({});
-      const mine: Record<string, HostTensor> = { [LORA_ENABLED]: { dtype: 'bool', dims: [], data: Uint8Array.of(1) } };
-      for (const name of s.optionalInputs) if (feeds[name]) mine[name] = feeds[name];
-      return s.setFixedFeeds(mine);
+  async setLora(feeds: Record<string, HostTensor> | null): Promise<boolean> {
+    if (feeds === this.loraFeeds) return false;
+    if (feeds && !this.acceptsLora) throw new TransformerInputError('this transformer was built without LoRA inputs');
+    const bound = [...this.lora];
+    this.loraFeeds = null;
+    this.lora.clear();
+    await Promise.all(bound.map(async ([s, mine]) => {
+      for (const name of Object.keys(mine)) this.bound.get(s)?.delete(name);
+      await s.unbind(Object.keys(mine));
     }));
+    if (!feeds) return true;
+    const on: HostTensor = { dtype: 'bool', dims: [], data: Uint8Array.of(1) };
+    for (const s of [this.embed, this.blocks, this.head]) {
+      if (!s.optionalInputs.includes(LORA_ENABLED)) continue;
+      const mine: Record<string, HostTensor> = { [LORA_ENABLED]: on };
+      for (const name of s.optionalInputs) if (feeds[name]) mine[name] = feeds[name];
+      this.lora.set(s, mine);
+    }
+    this.loraFeeds = feeds;
+    await Promise.all([...this.lora].map(([s, mine]) => this.bindChanged(s, mine)));
+    return true;
   }
 
   async release(): Promise<void> {
     this.bank = null;
+    this.mag = null;
+    this.dropResiduals();
+    this.bound.clear();
+    this.lora.clear();
+    this.loraFeeds = null;
     await Promise.all([this.embed.release(), this.blocks.release(), this.head.release()]);
   }
 
+  /** Binds the inputs of `feeds` whose data differ from what `s` has bound (a new section, a new prompt). */
+  private async bindChanged(s: Session, feeds: Record<string, HostTensor>, signal?: AbortSignal): Promise<void> {
+    let seen = this.bound.get(s);
+    if (!seen) this.bound.set(s, (seen = new Map()));
+    const changed = Object.entries(feeds).filter(([name, t]) => seen.get(name) !== t.data);
+    if (!changed.length) return;
+    await s.bind(Object.fromEntries(changed), { signal });
+    for (const [name, t] of changed) seen.set(name, t.data);
+  }
+
+  private int64Mask(mask: HostTensor): HostTensor {
+    if (this.mask?.from !== mask) this.mask = { from: mask, int64: asInt64(mask) };
+    return this.mask.int64;
+  }
+
+  private async dropResidual(r: DeviceTensor): Promise<void> {
+    this.residuals.delete(r);
+    await r.release();
+  }
+
+  private dropResiduals(): void {
+    for (const r of this.residuals) void r.release().catch(() => {}); // queued before the worker's next request
+    this.residuals.clear();
+  }
+
   /** Checks the inputs and returns the noisy token grid (T, h, w) and the rotary table of this call. */
-  private prepare(x: DitInputs): { grid: [number, number, number]; rope: RopeTable } {
+  private prepare(x: DitInputs): { grid: HostTensor; cos: HostTensor; sin: HostTensor } {
     const c = this.config;
     for (const name of DIT_INPUTS) {
       if (name === 'guidance' && !c.guidance) continue;
@@ -192,9 +316,14 @@ export class PackedTransformer {
     const h = H / c.patch, w = W / c.patch;
     const key = `${h}x${w}|${latent}|${clean}|${clean2x}|${clean4x}`;
     if (this.rope?.key !== key) {
-      this.rope = { key, table: packedRope(c.rope, { latent, clean, clean2x, clean4x }, h, w) };
+      const table = packedRope(c.rope, { latent, clean, clean2x, clean4x }, h, w);
+      this.rope = {
+        key, grid: { dtype: 'int64', dims: [3], data: BigInt64Array.from([T, h, w].map(BigInt)) },
+        cos: { dtype: 'float32', dims: [table.tokens, table.half], data: table.cos },
+        sin: { dtype: 'float32', dims: [table.tokens, table.half], data: table.sin },
+      };
     }
-    return { grid: [T, h, w], rope: this.rope.table };
+    return this.rope;
   }
 }
 

@@ -14,7 +14,8 @@ import { Worker } from 'node:worker_threads';
 import { Checkpoint, type HostTensor } from '../onnx/safetensors.js';
 import type { BuiltModel, Precision } from '../onnx/graph.js';
 import type { ForwardNet } from '../nets/registry.js';
-import { Session, type ExecutionProvider } from '../runtime/session.js';
+import { cudaProviderOptions } from '../runtime/providers.js';
+import { Session, type DeviceTensor, type ExecutionProvider } from '../runtime/session.js';
 import {
   buildDecoderHead, buildDecoderTail, buildEncoderHead, buildEncoderTail, buildMidAttention, resampling, vaeConfig, type VaeConfig,
 } from '../nets/vae.js';
@@ -149,40 +150,47 @@ export class Vae {
     if (!s) {
       // Without the CPU arena a run frees its activations (one window's peak instead of one per window shape)
       // but runs about 2x slower on the CPU, so only the low-memory (spatially tiled) mode gives it up.
-      s = Session.create(build(), { ep: this.opts.ep, deviceId: this.opts.deviceId, memoryArena: !this.opts.spatialTiling });
+      s = Session.create(build(), {
+        ep: this.opts.ep, deviceId: this.opts.deviceId, memoryArena: !this.opts.spatialTiling, cuda: cudaProviderOptions('vae'),
+      });
       s.catch(() => this.sessions.delete(name));
       this.sessions.set(name, s);
     }
     return s;
   }
 
-  /** Runs a session on feeds this class made (their buffers are handed to the session worker). */
-  private async run(name: string, build: () => BuiltModel, feeds: Record<string, HostTensor>, signal?: AbortSignal): Promise<HostTensor> {
-    const s = await this.session(name, build);
-    const out = await s.run(feeds, { signal, transfer: true });
-    return out[s.outputs[0]];
-  }
-
-  private async midAttention(part: 'encoder' | 'decoder', hidden: HostTensor, signal?: AbortSignal): Promise<HostTensor> {
-    const T = hidden.dims[2];
+  /**
+   * Runs head -> mid attention -> tail of one direction on `x` (handed to the session worker). The activations
+   * between the three graphs stay on the device; only the tail's output comes back. `shrink` gives the
+   * transient memory back to the device after the runs (the last chunk of a stage).
+   */
+  private async chunk(part: 'encoder' | 'decoder', x: HostTensor, signal: AbortSignal | undefined, shrink: boolean): Promise<HostTensor> {
     const g = { precision: this.opts.precision };
-    return this.run(`${part}-attention-${T}`, () => buildMidAttention(this.ckpt, part, T, g), { hidden }, signal);
+    const [buildHead, buildTail] = part === 'encoder' ? [buildEncoderHead, buildEncoderTail] : [buildDecoderHead, buildDecoderTail];
+    const head = await this.session(`${part}-head`, () => buildHead(this.ckpt, g));
+    const tail = await this.session(`${part}-tail`, () => buildTail(this.ckpt, g));
+    const kept: DeviceTensor[] = [];
+    try {
+      const h = (await head.run({ [head.inputs[0]]: x }, { signal, transfer: true, keep: [head.outputs[0]], shrink }))[head.outputs[0]];
+      kept.push(h);
+      const frames = h.dims[2];
+      const attention = await this.session(`${part}-attention-${frames}`, () => buildMidAttention(this.ckpt, part, frames, g));
+      const a = (await attention.run({ hidden: h }, { signal, keep: [attention.outputs[0]], shrink }))[attention.outputs[0]];
+      kept.push(a);
+      return (await tail.run({ hidden: a }, { signal, shrink }))[tail.outputs[0]];
+    } finally {
+      await Promise.all(kept.map((t) => t.release()));
+    }
   }
 
   /** One untiled encoder forward: (1, 3, T, H, W) in [-1, 1] -> moments (1, 2 latent, t, H/8, W/8). `x` is consumed. */
-  private async encodeChunk(x: HostTensor, signal?: AbortSignal): Promise<HostTensor> {
-    const g = { precision: this.opts.precision };
-    let h = await this.run('encoder-head', () => buildEncoderHead(this.ckpt, g), { x }, signal);
-    h = await this.midAttention('encoder', h, signal);
-    return this.run('encoder-tail', () => buildEncoderTail(this.ckpt, g), { hidden: h }, signal);
+  private encodeChunk(x: HostTensor, signal?: AbortSignal, shrink = false): Promise<HostTensor> {
+    return this.chunk('encoder', x, signal, shrink);
   }
 
   /** One untiled decoder forward: unscaled latent (1, latent, T, h, w) -> (1, 3, 4(T-1)+1, 8h, 8w). `z` is consumed. */
-  private async decodeChunk(z: HostTensor, signal?: AbortSignal): Promise<HostTensor> {
-    const g = { precision: this.opts.precision };
-    let h = await this.run('decoder-head', () => buildDecoderHead(this.ckpt, g), { z }, signal);
-    h = await this.midAttention('decoder', h, signal);
-    return this.run('decoder-tail', () => buildDecoderTail(this.ckpt, g), { hidden: h }, signal);
+  private decodeChunk(z: HostTensor, signal?: AbortSignal, shrink = false): Promise<HostTensor> {
+    return this.chunk('decoder', z, signal, shrink);
   }
 
   /** diffusers `encode(x).latent_dist` (mean, std), with spatial tiling when enabled and the image exceeds 256 px. */
@@ -197,7 +205,8 @@ export class Vae {
       const tiles = await runByShape(tilesOf(plan, H, W), (t) => this.encodeChunk(crop5(x, 0, T, t.y0, t.y1, t.x0, t.x1), signal));
       moments = await this.stitch(plan, tiles);
     } else {
-      moments = await this.encodeChunk(crop5(x, 0, T, 0, H, 0, W), signal); // a copy: the caller keeps x
+      // a copy: the caller keeps x; an encode happens once per request, so its memory goes back afterwards
+      moments = await this.encodeChunk(crop5(x, 0, T, 0, H, 0, W), signal, true);
     }
     return posterior(moments, this.config.latentChannels);
   }
@@ -239,10 +248,12 @@ export class Vae {
         (t) => this.decodeChunk(crop5(z, t.t0, t.t1, t.y0, t.y1, t.x0, t.x1, divisor), signal))
       : [];
     const perWindow = plan.rows.length * plan.cols.length;
+    // the untiled decode's activations are a transient peak: the last window gives them back to the device
+    const lastWindow = windows.length - (skipped(...windows[windows.length - 1]) ? 2 : 1);
     // window i's tiles are tiles[i * perWindow ...]: only a trailing window is ever skipped
     const decodeWindow = (i: number, t0: number, t1: number): Promise<HostTensor> => tiled
       ? this.stitch(plan, tiles.slice(i * perWindow, (i + 1) * perWindow))
-      : this.decodeChunk(crop5(z, t0, t1, 0, h, 0, w, divisor), signal);
+      : this.decodeChunk(crop5(z, t0, t1, 0, h, 0, w, divisor), signal, i === lastWindow);
     if (windows.length === 1) return decodeWindow(0, 0, T);
     const s = this.config.spatialCompression, C = this.config.outChannels;
     const key = this.stitcher.newKey();

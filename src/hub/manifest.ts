@@ -11,8 +11,14 @@ import { fileURLToPath } from 'node:url';
 export const COMPONENTS = [
   'textEncoder', 'tokenizer', 'textEncoder2', 'tokenizer2', 'vae', 'featureExtractor', 'imageEncoder', 'transformer',
 ] as const;
-export type Component = (typeof COMPONENTS)[number];
-export type ModelDirs = Record<Component, string>;
+/** Components resolved (and downloaded) only when asked for: the F1 transformer of `sampling_mode` f1. */
+export const OPTIONAL_COMPONENTS = ['transformerF1'] as const;
+export type RequiredComponent = (typeof COMPONENTS)[number];
+export type OptionalComponent = (typeof OPTIONAL_COMPONENTS)[number];
+export type Component = RequiredComponent | OptionalComponent;
+export type ModelDirs = Record<RequiredComponent, string> & Partial<Record<OptionalComponent, string>>;
+
+const KNOWN: readonly string[] = [...COMPONENTS, ...OPTIONAL_COMPONENTS];
 
 export interface ManifestRepo {
   id: string;               // "org/name"
@@ -46,7 +52,7 @@ export function parseManifest(json: unknown, source = 'manifest'): Manifest {
     if (typeof r.id !== 'string' || !/^[\w.-]+\/[\w.-]+$/.test(r.id)) throw new Error(`${source}: bad repo id ${JSON.stringify(r.id)}`);
     if (!COMMIT.test(r.revision)) throw new Error(`${source}: ${r.id} revision must be a 40-hex commit, got ${JSON.stringify(r.revision)}`);
     for (const c of Object.keys(r.components)) {
-      if (!(COMPONENTS as readonly string[]).includes(c)) throw new Error(`${source}: ${r.id} names unknown component ${c}`);
+      if (!KNOWN.includes(c)) throw new Error(`${source}: ${r.id} names unknown component ${c}`);
       if (seen.has(c)) throw new Error(`${source}: component ${c} is listed twice`);
       seen.add(c);
     }
@@ -58,6 +64,18 @@ export function parseManifest(json: unknown, source = 'manifest'): Manifest {
 
 export function loadManifest(file = DEFAULT_MANIFEST): Manifest {
   return parseManifest(JSON.parse(readFileSync(file, 'utf8')), file);
+}
+
+/**
+ * The manifest reduced to what a run needs: every required component plus the optional ones asked for.
+ * Repositories that provide nothing of that are left out (so they are neither checked nor downloaded).
+ */
+export function selectComponents(manifest: Manifest, optional: readonly OptionalComponent[] = []): Manifest {
+  const wanted = new Set<string>([...COMPONENTS, ...optional]);
+  const repos = manifest.repos
+    .map((r) => ({ ...r, components: Object.fromEntries(Object.entries(r.components).filter(([c]) => wanted.has(c))) }))
+    .filter((r) => Object.keys(r.components).length > 0);
+  return { ...manifest, repos };
 }
 
 /** Shell-style match of a basename against `*`-globs (the only wildcard the manifest uses). */

@@ -8,7 +8,9 @@ import { resolve } from 'node:path';
 import { appError } from '../errors.js';
 import { folderProblem, snapshotDir } from './cache.js';
 import { ensureDownloaded, type DownloadOptions } from './download.js';
-import { COMPONENTS, folderDirs, loadManifest, type Component, type Manifest, type ModelDirs } from './manifest.js';
+import {
+  COMPONENTS, folderDirs, loadManifest, selectComponents, type Component, type Manifest, type ModelDirs, type OptionalComponent,
+} from './manifest.js';
 import { hubSettings, type HubSettings } from './settings.js';
 
 export type { ModelDirs } from './manifest.js';
@@ -18,6 +20,8 @@ export interface ResolveOptions {
   models?: string | null;
   /** Hugging Face cache folder; default from HF_HUB_CACHE / HF_HOME. */
   cacheDir?: string;
+  /** Optional components to provide too (the F1 transformer); the required ones always are. */
+  optional?: readonly OptionalComponent[];
   /** Download what the cache lacks (default true); false only checks. */
   download?: boolean;
   log?: (line: string) => void;
@@ -33,20 +37,23 @@ export interface ResolvedModels extends ModelDirs {
   source: 'folder' | 'hub-cache';
 }
 
-function checkFolders(dirs: ModelDirs, hint: string): void {
-  const problems = COMPONENTS.map((c: Component) => [c, folderProblem(dirs[c])] as const).filter(([, p]) => p);
+function checkFolders(dirs: ModelDirs, components: readonly Component[], hint: string): void {
+  const problems = components.map((c) => [c, dirs[c] === undefined ? 'no repository in the manifest provides it' : folderProblem(dirs[c])] as const)
+    .filter(([, p]) => p);
   if (problems.length) throw appError('MODELS_MISSING', { detail: problems.map(([c, p]) => `${c}: ${p}`).join('; '), hint });
 }
 
 export async function resolveModels(opts: ResolveOptions = {}): Promise<ResolvedModels> {
   const env = opts.env ?? process.env;
   const log = opts.log ?? (() => {});
-  const manifest = opts.manifest ?? loadManifest();
+  const optional = opts.optional ?? [];
+  const components = [...COMPONENTS, ...optional];
+  const manifest = selectComponents(opts.manifest ?? loadManifest(), optional);
   const folder = opts.models === null ? undefined : (opts.models ?? (env.FRAMEPACK_MODELS || undefined));
 
   if (folder) {
     const dirs = folderDirs(manifest, resolve(folder));
-    checkFolders(dirs, `--models ${folder} must be laid out like the Hub repositories: <dir>/<org>/<name>/<subfolder>, ` +
+    checkFolders(dirs, components, `--models ${folder} must be laid out like the Hub repositories: <dir>/<org>/<name>/<subfolder>, ` +
       `e.g. <dir>/hunyuanvideo-community/HunyuanVideo/text_encoder/config.json and <dir>/lllyasviel/FramePackI2V_HY/config.json.`);
     log(`models: using the folder ${resolve(folder)}`);
     return { ...dirs, source: 'folder' };
@@ -62,6 +69,6 @@ export async function resolveModels(opts: ResolveOptions = {}): Promise<Resolved
       dirs[c] = resolve(snapshotDir(settings.cacheDir, r.id, r.revision), sub);
     }
   }
-  checkFolders(dirs, 'The cache changed while it was being read; run `framepack download` again.');
+  checkFolders(dirs, components, 'The cache changed while it was being read; run `framepack download` again.');
   return { ...dirs, source: 'hub-cache' };
 }

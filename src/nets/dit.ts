@@ -172,7 +172,7 @@ function sinusoid(g: Graph, t: Value /* (1,) f32 */): Value /* (1, 256) f32 */ {
 /**
  * The graph's LoRA inputs, one pair per linear layer: `lora_a:<layer>` (in, r) and `lora_b:<layer>` (r, out),
  * float32, the LoRA's scale folded into B; several LoRAs are stacked along r. Their defaults have r = 0, so a
- * layer that a LoRA does not touch gets an exact zero. Bound per request (Session.setFixedFeeds), the 13 B
+ * layer that a LoRA does not touch gets an exact zero. Bound per request (Session.bind, unbound after), the 13 B
  * weights of the session stay as they are: switching LoRAs costs neither a new session nor a merge.
  */
 type LoraInputs = Map<string, [Value, Value]>;

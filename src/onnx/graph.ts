@@ -70,7 +70,7 @@ export interface BuiltModel {
   sessionConfig?: Record<string, string>;
   /** quantized weight files to write (if absent) before the session is created */
   prepare?: QuantJob[];
-  /** inputs with a default value (Graph.optionalInput), which the session feeds when a run does not */
+  /** inputs with a default value (Graph.optionalInput): a session binds them to it until bound otherwise */
   inputDefaults?: Record<string, HostTensor>;
 }
 
@@ -183,7 +183,7 @@ export class Graph {
   }
 
   /**
-   * A graph input with a default value, which the session feeds on runs that do not (BuiltModel.inputDefaults;
+   * A graph input with a default value, to which the session binds it when created (BuiltModel.inputDefaults;
    * not an ONNX overridable initializer: onnxruntime-node feeds only the inputs a session lists). It is left
    * out of BuiltModel.inputs, the inputs every run must feed.
    */

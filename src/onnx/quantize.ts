@@ -11,6 +11,7 @@
  * Prepared files hold B, then the scales as float32, then the zero points, back to back; they are written
  * once (to a temp name, then renamed) and reused by every later session.
  */
+import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { decodeToFloat32, ST_ITEM_SIZE, type TensorEntry } from './safetensors.js';
@@ -93,7 +94,8 @@ export async function prepareQuantized(job: QuantJob): Promise<'cached' | 'writt
   const L = quantizedLayout(n, k, job.bits, job.blockSize);
   const item = ST_ITEM_SIZE[job.source.dtype];
   await mkdir(dirname(job.file), { recursive: true });
-  const tmp = `${job.file}.${process.pid}.${Date.now()}.tmp`;
+  // unique per writer: the session workers of several GPUs may prepare the same file at the same moment
+  const tmp = `${job.file}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
   const src = await open(job.source.file, 'r');
   const dst = await open(tmp, 'w');
   try {

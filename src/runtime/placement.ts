@@ -1,9 +1,14 @@
 /**
  * Where the networks run and how much of them stays in memory, decided once at setup and named in the logs.
  *
- *   high  every session created once and kept (LLaMA, CLIP, SigLIP, VAE, DiT); VAE decode untiled.
- *         FramePack's own "high_vram" mode.
- *   low   one large network on the device at a time. Per request, LLaMA, CLIP and SigLIP (and the VAE's
+ *   high    every session created once and kept (LLaMA, CLIP, SigLIP, VAE, DiT): FramePack's own
+ *           "high_vram" mode. The VAE decodes untiled only with UNTILED_VAE_MIN_FREE_MIB free (an 80 GB
+ *           card decodes in spatial tiles: the untiled decode ran out of memory there).
+ *   medium  the bf16 DiT and the VAE resident (VAE tiled); LLaMA, CLIP and SigLIP created per request
+ *           and released once the conditioning exists. The DiT gives its activations back to the device after
+ *           each section and the VAE after each decode (arena shrinkage), so the encoders of the next request
+ *           and the decodes find the room they need next to the DiT's weights.
+ *   low     one large network on the device at a time. Per request, LLaMA, CLIP and SigLIP (and the VAE's
  *         encode) are created, run and released; then the DiT is created, samples every section and is
  *         released; then the VAE decodes every section and is released (also on a failure or a cancel).
  *         DiT and LLaMA with 8-bit weight-only MatMulNBits; VAE spatial tiling. FramePack's low-VRAM mode
@@ -12,12 +17,11 @@
  *         broken checkpoint fails there.
  *   cpu   everything on the CPU in float32 (the parity path; slow for real sizes).
  *
- * Why sessions are released: ONNX Runtime's CUDA memory arena of a session only grows (by the end of a
- * request the DiT's holds several GiB of activations, the VAE's whatever cuDNN's algorithm search found
- * free) and, from Node, it can neither be configured nor shrunk (the binding passes only the device id).
- * Releasing the session is the one way to give that memory back.
+ * Memory: every CUDA session's arena grows by what a run asks for (arena_extend_strategy kSameAsRequested,
+ * providers.ts), and stages whose peak is transient (the VAE's encode and decodes; the DiT between sections
+ * in `medium`) give it back with ONNX Runtime's arena shrinkage. Releasing a session frees everything else.
  *
- * Environment: FRAMEPACK_PLACEMENT=auto|high|low|cpu, FRAMEPACK_EP=auto|cuda|cpu|webgpu,
+ * Environment: FRAMEPACK_PLACEMENT=auto|high|medium|low|cpu, FRAMEPACK_EP=auto|cuda|cpu|webgpu,
  * FRAMEPACK_VAE_TILING=auto|on|off (the VAE's spatial tiling; auto: on in low only),
  * FRAMEPACK_DEVICE_ID=<n> (the CUDA / WebGPU device, counted as CUDA counts them, i.e. after
  * CUDA_VISIBLE_DEVICES).
@@ -26,24 +30,36 @@ import { appError, AppError } from '../errors.js';
 import type { Precision } from '../onnx/graph.js';
 import type { ExecutionProvider } from './protocol.js';
 import { cudaProviderStatus, parseProviderRequest, type ProviderStatus } from './providers.js';
-import { probeVram, type GpuInfo, type VramProbe } from './vram.js';
+import { cudaVisible, probeVram, type GpuInfo, type VramProbe } from './vram.js';
 
-export type PlacementPolicy = 'high' | 'low' | 'cpu';
+export type PlacementPolicy = 'high' | 'medium' | 'low' | 'cpu';
 
 /**
- * Free VRAM for `high`, from the H100 measurements in bench/results: with every network resident the
- * sessions hold 39.6 GiB and a DiT forward at the 640 bucket brings the device to 48.1 GiB; the untiled VAE
- * decode of a section then ran out of memory in the ~24 GiB left of 72.5 GiB (alone it fails within 24 GiB too:
- * cuDNN's exhaustive algorithm search sizes its workspaces from free memory and the arena keeps them). A
- * whole 80 GB card was not shown to be enough, so an H200 (139 GiB) qualifies and an H100 (79 GiB free) runs
- * `low`.
+ * Free VRAM for `high` (bench/results/2026-12-05-h100-c-api.json): with every network resident and the VAE
+ * tiled, the default request peaked at 59.9 GiB on an H100 80GB (79.2 GiB free when idle), and ten requests
+ * in a row left the device at that same figure.
  */
-export const HIGH_MIN_FREE_MIB = 88 * 1024;
+export const HIGH_MIN_FREE_MIB = 62 * 1024;
+
+/**
+ * Free VRAM for the untiled VAE decode (FramePack's own high-VRAM decode) beside the resident networks: on the
+ * H100 it ran out of memory at 76.4 GiB in use (the decode had taken ~37 GiB and asked for more), with and
+ * without cuDNN's maximum workspace. Below this figure the VAE decodes in spatial tiles. 88 GiB is an estimate
+ * that an H200 (139 GiB) meets; it was not measured there.
+ */
+export const UNTILED_VAE_MIN_FREE_MIB = 88 * 1024;
+
+/**
+ * Free VRAM for `medium` (DiT resident, encoders per request, VAE tiled): an estimate from the measured parts
+ * (DiT weights 24.5 GiB + its activations 8-9 GiB, or + the float16 LLaMA 15 GiB while the prompt is encoded);
+ * the whole request within 48 GiB was not measured.
+ */
+export const MEDIUM_MIN_FREE_MIB = 44 * 1024;
 
 /**
  * Free VRAM for `low`: the whole default request ran on an H100 with all but 19.5 GiB held by another process,
- * peaking at 17.4 GiB (the 8-bit DiT's stage: 17.9 GiB in the benchmark; LLaMA 10.1 GiB, the tiled VAE decode
- * 10.6 GiB). Below this the CPU is the only safe choice.
+ * peaking at 17.4 GiB (2026-11-25, onnxruntime-node; not measured again on the C API). Below this the CPU is
+ * the only safe choice.
  */
 export const LOW_MIN_FREE_MIB = 20 * 1024;
 
@@ -62,10 +78,9 @@ export interface NetworkLifetimes {
   encoders: Lifetime;
   dit: Lifetime;
   /**
-   * About 0.5 GiB of weights, but cuDNN's exhaustive convolution search sizes its workspaces from the free
-   * device memory (90% of it) and the session's arena keeps what it grew to: a resident VAE holds on to
-   * whatever was free at its first decode. Per-request, its sessions are released after the encoding and
-   * again after the decodes, and each request pays the search again (a few seconds).
+   * About 0.5 GiB of weights; its activations are the largest transient peak of a request (an untiled
+   * section decode took more than 37 GiB on CUDA). Per-request, its sessions are released after the encoding
+   * and again after the decodes.
    */
   vae: Lifetime;
 }
@@ -79,6 +94,8 @@ export interface Placement {
   /** 8-bit weight-only quantization of the two large networks. */
   quantize: { dit?: 8; llama?: 8 };
   vaeTiling: boolean;
+  /** the DiT's activations go back to the device after each section (arena shrinkage) */
+  shrinkDitAfterSection: boolean;
   precision: { dit: Precision; encoders: Precision; vae: Precision };
   /** Why this placement, for the logs. */
   reason: string;
@@ -94,8 +111,8 @@ export interface PlacementInputs {
 
 function parsePolicy(value: string | undefined): PlacementPolicy | 'auto' {
   const v = (value ?? 'auto').trim().toLowerCase() || 'auto';
-  if (v === 'auto' || v === 'high' || v === 'low' || v === 'cpu') return v;
-  throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_PLACEMENT', value, allowed: 'auto, high, low, cpu' });
+  if (v === 'auto' || v === 'high' || v === 'medium' || v === 'low' || v === 'cpu') return v;
+  throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_PLACEMENT', value, allowed: 'auto, high, medium, low, cpu' });
 }
 
 function parseTiling(value: string | undefined): boolean | undefined {
@@ -112,34 +129,27 @@ function parseDeviceId(value: string | undefined): number | undefined {
   return n;
 }
 
-/**
- * The GPUs as CUDA numbers them: nvidia-smi lists every GPU by its physical index, CUDA only those in
- * CUDA_VISIBLE_DEVICES, renumbered from 0 in that order.
- */
-export function cudaVisible(gpus: GpuInfo[], visible: string | undefined): GpuInfo[] {
-  if (visible === undefined) return gpus;
-  const ids = visible.split(',').map((s) => s.trim()).filter(Boolean);
-  if (!ids.every((s) => /^\d+$/.test(s))) return gpus;     // UUID / MIG names: keep nvidia-smi's order
-  return ids.map(Number).map((i) => gpus.find((g) => g.index === i)).filter((g): g is GpuInfo => g !== undefined);
-}
-
 function policyFor(free: number): PlacementPolicy {
-  return free >= HIGH_MIN_FREE_MIB ? 'high' : free >= LOW_MIN_FREE_MIB ? 'low' : 'cpu';
+  return free >= HIGH_MIN_FREE_MIB ? 'high' : free >= MEDIUM_MIN_FREE_MIB ? 'medium' : free >= LOW_MIN_FREE_MIB ? 'low' : 'cpu';
 }
 
-const ALL_RESIDENT: NetworkLifetimes = { encoders: 'resident', dit: 'resident', vae: 'resident' };
-const ONE_LARGE_AT_A_TIME: NetworkLifetimes = { encoders: 'per-request', dit: 'per-request', vae: 'per-request' };
+const LIFETIMES: Record<Exclude<PlacementPolicy, 'cpu'>, NetworkLifetimes> = {
+  high: { encoders: 'resident', dit: 'resident', vae: 'resident' },
+  medium: { encoders: 'per-request', dit: 'resident', vae: 'resident' },
+  low: { encoders: 'per-request', dit: 'per-request', vae: 'per-request' },
+};
 
 function build(policy: PlacementPolicy, ep: ExecutionProvider, deviceId: number, gpu: GpuInfo | undefined, reason: string): Placement {
   if (policy === 'cpu' || ep === 'cpu') {
-    return { policy: 'cpu', ep: 'cpu', deviceId: 0, lifetime: { ...ALL_RESIDENT }, quantize: {}, vaeTiling: false,
-      precision: { dit: 'float32', encoders: 'float32', vae: 'float32' }, reason };
+    return { policy: 'cpu', ep: 'cpu', deviceId: 0, lifetime: { ...LIFETIMES.high }, quantize: {}, vaeTiling: false,
+      precision: { dit: 'float32', encoders: 'float32', vae: 'float32' }, reason, shrinkDitAfterSection: false };
   }
   // WebGPU has no bfloat16 and the DiT gives NaN in float16, so its DiT stays in float32 there.
   const dit: Precision = ep === 'cuda' ? 'bfloat16' : 'float32';
   const low = policy === 'low';
-  return { policy, ep, deviceId, gpu, lifetime: { ...(low ? ONE_LARGE_AT_A_TIME : ALL_RESIDENT) },
-    quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low, precision: { dit, encoders: 'float16', vae: 'float16' }, reason };
+  return { policy, ep, deviceId, gpu, lifetime: { ...LIFETIMES[policy] },
+    quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low || !gpu || gpu.freeMiB < UNTILED_VAE_MIN_FREE_MIB,
+    precision: { dit, encoders: 'float16', vae: 'float16' }, reason, shrinkDitAfterSection: !low };
 }
 
 const mib = (n: number) => `${(n / 1024).toFixed(1)} GiB`;
@@ -194,7 +204,8 @@ async function choosePolicy(inputs: PlacementInputs, env: NodeJS.ProcessEnv): Pr
   if (!gpu) return build('low', ep, deviceId, gpu, `${epWhy}; free memory unknown, so low`);
   const policy = policyFor(gpu.freeMiB);
   const rule = policy === 'high' ? `>= ${mib(HIGH_MIN_FREE_MIB)} free`
-    : policy === 'low' ? `< ${mib(HIGH_MIN_FREE_MIB)} free` : `< ${mib(LOW_MIN_FREE_MIB)} free, too little for the 8-bit DiT`;
+    : policy === 'medium' ? `>= ${mib(MEDIUM_MIN_FREE_MIB)} and < ${mib(HIGH_MIN_FREE_MIB)} free`
+      : policy === 'low' ? `>= ${mib(LOW_MIN_FREE_MIB)} and < ${mib(MEDIUM_MIN_FREE_MIB)} free` : `< ${mib(LOW_MIN_FREE_MIB)} free, too little for the 8-bit DiT`;
   return build(policy, policy === 'cpu' ? 'cpu' : ep, deviceId, gpu, `${where} (${rule}); ${epWhy}`);
 }
 
@@ -203,22 +214,25 @@ export function describePlacement(p: Placement): string {
   const device = p.ep === 'cpu' ? 'cpu' : `${p.ep}:${p.deviceId}`;
   const tiling = p.vaeTiling ? 'VAE tiled' : 'VAE untiled';
   const what = p.policy === 'high' ? `every session resident; ${tiling}`
-    : p.policy === 'low' ? `encoders, DiT, VAE created per request in turn; 8-bit DiT and LLaMA; ${tiling}`
-      : 'float32 on the CPU';
+    : p.policy === 'medium' ? `DiT and VAE resident, encoders created per request; ${tiling}`
+      : p.policy === 'low' ? `encoders, DiT, VAE created per request in turn; 8-bit DiT and LLaMA; ${tiling}`
+        : 'float32 on the CPU';
   return `placement: ${p.policy} on ${device} (${what}; DiT ${p.precision.dit}, encoders ${p.precision.encoders}): ${p.reason}`;
 }
 
 /**
- * The device memory of the sampling stage at other resolutions and windows, estimated from the two
- * measurements at the 640x608 bucket with lws 9 (17,500 image tokens per DiT call, docs/gpu.md): `high`
- * peaked at 48.1 GiB after a DiT forward with every network resident (39.6 GiB before it), `low` at 17.9 GiB
- * with the 8-bit DiT alone (about 13 GiB of it packed weights: 8 bits, block scales and zero points). The
- * part above the fixed memory is taken to grow in proportion to the image tokens (attention is fused, so no
- * activation is quadratic in the sequence). An estimate, not a measurement, for any other size.
+ * The device memory of the sampling stage at other resolutions and windows, estimated from measurements at
+ * the 640x608 bucket with lws 9 (17,500 image tokens per DiT call, docs/gpu.md): `high` peaked at 48.1 GiB
+ * after a DiT forward with every network resident (39.6 GiB before it; 39.5 GiB at READY on the C API), the
+ * bf16 DiT alone at 33.1 GiB (24.5 GiB of it weights), which `medium` takes with the VAE's weights left out,
+ * and `low` at 17.9 GiB with the 8-bit DiT alone (about 13 GiB of it packed weights: 8 bits, block scales and
+ * zero points). The part above the fixed memory is taken to grow in proportion to the image tokens (attention
+ * is fused, so no activation is quadratic in the sequence). An estimate, not a measurement, for any other size.
  */
 const MEASURED_TOKENS = 17_500;
-const SAMPLING_STAGE: Record<'high' | 'low', { fixedGiB: number; peakGiB: number }> = {
+const SAMPLING_STAGE: Record<Exclude<PlacementPolicy, 'cpu'>, { fixedGiB: number; peakGiB: number }> = {
   high: { fixedGiB: 39.6, peakGiB: 48.1 },
+  medium: { fixedGiB: 24.5, peakGiB: 33.1 },
   low: { fixedGiB: 13.0, peakGiB: 17.9 },
 };
 
@@ -253,12 +267,31 @@ export function isGpuOutOfMemory(err: unknown): boolean {
 }
 
 /**
- * The catalogue error for an ORT out-of-memory failure, or the error itself when it is something else.
- * Not fatal: the prediction fails, the server stays ready for the next one.
+ * Failures after which a GPU cannot be trusted for another run: CUDA's sticky errors (they poison the device's
+ * context for the rest of the process: illegal address, launch failure, ECC, device-side assert, 999), a
+ * device that vanished or cannot be reached, and the death of the device's session worker (its sessions are
+ * gone). ONNX Runtime words them "CUDA failure <code>: <text> ; GPU=<n> ; ...".
+ */
+const GPU_LOST = [
+  /CUDA (?:failure|error) (?:3|4|46|100|101|214|700|702|710|71[4-9]|999)\b/i, /illegal memory access/i,
+  /unspecified launch failure/i, /uncorrectable ECC/i, /device-side assert/i, /fallen off the bus/i,
+  /no CUDA-capable device/i, /busy or unavailable/i, /session worker cuda:\d+ (?:exited|failed)/, /was lost: its worker exited/,
+];
+
+export function isGpuLost(err: unknown): boolean {
+  const message = err instanceof Error ? err.message : String(err);
+  return GPU_LOST.some((re) => re.test(message));
+}
+
+/**
+ * The catalogue error for an ORT failure of the GPU itself (out of memory, lost), or the error itself when it
+ * is something else. Neither is fatal: the prediction fails; the server decides whether the GPU keeps serving.
  */
 export function mapOrtError(err: unknown, ep: ExecutionProvider): unknown {
   // the CPU arena reports "Failed to allocate memory" too: that is host memory, not the GPU's
-  if (ep === 'cpu' || err instanceof AppError || !isGpuOutOfMemory(err)) return err;
+  if (ep === 'cpu' || err instanceof AppError) return err;
+  const code = isGpuOutOfMemory(err) ? 'GPU_OUT_OF_MEMORY' : isGpuLost(err) ? 'GPU_LOST' : undefined;
+  if (!code) return err;
   const first = (err instanceof Error ? err.message : String(err)).split('\n')[0].slice(0, 300);
-  return appError('GPU_OUT_OF_MEMORY', { detail: first }, err);
+  return appError(code, { detail: first }, err);
 }

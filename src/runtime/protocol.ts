@@ -20,38 +20,69 @@ export interface CreatePayload {
   intraOpThreads?: number;
   memoryArena?: boolean;
   logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
-  /** inputs with a default: fed with it when a run does not feed them */
+  /** CUDA provider options (ONNX Runtime's string keys), device_id included */
+  cuda?: Record<string, string>;
+  /** inputs with a default: bound to it at creation, and again when unbound (BuiltModel.inputDefaults) */
   inputDefaults?: Record<string, HostTensor>;
+}
+
+/** A tensor kept in the worker (on the session's device) by an earlier run, named by its reference. */
+export interface TensorRef { ref: number }
+export type Feed = HostTensor | TensorRef;
+export const isRef = (f: Feed): f is TensorRef => typeof (f as TensorRef).ref === 'number';
+
+export interface RunRequest {
+  id: number;
+  op: 'run';
+  session: number;
+  /** inputs of this run only; together with the bound ones they must name every input */
+  feeds: Record<string, Feed>;
+  /** compute only these outputs (default: all) */
+  outputs?: string[];
+  /** outputs that stay in the worker, on the device, and come back as references */
+  keep?: string[];
+  /** give the device memory the run's transient tensors used back to the device (arena shrinkage) */
+  shrink?: boolean;
 }
 
 export type Request =
   | { id: number; op: 'create'; payload: CreatePayload }
-  | { id: number; op: 'run'; session: number; feeds: Record<string, HostTensor>; outputs?: string[] }
-  | { id: number; op: 'fix'; session: number; feeds: Record<string, HostTensor> }
+  | RunRequest
+  /** inputs bound until bound again: a device session copies them to the device once, here */
+  | { id: number; op: 'bind'; session: number; feeds: Record<string, Feed> }
+  /** inputs with a default bound to it again: what was bound in its place is freed */
+  | { id: number; op: 'unbind'; session: number; names: string[] }
+  | { id: number; op: 'free'; refs: number[] }
   | { id: number; op: 'release'; session: number };
 
 export interface CreateResult {
   session: number;
-  /** inputs every run must feed */
+  /** inputs a run must feed unless bound */
   inputs: string[];
-  /** inputs with a default */
+  /** inputs with a default, bound to it unless bound to something else */
   optionalInputs: string[];
   outputs: string[];
   prepared: { file: string; status: 'cached' | 'written' }[];
+  /** which runtime drives the session: ONNX Runtime's C API, or onnxruntime-node (WebGPU, or the C API missing) */
+  runtime: 'c-api' | 'onnxruntime-node';
+  /** the CUDA provider's effective options as ONNX Runtime reports them */
+  providerOptions?: string;
 }
-export type RunResult = Record<string, HostTensor>;
+export interface KeptTensor { ref: number; dtype: HostTensor['dtype']; dims: number[] }
+export type RunResult = Record<string, HostTensor | KeptTensor>;
 
-export interface WireError { name: string; message: string; stack?: string }
+export interface WireError { name: string; message: string; stack?: string; code?: string }
 
 export type Response =
-  | { id: number; ok: true; result: CreateResult | RunResult | null }
+  /** ms: time the worker spent on the request (for a run: binding, ONNX Runtime and the copies out) */
+  | { id: number; ok: true; result: CreateResult | RunResult | null; ms: number }
   | { id: number; ok: false; error: WireError };
 
 /** The distinct ArrayBuffers behind `tensors`, for a postMessage transfer list. */
-export function buffersOf(tensors: Record<string, HostTensor>): ArrayBuffer[] {
+export function buffersOf(tensors: Record<string, Feed | KeptTensor>): ArrayBuffer[] {
   const set = new Set<ArrayBuffer>();
   for (const t of Object.values(tensors)) {
-    if (t.data.buffer instanceof ArrayBuffer) set.add(t.data.buffer);
+    if ('data' in t && t.data.buffer instanceof ArrayBuffer) set.add(t.data.buffer);
   }
   return [...set];
 }

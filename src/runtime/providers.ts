@@ -13,6 +13,7 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
+import { appError } from '../errors.js';
 import type { ExecutionProvider } from './protocol.js';
 
 export const CUDA_PROVIDER_LIB = 'libonnxruntime_providers_cuda.so';
@@ -65,4 +66,43 @@ export type ProviderRequest = ExecutionProvider | 'auto';
 export function parseProviderRequest(value: string | undefined): ProviderRequest | null {
   const v = (value ?? 'auto').trim().toLowerCase() || 'auto';
   return v === 'auto' || v === 'cpu' || v === 'cuda' || v === 'webgpu' ? v : null;
+}
+
+export type CudaNetwork = 'default' | 'dit' | 'vae' | 'encoders';
+
+/**
+ * The CUDA provider's options per network (ONNX Runtime's string keys), chosen by measurement
+ * (docs/gpu.md):
+ *   arena_extend_strategy kSameAsRequested  the arena grows by what a run asks for, not to the next power of two
+ *                                           (which left GiBs unused), and arena shrinkage can give it back;
+ *   use_tf32 0                              float32 matrix products in float32, as PyTorch does by default: the
+ *                                           float32 graphs reach the fixtures' 1e-4 on CUDA; the half-precision
+ *                                           graphs have only small float32 islands, so this costs nothing there;
+ *   cudnn_conv_algo_search HEURISTIC        cuDNN's heuristic picks a convolution algorithm in milliseconds; the
+ *                                           exhaustive search (ONNX Runtime's default) took 0.5-1.2 s per new
+ *                                           input shape and sizes its workspaces from the free device memory.
+ * FRAMEPACK_CUDA_OPTIONS overrides them: "key=value;..." for every network, "vae:key=value" for one
+ * (networks: dit, vae, encoders, default).
+ */
+export function cudaProviderOptions(network: CudaNetwork, env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const options: Record<string, string> = {
+    arena_extend_strategy: 'kSameAsRequested',
+    use_tf32: '0',
+    cudnn_conv_algo_search: 'HEURISTIC',
+  };
+  for (const [scope, key, value] of parseCudaOverrides(env.FRAMEPACK_CUDA_OPTIONS)) {
+    if (scope === null || scope === network) options[key] = value;
+  }
+  return options;
+}
+
+/** "key=value;vae:key=value" -> [scope, key, value]; malformed entries are a RUNTIME_SETTING_INVALID error. */
+export function parseCudaOverrides(value: string | undefined): Array<[string | null, string, string]> {
+  const out: Array<[string | null, string, string]> = [];
+  for (const entry of (value ?? '').split(/[;,]/).map((s) => s.trim()).filter(Boolean)) {
+    const m = /^(?:(default|dit|vae|encoders):)?([a-z0-9_]+)=(.+)$/.exec(entry);
+    if (!m) throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_CUDA_OPTIONS', value, allowed: '"key=value;network:key=value" (networks: dit, vae, encoders, default)' });
+    out.push([m[1] ?? null, m[2], m[3]]);
+  }
+  return out;
 }

@@ -22,7 +22,13 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { BuiltModel } from '../onnx/graph.js';
 import type { HostTensor } from '../onnx/safetensors.js';
-import { buffersOf, type CreatePayload, type CreateResult, type ExecutionProvider, type Request, type Response, type RunResult } from './protocol.js';
+import { appError } from '../errors.js';
+import {
+  buffersOf, type CreatePayload, type CreateResult, type ExecutionProvider, type Feed, type KeptTensor, type Request, type Response,
+  type RunResult,
+} from './protocol.js';
+
+import { cudaProviderOptions } from './providers.js';
 
 export type { ExecutionProvider } from './protocol.js';
 
@@ -41,6 +47,11 @@ export interface SessionOptions {
    * block per shape. Costs a little speed; default true.
    */
   memoryArena?: boolean;
+  /**
+   * CUDA only: the provider's options (ONNX Runtime's string keys; device_id is added). Default:
+   * cudaProviderOptions('default') of providers.ts.
+   */
+  cuda?: Record<string, string>;
 }
 
 export interface RunOptions {
@@ -49,10 +60,21 @@ export interface RunOptions {
   transfer?: boolean;
   /** compute only these outputs */
   outputs?: string[];
+  /**
+   * Give the memory of the run's transient tensors back to the device after it (ONNX Runtime's arena
+   * shrinkage): for the last run of a stage whose peak is not needed again soon.
+   */
+  shrink?: boolean;
 }
+
+/** Host tensors, or tensors an earlier run kept on the device of the same worker. */
+export type Feeds = Record<string, HostTensor | DeviceTensor>;
+export type Outputs<K extends string = never> = Record<string, HostTensor> & { [P in K]: DeviceTensor };
 
 export class SessionError extends Error {
   override name = 'SessionError';
+  /** the catalogue code of the worker's error (src/errors.ts), when it had one */
+  code?: string;
 }
 
 function abortError(signal: AbortSignal): Error {
@@ -83,8 +105,13 @@ class DeviceWorker {
 
   constructor(readonly key: string) {}
 
-  request<T>(make: (id: number) => Request, transfer: ArrayBuffer[] = [], signal?: AbortSignal): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
+  async request<T>(make: (id: number) => Request, transfer: ArrayBuffer[] = [], signal?: AbortSignal): Promise<T> {
+    return (await this.timedRequest<T>(make, transfer, signal)).result;
+  }
+
+  /** A request and the time the worker spent on it. */
+  timedRequest<T>(make: (id: number) => Request, transfer: ArrayBuffer[] = [], signal?: AbortSignal): Promise<{ result: T; ms: number }> {
+    return new Promise((resolve, reject) => {
       if (signal?.aborted) return reject(abortError(signal));
       const p: Pending = { req: make(this.nextId++), transfer, resolve, reject, signal, settled: false };
       if (signal) {
@@ -103,7 +130,7 @@ class DeviceWorker {
   }
 
   private start(): Worker {
-    const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: { nice: workerNice() } });
+    const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: { nice: workerNice(), runtime: ortRuntime() } });
     w.on('message', (msg: Response) => this.onMessage(msg));
     w.on('error', (err) => { if (this.worker === w) this.fail(err); });
     w.on('exit', (code) => { if (this.worker === w) this.fail(new SessionError(`session worker ${this.key} exited with code ${code}`)); });
@@ -133,11 +160,17 @@ class DeviceWorker {
 
   private settle(p: Pending, msg: Response): void {
     if (p.signal && p.onAbort) p.signal.removeEventListener('abort', p.onAbort);
-    if (p.settled) return;
+    if (p.settled) {
+      // a cancelled run that finished anyway: nobody holds the tensors it kept on the device
+      const refs = msg.ok && p.req.op === 'run' ? Object.values((msg.result ?? {}) as RunResult).flatMap((v) => ('ref' in v ? [v.ref] : [])) : [];
+      if (refs.length) this.request((id) => ({ id, op: 'free', refs })).catch(() => {});
+      return;
+    }
     p.settled = true;
-    if (msg.ok) p.resolve(msg.result);
+    if (msg.ok) p.resolve({ result: msg.result, ms: msg.ms });
     else {
       const e = new SessionError(msg.error.message);
+      if (msg.error.code) e.code = msg.error.code;
       if (msg.error.stack) e.stack = `SessionError: ${msg.error.message}\n    (in session worker)\n${msg.error.stack.split('\n').slice(1).join('\n')}`;
       p.reject(e);
     }
@@ -177,10 +210,24 @@ class DeviceWorker {
   }
 }
 
+// CUDA numbers devices fastest first by default, nvidia-smi (and so vram.ts's sizing of each card) by PCI
+// bus: on a host of unlike GPUs the two orders differ. Set before any session worker starts CUDA.
+process.env.CUDA_DEVICE_ORDER ??= 'PCI_BUS_ID';
+
 /** Niceness of session workers relative to the main thread: FRAMEPACK_WORKER_NICE, default 10 (0 = off). */
 function workerNice(): number {
   const v = Number(process.env.FRAMEPACK_WORKER_NICE ?? 10);
   return Number.isInteger(v) && v >= 0 && v <= 19 ? v : 10;
+}
+
+/**
+ * Which runtime drives CPU sessions: FRAMEPACK_ORT_RUNTIME=auto (default: ONNX Runtime's C API, onnxruntime-node
+ * where the C API cannot be loaded), c-api, or onnxruntime-node. CUDA sessions always need the C API.
+ */
+function ortRuntime(): 'auto' | 'c-api' | 'onnxruntime-node' {
+  const v = (process.env.FRAMEPACK_ORT_RUNTIME ?? 'auto').trim().toLowerCase() || 'auto';
+  if (v === 'auto' || v === 'c-api' || v === 'onnxruntime-node') return v;
+  throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_ORT_RUNTIME', value: v, allowed: 'auto, c-api, onnxruntime-node' });
 }
 
 const workers = new Map<string, DeviceWorker>();
@@ -207,8 +254,42 @@ export async function terminateWorkers({ graceMs = 0 }: { graceMs?: number } = {
   workers.clear();
 }
 
+/**
+ * A tensor a run kept on its session's device (`run(..., { keep })`). It can be fed to any session of the same
+ * device without crossing to the host; `release()` frees it (a binding that took it keeps its own reference
+ * until bound again).
+ */
+export class DeviceTensor {
+  private released = false;
+  constructor(
+    private readonly worker: DeviceWorker,
+    private readonly generation: number,
+    readonly ref: number,
+    readonly dtype: HostTensor['dtype'],
+    readonly dims: number[],
+    readonly name: string,
+  ) {}
+
+  /** The reference the worker knows it by; refuses a released tensor or one from another device. */
+  feed(worker: DeviceWorker): Feed {
+    if (this.released || worker !== this.worker || this.worker.generation !== this.generation) {
+      throw appError('DEVICE_TENSOR_RELEASED', { ref: this.ref, what: this.name });
+    }
+    return { ref: this.ref };
+  }
+
+  async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
+    if (this.worker.generation !== this.generation) return;
+    await this.worker.request((id) => ({ id, op: 'free', refs: [this.ref] }));
+  }
+}
+
 export class Session {
   private released = false;
+  /** milliseconds the worker spent on this session's runs (ONNX Runtime and the copies in and out) */
+  busyMs = 0;
 
   /** Use Session.create; the constructor only wraps a session that already exists in a worker. */
   constructor(
@@ -216,13 +297,16 @@ export class Session {
     private readonly id: number,
     private readonly generation: number,
     readonly name: string,
-    /** inputs every run must feed */
+    /** inputs a run must feed unless they are bound */
     readonly inputs: string[],
-    /** inputs with a default in the model, fed only when wanted (the DiT's LoRA weights) */
+    /** inputs with a default in the model (BuiltModel.inputDefaults), bound to it unless bound otherwise */
     readonly optionalInputs: string[],
     readonly outputs: string[],
     /** quantized weight files this session uses, and whether creating it wrote them */
     readonly prepared: CreateResult['prepared'],
+    /** the runtime driving it and, on CUDA, the provider's effective options */
+    readonly runtime: CreateResult['runtime'],
+    readonly providerOptions?: string,
   ) {}
 
   static async create(model: BuiltModel, opts: SessionOptions): Promise<Session> {
@@ -240,33 +324,60 @@ export class Session {
       bytes: model.bytes, externalFolder: model.externalFolder, name: model.name, config,
       prepare: model.prepare ?? [], ep: opts.ep, deviceId,
       intraOpThreads: opts.threads, logSeverityLevel: opts.logSeverityLevel, memoryArena: opts.memoryArena,
-      inputDefaults: model.inputDefaults ?? {},
+      ...(opts.ep === 'cuda' ? { cuda: { ...(opts.cuda ?? cudaProviderOptions('default')), device_id: String(deviceId) } } : {}),
+      ...(model.inputDefaults ? { inputDefaults: model.inputDefaults } : {}),
     };
     const w = workerFor(opts.ep, deviceId);
     try {
       const r = await w.request<CreateResult>((id) => ({ id, op: 'create', payload }));
-      return new Session(w, r.session, w.generation, model.name, r.inputs, r.optionalInputs, r.outputs, r.prepared);
+      return new Session(w, r.session, w.generation, model.name, r.inputs, r.optionalInputs, r.outputs, r.prepared, r.runtime,
+        r.providerOptions);
     } catch (e) {
-      throw new SessionError(`cannot create session "${model.name}" on ${opts.ep}: ${(e as Error).message}`);
+      const err = new SessionError(`cannot create session "${model.name}" on ${opts.ep}: ${(e as Error).message}`);
+      err.code = (e as SessionError).code;
+      throw err;
     }
   }
 
-  async run(feeds: Record<string, HostTensor>, opts: RunOptions = {}): Promise<Record<string, HostTensor>> {
+  /**
+   * Binds inputs for every later run until they are bound again: a device session copies host tensors to the
+   * device here, once, instead of on every run. A run's own feeds take precedence.
+   */
+  async bind(feeds: Feeds, opts: { signal?: AbortSignal } = {}): Promise<void> {
     this.check();
-    const transfer = opts.transfer ? buffersOf(feeds) : [];
-    return this.worker.request<RunResult>(
-      (id) => ({ id, op: 'run', session: this.id, feeds, ...(opts.outputs ? { outputs: opts.outputs } : {}) }),
-      transfer, opts.signal,
-    );
+    await this.worker.request((id) => ({ id, op: 'bind', session: this.id, feeds: this.wire(feeds) }), [], opts.signal);
   }
 
   /**
-   * Values for optional inputs that every later run gets (a run's own feeds win), replacing earlier ones; {}
-   * returns to the defaults. They cross to the worker once, not with every run: weights bound for a request.
+   * Binds optional inputs (default: all of them) to their defaults again; what was bound to them is freed (on
+   * a device session, its device copy).
    */
-  async setFixedFeeds(feeds: Record<string, HostTensor>): Promise<void> {
+  async unbind(names: string[] = this.optionalInputs, opts: { signal?: AbortSignal } = {}): Promise<void> {
     this.check();
-    await this.worker.request((id) => ({ id, op: 'fix', session: this.id, feeds }));
+    if (!names.length) return;
+    await this.worker.request((id) => ({ id, op: 'unbind', session: this.id, names }), [], opts.signal);
+  }
+
+  /** Runs on `feeds` plus the bound inputs; outputs named in `keep` stay on the device as DeviceTensors. */
+  run(feeds: Feeds, opts?: RunOptions): Promise<Outputs>;
+  run<K extends string>(feeds: Feeds, opts: RunOptions & { keep: readonly K[] }): Promise<Outputs<K>>;
+  async run(feeds: Feeds, opts: RunOptions & { keep?: readonly string[] } = {}): Promise<Outputs<string>> {
+    this.check();
+    const wire = this.wire(feeds);
+    const transfer = opts.transfer ? buffersOf(wire) : [];
+    const { result, ms } = await this.worker.timedRequest<RunResult>(
+      (id) => ({
+        id, op: 'run', session: this.id, feeds: wire, ...(opts.outputs ? { outputs: opts.outputs } : {}),
+        ...(opts.keep?.length ? { keep: [...opts.keep] } : {}), ...(opts.shrink ? { shrink: true } : {}),
+      }),
+      transfer, opts.signal,
+    );
+    this.busyMs += ms;
+    const out: Record<string, HostTensor | DeviceTensor> = {};
+    for (const [name, v] of Object.entries(result)) {
+      out[name] = 'ref' in v ? new DeviceTensor(this.worker, this.generation, (v as KeptTensor).ref, v.dtype, v.dims, `${this.name}:${name}`) : v;
+    }
+    return out as Outputs<string>;
   }
 
   /** Frees the session (weights, arena, mapped files). Idempotent. */
@@ -275,6 +386,12 @@ export class Session {
     this.released = true;
     if (this.worker.generation !== this.generation) return;
     await this.worker.request((id) => ({ id, op: 'release', session: this.id }));
+  }
+
+  private wire(feeds: Feeds): Record<string, Feed> {
+    const out: Record<string, Feed> = {};
+    for (const [name, f] of Object.entries(feeds)) out[name] = f instanceof DeviceTensor ? f.feed(this.worker) : f;
+    return out;
   }
 
   private check(): void {

@@ -1,19 +1,33 @@
 /**
- * A session worker: owns the ONNX Runtime sessions of one device. `InferenceSession.create` and `run` are
- * synchronous native calls, so they run here and never on the main thread's event loop.
- * Requests arrive one at a time (see protocol.ts); each gets exactly one response.
+ * A session worker: owns the ONNX Runtime sessions of one device, and the tensors runs kept on that device.
+ * Creating and running sessions are blocking native calls, so they happen here and never on the main
+ * thread's event loop. Requests arrive one at a time (see protocol.ts); each gets exactly one response.
+ *
+ * Sessions run on ONNX Runtime's C API (ort-api.ts) with one IO binding each: inputs stay bound until bound
+ * again (`bind` copies them to the device once), outputs go to the host unless the run keeps them on the
+ * device, where a later run of any session of this worker can take them as inputs without a copy. WebGPU
+ * sessions, and CPU sessions where the C API cannot be loaded (or FRAMEPACK_ORT_RUNTIME=onnxruntime-node),
+ * run on onnxruntime-node behind the same interface; their "kept" tensors live in host memory.
+ *
+ * Inputs with a default (CreatePayload.inputDefaults: the DiT's LoRA weights) are bound to it when the session
+ * is created, so runs need not feed them; `unbind` binds the default again, which frees what was bound instead.
  */
 import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
+import { appError, AppError } from '../errors.js';
 import { prepareQuantized } from '../onnx/quantize.js';
 import type { HostDType, HostTensor } from '../onnx/safetensors.js';
-import { buffersOf, nest, type CreatePayload, type CreateResult, type Request, type Response } from './protocol.js';
+import * as capi from './ort-api.js';
+import {
+  buffersOf, isRef, nest, type CreatePayload, type CreateResult, type Feed, type KeptTensor, type Request, type Response,
+  type RunRequest, type RunResult,
+} from './protocol.js';
 
 // On Linux a priority set with pid 0 applies to the calling thread only (and to threads it starts later,
 // ONNX Runtime's pool included): the main thread's event loop then wins the CPU whenever both want it, so
 // health checks and cancels are answered promptly even while inference saturates every core.
-const nice = (workerData as { nice?: number } | undefined)?.nice ?? 0;
+const { nice = 0, runtime = 'auto' } = (workerData ?? {}) as { nice?: number; runtime?: 'auto' | 'c-api' | 'onnxruntime-node' };
 if (nice) {
   try {
     setPriority(0, nice);
@@ -22,24 +36,203 @@ if (nice) {
   }
 }
 
-interface Held {
-  session: ort.InferenceSession;
-  required: string[];
-  optional: string[];
-  /** what a run gets for the optional inputs it does not feed: the defaults, then the fixed feeds over them */
-  preset: Record<string, ort.Tensor>;
-  defaults: Record<string, ort.Tensor>;
+/** A tensor a run kept: a native OrtValue on the session's device, or an onnxruntime-node tensor. */
+type Kept = { native: capi.Tensor } | { node: ort.Tensor };
+
+interface WorkerSession {
+  readonly inputs: string[];
+  readonly outputs: string[];
+  /** inputs bound by `bind` (until a run's own feed or another bind replaces them) */
+  readonly bound: Set<string>;
+  /** inputs with a default, and that default */
+  readonly defaults: Record<string, HostTensor>;
+  bind(feeds: Record<string, Feed>): void;
+  run(req: RunRequest): RunResult | Promise<RunResult>;
+  release(): void;
 }
 
-const sessions = new Map<number, Held>();
+const sessions = new Map<number, WorkerSession>();
+const kept = new Map<number, Kept>();
 let nextSession = 1;
+let nextRef = 1;
 
+function keep(k: Kept, dtype: HostDType, dims: number[]): KeptTensor {
+  const ref = nextRef++;
+  kept.set(ref, k);
+  return { ref, dtype, dims };
+}
 
-function providers(p: CreatePayload): ort.InferenceSession.ExecutionProviderConfig[] {
-  switch (p.ep) {
-    case 'cpu': return ['cpu'];
-    case 'cuda': return [{ name: 'cuda', deviceId: p.deviceId }];
-    case 'webgpu': return ['webgpu'];
+function keptTensor(ref: number, name: string): Kept {
+  const k = kept.get(ref);
+  if (!k) throw appError('DEVICE_TENSOR_RELEASED', { ref, what: `input "${name}"` });
+  return k;
+}
+
+function freeKept(ref: number): void {
+  const k = kept.get(ref);
+  kept.delete(ref);
+  if (k && 'native' in k) k.native.release();
+  else k?.node.dispose();
+}
+
+/** A session on ONNX Runtime's C API, with its IO binding. */
+class NativeSession implements WorkerSession {
+  private readonly options: capi.SessionOptions;
+  private readonly session: capi.Session;
+  private binding: capi.IoBinding;
+  readonly bound = new Set<string>();
+  private readonly host = capi.MemoryInfo.cpu();
+  private readonly device: capi.MemoryInfo;
+  /** host data a bound input may still read (CPU sessions, CPU-placed inputs): kept until bound again */
+  private readonly held = new Map<string, HostTensor['data']>();
+  /** the arena a run's `shrink` empties: the device's, or the CPU's when it has one (none without memoryArena) */
+  private readonly arena: string | null;
+  readonly providerOptions?: string;
+
+  constructor(p: CreatePayload, config: Record<string, string>, readonly defaults: Record<string, HostTensor>) {
+    const handles: { release(): void }[] = [this.host];
+    try {
+      this.device = p.cuda ? capi.MemoryInfo.cuda(p.deviceId) : this.host;
+      if (p.cuda) handles.push(this.device);
+      this.options = capi.SessionOptions.create({ config, intraOpThreads: p.intraOpThreads, logSeverityLevel: p.logSeverityLevel, memoryArena: p.memoryArena, cuda: p.cuda });
+      handles.push(this.options);
+      this.session = capi.Session.create(p.bytes, this.options);
+      handles.push(this.session);
+      this.binding = capi.IoBinding.create(this.session);
+    } catch (e) {
+      for (const h of handles.reverse()) h.release();
+      throw e;
+    }
+    this.arena = p.cuda ? `gpu:${p.deviceId}` : p.memoryArena === false ? null : 'cpu:0';
+    if (p.cuda) {
+      const o = capi.CudaProviderOptions.create(p.cuda);
+      try { this.providerOptions = o.describe(); } finally { o.release(); }
+    }
+  }
+
+  get inputs() { return this.session.inputs; }
+  get outputs() { return this.session.outputs; }
+
+  bind(feeds: Record<string, Feed>): void {
+    try {
+      this.bindAll(feeds);
+    } catch (e) {
+      // ONNX Runtime leaves a binding whose BindInput failed inconsistent: start a fresh one, only defaults bound
+      this.binding.release();
+      this.binding = capi.IoBinding.create(this.session);
+      this.held.clear();
+      this.bound.clear();
+      this.bindAll(this.defaults);
+      for (const n of Object.keys(this.defaults)) this.bound.add(n);
+      throw e;
+    }
+  }
+
+  private bindAll(feeds: Record<string, Feed>): void {
+    let copies = false;
+    for (const [name, f] of Object.entries(feeds)) {
+      if (isRef(f)) {
+        const k = keptTensor(f.ref, name);
+        if (!('native' in k)) throw appError('DEVICE_TENSOR_RELEASED', { ref: f.ref, what: `input "${name}"` });
+        this.binding.bindInput(name, k.native);
+        this.held.delete(name);
+        continue;
+      }
+      const t = capi.Tensor.wrap(f, this.host, `input "${name}"`);
+      try {
+        this.binding.bindInput(name, t);
+      } finally {
+        t.release(); // the binding holds its own reference (or its device copy)
+      }
+      this.held.set(name, f.data);
+      copies = true;
+    }
+    if (copies && this.device !== this.host) this.binding.synchronizeInputs();
+  }
+
+  run(req: RunRequest): RunResult {
+    this.bind(req.feeds);
+    const wanted = req.outputs ?? this.outputs;
+    const onDevice = new Set(req.keep ?? []);
+    this.binding.clearOutputs();
+    for (const name of wanted) this.binding.bindOutput(name, onDevice.has(name) ? this.device : this.host);
+    const ro = req.shrink && this.arena ? capi.RunOptions.create({ 'memory.enable_memory_arena_shrinkage': this.arena }) : null;
+    let values: capi.Tensor[];
+    try {
+      values = this.binding.run(ro);
+    } finally {
+      ro?.release();
+    }
+    const out: RunResult = {};
+    for (const [i, name] of wanted.entries()) {
+      const v = values[i];
+      if (onDevice.has(name)) out[name] = keep({ native: v }, v.dtype, v.dims);
+      else {
+        try { out[name] = v.toHost(); } finally { v.release(); }
+      }
+    }
+    return out;
+  }
+
+  release(): void {
+    this.held.clear();
+    this.binding.release();
+    this.session.release();
+    this.options.release();
+    if (this.device !== this.host) this.device.release();
+    this.host.release();
+  }
+}
+
+/** A session on onnxruntime-node (WebGPU, or the CPU where the C API is not used). */
+class NodeSession implements WorkerSession {
+  private readonly values = new Map<string, ort.Tensor>();
+  readonly bound = new Set<string>();
+  private constructor(private readonly s: ort.InferenceSession, readonly defaults: Record<string, HostTensor>) {}
+
+  static async create(p: CreatePayload, config: Record<string, string>, defaults: Record<string, HostTensor>): Promise<NodeSession> {
+    const session = await ort.InferenceSession.create(p.bytes, {
+      executionProviders: p.ep === 'webgpu' ? ['webgpu'] : ['cpu'],
+      graphOptimizationLevel: 'all',
+      ...(p.intraOpThreads ? { intraOpNumThreads: p.intraOpThreads } : {}),
+      ...(p.memoryArena === false ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
+      ...(p.logSeverityLevel !== undefined ? { logSeverityLevel: p.logSeverityLevel } : {}),
+      extra: nest(config),
+    });
+    return new NodeSession(session, defaults);
+  }
+
+  get inputs() { return [...this.s.inputNames]; }
+  get outputs() { return [...this.s.outputNames]; }
+
+  private tensor(name: string, f: Feed): ort.Tensor {
+    if (!isRef(f)) return toOrt(name, f);
+    const k = keptTensor(f.ref, name);
+    if (!('node' in k)) throw appError('DEVICE_TENSOR_RELEASED', { ref: f.ref, what: `input "${name}"` });
+    return k.node;
+  }
+
+  bind(feeds: Record<string, Feed>): void {
+    for (const [name, f] of Object.entries(feeds)) this.values.set(name, this.tensor(name, f));
+  }
+
+  async run(req: RunRequest): Promise<RunResult> {
+    const feeds: Record<string, ort.Tensor> = Object.fromEntries([...this.values].filter(([n]) => this.bound.has(n)));
+    for (const [name, f] of Object.entries(req.feeds)) feeds[name] = this.tensor(name, f);
+    const res = req.outputs ? await this.s.run(feeds, req.outputs) : await this.s.run(feeds);
+    const onDevice = new Set(req.keep ?? []);
+    const out: RunResult = {};
+    for (const [k, v] of Object.entries(res)) {
+      if (onDevice.has(k)) { out[k] = keep({ node: v }, v.type as HostDType, [...v.dims]); continue; }
+      out[k] = fromOrt(v);
+      v.dispose();
+    }
+    return out;
+  }
+
+  release(): void {
+    this.values.clear();
+    void this.s.release();
   }
 }
 
@@ -48,26 +241,69 @@ async function create(p: CreatePayload): Promise<CreateResult> {
   for (const job of p.prepare) prepared.push({ file: job.file, status: await prepareQuantized(job) });
   const config = { ...p.config };
   if (p.externalFolder) config['session.model_external_initializers_file_folder_path'] = p.externalFolder;
-  const session = await ort.InferenceSession.create(p.bytes, {
-    executionProviders: providers(p),
-    graphOptimizationLevel: 'all',
-    ...(p.intraOpThreads ? { intraOpNumThreads: p.intraOpThreads } : {}),
-    ...(p.memoryArena === false ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
-    ...(p.logSeverityLevel !== undefined ? { logSeverityLevel: p.logSeverityLevel } : {}),
-    extra: nest(config),
-  });
+  const defaults = p.inputDefaults ?? {};
+  let s: NativeSession | NodeSession;
+  if (p.ep === 'webgpu' || (p.ep === 'cpu' && runtime === 'onnxruntime-node')) s = await NodeSession.create(p, config, defaults);
+  else {
+    const status = capi.bindingStatus();
+    if (status.ok) s = new NativeSession(p, config, defaults);
+    else if (p.ep === 'cpu' && runtime !== 'c-api') s = await NodeSession.create(p, config, defaults);
+    else throw appError('ORT_BINDING_UNAVAILABLE', { detail: status.reason });
+  }
+  try {
+    bindDefaults(s, Object.keys(defaults));
+  } catch (e) {
+    s.release();
+    throw e;
+  }
   const id = nextSession++;
-  const defaults: Record<string, ort.Tensor> = {};
-  for (const [name, t] of Object.entries(p.inputDefaults ?? {})) defaults[name] = toOrt(name, t);
-  const optional = Object.keys(defaults);
-  const required = session.inputNames.filter((n) => !(n in defaults));
-  sessions.set(id, { session, required, optional, defaults, preset: defaults });
-  return { session: id, inputs: required, optionalInputs: optional, outputs: [...session.outputNames], prepared };
+  sessions.set(id, s);
+  return {
+    session: id, inputs: s.inputs.filter((n) => !(n in defaults)), optionalInputs: Object.keys(defaults), outputs: s.outputs, prepared,
+    runtime: s instanceof NativeSession ? 'c-api' : 'onnxruntime-node',
+    ...(s instanceof NativeSession && s.providerOptions ? { providerOptions: s.providerOptions } : {}),
+  };
+}
+
+function sessionOf(id: number): WorkerSession {
+  const s = sessions.get(id);
+  if (!s) throw new Error(`session ${id} was released`);
+  return s;
+}
+
+/** Binds the inputs `names` to their defaults, replacing (and so freeing) what was bound to them. */
+function bindDefaults(s: WorkerSession, names: string[]): void {
+  const missing = names.filter((n) => !(n in s.defaults));
+  if (missing.length) throw new Error(`inputs without a default: ${missing.join(', ')}`);
+  if (!names.length) return;
+  s.bind(Object.fromEntries(names.map((n) => [n, s.defaults[n]])));
+  for (const n of names) s.bound.add(n);
+}
+
+/** Every input must come from this run's feeds or from an earlier bind; no feed may name an unknown input. */
+function checkFeeds(s: WorkerSession, bound: Set<string>, feeds: Record<string, Feed>): void {
+  const missing = s.inputs.filter((n) => !(n in feeds) && !bound.has(n));
+  if (missing.length) throw new Error(`missing inputs: ${missing.join(', ')} (the model takes ${s.inputs.join(', ')})`);
+  const extra = Object.keys(feeds).filter((n) => !s.inputs.includes(n));
+  if (extra.length) throw new Error(`unknown inputs: ${extra.join(', ')} (the model takes ${s.inputs.join(', ')})`);
+}
+
+async function run(req: RunRequest): Promise<RunResult> {
+  const s = sessionOf(req.session);
+  checkFeeds(s, s.bound, req.feeds);
+  const unknown = (req.outputs ?? []).filter((n) => !s.outputs.includes(n));
+  if (unknown.length) throw new Error(`unknown outputs: ${unknown.join(', ')} (the model gives ${s.outputs.join(', ')})`);
+  const wanted = req.outputs ?? s.outputs;
+  const notComputed = (req.keep ?? []).filter((n) => !wanted.includes(n));
+  if (notComputed.length) throw new Error(`cannot keep ${notComputed.join(', ')}: not among the computed outputs (${wanted.join(', ')})`);
+  // a run's own feeds replace earlier bound values of the same name for good
+  for (const n of Object.keys(req.feeds)) s.bound.delete(n);
+  return s.run(req);
 }
 
 function toOrt(name: string, t: HostTensor): ort.Tensor {
   const n = t.dims.reduce((a, b) => a * b, 1);
-  if (t.data.length !== n) throw new Error(`input "${name}": ${t.data.length} values for dims [${t.dims.join(', ')}]`);
+  if (t.data.length !== n) throw appError('ORT_TENSOR_INVALID', { name: `input "${name}"`, detail: `${t.data.length} values for dims [${t.dims.join(', ')}]` });
   return new ort.Tensor(t.dtype, t.data as any, t.dims);
 }
 
@@ -81,54 +317,32 @@ function fromOrt(t: ort.Tensor): HostTensor {
   return { dtype: dtype as HostDType, dims: [...t.dims], data: own as HostTensor['data'] };
 }
 
-function held(id: number): Held {
-  const h = sessions.get(id);
-  if (!h) throw new Error(`session ${id} was released`);
-  return h;
-}
-
-function checkNames(h: Held, names: string[]): void {
-  const extra = names.filter((n) => !h.required.includes(n) && !h.optional.includes(n));
-  if (extra.length) throw new Error(`unknown inputs: ${extra.join(', ')} (the model takes ${[...h.required, ...h.optional].join(', ')})`);
-}
-
-async function run(id: number, feeds: Record<string, HostTensor>, wanted?: string[]) {
-  const h = held(id);
-  const missing = h.required.filter((n) => !(n in feeds));
-  if (missing.length) throw new Error(`missing inputs: ${missing.join(', ')} (the model takes ${h.required.join(', ')})`);
-  checkNames(h, Object.keys(feeds));
-  const ortFeeds: Record<string, ort.Tensor> = { ...h.preset };
-  for (const [k, v] of Object.entries(feeds)) ortFeeds[k] = toOrt(k, v);
-  const s = h.session;
-  const res = wanted ? await s.run(ortFeeds, wanted) : await s.run(ortFeeds);
-  const out: Record<string, HostTensor> = {};
-  for (const [k, v] of Object.entries(res)) {
-    out[k] = fromOrt(v);
-    v.dispose();
-  }
-  return out;
-}
-
 async function handle(req: Request): Promise<{ result: any; transfer: ArrayBuffer[] }> {
   switch (req.op) {
     case 'create': return { result: await create(req.payload), transfer: [] };
     case 'run': {
-      const out = await run(req.session, req.feeds, req.outputs);
+      const out = await run(req);
       return { result: out, transfer: buffersOf(out) };
     }
-    case 'fix': {
-      const h = held(req.session);
-      const notOptional = Object.keys(req.feeds).filter((n) => !h.optional.includes(n));
-      if (notOptional.length) throw new Error(`not optional inputs: ${notOptional.join(', ')} (optional: ${h.optional.join(', ') || 'none'})`);
-      const preset = { ...h.defaults };
-      for (const [k, v] of Object.entries(req.feeds)) preset[k] = toOrt(k, v);
-      h.preset = preset;
+    case 'bind': {
+      const s = sessionOf(req.session);
+      checkFeeds(s, new Set(s.inputs), req.feeds); // unknown names only: a bind may cover any subset
+      s.bind(req.feeds);
+      for (const n of Object.keys(req.feeds)) s.bound.add(n);
+      return { result: null, transfer: [] };
+    }
+    case 'unbind': {
+      bindDefaults(sessionOf(req.session), req.names);
+      return { result: null, transfer: [] };
+    }
+    case 'free': {
+      for (const ref of req.refs) freeKept(ref);
       return { result: null, transfer: [] };
     }
     case 'release': {
-      const h = sessions.get(req.session);
+      const s = sessions.get(req.session);
       sessions.delete(req.session);
-      await h?.session.release();
+      s?.release();
       return { result: null, transfer: [] };
     }
   }
@@ -137,13 +351,14 @@ async function handle(req: Request): Promise<{ result: any; transfer: ArrayBuffe
 parentPort!.on('message', async (req: Request) => {
   let msg: Response;
   let transfer: ArrayBuffer[] = [];
+  const t0 = performance.now();
   try {
     const r = await handle(req);
-    msg = { id: req.id, ok: true, result: r.result };
+    msg = { id: req.id, ok: true, result: r.result, ms: performance.now() - t0 };
     transfer = r.transfer;
   } catch (e) {
     const err = e instanceof Error ? e : new Error(String(e));
-    msg = { id: req.id, ok: false, error: { name: err.name, message: err.message, stack: err.stack } };
+    msg = { id: req.id, ok: false, error: { name: err.name, message: err.message, stack: err.stack, code: (err as AppError).code } };
   }
   parentPort!.postMessage(msg, transfer);
 });

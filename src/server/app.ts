@@ -83,7 +83,7 @@ export class CogServer {
     this.opts.logger.info({ code }, 'shutting down');
     await this.runner.drain(opts);
     await this.app.close().catch((err) => this.opts.logger.warn({ err }, 'close failed'));
-    await this.runner.predictor?.dispose?.().catch((err) => this.opts.logger.warn({ err }, 'predictor dispose failed'));
+    await this.runner.pool.dispose();
     this.resolveExit(code);
   }
 }

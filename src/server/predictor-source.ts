@@ -28,9 +28,9 @@ async function loadModule(specifier: string, name: string, options: PredictorOpt
 export function predictorSource(module: string | undefined, options: PredictorOptions): PredictorSource {
   if (module === undefined) {
     const url = new URL('../framepack/predictor.js', import.meta.url).href;
-    return { name: 'framepack', schema: framepackInputs, load: () => loadModule(url, 'framepack', options) };
+    return { name: 'framepack', schema: framepackInputs, load: (overrides) => loadModule(url, 'framepack', { ...options, ...overrides }) };
   }
   const path = resolve(module);
   const specifier = existsSync(path) ? pathToFileURL(path).href : module;
-  return { name: module, load: () => loadModule(specifier, module, options) };
+  return { name: module, load: (overrides) => loadModule(specifier, module, { ...options, ...overrides }) };
 }

@@ -1,6 +1,7 @@
 /**
- * Runs the predictor: setup once, then one prediction at a time. Owns the server's state (STARTING, READY,
- * BUSY, SETUP_FAILED, DEFUNCT), each prediction's life (input files -> predict -> output -> webhooks), its
+ * Runs the predictor: setup once, then one prediction at a time per worker (pool.ts: one worker, or one per
+ * GPU with COG_MAX_CONCURRENCY > 1). Owns the server's state (STARTING, READY, BUSY when every worker is
+ * busy, SETUP_FAILED, DEFUNCT), each prediction's life (input files -> predict -> output -> webhooks), its
  * cancellation and its temp directory.
  *
  * Nothing here blocks the event loop: the predictor is awaited, files are streamed, base64 is encoded in
@@ -15,11 +16,12 @@ import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import { appError, AppError, errorMessage, isFatal } from '../errors.js';
+import { appError, AppError, deviceFailure, errorMessage, isFatal } from '../errors.js';
 import { teeLogger } from '../log.js';
-import type { Predictor, PredictorContext } from '../predictor.js';
+import type { Predictor, PredictorContext, PredictorOptions } from '../predictor.js';
 import { downloadUrl, fetchInputFiles } from './input-files.js';
 import { inputComponent, openapiDocument, type JsonSchema } from './openapi.js';
+import { WorkerPool, type PoolWorker } from './pool.js';
 import type { UrlPolicy } from './ssrf.js';
 import { isoMicros, secondsBetween } from './time.js';
 import { toDataUrl, uploadFile } from './uploads.js';
@@ -33,7 +35,8 @@ export type PredictionStatus = 'starting' | 'processing' | 'succeeded' | 'failed
 export interface PredictorSource {
   name: string;
   schema?: z.ZodObject;
-  load(): Promise<Predictor>;
+  /** A new predictor instance; `overrides` are added to the options (`deviceId` for one worker per GPU). */
+  load(overrides?: PredictorOptions): Promise<Predictor>;
 }
 
 export interface RunnerOptions {
@@ -45,6 +48,8 @@ export interface RunnerOptions {
   throttleMs: number;
   webhookAuthToken?: string;
   setupTimeoutMs?: number;
+  /** Predictions at once (COG_MAX_CONCURRENCY), at most one per device the predictor lists; default 1. */
+  maxConcurrency?: number;
   waitFile?: string;
   waitFileTimeoutMs?: number;
   /** Written (empty) the first time the server is READY; Kubernetes probes read it. */
@@ -85,6 +90,8 @@ export class Prediction {
   readonly done: Promise<PredictionObject>;
   resolve!: (p: PredictionObject) => void;
   webhooks?: WebhookSender;
+  /** The worker running it. */
+  worker?: PoolWorker;
 
   constructor(id: string, createdAt: string, input: Record<string, unknown>) {
     this.state = {
@@ -112,22 +119,34 @@ export function newPredictionId(): string {
 export class Runner extends EventEmitter {
   status: ServerStatus = 'STARTING';
   readonly setupInfo: SetupInfo = {};
-  predictor?: Predictor;
-  /** The predictor's input schema, its Input component and the whole document, once the schema is known. */
+  readonly pool: WorkerPool;
+  /** The input schema (its refinements are the cross-input rules), its Input component and the whole document, once known. */
   schema?: z.ZodObject;
   component?: JsonSchema;
   openapi?: JsonSchema;
-  current: Prediction | null = null;
+  /** Predictions in flight, by id. */
+  private readonly inflight = new Map<string, Prediction>();
   shuttingDown = false;
   private becameReady = false;
-  /** Set by markDefunct: the running prediction fails with it instead of being canceled. */
+  /** Set by markDefunct: the running predictions fail with it instead of being canceled. */
   private fatalError: unknown;
   /** Terminal webhooks still being delivered (retries can take minutes). */
   private readonly deliveries = new Set<Promise<void>>();
 
   constructor(readonly opts: RunnerOptions) {
     super();
+    this.pool = new WorkerPool(opts.maxConcurrency ?? 1, opts.logger);
     if (opts.source.schema) this.useSchema(opts.source.schema);
+  }
+
+  /** The predictor once set up (the first ready worker's). */
+  get predictor(): Predictor | undefined {
+    return this.pool.serving[0]?.predictor;
+  }
+
+  /** The prediction in flight (the earliest, when several are). */
+  get current(): Prediction | null {
+    return this.inflight.values().next().value ?? null;
   }
 
   private useSchema(schema: z.ZodObject): void {
@@ -141,38 +160,39 @@ export class Runner extends EventEmitter {
     const log = this.opts.logger;
     this.setupInfo.started_at = isoMicros();
     this.setupInfo.status = 'starting';
-    const setupLogger = teeLogger(log, { phase: 'setup' }, (line) => {
+    const append = (line: string) => {
       this.setupInfo.logs = (this.setupInfo.logs ?? '') + (/[\n\r]$/.test(line) ? line : `${line}\n`);
-    });
+    };
+    const setupLogger = teeLogger(log, { phase: 'setup' }, append);
     const controller = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     try {
       const work = (async () => {
         if (this.opts.waitFile) await waitForFile(this.opts.waitFile, this.opts.waitFileTimeoutMs ?? 60_000);
-        let predictor: Predictor;
-        try {
-          predictor = await this.opts.source.load();
-        } catch (err) {
-          throw appError('PREDICTOR_LOAD_FAILED', { detail: err instanceof Error ? (err.stack ?? err.message) : String(err) }, err);
-        }
+        const load = async (overrides?: PredictorOptions) => {
+          try {
+            return await this.opts.source.load(overrides);
+          } catch (err) {
+            throw appError('PREDICTOR_LOAD_FAILED', { detail: err instanceof Error ? (err.stack ?? err.message) : String(err) }, err);
+          }
+        };
+        const predictor = await this.pool.create(load, (line) => setupLogger.info(line));
         if (!this.component) this.useSchema(predictor.inputSchema);
-        await predictor.setup({ log: (line) => setupLogger.info(line), logger: setupLogger, signal: controller.signal });
-        return predictor;
+        await this.pool.setup({ logger: log, append, signal: controller.signal });
       })();
       const timeoutMs = this.opts.setupTimeoutMs;
-      const predictor = timeoutMs && timeoutMs > 0
-        ? await Promise.race([work, new Promise<never>((_, reject) => {
+      await (timeoutMs && timeoutMs > 0
+        ? Promise.race([work, new Promise<never>((_, reject) => {
           timer = setTimeout(() => {
             controller.abort();
             reject(appError('SETUP_TIMEOUT', { seconds: timeoutMs / 1000 }));
           }, timeoutMs);
         })])
-        : await work;
-      this.predictor = predictor;
+        : work);
       this.setupInfo.status = 'succeeded';
       this.setupInfo.completed_at = isoMicros();
       this.setStatus('READY');
-      log.info({ predictor: this.opts.source.name }, 'setup succeeded');
+      log.info({ predictor: this.opts.source.name, workers: this.pool.serving.length }, 'setup succeeded');
     } catch (err) {
       const ownMessage = err instanceof AppError && ['PREDICTOR_LOAD_FAILED', 'SETUP_TIMEOUT', 'WAIT_FILE_TIMEOUT'].includes(err.code);
       const message = ownMessage ? errorMessage(err)
@@ -206,7 +226,8 @@ export class Runner extends EventEmitter {
     if (this.setupInfo.completed_at) setup.completed_at = this.setupInfo.completed_at;
     if (this.setupInfo.logs) setup.logs = this.setupInfo.logs;
     if (this.setupInfo.status) setup.status = this.setupInfo.status;
-    return { status: this.status, setup };
+    // cog-runtime's form: predictions the workers in rotation can run at once, and how many run now
+    return { status: this.status, setup, concurrency: { max: this.pool.serving.length, current: this.inflight.size } };
   }
 
   /** Throws the HTTP error that keeps a new prediction from starting now, if any. */
@@ -216,21 +237,28 @@ export class Runner extends EventEmitter {
       case 'STARTING': throw appError('NOT_READY');
       case 'SETUP_FAILED': throw appError('SETUP_HAS_FAILED');
       case 'DEFUNCT': throw appError('DEFUNCT');
-      case 'BUSY': throw appError('BUSY');
-      case 'READY': if (this.current) throw appError('BUSY');
+      case 'BUSY': throw this.busyError();
+      case 'READY': if (this.pool.free === 0) throw this.busyError();
     }
   }
 
+  /** One worker in rotation: Cog's "Already running a prediction"; several: all of them are busy. */
+  private busyError(): AppError {
+    return this.pool.serving.length > 1 ? appError('WORKERS_BUSY', { count: this.inflight.size }) : appError('BUSY');
+  }
+
   find(id: string): Prediction | undefined {
-    return this.current?.state.id === id ? this.current : undefined;
+    return this.inflight.get(id);
   }
 
   /** Accepts a validated request and starts it; the returned prediction is already `processing`. */
   start(req: PredictionRequest, traceHeaders: Record<string, string>): Prediction {
     this.assertCanStart();
+    if (req.id !== undefined && this.inflight.has(req.id)) throw appError('PREDICTION_RUNNING', { id: req.id });
     const p = new Prediction(req.id ?? newPredictionId(), req.created_at ?? isoMicros(), req.input);
-    this.current = p;
-    this.setStatus('BUSY');
+    p.worker = this.pool.acquire()!;
+    this.inflight.set(p.state.id, p);
+    if (this.pool.allBusy) this.setStatus('BUSY');
     if (req.webhook) {
       p.webhooks = new WebhookSender({
         url: req.webhook, filter: req.webhook_events_filter, throttleMs: this.opts.throttleMs, traceHeaders,
@@ -239,24 +267,22 @@ export class Runner extends EventEmitter {
       });
       p.webhooks.send('start', () => p.state);
     }
-    this.opts.logger.info({ prediction_id: p.state.id }, 'prediction started');
+    this.opts.logger.info({ prediction_id: p.state.id, worker: p.worker.name }, 'prediction started');
     void this.run(p, traceHeaders);
     return p;
   }
 
   /**
    * The process hit an error nobody caught (a model callback threw outside any promise): its state can no
-   * longer be trusted. Fails the running prediction (if any) and reports DEFUNCT.
+   * longer be trusted. Fails the running predictions (if any) and reports DEFUNCT.
    */
   markDefunct(err: unknown): void {
     this.opts.logger.fatal({ err }, 'uncaught error: the model can no longer run');
-    const p = this.current;
-    if (p) {
-      this.fatalError = err;
-      p.controller.abort();
-    }
+    const running = [...this.inflight.values()];
+    if (running.length) this.fatalError = err;
+    for (const p of running) p.controller.abort();
     this.setStatus('DEFUNCT');
-    if (!p) this.emit('defunct');
+    if (!running.length) this.emit('defunct');
   }
 
   /** Cancels an in-flight prediction; false when `id` is not in flight. */
@@ -276,6 +302,7 @@ export class Runner extends EventEmitter {
       p.appendLog(line);
       p.webhooks?.send('logs', () => p.state);
     });
+    const worker = p.worker!;
     let tmpDir: string | undefined;
     try {
       tmpDir = await mkdtemp(join(this.opts.tmpRoot ?? tmpdir(), 'prediction-'));
@@ -283,7 +310,7 @@ export class Runner extends EventEmitter {
         ...this.opts.policy, maxBytes: this.opts.maxInputBytes, signal, readTimeoutMs: this.opts.inputReadTimeoutMs,
       });
       signal.throwIfAborted();
-      const predictor = this.predictor!;
+      const predictor = worker.predictor;
       const parsed = predictor.inputSchema.safeParse(local);
       if (!parsed.success) throw new Error(`input rejected by the predictor: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
       const ctx: PredictorContext = {
@@ -313,8 +340,10 @@ export class Runner extends EventEmitter {
         p.state.output = null;
         p.state.error = errorMessage(err);
         p.appendLog(err instanceof AppError ? err.message : (err instanceof Error ? (err.stack ?? err.message) : String(err)));
-        this.opts.logger.warn({ prediction_id: p.state.id, err }, 'prediction failed');
-        if (isFatal(err) || this.fatalError !== undefined) this.setStatus('DEFUNCT');
+        this.opts.logger.warn({ prediction_id: p.state.id, worker: worker.name, err }, 'prediction failed');
+        const failure = deviceFailure(err);
+        if (failure) this.pool.deviceFailed(worker, failure, err);
+        if (isFatal(err) || this.fatalError !== undefined || this.pool.serving.length === 0) this.setStatus('DEFUNCT');
       }
     } finally {
       if (tmpDir) await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
@@ -328,25 +357,26 @@ export class Runner extends EventEmitter {
       this.deliveries.add(delivery);
       void delivery.finally(() => this.deliveries.delete(delivery));
     }
-    this.current = null;
-    if (this.status === 'BUSY') this.setStatus('READY');
+    this.pool.release(worker);
+    this.inflight.delete(p.state.id);
+    if (this.status === 'BUSY' && !this.pool.allBusy) this.setStatus('READY');
     p.resolve(p.snapshot());
     this.emit('finished', p);
     if (this.status === 'DEFUNCT') this.emit('defunct');
   }
 
   /**
-   * Stops taking predictions; cancels the running one when `cancel`, waits for it to finish and for its
+   * Stops taking predictions; cancels the running ones when `cancel`, waits for them to finish and for their
    * webhooks to be delivered (at most `graceMs`).
    */
   async drain(opts: { cancel: boolean; graceMs: number }): Promise<void> {
     this.shuttingDown = true;
-    const p = this.current;
-    if (p && opts.cancel) p.controller.abort();
+    const running = [...this.inflight.values()];
+    if (opts.cancel) for (const p of running) p.controller.abort();
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((r) => { timer = setTimeout(r, opts.graceMs); });
     const finished = (async () => {
-      if (p) await p.done;
+      await Promise.all(running.map((p) => p.done));
       await Promise.all([...this.deliveries]);
     })();
     await Promise.race([finished, deadline]);

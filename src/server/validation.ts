@@ -219,9 +219,10 @@ export function validateInput(component: JsonSchema, raw: unknown, opts: InputOp
 }
 
 /**
- * What the predictor's own schema finds in an input the `Input` component accepted: rules across inputs
- * (refinements) and the contents of lists of objects, which the component checks only by type. Each becomes a
- * `value_error` at its input's location.
+ * What the predictor's own schema finds in an input the `Input` component accepted: its rules across inputs
+ * (zod refinements, which JSON Schema cannot carry) and the contents of lists of objects, which the component
+ * checks only by type. Run after the fields, as pydantic runs model validators; each issue becomes a
+ * `value_error` at the location of the input (or list item) it names.
  */
 export function schemaIssues(schema: z.ZodType, input: Record<string, unknown>): ValidationIssue[] {
   const parsed = schema.safeParse(input);

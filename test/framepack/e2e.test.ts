@@ -65,7 +65,7 @@ for (const name of cases) {
       expected = await loadTensors(join(dir, 'expected.safetensors'));
       const image = await loadImage(join(dir, 'input.png'));
       const input = inputSchema.parse({ ...caseInput(name), input_image: join(dir, 'input.png') });
-      result = await generate(models, image, generateParams(input, params.seed),
+      result = await generate(models, image, generateParams(input, params.seed, null),
         { signal: new AbortController().signal, log: (l) => logs.push(l), noise: expected, dump });
       frames = result.pixels.frames();
     });
@@ -86,7 +86,8 @@ for (const name of cases) {
       const legacy = await generate(models, await loadImage(join(dir, 'input.png')), {
         prompt: params.prompt, negativePrompt: params.negative_prompt, seed: params.seed,
         seconds: params.total_video_length_seconds, latentWindowSize: params.latent_window_size, steps: params.steps,
-        cfg: params.cfg_scale, distilledCfg: params.distilled_cfg_scale, cfgRescale: params.cfg_rescale, teacache: params.use_teacache,
+        cfg: params.cfg_scale, distilledCfg: params.distilled_cfg_scale, cfgRescale: params.cfg_rescale,
+        cache: params.use_teacache ? 'teacache' : 'off',
       }, { signal: new AbortController().signal, log: () => {}, noise: expected, dump: legacyDump });
       assert.deepEqual(ours, digestOf(legacyDump, legacy.pixels.frames()));
     });

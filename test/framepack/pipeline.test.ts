@@ -61,7 +61,7 @@ function fakeNets(events: string[], opts: { abortAt?: { section: number; step: n
 const image: RgbImage = { width: 64, height: 48, data: new Uint8Array(64 * 48 * 3).fill(200) };
 const params: GenerateParams = {
   prompt: 'a cat', negativePrompt: 'dog', seed: 5, seconds: 1, latentWindowSize: 2, steps: 3, cfg: 1, distilledCfg: 10,
-  cfgRescale: 0, teacache: true,
+  cfgRescale: 0, cache: 'teacache',
 };
 
 test('stages run in order; every section gets its plan, history and the shared conditioning', async () => {
@@ -188,4 +188,100 @@ test('resolution: the bucket of the class, its cost logged; 640 logs nothing ext
   const plain: string[] = [];
   await generate(fakeNets([]).nets, image, params, { signal: new AbortController().signal, log: (l) => plain.push(l) });
   assert.ok(!plain.some((l) => l.startsWith('resolution')));
+});
+
+const endImage: RgbImage = { width: 32, height: 32, data: new Uint8Array(32 * 32 * 3).fill(40) };
+
+/** Stand-in nets whose VAE and SigLIP outputs tell the start image (fill 200) from the end image (fill 40). */
+function imageAwareNets(events: string[]) {
+  const f = fakeNets(events);
+  f.nets.encodeLatent = async (px) => {
+    events.push(`vae-encode:${px.dims.join('x')}`);
+    const [, , , H, W] = px.dims;
+    return f32([1, 16, 1, H / 8, W / 8], (px.data as Float32Array)[0] > 0 ? -3 : 4);
+  };
+  f.nets.encodeImage = async (pv) => {
+    events.push('siglip');
+    return f32([1, 729, 8], (pv.data as Float32Array)[0] > 0 ? 0.5 : -1.5);
+  };
+  return f;
+}
+
+test('end image: resized to the start bucket, its latent in the first section only, embeddings averaged', async () => {
+  const events: string[] = [];
+  const f = imageAwareNets(events);
+  const dump: Record<string, HostTensor> = {};
+  const logs: string[] = [];
+  await generate(f.nets, image, { ...params, endImage }, { signal: new AbortController().signal, log: (l) => logs.push(l), dump });
+  // the 32x32 end image is brought to the start image's 544x704 bucket, not its own square one
+  assert.deepEqual(events.filter((e) => e.startsWith('vae-encode')), ['vae-encode:1x3x1x544x704', 'vae-encode:1x3x1x544x704']);
+  const frame = 68 * 88;
+  // cleanLatents is (1, 16, 2, h, w): channel 0's second frame is the 1x history frame
+  const post = (k: number) => Array.from(new Set((f.sections[k].conditioning.cleanLatents.data as Float32Array).subarray(frame, 2 * frame)));
+  assert.deepEqual(post(0), [4], 'first section: the end latent as its 1x frame');
+  assert.equal((f.sections[0].conditioning.cleanLatents.data as Float32Array)[0], -3, 'the start latent stays first');
+  assert.ok(!post(1).includes(4), 'later sections: generated latents');
+  for (const s of f.sections) assert.ok((s.imageEmbeddings.data as Float32Array).every((v) => v === -0.5), '(0.5 + -1.5) / 2');
+  assert.ok((dump.end_latent.data as Float32Array).every((v) => v === 4));
+  assert.ok(logs.some((l) => l.startsWith('encoding the end image (32x32 -> 704x544; strength 1)')), logs.join('\n'));
+});
+
+test('end_image_strength scales the end latent and its embedding weight; 0 leaves the end image out entirely', async () => {
+  const run = async (p: GenerateParams) => {
+    const events: string[] = [];
+    const f = imageAwareNets(events);
+    const logs: string[] = [];
+    const r = await generate(f.nets, image, p, { signal: new AbortController().signal, log: (l) => logs.push(l) });
+    return { f, events, logs, frames: r.pixels.frames() };
+  };
+  const half = await run({ ...params, endImage, endImageStrength: 0.5 });
+  const c0 = half.f.sections[0].conditioning.cleanLatents.data as Float32Array;
+  assert.equal(c0[68 * 88], 2, '0.5 x the end latent');
+  // (1 - 0.25) * 0.5 + 0.25 * -1.5
+  assert.ok((half.f.sections[0].imageEmbeddings.data as Float32Array).every((v) => v === 0));
+
+  const none = await run(params);
+  const zero = await run({ ...params, endImage, endImageStrength: 0 });
+  assert.deepEqual(zero.events, none.events, 'the end image is not even encoded');
+  assert.ok(zero.logs.includes('end_image_strength is 0: the end image is left out'));
+  assert.deepEqual(zero.f.sections.map((s) => s.conditioning), none.f.sections.map((s) => s.conditioning));
+  assert.deepEqual(zero.frames, none.frames);
+});
+
+test('f1: forward sections with the F1 transformer, frames appended; an end image is refused', async () => {
+  const events: string[] = [];
+  const f = fakeNets(events);
+  const logs: string[] = [];
+  const r = await generate(f.nets, image, { ...params, samplingMode: 'f1' }, { signal: new AbortController().signal, log: (l) => logs.push(l) });
+  assert.equal(r.pixels.frameCount, 33);
+  assert.deepEqual(f.sections.map((s) => [s.mode, s.plan.padding, s.plan.latentIndices.join()]), Array(4).fill(['f1', 0, '20,21']));
+  // first decode: start latent + window; then the newest 2 lws
+  assert.deepEqual(events.filter((e) => e.startsWith('decode')), ['decode:3', 'decode:4', 'decode:4', 'decode:4']);
+  const clean0 = f.sections[0].conditioning.cleanLatents.data as Float32Array;
+  assert.deepEqual([clean0[0], clean0[68 * 88]], [-3, -3], 'the start latent, and again as the first 1x frame');
+  assert.notEqual((f.sections[1].conditioning.cleanLatents.data as Float32Array)[68 * 88], -3, 'then the newest generated frame');
+  assert.ok(logs.some((l) => /4 section\(s\) of 2 latent frames \(forward order, F1 transformer\)/.test(l)), logs.join('\n'));
+  await assert.rejects(generate(fakeNets([]).nets, image, { ...params, samplingMode: 'f1', endImage }, { signal: new AbortController().signal, log: () => {} }),
+    (err: unknown) => (err as { code?: string }).code === 'END_IMAGE_NEEDS_INVERTED');
+});
+
+test('timestamped prompts with f1: times not mirrored, sections chosen forward from the start latent', async () => {
+  const logs: string[] = [];
+  const f = fakeNets([]);
+  // 1 s, lws 2, forward: section k follows 1 + 2k latents, at (1 + 8k) / 30 s: "x" (0-0.5 s) for the first two,
+  // "yy" from the third on, which blends the change
+  await generate(f.nets, image, { ...params, samplingMode: 'f1', prompt: '[0s: x] [0.5s: yy]', promptBlendSections: 4 },
+    { signal: new AbortController().signal, log: (l) => logs.push(l) });
+  const firstValue = f.sections.map((s) => (s.positive.llamaVec.data as Float32Array)[0]);
+  assert.deepEqual(firstValue, [1, 1, Math.fround(Math.fround(0.75) * 1) + Math.fround(Math.fround(0.25) * 2), 2]);
+  assert.ok(logs.some((l) => /by section \(start of the video first\): 1: "x", 2: "x", 3: "x" x 0.75 \+ "yy" x 0.25, 4: "yy"$/.test(l)), logs.join('\n'));
+});
+
+test('resolution with an end image: the end image takes the start image\'s bucket of the class', async () => {
+  const events: string[] = [];
+  const f = imageAwareNets(events);
+  const r = await generate(f.nets, image, { ...params, resolution: 320, endImage }, { signal: new AbortController().signal, log: () => {} });
+  assert.deepEqual(r.bucket, [272, 352]);
+  assert.deepEqual(events.filter((e) => e.startsWith('vae-encode')), ['vae-encode:1x3x1x272x352', 'vae-encode:1x3x1x272x352']);
+  assert.deepEqual(f.sections[0].latentShape, [1, 16, 2, 34, 44]);
 });

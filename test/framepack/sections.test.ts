@@ -1,11 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { loadTensors } from '../../src/onnx/safetensors.js';
 import {
-  LatentHistory, PixelHistory, concatTime, linspace, overlapFrames, paddingSchedule, planSections, roundHalfEven,
+  ForwardHistory, LatentHistory, PixelHistory, concatTime, linspace, overlapFrames, paddingSchedule, planSections, roundHalfEven,
   sectionCount, sectionIndices, sliceTime, softAppend, toUint8Frames, totalPixelFrames, zeros, type Float32Tensor,
 } from '../../src/framepack/sections.js';
 import { fixture } from '../fixtures.js';
+
+const modeRefs = (name: string) => fileURLToPath(new URL(`../../../test/fixtures/end-frame-f1/${name}`, import.meta.url));
 
 const range = (a: number, b: number) => Array.from({ length: b - a + 1 }, (_, i) => a + i);
 
@@ -151,11 +155,92 @@ test('pixel history assembles the worked example lengths (spec 12.3) and equals 
   for (const [k, latents] of latentCounts.entries()) {
     const chunk = decode(latents, k);
     plain = plain === null ? chunk : softAppend(chunk, plain, O);
-    await ph.prepend(chunk);
+    await ph.add(chunk);
     lengths.push(ph.frameCount);
   }
   assert.deepEqual(lengths, [5, 13, 21, 33]);
   assert.equal(ph.frameCount, totalPixelFrames(4, lws));
   assert.deepEqual(ph.frames(), toUint8Frames(plain!));
   assert.equal(ph.width, 2);
+});
+
+test('section indices of both orders equal the ones the upstream runs fed their transformer', async () => {
+  const cases = [['end_frame_teacache.safetensors', 'inverted'], ['f1_teacache.safetensors', 'f1']] as const;
+  for (const [file, mode] of cases) {
+    const ref = await loadTensors(modeRefs(file));
+    const plans = planSections(0.5, 2, mode);
+    assert.equal(plans.length, 2);
+    plans.forEach((plan, i) => {
+      const row = (k: string) => Array.from(ref[`section_${i}_${k}`].data as BigInt64Array, Number);
+      assert.deepEqual(plan.latentIndices, row('latent_indices'), `${mode} ${i}`);
+      assert.deepEqual(plan.cleanLatentIndices, row('clean_latent_indices'), `${mode} ${i}`);
+      assert.deepEqual(plan.clean2xIndices, row('clean_latent_2x_indices'), `${mode} ${i}`);
+      assert.deepEqual(plan.clean4xIndices, row('clean_latent_4x_indices'), `${mode} ${i}`);
+    });
+  }
+  // F1's indices do not depend on the section: start 0, 4x 1..16, 2x 17-18, 1x 19, the window from 20
+  const f1 = planSections(10, 9, 'f1');
+  assert.equal(f1.length, 8);
+  assert.ok(f1.every((p) => p.padding === 0 && p.latentIndices.join() === range(20, 28).join()));
+  assert.deepEqual(f1.map((p) => p.isLast), [...Array(7).fill(false), true]);
+});
+
+test('F1 history: start latent last of 19 zero frames, sections appended, conditioning from the tail', () => {
+  const lws = 3;
+  const history = new ForwardHistory(labelled(-1, 1));
+  const plans = planSections(1.2, lws, 'f1');
+  assert.equal(plans.length, 3);
+  const seen: { pre: number; x1: number[]; x2: number[]; x4: number[] }[] = [];
+  const decoded: number[][] = [];
+  plans.forEach((plan, k) => {
+    const c = history.conditioning();
+    const clean = frameLabels(c.cleanLatents);
+    seen.push({ pre: clean[0], x1: clean.slice(1), x2: frameLabels(c.cleanLatents2x), x4: frameLabels(c.cleanLatents4x) });
+    assert.equal(history.push(labelled(100 * (k + 1), lws)).dims[2], lws, 'nothing prepended in F1');
+    decoded.push(frameLabels(history.decodeSlice(plan, lws)));
+  });
+  const z = (n: number) => Array<number>(n).fill(0);
+  assert.deepEqual(seen[0], { pre: -1, x1: [-1], x2: z(2), x4: z(16) });
+  assert.deepEqual(seen[1], { pre: -1, x1: [102], x2: [100, 101], x4: [...z(15), -1] });
+  assert.deepEqual(seen[2], { pre: -1, x1: [202], x2: [200, 201], x4: [...z(12), -1, 100, 101, 102] });
+  // first decode: start + window; then the newest 2 lws latents
+  assert.deepEqual(decoded, [[-1, 100, 101, 102], [100, 101, 102, 200, 201, 202], [200, 201, 202, 300, 301, 302]]);
+  assert.equal(history.generated, 10);
+  assert.deepEqual(frameLabels(history.real()), [-1, 100, 101, 102, 200, 201, 202, 300, 301, 302]);
+  assert.throws(() => history.conditioning(labelled(5, 1)), /no end-frame slot/);
+});
+
+test('inverted history: an end latent replaces only the first section\'s 1x frame, never the history', () => {
+  const lws = 2;
+  const history = new LatentHistory(labelled(-1, 1));
+  const plans = planSections(0.8, lws);
+  const end = labelled(77, 1);
+  const c0 = history.conditioning(end);
+  assert.deepEqual(frameLabels(c0.cleanLatents), [-1, 77]);
+  history.push(labelled(100, lws), plans[0]);
+  const c1 = history.conditioning();
+  assert.deepEqual([...frameLabels(c1.cleanLatents), ...frameLabels(c1.cleanLatents2x), ...frameLabels(c1.cleanLatents4x)],
+    [-1, 100, 101, 0, ...Array(16).fill(0)]);
+});
+
+test('pixel history growing forward equals soft_append(old, new) and ends with the newest frames', async () => {
+  const lws = 2;
+  const O = overlapFrames(lws);
+  const decode = (latents: number, seed: number): Float32Tensor => {
+    const x = zeros([1, 3, 4 * (latents - 1) + 1, 2, 2]);
+    for (let i = 0; i < x.data.length; i++) x.data[i] = Math.sin(seed * 5.1 + i * 0.29);
+    return x;
+  };
+  const ph = new PixelHistory(O, 'forward');
+  let plain: Float32Tensor | null = null;
+  const lengths: number[] = [];
+  for (const [k, latents] of [3, 4, 4].entries()) { // first: start + lws; then 2 lws each
+    const chunk = decode(latents, k);
+    plain = plain === null ? chunk : softAppend(plain, chunk, O);
+    await ph.add(chunk);
+    lengths.push(ph.frameCount);
+  }
+  assert.deepEqual(lengths, [9, 17, 25]);
+  assert.equal(ph.frameCount, totalPixelFrames(3, lws));
+  assert.deepEqual(ph.frames(), toUint8Frames(plain!));
 });

@@ -21,6 +21,7 @@ import { loadManifest, type Manifest } from '../../src/hub/manifest.js';
 import { resolveModels, type ResolveOptions } from '../../src/hub/resolve.js';
 import { hubSettings } from '../../src/hub/settings.js';
 import { Checkpoint } from '../../src/onnx/safetensors.js';
+import { tinyModels } from '../fixtures.js';
 import { FakeHub } from './fake-hub.js';
 
 const manifest = loadManifest();
@@ -301,8 +302,29 @@ test('`framepack download --models-cache <dir>` fills the cache and prints the c
   const dirs = JSON.parse(out) as Record<string, string>;
   assert.ok(dirs.transformer.startsWith(cache));
   assert.ok(existsSync(join(dirs.textEncoder, 'config.json')));
+  assert.equal(dirs.transformerF1, undefined, 'the F1 transformer only with --f1');
+  assert.equal(hub.count('FramePack_F1_I2V_HY'), 0);
   assert.match(err, /models: verified/);
   await assert.rejects(downloadMain(['--bogus']), code('CLI_USAGE'));
+});
+
+test('the F1 transformer is fetched when asked for (`optional`), beside the others already there', async () => {
+  reset();
+  const cache = await freshCache();
+  await fromHub(cache);
+  const f1 = manifest.repos.find((r) => r.id === 'lllyasviel/FramePack_F1_I2V_HY_20250503')!;
+  assert.ok(!existsSync(repoFolder(cache, f1.id)));
+  hub.requests.length = 0;
+  const logs: string[] = [];
+  const dirs = await fromHub(cache, logs, { optional: ['transformerF1'] });
+  assert.equal(dirs.transformerF1, join(repoFolder(cache, f1.id), 'snapshots', f1.revision));
+  assert.deepEqual(readFileSync(join(dirs.transformerF1!, SHARD)), readFileSync(join(tiny, 'lllyasviel/FramePack_F1_I2V_HY_20250503', SHARD)));
+  // only the F1 repository is listed and fetched (LFS files through the CDN redirect)
+  assert.ok(hub.requests.every((r) => r.url.includes('FramePack_F1_I2V_HY') || r.url.startsWith('/cdn/')), hub.requests.map((r) => r.url).join('\n'));
+  assert.ok(logs.some((l) => l.startsWith('models: verified lllyasviel/FramePack_F1_I2V_HY_20250503')), logs.join('\n'));
+  // a plain folder without it names the missing component
+  await assert.rejects(resolveModels({ models: tinyModels(), env: {}, optional: ['transformerF1'] }),
+    (err: unknown) => err instanceof AppError && err.code === 'MODELS_MISSING' && /transformerF1: /.test(err.message));
 });
 
 test('a blob another live process is downloading is waited for; a dead owner\'s lock is taken over', async () => {

@@ -79,6 +79,19 @@ for (const [ref, files] of cases) {
   });
 }
 
+test('another LoRA bound over one: the first one\'s layers are unbound; a transformer built without LoRA inputs refuses one', async () => {
+  const musubi = loraFeeds([{ file: await lora('musubi_framepack'), weight: 0.7 }], dit.config);
+  assert.equal(await dit.setLora(musubi), true);
+  const alone = await forward(dit);
+  assert.equal(await dit.setLora(musubi), false, 'the same weights are not bound again');
+  await dit.setLora(loraFeeds([{ file: await lora('diffusers_a'), weight: 1 }], dit.config));
+  await dit.setLora(musubi);
+  assert.deepEqual(await forward(dit), alone);
+  await dit.setLora(null);
+  await assert.rejects(plain.setLora(musubi), /built without LoRA inputs/);
+  assert.equal(await plain.setLora(null), false);
+});
+
 test('every linear layer is covered by the diffusers file, and the layout errors name the first bad key', async () => {
   const a = await lora('diffusers_a');
   assert.deepEqual([...a.keys()].sort(), [...ditLinears(dit.config).keys()].sort());

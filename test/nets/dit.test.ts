@@ -37,8 +37,9 @@ after(async () => {
 
 test('packed transformer matches the reference forward (float32, CPU)', async () => {
   dit.beginSection({ steps: 25 });
-  const { output, teacache } = await dit.forward(plainInputs());
+  const { output, teacache, magcache } = await dit.forward(plainInputs());
   assert.equal(teacache, null);
+  assert.equal(magcache, null);
   assert.deepEqual(output.dims, ref.output.dims);
   const err = relL2(output.data as Float32Array, ref.output.data as Float32Array);
   console.log(`# dit plain call: relative L2 ${err.toExponential(3)}`);
@@ -93,6 +94,25 @@ test('per-branch TeaCache keeps a separate state per CFG branch; shared mode is 
   await dit.forward(plainInputs(), { branch: 'positive' });
   const s1 = await dit.forward(plainInputs(), { branch: 'negative' });
   assert.equal(s1.teacache!.cntAfter, 0, 'shared counter wraps after steps calls of both branches');
+});
+
+test('MagCache in the runner: skipped calls use the cached residual, decisions follow the calibration', async () => {
+  // 25 steps at 640: calls 0-5 compute (retention), 6 and 7 skip, 8 computes (see test/framepack/magcache.test.ts).
+  dit.beginSection({ steps: 25, magcache: { enabled: true, height: 640, width: 608 } });
+  const got: string[] = [];
+  for (let i = 0; i < 9; i++) {
+    // call 5 (the last computed before the skips) sees the masked text; the skips must re-use its residual
+    const r = await dit.forward(i === 5 ? maskedInputs() : plainInputs());
+    assert.equal(r.teacache, null);
+    got.push(r.magcache!.compute ? 'C' : 'S');
+    if (i === 6) {
+      // image stream of the plain call + residual of the masked call: not the plain output
+      assert.ok(relL2(r.output.data as Float32Array, ref.output.data as Float32Array) > 1e-3, 'the skip re-used the cached residual');
+    }
+    if (i === 8) assert.ok(relL2(r.output.data as Float32Array, ref.output.data as Float32Array) <= TOL, 'computed calls are exact');
+  }
+  assert.equal(got.join(''), 'CCCCCCSSC');
+  assert.throws(() => dit.beginSection({ steps: 2, teacache: { enabled: true }, magcache: { enabled: true, height: 640, width: 608 } }), /cannot both/);
 });
 
 test('any window and bucket: padded text equals the same text cropped to its valid tokens (spec 5.6)', async () => {

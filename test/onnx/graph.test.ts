@@ -519,10 +519,11 @@ describe('If branches and inputs with defaults', () => {
       assert.deepEqual(session.optionalInputs, ['on', 'a', 'b']);
       const on = { dtype: 'bool' as const, dims: [], data: Uint8Array.of(1) };
       // the branch with rank-0 A and B adds exact zeros
-      assert.deepEqual((await session.run({ x, on })).y.data, plain.data);
-      // fixed feeds: a rank-2 branch bound once, then every run uses it
+      await session.bind({ on });
+      assert.deepEqual((await session.run({ x })).y.data, plain.data);
+      // a rank-2 branch bound once, then every run uses it
       const A = f32([4, 2], rand(8, 4)), Bm = f32([2, 6], rand(12, 5));
-      await session.setFixedFeeds({ on, a: A, b: Bm });
+      await session.bind({ on, a: A, b: Bm });
       const y = (await session.run({ x })).y.data as Float32Array;
       const expected = Float32Array.from(plain.data as Float32Array);
       for (let i = 0; i < 3; i++) for (let o = 0; o < 6; o++) {
@@ -531,9 +532,13 @@ describe('If branches and inputs with defaults', () => {
         expected[i * 6 + o] += s;
       }
       assertClose(y, expected, 1e-5, 1e-5, 'x W^T + b + (x A) B');
-      await session.setFixedFeeds({});
+      // unbound: the defaults again, and the default branch
+      await session.unbind();
       assert.deepEqual((await session.run({ x })).y.data, plain.data);
-      await assert.rejects(session.setFixedFeeds({ x }), /not optional inputs: x/);
+      await session.bind({ on, a: A, b: Bm });
+      await session.unbind(['on']);
+      assert.deepEqual((await session.run({ x })).y.data, plain.data);
+      await assert.rejects(session.unbind(['x']), /inputs without a default: x/);
     } finally {
       await session.release();
     }

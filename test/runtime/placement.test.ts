@@ -4,39 +4,25 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AppError } from '../../src/errors.js';
 import {
-  choosePlacement, cudaVisible, describePlacement, HIGH_MIN_FREE_MIB, LOW_MIN_FREE_MIB, mapOrtError, samplingPeakGiB, sizeProblem,
+  choosePlacement, describePlacement, HIGH_MIN_FREE_MIB, LOW_MIN_FREE_MIB, mapOrtError, MEDIUM_MIN_FREE_MIB,
+  samplingPeakGiB, sizeProblem, UNTILED_VAE_MIN_FREE_MIB,
 } from '../../src/runtime/placement.js';
 import { CUDA_PROVIDER_LIB, cudaProviderStatus, ortLibDir } from '../../src/runtime/providers.js';
-import { parseNvidiaSmi, probeVram } from '../../src/runtime/vram.js';
+import { cudaVisible, parseNvidiaSmi, probeVram } from '../../src/runtime/vram.js';
+import { gpuLine, installFakeSmi, type FakeSmi } from '../fake-gpus.js';
 
-let bin: string;
+let smi: FakeSmi;
 const cudaOk = { available: true, detail: '/fake/libonnxruntime_providers_cuda.so' };
 
-before(async () => {
-  bin = await mkdtemp(join(tmpdir(), 'fake-smi-'));
-  // Prints FAKE_SMI_OUT (one CSV line per GPU, as --format=csv,noheader,nounits), or fails like a broken driver.
-  await writeFile(join(bin, 'nvidia-smi'), [
-    '#!/bin/sh',
-    'case "$*" in *--query-gpu=index,name,memory.total,memory.used,memory.free,driver_version*) ;; *) echo "unexpected args: $*" >&2; exit 2;; esac',
-    'if [ -n "$FAKE_SMI_FAIL" ]; then echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver." >&2; exit 9; fi',
-    'printf "%b" "$FAKE_SMI_OUT"',
-  ].join('\n'));
-  await chmod(join(bin, 'nvidia-smi'), 0o755);
-});
-after(async () => { await rm(bin, { recursive: true, force: true }); });
+before(async () => { smi = await installFakeSmi(); });
+after(() => smi.remove());
 
-const gpuLine = (index: number, totalMiB: number, freeMiB: number, name = 'NVIDIA H100 80GB HBM3') =>
-  `${index}, ${name}, ${totalMiB}, ${totalMiB - freeMiB}, ${freeMiB}, 580.159.04\\n`;
-
-/** An environment whose PATH finds only the fake nvidia-smi (and sh). */
-function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return { PATH: `${bin}:/usr/bin:/bin`, ...extra };
-}
+const env = (extra: Record<string, string> = {}) => smi.env(extra);
 
 test('nvidia-smi output is parsed into MiB figures; [N/A] devices are skipped', () => {
   const gpus = parseNvidiaSmi('0, NVIDIA H100 80GB HBM3, 81559, 600, 80959, 580.159.04\n1, GRID vGPU, [N/A], [N/A], [N/A], 580\n');
@@ -52,24 +38,42 @@ test('a 141 GB GPU with the CUDA provider: high, bf16 DiT, named in the log line
   assert.deepEqual(p.quantize, {});
   assert.equal(p.precision.dit, 'bfloat16');
   assert.equal(p.precision.vae, 'float16');
-  assert.match(describePlacement(p), /^placement: high on cuda:0 .*NVIDIA H200/);
+  assert.equal(p.vaeTiling, false);
+  assert.equal(p.shrinkDitAfterSection, true);
+  assert.match(describePlacement(p), /^placement: high on cuda:0 .*VAE untiled.*NVIDIA H200/);
 });
 
-test('an 80 GB GPU: low (8-bit DiT and LLaMA, VAE tiling, encoders then DiT created per request)', async () => {
-  assert.ok(80959 < HIGH_MIN_FREE_MIB && 80959 >= LOW_MIN_FREE_MIB);
-  const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 81559, 80959, 'NVIDIA H100 80GB HBM3') }), cuda: cudaOk });
+test('an 80 GB GPU: high with the VAE tiled; 40-48 GB: medium; 24 GB: low', async () => {
+  assert.ok(80959 >= HIGH_MIN_FREE_MIB && 80959 < UNTILED_VAE_MIN_FREE_MIB);
+  const h100 = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 81559, 80959, 'NVIDIA H100 80GB HBM3') }), cuda: cudaOk });
+  assert.equal(h100.policy, 'high');
+  assert.deepEqual(h100.lifetime, { encoders: 'resident', dit: 'resident', vae: 'resident' });
+  assert.equal(h100.vaeTiling, true);
+  assert.match(describePlacement(h100), /placement: high on cuda:0 \(every session resident; VAE tiled/);
+  for (const [total, free] of [[49140, 48000], [40960, MEDIUM_MIN_FREE_MIB]]) {
+    const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, total, free, 'NVIDIA L40S') }), cuda: cudaOk });
+    assert.equal(p.policy, 'medium');
+    assert.deepEqual(p.lifetime, { encoders: 'per-request', dit: 'resident', vae: 'resident' });
+    assert.deepEqual(p.quantize, {});
+    assert.equal(p.vaeTiling, true);
+    assert.equal(p.shrinkDitAfterSection, true);
+    assert.match(describePlacement(p), /placement: medium on cuda:0 \(DiT and VAE resident, encoders created per request/);
+  }
+  assert.ok(23000 < MEDIUM_MIN_FREE_MIB && 23000 >= LOW_MIN_FREE_MIB);
+  const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 24564, 23000, 'NVIDIA RTX 4090') }), cuda: cudaOk });
   assert.equal(p.policy, 'low');
   assert.equal(p.ep, 'cuda');
   assert.deepEqual(p.lifetime, { encoders: 'per-request', dit: 'per-request', vae: 'per-request' });
   assert.deepEqual(p.quantize, { dit: 8, llama: 8 });
   assert.equal(p.vaeTiling, true);
+  assert.equal(p.shrinkDitAfterSection, false);
   assert.match(describePlacement(p), /placement: low on cuda:0/);
 });
 
 test('FRAMEPACK_VAE_TILING turns the VAE tiling on or off over the policy default; other values fail clearly', async () => {
   const smi = gpuLine(0, 81559, 80959, 'NVIDIA H100 80GB HBM3');
   const off = await choosePlacement({ env: env({ FAKE_SMI_OUT: smi, FRAMEPACK_VAE_TILING: 'off' }), cuda: cudaOk });
-  assert.equal(off.policy, 'low');
+  assert.equal(off.policy, 'high');
   assert.equal(off.vaeTiling, false);
   assert.match(off.reason, /FRAMEPACK_VAE_TILING=off/);
   const on = await choosePlacement({ env: env({ FAKE_SMI_OUT: smi, FRAMEPACK_PLACEMENT: 'high', FRAMEPACK_VAE_TILING: 'on' }), cuda: cudaOk });

@@ -30,12 +30,16 @@ const EXPECTED_INPUT = {
   },
 };
 
-// Inputs this project adds after the published ones: optional, with defaults that keep the published behaviour.
+// Inputs added after the seed's: all optional, after its twelve, defaults reproducing its behaviour.
 const ADDED_INPUTS = {
-  resolution: { title: 'Resolution', type: 'integer', default: 640, minimum: 320, maximum: 960, multipleOf: 32, 'x-order': 12 },
-  prompt_blend_sections: { title: 'Prompt Blend Sections', type: 'integer', default: 4, minimum: 0, maximum: 10, 'x-order': 13 },
+  end_image: { title: 'End Image', type: 'string', format: 'uri', nullable: true, default: null, 'x-order': 12 },
+  end_image_strength: { title: 'End Image Strength', type: 'number', default: 1, minimum: 0, maximum: 1, 'x-order': 13 },
+  sampling_mode: { title: 'Sampling Mode', type: 'string', enum: ['inverted', 'f1'], default: 'inverted', 'x-order': 14 },
+  cache: { title: 'Cache', type: 'string', enum: ['teacache', 'magcache', 'off'], nullable: true, default: null, 'x-order': 15 },
+  resolution: { title: 'Resolution', type: 'integer', default: 640, minimum: 320, maximum: 960, multipleOf: 32, 'x-order': 16 },
+  prompt_blend_sections: { title: 'Prompt Blend Sections', type: 'integer', default: 4, minimum: 0, maximum: 10, 'x-order': 17 },
   loras: {
-    title: 'Loras', type: 'array', default: [], maxItems: 8, 'x-order': 14,
+    title: 'Loras', type: 'array', default: [], maxItems: 8, 'x-order': 18,
     items: {
       type: 'object', required: ['url'],
       properties: {

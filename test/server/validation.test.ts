@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { inputSchema } from '../../src/framepack/inputs.js';
 import { inputComponent } from '../../src/server/openapi.js';
-import { validateInput, validateRequest } from '../../src/server/validation.js';
+import { schemaIssues, validateInput, validateRequest } from '../../src/server/validation.js';
 
 const component = inputComponent(inputSchema);
 const policy = { denyPrivate: false };
@@ -29,10 +29,44 @@ describe('input validation (pydantic lax mode)', () => {
     assert.deepEqual(value, {
       input_image: 'https://example.com/in.png', prompt: 'a cat', negative_prompt: '', seed: null,
       total_video_length_seconds: 3, latent_window_size: 9, steps: 25, cfg_scale: 1, distilled_cfg_scale: 10,
-      cfg_rescale: 0, use_teacache: true, mp4_crf: 23, resolution: 640, prompt_blend_sections: 4, loras: [],
+      cfg_rescale: 0, use_teacache: true, mp4_crf: 23, end_image: null, end_image_strength: 1, sampling_mode: 'inverted',
+      cache: null, resolution: 640, prompt_blend_sections: 4, loras: [],
     });
     // The output follows the schema's order (x-order), not the request's.
     assert.deepEqual(Object.keys(value), Object.keys(inputSchema.shape));
+  });
+
+  it('checks the cache choice against its enumeration; null is the default', () => {
+    assert.equal(check({ cache: 'magcache' }).value.cache, 'magcache');
+    assert.equal(check({ cache: null }).value.cache, null);
+    const issue = oneIssue({ cache: 'fastest' });
+    assert.equal(issue.type, 'enum');
+    assert.equal(issue.msg, "Input should be 'teacache', 'magcache' or 'off'");
+  });
+
+  it('checks the end frame and sampling mode inputs', () => {
+    assert.equal(check({ end_image: 'https://example.com/end.png', end_image_strength: '0.25' }).value.end_image_strength, 0.25);
+    assert.equal(oneIssue({ end_image_strength: 1.5 }).type, 'less_than_equal');
+    assert.equal(oneIssue({ end_image_strength: -0.1 }).type, 'greater_than_equal');
+    const mode = oneIssue({ sampling_mode: 'forward' });
+    assert.equal(mode.type, 'enum');
+    assert.equal(mode.msg, "Input should be 'inverted' or 'f1'");
+    assert.equal(oneIssue({ end_image: 'ftp://example.com/end.png' }).loc.at(-1), 'end_image');
+    assert.equal(check({ sampling_mode: 'f1', end_image: null }).issues.length, 0);
+  });
+
+  it('rejects end_image with sampling_mode f1 as a value error on end_image, after the fields pass', () => {
+    const { value, issues } = check({ end_image: 'https://example.com/end.png', sampling_mode: 'f1' });
+    assert.deepEqual(issues, []);
+    const crossed = schemaIssues(inputSchema, value);
+    assert.equal(crossed.length, 1);
+    assert.equal(crossed[0]!.type, 'value_error');
+    assert.deepEqual(crossed[0]!.loc, ['body', 'input', 'end_image']);
+    assert.equal(crossed[0]!.input, 'https://example.com/end.png');
+    assert.match(crossed[0]!.msg, /^Value error, end_image needs sampling_mode 'inverted', got 'f1'/);
+    for (const ok of [{ sampling_mode: 'f1' }, { end_image: 'https://example.com/end.png' }, {}]) {
+      assert.deepEqual(schemaIssues(inputSchema, check(ok).value), [], JSON.stringify(ok));
+    }
   });
 
   it('reports missing required inputs with the whole input object, in order', () => {
@@ -178,6 +212,19 @@ describe("the predictor's own rules (schema pass)", () => {
   it('runs only once the component accepted the input', () => {
     const r = request({ prompt: '[0: a]', steps: 99 });
     assert.deepEqual(r.issues.map((i) => i.loc.at(-1)), ['steps']);
+  });
+
+  it('reports every rule an input breaks in one 422: an end image with f1 and a malformed timestamped prompt', () => {
+    const r = request({ prompt: '[0s: a] [0s: b]', sampling_mode: 'f1', end_image: 'https://example.com/end.png' });
+    assert.deepEqual(r.issues.map((i) => [i.type, i.loc.at(-1)]), [['value_error', 'end_image'], ['value_error', 'prompt']]);
+    assert.ok(request({ prompt: '[0s: a] [1s: b]', sampling_mode: 'f1' }).request, 'timestamped prompts with f1');
+  });
+
+  it('checks the contents of loras, locating the item', () => {
+    const r = request({ loras: [{ url: 'https://example.com/a.safetensors' }, { url: '/etc/passwd', scale: 9 }] });
+    assert.deepEqual(r.issues.map((i) => i.loc), [['body', 'input', 'loras', 1, 'url'], ['body', 'input', 'loras', 1, 'scale']]);
+    assert.equal(r.issues[0]!.input, '/etc/passwd');
+    assert.deepEqual(request({ loras: [{ url: 'owner/repo/lora.safetensors' }] }).request?.input.loras, [{ url: 'owner/repo/lora.safetensors' }]);
   });
 });
 

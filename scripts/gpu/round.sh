@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One measurement round on the GPU machine, in steps that fit one call each (device time is scarce):
+#   scripts/gpu/round.sh part DIR      copy a bundle part (scripts/gpu/bundle.sh) into /tmp/gpu
+#   scripts/gpu/round.sh anchor        the original's whole request (../shared/scripts/anchor/framepack_request.py,
+#                                      copied next to this script) on FramePack/diffusers unpacked from upstream.tar.xz
+#   scripts/gpu/round.sh setup         node + node_modules + CUDA provider, a static ffmpeg, random full weights
+#   scripts/gpu/round.sh parity        the CUDA parity suite (float32 with TF32 off at 1e-4)
+#   scripts/gpu/round.sh high|medium|low [request.js args]   the default request through the server
+# Run from the folder that holds dist/ (the project root, or a copy of the build); results go to $OUT.
+# Parts go to $GPU_TMP (default /tmp/gpu), so that rounds of different checkouts on one machine stay apart.
+set -uo pipefail
+tmp=${GPU_TMP:-/tmp/gpu}
+out=${OUT:-gpu-out}; mkdir -p "$out"
+here=$(pwd)
+export FRAMEPACK_FIXTURES=${FRAMEPACK_FIXTURES:-$here/../.gpu/fx}
+export FRAMEPACK_FFMPEG=$tmp/ffmpeg
+# what unpack.sh exports, for the steps after `setup`
+runtime() {
+  export PATH=$tmp/rt:$PATH
+  export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib:/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+}
+step=$1; shift
+case "$step" in
+  part)
+    mkdir -p "$tmp" && cp "$1"/* "$tmp"/ && ls "$tmp" ;;
+  anchor)
+    mkdir -p "$tmp/up" && tar -xJf "$1" -C "$tmp/up"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv > "$out/gpu.txt"
+    PYTHONUNBUFFERED=1 python3 framepack_request.py --src "$tmp/up" --repeat "${2:-2}" --out "$out/anchor.json" 2>&1 | tail -20 ;;
+  setup)
+    sed "s#/tmp/gpu#$tmp#g" "$tmp/unpack.sh" > "$tmp/unpack-here.sh" && source "$tmp/unpack-here.sh" || exit 1
+    [ -x "$tmp/ffmpeg" ] || { xz -dc ffmpeg.xz > "$tmp/ffmpeg" && chmod +x "$tmp/ffmpeg"; }
+    SECONDS=0
+    [ -f bench/tmp/full/transformer/config.json ] || node dist/scripts/make-full-weights.js --out bench/tmp/full > "$out/weights.log" 2>&1
+    echo "weights ready in $SECONDS s" ;;
+  parity)
+    runtime
+    FRAMEPACK_GPU_REPORT="$out/parity.json" node --test --test-concurrency=1 dist/test/gpu/parity.test.js > "$out/parity.txt" 2>&1
+    echo "parity exit code $?"
+    grep -E '^# (tests|pass|fail|skipped)|^ *not ok|relative L2' "$out/parity.txt" | head -40 ;;
+  high|medium|low)
+    runtime
+    node dist/scripts/gpu/request.js --weights bench/tmp/full --policy "$step" --out "$out/request-$step.json" "$@" 2>&1 | tail -40
+    gzip -f "$out/request-$step.server.log" 2>/dev/null; rm -f "$out"/*.mp4 ;;
+  *) echo "unknown step $step" >&2; exit 2 ;;
+esac
