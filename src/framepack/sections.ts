@@ -333,14 +333,18 @@ export class PixelHistory {
   }
 
   /**
-   * All frames, earliest first, as (F, H, W, 3) uint8 buffers: the head one frame at a time (converted when
-   * asked for), then the finished chunks.
+   * All frames so far, earliest first, as (F, H, W, 3) uint8 buffers: the head one frame at a time (converted
+   * when asked for), then the finished chunks. Taken when called: a later prepend (which replaces the head and
+   * adds a chunk, never changing a buffer) does not change what an encoder still reading them gets.
    */
-  *chunks(): Generator<Uint8Array> {
+  chunks(): Iterable<Uint8Array> {
     const head = this.head;
-    if (head === null) return;
-    for (let t = 0; t < head.dims[2]; t++) yield toUint8Frames(head, t, t + 1);
-    yield* this.finals;
+    const finals = this.finals.slice();
+    return (function* () {
+      if (head === null) return;
+      for (let t = 0; t < head.dims[2]; t++) yield toUint8Frames(head, t, t + 1);
+      yield* finals;
+    })();
   }
 
   /** All frames as one contiguous (F, H, W, 3) uint8 buffer. */

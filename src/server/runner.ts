@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { appError, AppError, errorMessage, isFatal } from '../errors.js';
 import { teeLogger } from '../log.js';
-import type { Predictor, PredictorContext } from '../predictor.js';
+import type { PredictionEvents, Predictor, PredictorContext } from '../predictor.js';
 import { fetchInputFiles } from './input-files.js';
 import { inputComponent, openapiDocument, type JsonSchema } from './openapi.js';
 import type { UrlPolicy } from './ssrf.js';
@@ -85,6 +85,8 @@ export class Prediction {
   readonly done: Promise<PredictionObject>;
   resolve!: (p: PredictionObject) => void;
   webhooks?: WebhookSender;
+  /** Live events for watching clients; set by a 'started' listener. */
+  events?: PredictionEvents;
 
   constructor(id: string, createdAt: string, input: Record<string, unknown>) {
     this.state = {
@@ -238,6 +240,7 @@ export class Runner extends EventEmitter {
       p.webhooks.send('start', () => p.state);
     }
     this.opts.logger.info({ prediction_id: p.state.id }, 'prediction started');
+    this.emit('started', p);
     void this.run(p, traceHeaders);
     return p;
   }
@@ -284,7 +287,7 @@ export class Runner extends EventEmitter {
       const predictor = this.predictor!;
       const parsed = predictor.inputSchema.safeParse(local);
       if (!parsed.success) throw new Error(`input rejected by the predictor: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
-      const ctx: PredictorContext = { log: (line) => logger.info(line), logger, signal, tmpDir };
+      const ctx: PredictorContext = { log: (line) => logger.info(line), logger, signal, tmpDir, events: p.events };
       const outputPath = await predictor.predict(parsed.data, ctx);
       signal.throwIfAborted();
       const info = await stat(outputPath).catch(() => null);
