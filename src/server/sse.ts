@@ -11,12 +11,15 @@ import type { ServerResponse } from 'node:http';
 interface Queued {
   event: string;
   text: string;
+  bytes: number;
   latestOnly: boolean;
 }
 
 export class SseStream {
   private readonly queue: Queued[] = [];
   private queuedBytes = 0;
+  /** Latest-only events replaced before they could be written. */
+  dropped = 0;
   private waiting = false; // for 'drain'
   private ending = false;
   private closed = false;
@@ -53,16 +56,18 @@ export class SseStream {
   /** Sends `data` (already JSON) as `event`. */
   send(event: string, data: string, opts: { latestOnly?: boolean } = {}): void {
     if (this.closed || this.ending) return;
-    const item = { event, text: `event: ${event}\ndata: ${data}\n\n`, latestOnly: opts.latestOnly === true };
+    const text = `event: ${event}\ndata: ${data}\n\n`;
+    const item = { event, text, bytes: Buffer.byteLength(text), latestOnly: opts.latestOnly === true };
     if (item.latestOnly) {
       const old = this.queue.findIndex((q) => q.latestOnly && q.event === event);
       if (old >= 0) {
-        this.queuedBytes -= Buffer.byteLength(this.queue[old].text);
+        this.queuedBytes -= this.queue[old].bytes;
         this.queue.splice(old, 1);
+        this.dropped++;
       }
     }
     this.queue.push(item);
-    this.queuedBytes += Buffer.byteLength(item.text);
+    this.queuedBytes += item.bytes;
     this.flush();
   }
 
@@ -86,7 +91,7 @@ export class SseStream {
   private flush(): void {
     while (!this.closed && !this.waiting && this.queue.length > 0) {
       const item = this.queue.shift()!;
-      this.queuedBytes -= Buffer.byteLength(item.text);
+      this.queuedBytes -= item.bytes;
       this.write(item.text);
     }
     if (this.ending && !this.closed && !this.waiting && this.queue.length === 0) this.res.end();
