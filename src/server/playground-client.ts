@@ -86,7 +86,6 @@ function hint(name: string, prop: SchemaProp, required: boolean): string {
   if (prop.description) parts.push(prop.description);
   if (prop.minimum !== undefined && prop.maximum !== undefined) parts.push(`${prop.minimum} to ${prop.maximum}`);
   if (prop.default !== undefined && prop.default !== null && prop.default !== '') parts.push(`default ${String(prop.default)}`);
-  if (prop.nullable && prop.default === null) parts.push('empty: chosen by the server');
   if (required) parts.push('required');
   return parts.length ? parts.join(' · ') : name;
 }

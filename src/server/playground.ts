@@ -63,6 +63,7 @@ function page(script: string): string {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>FramePack playground</title>
+<link rel="icon" href="data:,">
 <style>${STYLE}</style>
 </head>
 <body>
