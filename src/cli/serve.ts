@@ -9,7 +9,7 @@
  *   --predictor <module>               another predictor module (default: FramePack)
  *   --models <dir>, --noise <f>, --dump <f>, --any-flag <v>   passed to the predictor as options
  *   --deny-private-urls                also refuse loopback/private addresses for input URLs
- *   --no-playground                    do not serve GET /playground (the bare Cog contract and its event streams)
+ *   --no-playground                    do not serve the GET /playground page
  *   --x-mode, --threads                accepted and ignored (Cog flags without meaning here)
  *   -v, --version                      print the version
  *

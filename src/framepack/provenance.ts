@@ -7,7 +7,7 @@
  * the URL a client sent may be a data URL of several megabytes.
  */
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
 import type { Placement } from '../runtime/placement.js';
 import { PROJECT_NAME, PROJECT_VERSION } from '../version.js';
 import type { FramePackInput } from './inputs.js';
@@ -27,7 +27,9 @@ export interface Provenance {
 }
 
 export async function fileDigest(path: string): Promise<string> {
-  return `sha256:${createHash('sha256').update(await readFile(path)).digest('hex')}`;
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return `sha256:${hash.digest('hex')}`;
 }
 
 export async function provenanceOf(input: FramePackInput, seed: number, placement: Placement): Promise<Provenance> {

@@ -45,7 +45,7 @@ export class CogServer {
     this.runner = new Runner({ ...opts, logger: opts.logger });
     this.events = new EventHubs({ logger: opts.logger, tmpRoot: opts.tmpRoot });
     this.runner.on('started', (p: Prediction) => { p.events = this.events.open(p.state.id); });
-    this.runner.on('finished', (p: Prediction) => this.events.finish(p.state.id, p.snapshot()));
+    this.runner.on('finished', (p: Prediction) => this.events.finish(p.state.id, p.state));
     this.app = Fastify({
       loggerInstance: opts.logger as FastifyBaseLogger,
       logController: new LogController({ disableRequestLogging: true }),

@@ -102,7 +102,10 @@ export class PredictionEventHub implements PredictionEvents {
     for (const s of this.streams) s.send('section', json);
   }
 
-  /** Sends the final event (`done`, `failed` or `canceled`) with the prediction object and ends every stream. */
+  /**
+   * Sends the final event (`done`, `failed` or `canceled`) with the prediction object (serialised now) and
+   * ends every stream.
+   */
   finish(p: PredictionObject): void {
     if (this.finished) return;
     this.outcome = { event: p.status === 'succeeded' ? 'done' : p.status, json: JSON.stringify(p) };
@@ -115,14 +118,13 @@ export class PredictionEventHub implements PredictionEvents {
   /** Adds a listener on `res`: the state so far first, then every event until the final one. */
   listen(res: FastifyReply['raw']): SseStream {
     const stream = new SseStream(res, () => this.streams.delete(stream));
+    this.streams.add(stream);
     if (this.progressJson) stream.send('progress', this.progressJson, { latestOnly: true });
     if (this.previewJson) stream.send('preview', this.previewJson, { latestOnly: true });
     for (const s of this.sections) stream.send('section', s.json);
     if (this.outcome) {
       stream.send(this.outcome.event, this.outcome.json);
       stream.end();
-    } else {
-      this.streams.add(stream);
     }
     return stream;
   }
@@ -132,11 +134,14 @@ export class PredictionEventHub implements PredictionEvents {
     return this.disposed ? undefined : this.sections.find((s) => s.n === n)?.file;
   }
 
-  /** Ends every stream and removes the section videos. */
+  /**
+   * Closes every stream, also one still waiting for a client that stopped reading (it would keep the server
+   * from closing), and removes the section videos.
+   */
   async dispose(): Promise<void> {
     if (this.disposed) return;
     this.disposed = true;
-    for (const s of this.streams) s.end();
+    for (const s of this.streams) s.destroy();
     const dir = this.dir;
     if (dir) await rm(await dir, { recursive: true, force: true }).catch((err) => this.opts.logger.warn({ err }, 'could not remove section videos'));
   }

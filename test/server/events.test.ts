@@ -148,6 +148,27 @@ describe('live events', () => {
   });
 });
 
+describe('live events at shutdown', () => {
+  it('closes the streams of clients that stopped reading, so the server can stop', async () => {
+    const s = await startServer('live');
+    const stalled = connect(Number(new URL(s.url).port), '127.0.0.1');
+    try {
+      const res = await put(`${s.url}/predictions/last`, { input: { prompt: 'x', steps: 40, step_ms: 0, preview_bytes: 256 * 1024, watchers: 1 } },
+        { prefer: 'respond-async' });
+      assert.equal(res.status, 202);
+      stalled.pause();
+      stalled.write('GET /predictions/last/events HTTP/1.1\r\nHost: x\r\n\r\n');
+      await waitFor(() => s.server.events.get('last')?.finished, 'the prediction to finish', 30_000);
+      const stream = [...s.server.events.get('last')!.streams][0];
+      assert.ok(stream && !stream.isClosed, 'the stalled client is still attached after the end');
+      await s.close(); // would wait for that client forever if its stream were left open
+      assert.ok(stream.isClosed);
+    } finally {
+      stalled.destroy();
+    }
+  });
+});
+
 describe('playground', () => {
   it('serves one self-contained page whose policy allows this origin only', async () => {
     const s = await startServer('live');
