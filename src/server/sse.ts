@@ -30,6 +30,9 @@ export class SseStream {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-cache, no-transform',
       'x-accel-buffering': 'no', // proxies (nginx) must pass events on at once
+      // A stream ends with its prediction; its connection goes with it rather than idling in keep-alive,
+      // where one that ends while the server shuts down would hold the shutdown for the keep-alive timeout.
+      connection: 'close',
     });
     res.flushHeaders();
     res.on('drain', () => {

@@ -12,8 +12,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { loadTensors } from '../../src/onnx/safetensors.js';
-import { collectEvents, readEvents, type SseEvent } from './sse-client.js';
-import { cli, startTinyServer, TINY_INPUT as INPUT, tinyEnv as env, type TinyServer } from './tiny-server.js';
+import { collectEvents, type SseEvent } from './sse-client.js';
+import { cli, fetchIdempotent, startTinyServer, TINY_INPUT as INPUT, tinyEnv as env, type TinyServer } from './tiny-server.js';
 
 let tiny: TinyServer;
 let work: string;
@@ -98,23 +98,23 @@ test('live events of a run: ordered progress, at most one preview per step, a se
   const id = 'tiny-events';
   // No seed: the one drawn must be what the video and the logs report.
   const input = { ...INPUT, seed: null, mp4_crf: 23, input_image: `data:image/png;base64,${imagePng.toString('base64')}` };
-  const res = await fetch(`${url}/predictions/${id}`, {
+  const res = await fetchIdempotent(`${url}/predictions/${id}`, {
     method: 'PUT', headers: { 'content-type': 'application/json', prefer: 'respond-async' }, body: JSON.stringify({ input }),
   });
   assert.equal(res.status, 202);
   const events = `${url}/predictions/${id}/events`;
   // The listeners connect right after the 202, seconds before the first section can end. Besides two that read
   // everything: one that never reads (it must not hold the run up) and one that leaves after its first event.
+  const request = `GET /predictions/${id}/events HTTP/1.1\r\nHost: x\r\n\r\n`;
   const stalled = connect(Number(new URL(url).port), '127.0.0.1');
   stalled.pause();
-  stalled.write(`GET /predictions/${id}/events HTTP/1.1\r\nHost: x\r\n\r\n`);
-  const leaver = new AbortController();
-  const left = (async () => {
-    for await (const e of readEvents(await fetch(events, { signal: leaver.signal }))) { leaver.abort(); return e; }
-  })().catch(() => undefined);
+  stalled.write(request);
+  const leaver = connect(Number(new URL(url).port), '127.0.0.1');
+  leaver.on('data', (d: Buffer) => { if (d.includes('event: ')) leaver.destroy(); });
+  leaver.write(request);
   const [a, b] = await Promise.all([collectEvents(events), collectEvents(events)]);
   stalled.destroy();
-  await left;
+  assert.ok(leaver.destroyed, 'the leaver went away after its first event');
   assert.deepEqual(a.map((e) => e.event), b.map((e) => e.event), 'both listeners saw the same events');
 
   const done = a.at(-1)!;
@@ -172,12 +172,12 @@ test('a cancel stops a running generation between steps', async () => {
   await new Promise<void>((r) => hooks.listen(0, '127.0.0.1', r));
   try {
     const webhook = `http://127.0.0.1:${(hooks.address() as { port: number }).port}/hook`;
-    const res = await fetch(`${url}/predictions`, {
-      method: 'POST', headers: { 'content-type': 'application/json', prefer: 'respond-async' },
+    const id = 'tiny-cancel';
+    const res = await fetchIdempotent(`${url}/predictions/${id}`, {
+      method: 'PUT', headers: { 'content-type': 'application/json', prefer: 'respond-async' },
       body: JSON.stringify({ webhook, input: { ...INPUT, steps: 50, input_image: `data:image/png;base64,${imagePng.toString('base64')}` } }),
     });
     assert.equal(res.status, 202);
-    const { id } = await res.json() as { id: string };
     const events = collectEvents(`${url}/predictions/${id}/events`);
     await until(() => /2\/50 \[.*, section 1\/2\]/.test(logs), 'the second sampling step', 120_000);
     assert.equal((await fetch(`${url}/predictions/${id}/cancel`, { method: 'POST' })).status, 200);
@@ -188,7 +188,7 @@ test('a cancel stops a running generation between steps', async () => {
     assert.equal(seen.at(-1)!.event, 'canceled');
     assert.ok(!seen.some((e) => e.event === 'section' || e.event === 'done'));
     assert.ok(!/section 1\/2 decoded/.test(logs), 'nothing is decoded after the cancel');
-    await until(async () => (await (await fetch(`${url}/health-check`)).json() as { status: string }).status === 'READY', 'READY', 10_000);
+    await until(async () => (await (await fetchIdempotent(`${url}/health-check`)).json() as { status: string }).status === 'READY', 'READY', 10_000);
     assert.ok(Date.now() - t0 < 30_000);
   } finally {
     await new Promise((r) => hooks.close(r));

@@ -13,7 +13,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
-import { startTinyServer, TINY_INPUT, type TinyServer } from './tiny-server.js';
+import { fetchIdempotent, startTinyServer, TINY_INPUT, type TinyServer } from './tiny-server.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? ['/usr/bin/chromium', '/usr/bin/chromium-browser'].find((p) => existsSync(p));
 const REQUIRED = process.env.FRAMEPACK_REQUIRE_BROWSER === '1';
@@ -66,7 +66,7 @@ describe('playground in Chromium', { skip: !CHROMIUM && !REQUIRED ? 'no chromium
   it('builds the form from the schema, runs a prediction with live preview and sections, ends with the video', async (t: TestContext) => {
     const { page, problems } = await open();
     // every input of the published schema, in its order, with its default
-    const schema = await (await fetch(`${tiny.url}/openapi.json`)).json() as { components: { schemas: { Input: { properties: Record<string, { 'x-order': number }> } } } };
+    const schema = await (await fetchIdempotent(`${tiny.url}/openapi.json`)).json() as { components: { schemas: { Input: { properties: Record<string, { 'x-order': number }> } } } };
     const order = Object.entries(schema.components.schemas.Input.properties).sort(([, a], [, b]) => a['x-order'] - b['x-order']).map(([k]) => k);
     assert.deepEqual(await page.$$eval('#fields [name]', (els) => els.map((e) => (e as HTMLInputElement).name)), order);
     assert.equal(await page.$eval('#in-steps', (e) => (e as HTMLInputElement).value), '25');
@@ -128,7 +128,7 @@ describe('playground in Chromium', { skip: !CHROMIUM && !REQUIRED ? 'no chromium
       cancel: document.querySelector<HTMLButtonElement>('#cancel')!.disabled,
     }));
     assert.deepEqual(after, { final: 0, submit: false, cancel: true });
-    const health = await (await fetch(`${tiny.url}/health-check`)).json() as { status: string };
+    const health = await (await fetchIdempotent(`${tiny.url}/health-check`)).json() as { status: string };
     assert.ok(['READY', 'BUSY'].includes(health.status));
     assert.deepEqual(problems, []);
     await page.close();

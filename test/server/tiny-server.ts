@@ -28,6 +28,20 @@ export interface TinyServer {
   close(): Promise<void>;
 }
 
+/**
+ * fetch for idempotent requests, sent once more when the connection failed: after a request of more than the
+ * server's keep-alive timeout (72 s, which a tiny-model run can take on a busy machine) a pooled connection may
+ * be closed just as the next request goes out on it, and HTTP/1.1 clients retry idempotent requests then.
+ */
+export async function fetchIdempotent(url: string, init: RequestInit = {}): Promise<Response> {
+  try {
+    return await fetch(url, init);
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err;
+    return fetch(url, init);
+  }
+}
+
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
