@@ -25,11 +25,13 @@ import { choosePlacement, mapOrtError, type Placement } from '../runtime/placeme
 import { Session } from '../runtime/session.js';
 import { loadImage, loadSigLipPreprocessor, type SigLipPreprocessor } from './image.js';
 import { inputSchema, stepCacheOf, type FramePackInput } from './inputs.js';
+import { LiveEvents } from './live.js';
 import { randomSeed } from './noise.js';
 import {
   generate, type FramePackNets, type PromptEmbeddings, type SamplingMode, type SectionInputs, type SectionModel,
   type StepCacheKind,
 } from './pipeline.js';
+import { provenanceOf } from './provenance.js';
 import { encodePrompt, loadTextEncoders, type TextEncoders } from './text.js';
 import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
 import { Vae } from './vae-decode.js';
@@ -413,6 +415,7 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
     const endImage = input.end_image === null ? null : await loadImage(input.end_image, 'end_image');
     const noise = typeof this.options.noise === 'string' ? await readNoise(this.options.noise) : undefined;
     const dump: Record<string, HostTensor> | undefined = typeof this.options.dump === 'string' ? {} : undefined;
+    const live = ctx.events && new LiveEvents(ctx.events, { tmpDir: ctx.tmpDir, crf: input.mp4_crf, signal: ctx.signal, log: (l) => ctx.log(l) });
     const t0 = performance.now();
     try {
       // per-request networks are released when the generation settles, before the MP4 is written
@@ -430,19 +433,28 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
         samplingMode: input.sampling_mode,
         endImage,
         endImageStrength: input.end_image_strength,
-      }, { signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump }));
+      }, {
+        signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump,
+        onStep: live && ((at, denoised) => live.step(at, denoised)),
+        onSection: live && ((section, sections, pixels) => live.section(section, sections, pixels)),
+      }));
+      await live?.sectionsDone();
 
       const out = join(ctx.tmpDir, 'output.mp4');
       ctx.log(`encoding ${result.pixels.frameCount} frames (${result.width}x${result.height}, ${result.fps} fps, crf ${input.mp4_crf})`);
       const t1 = performance.now();
+      const provenance = JSON.stringify(await provenanceOf(input, seed, nets.placement));
       await writeMp4(out, result.pixels.chunks(), {
         width: result.width, height: result.height, fps: result.fps, crf: input.mp4_crf, signal: ctx.signal, log: (l) => ctx.log(l),
+        metadata: { comment: provenance },
       });
-      ctx.log(`video encoded in ${((performance.now() - t1) / 1000).toFixed(1)} s; total ${((performance.now() - t0) / 1000).toFixed(1)} s (seed ${seed})`);
+      ctx.log(`video encoded in ${((performance.now() - t1) / 1000).toFixed(1)} s; total ${((performance.now() - t0) / 1000).toFixed(1)} s; ` +
+        `seed ${seed}; provenance ${provenance}`);
       return out;
     } catch (err) {
       throw mapOrtError(err, nets.placement.ep); // a GPU out-of-memory failure becomes its catalogue error
     } finally {
+      await live?.close();
       if (dump && typeof this.options.dump === 'string' && Object.keys(dump).length) {
         await saveTensors(this.options.dump, dump);
         ctx.log(`dumped ${Object.keys(dump).length} tensors to ${this.options.dump}`);
