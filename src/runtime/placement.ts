@@ -94,6 +94,11 @@ export interface Placement {
   /** 8-bit weight-only quantization of the two large networks. */
   quantize: { dit?: 8; llama?: 8 };
   vaeTiling: boolean;
+  /**
+   * How a tiled decode tiles: 'diffusers' (the original's low-VRAM tiles: 32 latents, 16 per window at the
+   * 640 bucket) or 'fit' (2 x 2 equal tiles, 3 x 3 and then diffusers' after running out of memory).
+   */
+  vaeTiles: 'diffusers' | 'fit';
   /** the DiT's activations go back to the device after each section (arena shrinkage) */
   shrinkDitAfterSection: boolean;
   precision: { dit: Precision; encoders: Precision; vae: Precision };
@@ -141,14 +146,14 @@ const LIFETIMES: Record<Exclude<PlacementPolicy, 'cpu'>, NetworkLifetimes> = {
 
 function build(policy: PlacementPolicy, ep: ExecutionProvider, deviceId: number, gpu: GpuInfo | undefined, reason: string): Placement {
   if (policy === 'cpu' || ep === 'cpu') {
-    return { policy: 'cpu', ep: 'cpu', deviceId: 0, lifetime: { ...LIFETIMES.high }, quantize: {}, vaeTiling: false,
+    return { policy: 'cpu', ep: 'cpu', deviceId: 0, lifetime: { ...LIFETIMES.high }, quantize: {}, vaeTiling: false, vaeTiles: 'diffusers',
       precision: { dit: 'float32', encoders: 'float32', vae: 'float32' }, reason, shrinkDitAfterSection: false };
   }
   // WebGPU has no bfloat16 and the DiT gives NaN in float16, so its DiT stays in float32 there.
   const dit: Precision = ep === 'cuda' ? 'bfloat16' : 'float32';
   const low = policy === 'low';
   return { policy, ep, deviceId, gpu, lifetime: { ...LIFETIMES[policy] },
-    quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low || !gpu || gpu.freeMiB < UNTILED_VAE_MIN_FREE_MIB,
+    quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low || !gpu || gpu.freeMiB < UNTILED_VAE_MIN_FREE_MIB, vaeTiles: low ? 'diffusers' : 'fit',
     precision: { dit, encoders: 'float16', vae: 'float16' }, reason, shrinkDitAfterSection: !low };
 }
 
@@ -212,7 +217,7 @@ async function choosePolicy(inputs: PlacementInputs, env: NodeJS.ProcessEnv): Pr
 /** One log line naming the policy and what it implies. */
 export function describePlacement(p: Placement): string {
   const device = p.ep === 'cpu' ? 'cpu' : `${p.ep}:${p.deviceId}`;
-  const tiling = p.vaeTiling ? 'VAE tiled' : 'VAE untiled';
+  const tiling = !p.vaeTiling ? 'VAE untiled' : p.vaeTiles === 'fit' ? 'VAE in 2 x 2 tiles (smaller on out of memory)' : 'VAE tiled';
   const what = p.policy === 'high' ? `every session resident; ${tiling}`
     : p.policy === 'medium' ? `DiT and VAE resident, encoders created per request; ${tiling}`
       : p.policy === 'low' ? `encoders, DiT, VAE created per request in turn; 8-bit DiT and LLaMA; ${tiling}`
