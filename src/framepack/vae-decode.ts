@@ -4,8 +4,9 @@
  * Decoding reproduces diffusers' AutoencoderKLHunyuanVideo.decode exactly (spec 4.5): more than 4 latent
  * frames always go through the temporal tiled decode (windows of 5 latents, stride 3, 4-frame linear blend);
  * spatial tiling only when `spatialTiling` is set: diffusers' 32-latent tiles (stride 24, 64-px blend) as the
- * original does in its low-VRAM mode, or (`tiles: 'fit'`) the fewest equal tiles that fit the device. Encoding uses the posterior mean (the original samples it with an unseeded RNG,
- * a documented deviation shared with the fixtures).
+ * original does in its low-VRAM mode, or (`tiles: 'fit'`) the fewest equal tiles that fit the device.
+ * Encoding uses the posterior mean (the original samples it with an unseeded RNG, a documented deviation
+ * shared with the fixtures).
  *
  * The networks run in ORT sessions (worker thread of src/runtime); tile blending and the assembly of the
  * output run in a second worker (vae-stitch-worker.ts), so the event loop only moves buffers.

@@ -3,7 +3,7 @@
  *
  *   high    every session created once and kept (LLaMA, CLIP, SigLIP, VAE, DiT): FramePack's own
  *           "high_vram" mode. The VAE decodes untiled only with UNTILED_VAE_MIN_FREE_MIB free (an 80 GB
- *           card decodes in spatial tiles: the untiled decode ran out of memory there).
+ *           card decodes in 2 x 2 spatial tiles: the untiled decode ran out of memory there).
  *   medium  the bf16 DiT and the VAE resident (VAE tiled); LLaMA, CLIP and SigLIP created per request
  *           and released once the conditioning exists. The DiT gives its activations back to the device after
  *           each section and the VAE after each decode (arena shrinkage), so the encoders of the next request
@@ -35,11 +35,12 @@ import { cudaVisible, probeVram, type GpuInfo, type VramProbe } from './vram.js'
 export type PlacementPolicy = 'high' | 'medium' | 'low' | 'cpu';
 
 /**
- * Free VRAM for `high` (bench/results/2026-12-05-h100-c-api.json): with every network resident and the VAE
- * tiled, the default request peaked at 59.9 GiB on an H100 80GB (79.2 GiB free when idle), and ten requests
- * in a row left the device at that same figure.
+ * Free VRAM for `high`: with every network resident and the VAE in 2 x 2 tiles the default request peaked at
+ * 62.4 GiB with 75.1 GiB free (bench/results/2026-12-05-h200-round2.json, an H200 held to an 80 GB card's free
+ * memory; an idle H100 80GB shows 79.2 GiB); with diffusers' tiles at 59.9 GiB on an H100, flat over ten
+ * requests (2026-12-05-h100-c-api.json).
  */
-export const HIGH_MIN_FREE_MIB = 62 * 1024;
+export const HIGH_MIN_FREE_MIB = 64 * 1024;
 
 /**
  * Free VRAM for the untiled VAE decode (FramePack's own high-VRAM decode) beside the resident networks: on the
@@ -50,16 +51,16 @@ export const HIGH_MIN_FREE_MIB = 62 * 1024;
 export const UNTILED_VAE_MIN_FREE_MIB = 88 * 1024;
 
 /**
- * Free VRAM for `medium` (DiT resident, encoders per request, VAE tiled): an estimate from the measured parts
- * (DiT weights 24.5 GiB + its activations 8-9 GiB, or + the float16 LLaMA 15 GiB while the prompt is encoded);
- * the whole request within 48 GiB was not measured.
+ * Free VRAM for `medium` (DiT resident, encoders per request, VAE tiled): the default request ran with 44.1 GiB
+ * free and peaked at 43.6 GiB (2026-12-05-h200-round2.json; its VAE moved from 2 x 2 to 3 x 3 tiles after
+ * running out of memory once).
  */
 export const MEDIUM_MIN_FREE_MIB = 44 * 1024;
 
 /**
  * Free VRAM for `low`: the whole default request ran on an H100 with all but 19.5 GiB held by another process,
- * peaking at 17.4 GiB (2026-11-25, onnxruntime-node; not measured again on the C API). Below this the CPU is
- * the only safe choice.
+ * peaking at 17.4 GiB (2026-11-25, onnxruntime-node). Still an estimate on the C API: its run within 24 GiB did
+ * not finish for lack of device time. Below this the CPU is the only safe choice.
  */
 export const LOW_MIN_FREE_MIB = 20 * 1024;
 
