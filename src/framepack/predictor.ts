@@ -136,12 +136,18 @@ export class FramePackModels implements FramePackNets {
     const t0 = performance.now();
     const sigLip = loadSigLipPreprocessor(dirs.featureExtractor);
     const ditGraphs = await buildTransformerGraphs(dirs.transformer, ditOptions(placement));
-    const vae = await Vae.load(dirs.vae, { ep, deviceId, precision: placement.precision.vae, spatialTiling: placement.vaeTiling });
+    // told through the models' current log: the request's while one runs
+    const tell = { log };
+    const vae = await Vae.load(dirs.vae, {
+      ep, deviceId, precision: placement.precision.vae, spatialTiling: placement.vaeTiling, tiles: placement.vaeTiles,
+      onTiles: (line) => tell.log(line),
+    });
     const f1Dir = opts.f1Dir ?? (async () => {
       if (!dirs.transformerF1) throw appError('MODELS_MISSING', { detail: 'transformerF1: not resolved', hint: 'sampling_mode f1 needs lllyasviel/FramePack_F1_I2V_HY_20250503.' });
       return dirs.transformerF1;
     });
     const models = new FramePackModels(dirs, placement, sigLip, vae, ditGraphs, log, f1Dir);
+    tell.log = (line) => models.log(line);
     try {
       await models.textEncoders();
       await models.imageEncoder();

@@ -48,13 +48,15 @@ test('an 80 GB GPU: high with the VAE tiled; 40-48 GB: medium; 24 GB: low', asyn
   assert.equal(h100.policy, 'high');
   assert.deepEqual(h100.lifetime, { encoders: 'resident', dit: 'resident', vae: 'resident' });
   assert.equal(h100.vaeTiling, true);
-  assert.match(describePlacement(h100), /placement: high on cuda:0 \(every session resident; VAE tiled/);
+  assert.equal(h100.vaeTiles, 'fit');
+  assert.match(describePlacement(h100), /placement: high on cuda:0 \(every session resident; VAE in 2 x 2 tiles \(smaller on out of memory\)/);
   for (const [total, free] of [[49140, 48000], [40960, MEDIUM_MIN_FREE_MIB]]) {
     const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, total, free, 'NVIDIA L40S') }), cuda: cudaOk });
     assert.equal(p.policy, 'medium');
     assert.deepEqual(p.lifetime, { encoders: 'per-request', dit: 'resident', vae: 'resident' });
     assert.deepEqual(p.quantize, {});
     assert.equal(p.vaeTiling, true);
+    assert.equal(p.vaeTiles, 'fit');
     assert.equal(p.shrinkDitAfterSection, true);
     assert.match(describePlacement(p), /placement: medium on cuda:0 \(DiT and VAE resident, encoders created per request/);
   }
@@ -65,6 +67,7 @@ test('an 80 GB GPU: high with the VAE tiled; 40-48 GB: medium; 24 GB: low', asyn
   assert.deepEqual(p.lifetime, { encoders: 'per-request', dit: 'per-request', vae: 'per-request' });
   assert.deepEqual(p.quantize, { dit: 8, llama: 8 });
   assert.equal(p.vaeTiling, true);
+  assert.equal(p.vaeTiles, 'diffusers'); // the original's low-VRAM tiles
   assert.equal(p.shrinkDitAfterSection, false);
   assert.match(describePlacement(p), /placement: low on cuda:0/);
 });
