@@ -20,6 +20,9 @@
  *   then reports DEFUNCT. Throw one with `device: 'lost'` when the device failed (a sticky CUDA error) or
  *   `device: 'out-of-memory'`: the server takes this instance out of rotation (an out-of-memory one only
  *   while another instance serves) and DEFUNCT comes only when none is left.
+ * - `ctx.events` (optional, given by the server) takes live events for clients watching the prediction:
+ *   progress, preview pictures and the video so far. Reporting must never slow the prediction: skip work done
+ *   only for watchers (`events.watched` is false) and never wait for a watcher.
  * - `dispose()` (optional) releases what setup acquired; the process exits shortly after it either way.
  * - `devices(log)` (optional) lists the GPUs that can each run one prediction alongside the others. When
  *   the server may run several predictions at once (COG_MAX_CONCURRENCY > 1) it asks an instance that is
@@ -46,6 +49,47 @@ export interface PredictorContext {
    * For files a model fetches itself, such as weights named in an input.
    */
   download?(url: string, file: string, opts: { name: string; maxBytes: number }): Promise<void>;
+  /** Optional live events for watching clients (the server's `GET /predictions/{id}/events`). */
+  events?: PredictionEvents;
+}
+
+/** Where a prediction stands, for watchers (sections and steps count from 1). */
+export interface ProgressEvent {
+  section: number;
+  sections: number;
+  step: number;
+  steps: number;
+  /** Of the whole prediction's steps. */
+  percent: number;
+  /** Seconds the remaining steps should take; null when unknown. */
+  eta_seconds: number | null;
+}
+
+/** A small picture of the current state (the predictor draws it; the server sends it as a data URL). */
+export interface PreviewEvent {
+  section: number;
+  step: number;
+  width: number;
+  height: number;
+  mime: string;
+  image: Uint8Array;
+}
+
+/** The output so far, as a file in `tmpDir` that the server takes over (moves) when `section` is called. */
+export interface SectionEvent {
+  section: number;
+  sections: number;
+  frames: number;
+  path: string;
+}
+
+export interface PredictionEvents {
+  /** Whether a client watches now: work done only for watchers (the video so far) can be skipped when not. */
+  readonly watched: boolean;
+  progress(event: ProgressEvent): void;
+  preview(event: PreviewEvent): void;
+  /** Resolves once the file was taken over. */
+  section(event: SectionEvent): Promise<void>;
 }
 
 export type SetupContext = Omit<PredictorContext, 'signal' | 'tmpDir'> & { signal?: AbortSignal };

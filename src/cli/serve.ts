@@ -9,12 +9,13 @@
  *   --predictor <module>               another predictor module (default: FramePack)
  *   --models <dir>, --noise <f>, --dump <f>, --any-flag <v>   passed to the predictor as options
  *   --deny-private-urls                also refuse loopback/private addresses for input URLs
+ *   --no-playground                    do not serve the GET /playground page
  *   --x-mode, --threads                accepted and ignored (Cog flags without meaning here)
  *   -v, --version                      print the version
  *
  * Environment: PORT, COG_LOG_LEVEL, LOG_FORMAT, COG_THROTTLE_RESPONSE_INTERVAL, WEBHOOK_AUTH_TOKEN,
  * COG_SETUP_TIMEOUT, COG_WAIT_FILE, COG_USER_AGENT, KUBERNETES_SERVICE_HOST, FRAMEPACK_DENY_PRIVATE_URLS,
- * FRAMEPACK_MAX_INPUT_BYTES, FRAMEPACK_BODY_LIMIT, FRAMEPACK_READY_FILE, COG_MAX_CONCURRENCY.
+ * FRAMEPACK_NO_PLAYGROUND, FRAMEPACK_MAX_INPUT_BYTES, FRAMEPACK_BODY_LIMIT, FRAMEPACK_READY_FILE, COG_MAX_CONCURRENCY.
  */
 import { createLogger } from '../log.js';
 import { terminateWorkers } from '../runtime/session.js';
@@ -25,8 +26,8 @@ import { COG_VERSION } from '../server/routes.js';
 import { throttleFromEnv } from '../server/webhooks.js';
 import { flagBool, parseArgs, predictorOptionsFrom } from './flags.js';
 
-const KNOWN = ['host', 'port', 'upload-url', 'await-explicit-shutdown', 'predictor', 'deny-private-urls', 'x-mode',
-  'threads', 'version', 'check-hash-based-pycs'];
+const KNOWN = ['host', 'port', 'upload-url', 'await-explicit-shutdown', 'predictor', 'deny-private-urls', 'no-playground',
+  'x-mode', 'threads', 'version', 'check-hash-based-pycs'];
 
 function positiveNumber(value: string | undefined, fallback: number): number {
   const n = Number(value);
@@ -35,7 +36,7 @@ function positiveNumber(value: string | undefined, fallback: number): number {
 
 export async function main(argv: string[]): Promise<number> {
   const args = parseArgs(argv, {
-    booleans: ['version', 'deny-private-urls'],
+    booleans: ['version', 'deny-private-urls', 'no-playground'],
     optionalBooleans: ['await-explicit-shutdown'],
     aliases: { v: 'version' },
   });
@@ -65,6 +66,7 @@ export async function main(argv: string[]): Promise<number> {
     source: predictorSource(str('predictor'), options),
     uploadUrl: str('upload-url'),
     policy: { denyPrivate: args.flags.has('deny-private-urls') || flagBool(process.env.FRAMEPACK_DENY_PRIVATE_URLS) === true },
+    playground: !(args.flags.has('no-playground') || flagBool(process.env.FRAMEPACK_NO_PLAYGROUND) === true),
     maxInputBytes: positiveNumber(process.env.FRAMEPACK_MAX_INPUT_BYTES, DEFAULT_MAX_INPUT_BYTES),
     throttleMs: throttleFromEnv(process.env.COG_THROTTLE_RESPONSE_INTERVAL),
     webhookAuthToken: process.env.WEBHOOK_AUTH_TOKEN || undefined,

@@ -29,6 +29,7 @@ import { appError } from '../errors.js';
 import { RESOLUTION, findNearestBucket } from './buckets.js';
 import { prepareStartImage, vaePixels, type RgbImage, type SigLipPreprocessor } from './image.js';
 import { NormalGenerator } from './noise.js';
+import { SamplingProgress, type StepProgress } from './progress.js';
 import { distilledGuidance, sampleUniPC, sectionSigmas, type VelocityFn } from './sampler.js';
 import {
   FPS, PixelHistory, createHistory, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
@@ -124,6 +125,13 @@ export interface GenerateHooks {
   signal: AbortSignal;
   log(line: string): void;
   progress?(done: number, total: number, label?: string): void;
+  /**
+   * After every sampling step: where sampling stands and the step's x0 prediction (1, C, lws, h8, w8). The
+   * sampler keeps using that buffer: copy it to keep it beyond the call.
+   */
+  onStep?(progress: StepProgress, denoised: Float32Tensor): void;
+  /** After each section's frames are blended in (`section` from 1): the video so far. */
+  onSection?(section: number, sections: number, pixels: PixelHistory): void;
   /** Initial noise per section (`noise_<i>`), replacing the seeded generator: reproduces a reference run. */
   noise?: Record<string, HostTensor>;
   /** Filled with the intermediate tensors, named as in the reference fixtures. */
@@ -303,15 +311,17 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   const generator = new NormalGenerator(p.seed);
   const history = createHistory(mode, start);
   const pixels = new PixelHistory(overlapFrames(lws), mode === 'f1' ? 'forward' : 'backward');
-  const totalSteps = plans.length * p.steps;
-  const pending: Array<{ label: string; latents: HostTensor }> = [];
-  const decode = async ({ label, latents }: { label: string; latents: HostTensor }) => {
+  const progress = new SamplingProgress({ sections: plans.length, steps: p.steps, log, progress: hooks.progress });
+  type Slice = { section: number; label: string; latents: HostTensor };
+  const pending: Slice[] = [];
+  const decode = async ({ section, label, latents }: Slice) => {
     signal.throwIfAborted();
     const t = performance.now();
     const decoded = asFloat32(await nets.decodeLatents(latents, signal), 'decoded pixels');
     await pixels.add(decoded);
     log(`${label} decoded ${latents.dims[2]} latents to ${decoded.dims[2]} frames in ${seconds(t)} s; ` +
       `${pixels.frameCount}/${totalFrames} frames`);
+    hooks.onSection?.(section, plans.length, pixels);
   };
 
   for (const plan of plans) {
@@ -324,6 +334,7 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
     if (dump) dump[`noise_${plan.index}`] = f32(latentShape, noise);
 
     t0 = performance.now();
+    progress.startSection(plan.index + 1);
     const model = await nets.section({
       mode, plan, steps: p.steps, positive: positives[plan.index], negative, imageEmbeddings, guidance, latentShape, cache: p.cache,
       conditioning: history.conditioning(plan.index === 0 ? endLatent : undefined),
@@ -332,9 +343,9 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
     try {
       generated = await sampleUniPC({
         noise, sigmas, velocity: model.velocity, cfg: p.cfg, rescale: p.cfgRescale, halfPrecision: nets.halfPrecision, signal,
-        onStep: (i, n) => {
-          log(`${label}, step ${i + 1}/${n}`);
-          hooks.progress?.(plan.index * p.steps + i + 1, totalSteps, 'steps');
+        onStep: (i, _n, state) => {
+          const at = progress.step(i + 1);
+          hooks.onStep?.(at, f32(latentShape, state.x0));
         },
       });
     } finally {
@@ -345,7 +356,7 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
 
     const chunk = history.push(f32(latentShape, generated), plan);
     if (dump) dump[`section_${plan.index}_generated_latents`] = chunk;
-    const slice = { label, latents: history.decodeSlice(plan, lws) }; // a copy: later sections do not change it
+    const slice = { section: plan.index + 1, label, latents: history.decodeSlice(plan, lws) }; // a copy: later sections do not change it
     if (nets.decodeAfterSampling) pending.push(slice);
     else await decode(slice);
   }

@@ -28,6 +28,7 @@ import { Session } from '../runtime/session.js';
 import { findNearestBucket } from './buckets.js';
 import { loadImage, loadSigLipPreprocessor, type RgbImage, type SigLipPreprocessor } from './image.js';
 import { inputSchema, stepCacheOf, type FramePackInput } from './inputs.js';
+import { LiveEvents } from './live.js';
 import { randomSeed } from './noise.js';
 import {
   generate, type FramePackNets, type GenerateParams, type PromptEmbeddings, type SamplingMode, type SectionInputs,
@@ -35,6 +36,7 @@ import {
 } from './pipeline.js';
 import { combineLoras, fetchLora, type LoraInput } from './lora-files.js';
 import { imageTokens } from './sections.js';
+import { provenanceOf } from './provenance.js';
 import { encodePrompt, loadTextEncoders, type TextEncoders } from './text.js';
 import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
 import { Vae } from './vae-decode.js';
@@ -144,12 +146,18 @@ export class FramePackModels implements FramePackNets {
     const t0 = performance.now();
     const sigLip = loadSigLipPreprocessor(dirs.featureExtractor);
     const ditGraphs = await buildTransformerGraphs(dirs.transformer, ditOptions(placement));
-    const vae = await Vae.load(dirs.vae, { ep, deviceId, precision: placement.precision.vae, spatialTiling: placement.vaeTiling });
+    // told through the models' current log: the request's while one runs
+    const tell = { log };
+    const vae = await Vae.load(dirs.vae, {
+      ep, deviceId, precision: placement.precision.vae, spatialTiling: placement.vaeTiling, tiles: placement.vaeTiles,
+      onTiles: (line) => tell.log(line),
+    });
     const f1Dir = opts.f1Dir ?? (async () => {
       if (!dirs.transformerF1) throw appError('MODELS_MISSING', { detail: 'transformerF1: not resolved', hint: 'sampling_mode f1 needs lllyasviel/FramePack_F1_I2V_HY_20250503.' });
       return dirs.transformerF1;
     });
     const models = new FramePackModels(dirs, placement, sigLip, vae, ditGraphs, log, f1Dir);
+    tell.log = (line) => models.log(line);
     try {
       await models.textEncoders();
       await models.imageEncoder();
@@ -489,25 +497,33 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
     const endImage = input.end_image === null ? null : await loadImage(input.end_image, 'end_image');
     const noise = typeof this.options.noise === 'string' ? await readNoise(this.options.noise) : undefined;
     const dump: Record<string, HostTensor> | undefined = typeof this.options.dump === 'string' ? {} : undefined;
+    const live = ctx.events && new LiveEvents(ctx.events, { tmpDir: ctx.tmpDir, crf: input.mp4_crf, signal: ctx.signal, log: (l) => ctx.log(l) });
     const t0 = performance.now();
     try {
       // per-request networks are released when the generation settles, before the MP4 is written
       const lora = await nets.prepareLoras(input.loras, ctx);
       const result = await nets.request((l) => ctx.log(l), (n) => generate(n, image, generateParams(input, seed, endImage), {
         signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump,
+        onStep: live && ((at, denoised) => live.step(at, denoised)),
+        onSection: live && ((section, sections, pixels) => live.section(section, sections, pixels)),
       }), lora);
+      await live?.sectionsDone();
 
       const out = join(ctx.tmpDir, 'output.mp4');
       ctx.log(`encoding ${result.pixels.frameCount} frames (${result.width}x${result.height}, ${result.fps} fps, crf ${input.mp4_crf})`);
       const t1 = performance.now();
+      const provenance = JSON.stringify(await provenanceOf(input, seed, nets.placement));
       await writeMp4(out, result.pixels.chunks(), {
         width: result.width, height: result.height, fps: result.fps, crf: input.mp4_crf, signal: ctx.signal, log: (l) => ctx.log(l),
+        metadata: { comment: provenance },
       });
-      ctx.log(`video encoded in ${((performance.now() - t1) / 1000).toFixed(1)} s; total ${((performance.now() - t0) / 1000).toFixed(1)} s (seed ${seed})`);
+      ctx.log(`video encoded in ${((performance.now() - t1) / 1000).toFixed(1)} s; total ${((performance.now() - t0) / 1000).toFixed(1)} s; ` +
+        `seed ${seed}; provenance ${provenance}`);
       return out;
     } catch (err) {
       throw mapOrtError(err, nets.placement.ep); // a GPU out-of-memory failure becomes its catalogue error
     } finally {
+      await live?.close();
       if (dump && typeof this.options.dump === 'string' && Object.keys(dump).length) {
         await saveTensors(this.options.dump, dump);
         ctx.log(`dumped ${Object.keys(dump).length} tensors to ${this.options.dump}`);

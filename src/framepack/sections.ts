@@ -437,22 +437,27 @@ export class PixelHistory {
   }
 
   /**
-   * All frames, earliest first, as (F, H, W, 3) uint8 buffers: the float frames one at a time (converted
-   * when asked for) and the finished chunks, in time order.
+   * All frames so far, earliest first, as (F, H, W, 3) uint8 buffers: the float frames one at a time (converted
+   * when asked for) and the finished chunks, in time order. Taken when called: a later add() (which replaces the
+   * float frames and adds a chunk, never changing a buffer) does not change what an encoder still reading them gets.
    */
-  *chunks(): Generator<Uint8Array> {
+  chunks(): Iterable<Uint8Array> {
     const live = this.live;
-    if (live === null) return;
-    const liveFrames = function* () {
-      for (let t = 0; t < live.dims[2]; t++) yield toUint8Frames(live, t, t + 1);
-    };
-    if (this.grows === 'backward') {
-      yield* liveFrames();
-      yield* this.finals;
-    } else {
-      yield* this.finals;
-      yield* liveFrames();
-    }
+    const finals = this.finals.slice();
+    const backward = this.grows === 'backward';
+    return (function* () {
+      if (live === null) return;
+      const liveFrames = function* () {
+        for (let t = 0; t < live.dims[2]; t++) yield toUint8Frames(live, t, t + 1);
+      };
+      if (backward) {
+        yield* liveFrames();
+        yield* finals;
+      } else {
+        yield* finals;
+        yield* liveFrames();
+      }
+    })();
   }
 
   /** All frames as one contiguous (F, H, W, 3) uint8 buffer. */

@@ -207,7 +207,8 @@ export class PackedTransformer {
       const h = await this.head.run({ hidden_states: inputs.hidden_states, residual: state!.residual!, temb: e.temb }, { signal, shrink });
       return { output: h.output, teacache, magcache };
     } finally {
-      await Promise.all([e.txt.release(), e.temb.release()]);
+      // not awaited: the frees are queued before the worker's next request, and the velocity need not wait
+      for (const t of [e.txt, e.temb]) void t.release().catch(() => {});
     }
   }
 

@@ -3,9 +3,10 @@
  *
  * Decoding reproduces diffusers' AutoencoderKLHunyuanVideo.decode exactly (spec 4.5): more than 4 latent
  * frames always go through the temporal tiled decode (windows of 5 latents, stride 3, 4-frame linear blend);
- * spatial tiling (32-latent tiles, stride 24, 64-px blend) only when `spatialTiling` is set, as the original
- * does in its low-VRAM mode. Encoding uses the posterior mean (the original samples it with an unseeded RNG,
- * a documented deviation shared with the fixtures).
+ * spatial tiling only when `spatialTiling` is set: diffusers' 32-latent tiles (stride 24, 64-px blend) as the
+ * original does in its low-VRAM mode, or (`tiles: 'fit'`) the fewest equal tiles that fit the device.
+ * Encoding uses the posterior mean (the original samples it with an unseeded RNG, a documented deviation
+ * shared with the fixtures).
  *
  * The networks run in ORT sessions (worker thread of src/runtime); tile blending and the assembly of the
  * output run in a second worker (vae-stitch-worker.ts), so the event loop only moves buffers.
@@ -20,9 +21,10 @@ import {
   buildDecoderHead, buildDecoderTail, buildEncoderHead, buildEncoderTail, buildMidAttention, resampling, vaeConfig, type VaeConfig,
 } from '../nets/vae.js';
 import {
-  TEMPORAL, decodeNeedsSpatialTiling, decodeSpatialPlan, encodeNeedsSpatialTiling, encodeSpatialPlan, pixelFrames, temporalWindows,
-  type Block, type SpatialPlan,
+  TEMPORAL, decodeNeedsSpatialTiling, decodeSpatialPlan, encodeNeedsSpatialTiling, encodeSpatialPlan, gridSpatialPlan,
+  pixelFrames, temporalWindows, type Block, type SpatialPlan,
 } from './vae-tiling.js';
+import { isGpuOutOfMemory } from '../runtime/placement.js';
 
 /** ONNX Runtime's CUDA kernels index with 32-bit integers: Expand and Resize fail from 2^31 elements on. */
 const DEVICE_MAX_ELEMENTS = 2 ** 31 - 1;
@@ -33,7 +35,17 @@ export interface VaeOptions {
   deviceId?: number;
   /** Spatial tiling of encode and decode (the original's low-VRAM mode). */
   spatialTiling?: boolean;
+  /**
+   * How a tiled decode tiles: 'diffusers' (default; the original's tiles), or 'fit': 2 x 2 equal tiles, then
+   * 3 x 3, then diffusers' tiles, each next one only after the device ran out of memory (remembered).
+   */
+  tiles?: 'diffusers' | 'fit';
+  /** told when a decode moves to smaller tiles after running out of device memory */
+  onTiles?: (message: string) => void;
 }
+
+/** Decode tile layouts of `tiles: 'fit'`, largest first: n x n equal tiles, then diffusers' tiles (0). */
+const FIT_GRIDS = [2, 3, 0];
 
 type Dims5 = [number, number, number, number, number];
 
@@ -135,6 +147,8 @@ export class Vae {
   readonly config: VaeConfig;
   private sessions = new Map<string, Promise<Session>>();
   private stitcher = new Stitcher();
+  /** index into FIT_GRIDS of the layout a tiled decode uses now */
+  private fit = 0;
 
   private constructor(readonly ckpt: Checkpoint, readonly opts: VaeOptions) {
     this.config = vaeConfig(ckpt.config);
@@ -237,21 +251,40 @@ export class Vae {
     const [B, L, T, h, w] = z.dims as Dims5;
     if (B !== 1 || L !== this.config.latentChannels || z.dims.length !== 5) throw new Error(`VAE decode: expected (1, ${this.config.latentChannels}, T, h, w), got (${z.dims.join(', ')})`);
     if (T < 1 || h < 1 || w < 1) throw new Error(`VAE decode: empty latent (${z.dims.join(', ')})`);
-    const windows = temporalTiling ? temporalWindows(T) : [[0, T] as [number, number]];
     const tiled = this.decodesInTiles(h, w);
-    const plan = decodeSpatialPlan(h, w);
+    for (;;) {
+      const grid = this.opts.tiles === 'fit' ? FIT_GRIDS[this.fit] : 0;
+      const plan = grid ? gridSpatialPlan(h, w, grid) : decodeSpatialPlan(h, w);
+      try {
+        return await this.decodeWindows(z, divisor, tiled ? plan : null, temporalTiling, signal);
+      } catch (err) {
+        if (!tiled || this.opts.tiles !== 'fit' || this.fit === FIT_GRIDS.length - 1 || !isGpuOutOfMemory(err)) throw err;
+        // a failed run leaves its arena grown: new decoder sessions start with an empty one
+        await this.releaseDecoder();
+        this.fit++;
+        const next = FIT_GRIDS[this.fit];
+        this.opts.onTiles?.(`VAE decode in ${grid} x ${grid} tiles ran out of device memory; now ${next ? `${next} x ${next} tiles` : 'diffusers\' 32-latent tiles'}`);
+      }
+    }
+  }
+
+  /** The temporal windows of one decode, each untiled or in the tiles of `plan`. */
+  private async decodeWindows(z: HostTensor, divisor: number, plan: SpatialPlan | null, temporalTiling: boolean, signal?: AbortSignal): Promise<HostTensor> {
+    const [, , T, h, w] = z.dims as Dims5;
+    const windows = temporalTiling ? temporalWindows(T) : [[0, T] as [number, number]];
     // Every window's spatial tiles are decoded up front, grouped by shape (runByShape), then stitched in
     // order: the host holds them all meanwhile (about 1.3 GB of float32 for a section at the 640 bucket).
+    // The last tile gives the transient memory back to the device.
     const skipped = (t0: number, t1: number) => windows.length > 1 && t1 - t0 === 1;
-    const tiles = tiled
+    const tiles = plan
       ? await runByShape(windows.flatMap(([t0, t1]) => (skipped(t0, t1) ? [] : tilesOf(plan, h, w).map((t) => ({ ...t, t0, t1 })))),
-        (t) => this.decodeChunk(crop5(z, t.t0, t.t1, t.y0, t.y1, t.x0, t.x1, divisor), signal))
+        (t, last) => this.decodeChunk(crop5(z, t.t0, t.t1, t.y0, t.y1, t.x0, t.x1, divisor), signal, last))
       : [];
-    const perWindow = plan.rows.length * plan.cols.length;
+    const perWindow = plan ? plan.rows.length * plan.cols.length : 1;
     // the untiled decode's activations are a transient peak: the last window gives them back to the device
     const lastWindow = windows.length - (skipped(...windows[windows.length - 1]) ? 2 : 1);
     // window i's tiles are tiles[i * perWindow ...]: only a trailing window is ever skipped
-    const decodeWindow = (i: number, t0: number, t1: number): Promise<HostTensor> => tiled
+    const decodeWindow = (i: number, t0: number, t1: number): Promise<HostTensor> => plan
       ? this.stitch(plan, tiles.slice(i * perWindow, (i + 1) * perWindow))
       : this.decodeChunk(crop5(z, t0, t1, 0, h, 0, w, divisor), signal, i === lastWindow);
     if (windows.length === 1) return decodeWindow(0, 0, T);
@@ -302,6 +335,14 @@ export class Vae {
   /** Number of pixel frames a decode of `latentFrames` latents returns. */
   static pixelFrames = pixelFrames;
 
+  /** Frees the decoder's sessions (the encoder's stay). */
+  private async releaseDecoder(): Promise<void> {
+    const names = [...this.sessions.keys()].filter((n) => n.startsWith('decoder'));
+    const all = names.map((n) => this.sessions.get(n)!);
+    for (const n of names) this.sessions.delete(n);
+    await Promise.all(all.map(async (p) => { try { await (await p).release(); } catch { /* creation failed: nothing to free */ } }));
+  }
+
   async release(): Promise<void> {
     const all = [...this.sessions.values()];
     this.sessions.clear();
@@ -332,7 +373,7 @@ export function largestDecodeTensor(config: VaeConfig, h: number, w: number): nu
 
 /** The spatial tiles of `plan` over an (h, w) input, row-major: input rows [y0, y1) and columns [x0, x1). */
 function tilesOf(plan: SpatialPlan, h: number, w: number): Array<{ y0: number; y1: number; x0: number; x1: number }> {
-  return plan.rows.flatMap((y0) => plan.cols.map((x0) => ({ y0, y1: Math.min(y0 + plan.tile, h), x0, x1: Math.min(x0 + plan.tile, w) })));
+  return plan.rows.flatMap((y0) => plan.cols.map((x0) => ({ y0, y1: Math.min(y0 + plan.tile[0], h), x0, x1: Math.min(x0 + plan.tile[1], w) })));
 }
 
 /**
@@ -342,11 +383,11 @@ function tilesOf(plan: SpatialPlan, h: number, w: number): Array<{ y0: number; y
  * shape at 3 of every 4 tiles, this order once per distinct shape.
  */
 export async function runByShape<J extends { y0: number; y1: number; x0: number; x1: number; t0?: number; t1?: number }>(
-  jobs: J[], run: (job: J) => Promise<HostTensor>): Promise<HostTensor[]> {
+  jobs: J[], run: (job: J, last: boolean) => Promise<HostTensor>): Promise<HostTensor[]> {
   const keys = jobs.map((j) => `${(j.t1 ?? 0) - (j.t0 ?? 0)}x${j.y1 - j.y0}x${j.x1 - j.x0}`);
   const order = jobs.map((_, i) => i).sort((a, b) => (keys[a] < keys[b] ? -1 : keys[a] > keys[b] ? 1 : a - b));
   const out: HostTensor[] = new Array(jobs.length);
-  for (const i of order) out[i] = await run(jobs[i]);
+  for (const [k, i] of order.entries()) out[i] = await run(jobs[i], k === order.length - 1);
   return out;
 }
 

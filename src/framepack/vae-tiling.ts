@@ -164,13 +164,16 @@ export class TemporalStitcher {
   }
 }
 
-/** Geometry of a spatial tiling: input tile starts/size, and output keep/blend/size, per axis. */
+/**
+ * Geometry of a spatial tiling, per axis ([rows, columns]): input tile starts and size, and the output rows
+ * or columns each tile keeps and blends. The last tile of an axis keeps everything up to the edge.
+ */
 export interface SpatialPlan {
   rows: number[]; // input start rows
   cols: number[]; // input start columns
-  tile: number; // input tile size
-  keep: number; // output rows/cols kept per tile
-  blend: number; // output blend extent
+  tile: [number, number]; // input tile size
+  keep: [number, number]; // output rows / columns kept per tile (= stride x compression)
+  blend: [number, number]; // output blend extent (= overlap x compression)
   outHeight: number;
   outWidth: number;
 }
@@ -180,9 +183,9 @@ export function decodeSpatialPlan(latentHeight: number, latentWidth: number): Sp
   return {
     rows: tileStarts(latentHeight, SPATIAL.latentStride),
     cols: tileStarts(latentWidth, SPATIAL.latentStride),
-    tile: SPATIAL.latentTile,
-    keep: SPATIAL.sampleStride,
-    blend: SPATIAL.sampleTile - SPATIAL.sampleStride,
+    tile: [SPATIAL.latentTile, SPATIAL.latentTile],
+    keep: [SPATIAL.sampleStride, SPATIAL.sampleStride],
+    blend: [SPATIAL.sampleTile - SPATIAL.sampleStride, SPATIAL.sampleTile - SPATIAL.sampleStride],
     outHeight: latentHeight * 8,
     outWidth: latentWidth * 8,
   };
@@ -193,11 +196,41 @@ export function encodeSpatialPlan(height: number, width: number): SpatialPlan {
   return {
     rows: tileStarts(height, SPATIAL.sampleStride),
     cols: tileStarts(width, SPATIAL.sampleStride),
-    tile: SPATIAL.sampleTile,
-    keep: SPATIAL.latentStride,
-    blend: SPATIAL.latentTile - SPATIAL.latentStride,
+    tile: [SPATIAL.sampleTile, SPATIAL.sampleTile],
+    keep: [SPATIAL.latentStride, SPATIAL.latentStride],
+    blend: [SPATIAL.latentTile - SPATIAL.latentStride, SPATIAL.latentTile - SPATIAL.latentStride],
     outHeight: Math.floor(height / 8),
     outWidth: Math.floor(width / 8),
+  };
+}
+
+/**
+ * n equal tiles over `size` latents that overlap by at least diffusers' 8 latents (64 px): the smallest tile
+ * whose stride is whole. One tile when the axis is too short for n.
+ */
+function gridAxis(size: number, n: number): { starts: number[]; tile: number; stride: number; overlap: number } {
+  const minOverlap = SPATIAL.latentTile - SPATIAL.latentStride;
+  if (n > 1) {
+    for (let tile = Math.ceil((size + (n - 1) * minOverlap) / n); tile < size; tile++) {
+      if ((size - tile) % (n - 1) === 0) {
+        const stride = (size - tile) / (n - 1);
+        return { starts: Array.from({ length: n }, (_, i) => i * stride), tile, stride, overlap: tile - stride };
+      }
+    }
+  }
+  return { starts: [0], tile: size, stride: size, overlap: 0 };
+}
+
+/**
+ * n x n tiles of one shape covering the latent exactly (a decode with fewer, larger tiles than diffusers'
+ * and a single input shape, so the convolution algorithms are chosen once): each tile blends its overlap
+ * with the previous one linearly, as diffusers' tiles do over their 64 px.
+ */
+export function gridSpatialPlan(latentHeight: number, latentWidth: number, n: number): SpatialPlan {
+  const r = gridAxis(latentHeight, n), c = gridAxis(latentWidth, n);
+  return {
+    rows: r.starts, cols: c.starts, tile: [r.tile, c.tile], keep: [r.stride * 8, c.stride * 8], blend: [r.overlap * 8, c.overlap * 8],
+    outHeight: latentHeight * 8, outWidth: latentWidth * 8,
   };
 }
 
@@ -226,15 +259,16 @@ export class SpatialStitcher {
   push(index: number, tile: Block): void {
     if (index !== this.next) throw new Error(`spatial tile ${index} pushed, expected ${this.next}`);
     this.next++;
-    const { cols, keep, blend: extent } = this.plan;
+    const { rows, cols, keep, blend: extent } = this.plan;
     const r = Math.floor(index / cols.length), c = index % cols.length;
     if (!this.out) this.out = block([tile.dims[0], tile.dims[1], this.plan.outHeight, this.plan.outWidth]);
-    if (r > 0) blend(this.above[c], tile, 2, extent);
-    if (c > 0) blend(this.current[c - 1], tile, 3, extent);
+    if (r > 0) blend(this.above[c], tile, 2, extent[0]);
+    if (c > 0) blend(this.current[c - 1], tile, 3, extent[1]);
     this.current.push(tile);
-    const y0 = r * keep, x0 = c * keep;
-    const h = Math.min(keep, tile.dims[2], this.plan.outHeight - y0);
-    const w = Math.min(keep, tile.dims[3], this.plan.outWidth - x0);
+    const y0 = r * keep[0], x0 = c * keep[1];
+    // the last tile of an axis keeps all it has up to the edge (diffusers' last tiles are shorter than keep)
+    const h = Math.min(r === rows.length - 1 ? Infinity : keep[0], tile.dims[2], this.plan.outHeight - y0);
+    const w = Math.min(c === cols.length - 1 ? Infinity : keep[1], tile.dims[3], this.plan.outWidth - x0);
     if (h > 0 && w > 0) copyRegion(tile, this.out, 0, tile.dims[1], 0, h, 0, w, 0, y0, x0);
     if (c === cols.length - 1) {
       this.above = this.current;

@@ -9,10 +9,13 @@
  * and browsers do not play that profile (the original UI's "change to 16 if you get black outputs"). There
  * is no lossless 4:2:0 H.264 a browser plays, so crf 0 is encoded as crf 1 (High profile, visually
  * lossless) and the substitution is logged.
+ *
+ * Metadata (the provenance JSON as `comment`) goes through an FFMETADATA file beside the output rather than
+ * `-metadata` arguments: a long prompt must not run into the kernel's limit on one argument's length.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { once } from 'node:events';
@@ -85,8 +88,18 @@ export interface WriteVideoOptions {
   height: number;
   crf: number;
   fps?: number;
+  /** x264 preset (`medium`); the videos shown while a prediction runs use a faster one. */
+  preset?: string;
+  /** Container metadata (`comment`, `title`...), readable with ffprobe's format tags. */
+  metadata?: Record<string, string>;
   signal?: AbortSignal;
   log?: (line: string) => void;
+}
+
+/** FFMETADATA escapes `=`, `;`, `#`, `\` and newlines with a backslash. */
+function ffmetadata(tags: Record<string, string>): string {
+  const esc = (v: string) => v.replace(/[=;#\\\n]/g, (c) => `\\${c}`);
+  return `;FFMETADATA1\n${Object.entries(tags).map(([k, v]) => `${esc(k)}=${esc(v)}`).join('\n')}\n`;
 }
 
 /**
@@ -99,10 +112,13 @@ export async function writeMp4(path: string, frames: Iterable<Uint8Array> | Asyn
   const crf = effectiveCrf(opts.crf);
   if (crf !== opts.crf) opts.log?.(`mp4_crf ${opts.crf} would make a lossless High 4:4:4 stream browsers cannot play; using crf ${crf}`);
   const bin = findFfmpeg();
+  const metaFile = opts.metadata ? `${path}.ffmetadata` : undefined;
+  if (metaFile) await writeFile(metaFile, ffmetadata(opts.metadata!));
   const args = [
     '-hide_banner', '-loglevel', 'error', '-y',
     '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${width}x${height}`, '-r', String(opts.fps ?? VIDEO_FPS), '-i', 'pipe:0',
-    '-an', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-crf', String(crf), '-preset', 'medium',
+    ...(metaFile ? ['-f', 'ffmetadata', '-i', metaFile, '-map', '0:v', '-map_metadata', '1'] : []),
+    '-an', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-crf', String(crf), '-preset', opts.preset ?? 'medium',
     '-movflags', '+faststart', path,
   ];
   const child = spawn(bin, args, { stdio: ['pipe', 'ignore', 'pipe'], signal: opts.signal });
@@ -135,6 +151,8 @@ export async function writeMp4(path: string, frames: Iterable<Uint8Array> | Asyn
     await rm(path, { force: true });
     opts.signal?.throwIfAborted();
     throw err;
+  } finally {
+    if (metaFile) await rm(metaFile, { force: true });
   }
   return count;
 }

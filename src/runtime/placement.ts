@@ -3,7 +3,7 @@
  *
  *   high    every session created once and kept (LLaMA, CLIP, SigLIP, VAE, DiT): FramePack's own
  *           "high_vram" mode. The VAE decodes untiled only with UNTILED_VAE_MIN_FREE_MIB free (an 80 GB
- *           card decodes in spatial tiles: the untiled decode ran out of memory there).
+ *           card decodes in 2 x 2 spatial tiles: the untiled decode ran out of memory there).
  *   medium  the bf16 DiT and the VAE resident (VAE tiled); LLaMA, CLIP and SigLIP created per request
  *           and released once the conditioning exists. The DiT gives its activations back to the device after
  *           each section and the VAE after each decode (arena shrinkage), so the encoders of the next request
@@ -35,11 +35,12 @@ import { cudaVisible, probeVram, type GpuInfo, type VramProbe } from './vram.js'
 export type PlacementPolicy = 'high' | 'medium' | 'low' | 'cpu';
 
 /**
- * Free VRAM for `high` (bench/results/2026-12-05-h100-c-api.json): with every network resident and the VAE
- * tiled, the default request peaked at 59.9 GiB on an H100 80GB (79.2 GiB free when idle), and ten requests
- * in a row left the device at that same figure.
+ * Free VRAM for `high`: with every network resident and the VAE in 2 x 2 tiles the default request peaked at
+ * 62.4 GiB with 75.1 GiB free (bench/results/2026-12-05-h200-round2.json, an H200 held to an 80 GB card's free
+ * memory; an idle H100 80GB shows 79.2 GiB); with diffusers' tiles at 59.9 GiB on an H100, flat over ten
+ * requests (2026-12-05-h100-c-api.json).
  */
-export const HIGH_MIN_FREE_MIB = 62 * 1024;
+export const HIGH_MIN_FREE_MIB = 64 * 1024;
 
 /**
  * Free VRAM for the untiled VAE decode (FramePack's own high-VRAM decode) beside the resident networks: on the
@@ -50,16 +51,16 @@ export const HIGH_MIN_FREE_MIB = 62 * 1024;
 export const UNTILED_VAE_MIN_FREE_MIB = 88 * 1024;
 
 /**
- * Free VRAM for `medium` (DiT resident, encoders per request, VAE tiled): an estimate from the measured parts
- * (DiT weights 24.5 GiB + its activations 8-9 GiB, or + the float16 LLaMA 15 GiB while the prompt is encoded);
- * the whole request within 48 GiB was not measured.
+ * Free VRAM for `medium` (DiT resident, encoders per request, VAE tiled): the default request ran with 44.1 GiB
+ * free and peaked at 43.6 GiB (2026-12-05-h200-round2.json; its VAE moved from 2 x 2 to 3 x 3 tiles after
+ * running out of memory once).
  */
 export const MEDIUM_MIN_FREE_MIB = 44 * 1024;
 
 /**
  * Free VRAM for `low`: the whole default request ran on an H100 with all but 19.5 GiB held by another process,
- * peaking at 17.4 GiB (2026-11-25, onnxruntime-node; not measured again on the C API). Below this the CPU is
- * the only safe choice.
+ * peaking at 17.4 GiB (2026-11-25, onnxruntime-node). Still an estimate on the C API: its run within 24 GiB did
+ * not finish for lack of device time. Below this the CPU is the only safe choice.
  */
 export const LOW_MIN_FREE_MIB = 20 * 1024;
 
@@ -94,6 +95,11 @@ export interface Placement {
   /** 8-bit weight-only quantization of the two large networks. */
   quantize: { dit?: 8; llama?: 8 };
   vaeTiling: boolean;
+  /**
+   * How a tiled decode tiles: 'diffusers' (the original's low-VRAM tiles: 32 latents, 16 per window at the
+   * 640 bucket) or 'fit' (2 x 2 equal tiles, 3 x 3 and then diffusers' after running out of memory).
+   */
+  vaeTiles: 'diffusers' | 'fit';
   /** the DiT's activations go back to the device after each section (arena shrinkage) */
   shrinkDitAfterSection: boolean;
   precision: { dit: Precision; encoders: Precision; vae: Precision };
@@ -141,14 +147,14 @@ const LIFETIMES: Record<Exclude<PlacementPolicy, 'cpu'>, NetworkLifetimes> = {
 
 function build(policy: PlacementPolicy, ep: ExecutionProvider, deviceId: number, gpu: GpuInfo | undefined, reason: string): Placement {
   if (policy === 'cpu' || ep === 'cpu') {
-    return { policy: 'cpu', ep: 'cpu', deviceId: 0, lifetime: { ...LIFETIMES.high }, quantize: {}, vaeTiling: false,
+    return { policy: 'cpu', ep: 'cpu', deviceId: 0, lifetime: { ...LIFETIMES.high }, quantize: {}, vaeTiling: false, vaeTiles: 'diffusers',
       precision: { dit: 'float32', encoders: 'float32', vae: 'float32' }, reason, shrinkDitAfterSection: false };
   }
   // WebGPU has no bfloat16 and the DiT gives NaN in float16, so its DiT stays in float32 there.
   const dit: Precision = ep === 'cuda' ? 'bfloat16' : 'float32';
   const low = policy === 'low';
   return { policy, ep, deviceId, gpu, lifetime: { ...LIFETIMES[policy] },
-    quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low || !gpu || gpu.freeMiB < UNTILED_VAE_MIN_FREE_MIB,
+    quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low || !gpu || gpu.freeMiB < UNTILED_VAE_MIN_FREE_MIB, vaeTiles: low ? 'diffusers' : 'fit',
     precision: { dit, encoders: 'float16', vae: 'float16' }, reason, shrinkDitAfterSection: !low };
 }
 
@@ -212,7 +218,7 @@ async function choosePolicy(inputs: PlacementInputs, env: NodeJS.ProcessEnv): Pr
 /** One log line naming the policy and what it implies. */
 export function describePlacement(p: Placement): string {
   const device = p.ep === 'cpu' ? 'cpu' : `${p.ep}:${p.deviceId}`;
-  const tiling = p.vaeTiling ? 'VAE tiled' : 'VAE untiled';
+  const tiling = !p.vaeTiling ? 'VAE untiled' : p.vaeTiles === 'fit' ? 'VAE in 2 x 2 tiles (smaller on out of memory)' : 'VAE tiled';
   const what = p.policy === 'high' ? `every session resident; ${tiling}`
     : p.policy === 'medium' ? `DiT and VAE resident, encoders created per request; ${tiling}`
       : p.policy === 'low' ? `encoders, DiT, VAE created per request in turn; 8-bit DiT and LLaMA; ${tiling}`
@@ -223,16 +229,17 @@ export function describePlacement(p: Placement): string {
 /**
  * The device memory of the sampling stage at other resolutions and windows, estimated from measurements at
  * the 640x608 bucket with lws 9 (17,500 image tokens per DiT call, docs/gpu.md): `high` peaked at 48.1 GiB
- * after a DiT forward with every network resident (39.6 GiB before it; 39.5 GiB at READY on the C API), the
- * bf16 DiT alone at 33.1 GiB (24.5 GiB of it weights), which `medium` takes with the VAE's weights left out,
- * and `low` at 17.9 GiB with the 8-bit DiT alone (about 13 GiB of it packed weights: 8 bits, block scales and
- * zero points). The part above the fixed memory is taken to grow in proportion to the image tokens (attention
- * is fused, so no activation is quadratic in the sequence). An estimate, not a measurement, for any other size.
+ * after a DiT forward with every network resident (39.6 GiB before it; 39.5 GiB at READY on the C API);
+ * `medium` is its 24.8 GiB at READY (DiT and VAE) plus the bf16 DiT's activations, 8.6 GiB in a forward of
+ * the DiT alone (33.1 GiB peak, 24.5 GiB of it weights); `low` peaked at 17.9 GiB with the 8-bit DiT alone
+ * (about 13 GiB of it packed weights: 8 bits, block scales and zero points). The part above the fixed memory
+ * is taken to grow in proportion to the image tokens (attention is fused, so no activation is quadratic in the
+ * sequence). An estimate, not a measurement, for any other size.
  */
 const MEASURED_TOKENS = 17_500;
 const SAMPLING_STAGE: Record<Exclude<PlacementPolicy, 'cpu'>, { fixedGiB: number; peakGiB: number }> = {
   high: { fixedGiB: 39.6, peakGiB: 48.1 },
-  medium: { fixedGiB: 24.5, peakGiB: 33.1 },
+  medium: { fixedGiB: 24.8, peakGiB: 33.4 },
   low: { fixedGiB: 13.0, peakGiB: 17.9 },
 };
 

@@ -9,9 +9,11 @@
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { installBodyParser, installErrorHandlers } from './error-handler.js';
+import { EventHubs, eventRoutes } from './events.js';
 import { healthRoutes } from './health.js';
+import { playgroundRoutes } from './playground.js';
 import { predictionRoutes } from './routes.js';
-import { Runner, type RunnerOptions } from './runner.js';
+import { Runner, type Prediction, type RunnerOptions } from './runner.js';
 
 export interface ServerOptions extends Omit<RunnerOptions, 'logger'> {
   logger: Logger;
@@ -22,6 +24,8 @@ export interface ServerOptions extends Omit<RunnerOptions, 'logger'> {
   bodyLimit: number;
   /** How long a SIGTERM waits for a canceled prediction and its webhooks. */
   stopGraceMs?: number;
+  /** Serve `GET /playground` (default true). */
+  playground?: boolean;
 }
 
 export const DEFAULT_BODY_LIMIT = 100 * 1024 * 1024;
@@ -30,6 +34,8 @@ export const DEFAULT_MAX_INPUT_BYTES = 100 * 1024 * 1024;
 export class CogServer {
   readonly app: FastifyInstance;
   readonly runner: Runner;
+  /** Live events of predictions (`GET /predictions/{id}/events`). */
+  readonly events: EventHubs;
   readonly exited: Promise<number>;
   private resolveExit!: (code: number) => void;
   private stopping = false;
@@ -37,6 +43,9 @@ export class CogServer {
   constructor(readonly opts: ServerOptions) {
     this.exited = new Promise((r) => { this.resolveExit = r; });
     this.runner = new Runner({ ...opts, logger: opts.logger });
+    this.events = new EventHubs({ logger: opts.logger, tmpRoot: opts.tmpRoot });
+    this.runner.on('started', (p: Prediction) => { p.events = this.events.open(p.state.id); });
+    this.runner.on('finished', (p: Prediction) => this.events.finish(p.state.id, p.state));
     this.app = Fastify({
       loggerInstance: opts.logger as FastifyBaseLogger,
       logController: new LogController({ disableRequestLogging: true }),
@@ -59,6 +68,8 @@ export class CogServer {
       inputOptions: opts.policy,
       onShutdown: () => void this.stop(0, { cancel: false, graceMs: 2 ** 31 - 1 }),
     });
+    eventRoutes(this.app, this.events);
+    if (opts.playground ?? true) playgroundRoutes(this.app);
     this.runner.on('defunct', () => {
       if (!opts.awaitExplicitShutdown) void this.stop(1, { cancel: true, graceMs: opts.stopGraceMs ?? 8000 });
     });
@@ -82,6 +93,7 @@ export class CogServer {
     this.stopping = true;
     this.opts.logger.info({ code }, 'shutting down');
     await this.runner.drain(opts);
+    await this.events.close(); // open event streams would keep the server from closing
     await this.app.close().catch((err) => this.opts.logger.warn({ err }, 'close failed'));
     await this.runner.pool.dispose();
     this.resolveExit(code);

@@ -18,7 +18,7 @@ import type { Logger } from 'pino';
 import type { z } from 'zod';
 import { appError, AppError, deviceFailure, errorMessage, isFatal } from '../errors.js';
 import { teeLogger } from '../log.js';
-import type { Predictor, PredictorContext, PredictorOptions } from '../predictor.js';
+import type { PredictionEvents, Predictor, PredictorContext, PredictorOptions } from '../predictor.js';
 import { downloadUrl, fetchInputFiles } from './input-files.js';
 import { inputComponent, openapiDocument, type JsonSchema } from './openapi.js';
 import { WorkerPool, type PoolWorker } from './pool.js';
@@ -92,6 +92,8 @@ export class Prediction {
   webhooks?: WebhookSender;
   /** The worker running it. */
   worker?: PoolWorker;
+  /** Live events for watching clients; set by a 'started' listener. */
+  events?: PredictionEvents;
 
   constructor(id: string, createdAt: string, input: Record<string, unknown>) {
     this.state = {
@@ -268,6 +270,7 @@ export class Runner extends EventEmitter {
       p.webhooks.send('start', () => p.state);
     }
     this.opts.logger.info({ prediction_id: p.state.id, worker: p.worker.name }, 'prediction started');
+    this.emit('started', p);
     void this.run(p, traceHeaders);
     return p;
   }
@@ -314,7 +317,7 @@ export class Runner extends EventEmitter {
       const parsed = predictor.inputSchema.safeParse(local);
       if (!parsed.success) throw new Error(`input rejected by the predictor: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
       const ctx: PredictorContext = {
-        log: (line) => logger.info(line), logger, signal, tmpDir,
+        log: (line) => logger.info(line), logger, signal, tmpDir, events: p.events,
         download: (url, file, o) => downloadUrl(o.name, url, file, {
           ...this.opts.policy, maxBytes: o.maxBytes, signal, readTimeoutMs: this.opts.inputReadTimeoutMs,
         }),

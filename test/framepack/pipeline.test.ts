@@ -8,6 +8,7 @@ import type { HostTensor } from '../../src/onnx/safetensors.js';
 import { SIGLIP_384, type RgbImage } from '../../src/framepack/image.js';
 import { generate, type FramePackNets, type GenerateParams, type SectionInputs } from '../../src/framepack/pipeline.js';
 import { NormalGenerator } from '../../src/framepack/noise.js';
+import type { StepProgress } from '../../src/framepack/progress.js';
 import { float32ToFloat16 } from '../../src/onnx/half.js';
 
 const f32 = (dims: number[], fill = 0): HostTensor => ({ dtype: 'float32', dims, data: new Float32Array(dims.reduce((a, b) => a * b, 1)).fill(fill) });
@@ -68,9 +69,16 @@ test('stages run in order; every section gets its plan, history and the shared c
   const events: string[] = [];
   const logs: string[] = [];
   const progress: number[] = [];
+  const steps: Array<{ at: StepProgress; first: number; dims: number[] }> = [];
+  const decoded: Array<[number, number, number]> = [];
   const f = fakeNets(events);
   const r = await generate(f.nets, image, params, {
     signal: new AbortController().signal, log: (l) => logs.push(l), progress: (d) => progress.push(d),
+    onStep: (at, denoised) => {
+      events.push(`step:${at.section}.${at.step}`);
+      steps.push({ at, first: denoised.data[0], dims: denoised.dims });
+    },
+    onSection: (section, sections, pixels) => decoded.push([section, sections, pixels.frameCount]),
   });
   // 64x48 -> the 640 bucket of the same aspect: (H, W) = (544, 704)
   assert.deepEqual(r.bucket, [544, 704]);
@@ -78,8 +86,19 @@ test('stages run in order; every section gets its plan, history and the shared c
   assert.equal(r.height, 544);
   assert.equal(r.sections, 4);
   assert.equal(r.pixels.frameCount, 33);
+  const stepsOf = (s: number) => [1, 2, 3].map((i) => `step:${s}.${i}`);
   assert.deepEqual(events, ['prompt:a cat', 'vae-encode:1x3x1x544x704', 'siglip:1x3x384x384',
-    'section:0', 'decode:2', 'section:1', 'decode:4', 'section:2', 'decode:4', 'section:3', 'decode:5', 'sampling-done']);
+    'section:0', ...stepsOf(1), 'decode:2', 'section:1', ...stepsOf(2), 'decode:4', 'section:2', ...stepsOf(3), 'decode:4',
+    'section:3', ...stepsOf(4), 'decode:5', 'sampling-done']);
+  // Each step hands over its x0 prediction (x - sigma v with the stand-in velocity 0.1) and where sampling stands.
+  assert.equal(steps.length, 12);
+  assert.deepEqual(steps[0].dims, [1, 16, 2, 68, 88]);
+  assert.deepEqual(steps.map((s) => s.at.percent), [8.3, 16.7, 25, 33.3, 41.7, 50, 58.3, 66.7, 75, 83.3, 91.7, 100]);
+  assert.deepEqual(steps[4].at, { ...steps[4].at, section: 2, sections: 4, step: 2, steps: 3 });
+  assert.equal(steps[11].at.eta_seconds, 0);
+  assert.ok(steps.every((s) => Number.isFinite(s.first)));
+  // The video so far after each section: 2 latents -> 5 frames, then 8 more per section (4 lws - 3 blended).
+  assert.deepEqual(decoded, [[1, 4, 5], [2, 4, 13], [3, 4, 21], [4, 4, 33]]);
   assert.deepEqual(f.sections.map((s) => s.plan.padding), [3, 2, 1, 0]);
   assert.equal(f.sections[0].negative, null, 'cfg 1: no negative conditioning');
   assert.equal(f.sections[0].guidance, 10000);
@@ -90,7 +109,10 @@ test('stages run in order; every section gets its plan, history and the shared c
   assert.notEqual(post.data[68 * 88], 0, 'the 1x frame comes from section 1');
   assert.equal(f.sections[0].conditioning.cleanLatents.data[68 * 88], 0, 'empty history in section 1');
   assert.equal(f.closed(), 4);
-  assert.ok(logs.includes('section 2/4, step 3/3'), logs.join('\n'));
+  // one tqdm bar per section: the empty bar, then a line per step naming the section
+  const bars = logs.filter((l) => /^\s*\d+%\|/.test(l));
+  assert.equal(bars.length, 16, logs.join('\n'));
+  assert.match(bars[7], /^100%\|##########\| 3\/3 \[\d\d:\d\d<00:00, +[\d.]+(s\/it|it\/s), section 2\/4\]$/);
   assert.ok(logs.some((l) => l.startsWith('seed 5;')));
   assert.deepEqual(progress, Array.from({ length: 12 }, (_, i) => i + 1));
   // The seeded generator draws section after section.
@@ -132,7 +154,8 @@ test('a cancel stops within the step and frees the section', async () => {
   await assert.rejects(generate(f.nets, image, params, { signal: ac.signal, log: (l) => logs.push(l) }), { name: 'AbortError' });
   assert.equal(f.closed(), 2, 'the aborted section was closed too');
   assert.ok(!events.includes('decode:4'), 'nothing decoded after the cancel');
-  assert.ok(!logs.includes('section 2/4, step 2/3'));
+  assert.ok(!logs.some((l) => /2\/3 .*section 2\/4/.test(l)), 'the canceled step is not reported');
+  assert.ok(logs.some((l) => /1\/3 .*section 2\/4/.test(l)));
 });
 
 test('decodeAfterSampling: every section sampled, then samplingDone, then the same decodes and the same frames', async () => {

@@ -179,3 +179,66 @@ test('model calls: one per step, both branches with real CFG, timesteps sigma x 
     velocity: (x) => { if (++n === 2) ac.abort(); return Promise.resolve(new Float32Array(x.length)); } }), { name: 'AbortError' });
   assert.equal(n, 2);
 });
+
+/**
+ * UniPC as FlowMatchUniPC writes it, one float32 tensor per operation (uni_pc_fm.py: model_fn, update_fn and
+ * sample): the fused passes of sampleUniPC must give the same bits.
+ */
+async function unipcByTensors(noise: Float32Array, sigmas: Float32Array, velocity: (x: Float32Array, t: number, call: ModelCall) => Promise<Float32Array>,
+  g: { cfg: number; rescale: number; halfPrecision: boolean }): Promise<Float32Array> {
+  const map = (n: number, f: (j: number) => number) => { const o = new Float32Array(n); for (let j = 0; j < n; j++) o[j] = f(j); return o; };
+  const steps = sigmas.length - 1;
+  const order = Math.min(3, steps - 1);
+  const model = async (x: Float32Array, s: number, step: number) => {
+    const xb = g.halfPrecision ? map(x.length, (j) => toBf16(x[j])) : x;
+    const t = g.halfPrecision ? toBf16(s * 1000) : Math.fround(s * 1000);
+    const vPos = await velocity(xb, t, { step, steps, branch: 'positive' });
+    const vNeg = g.cfg === 1 ? null : await velocity(xb, t, { step, steps, branch: 'negative' });
+    const v = combineGuidance(vPos, vNeg, g.cfg, g.rescale);
+    return map(x.length, (j) => xb[j] - Math.fround(v[j] * s));
+  };
+  let x = noise;
+  let ms: Float32Array[] = [];
+  let ss: number[] = [];
+  for (let i = 0; i < steps; i++) {
+    const s = sigmas[i];
+    if (i === 0) { ms = [await model(x, s, i)]; ss = [s]; } else {
+      const p = i < order ? i : order;
+      const c = unipcCoefficients(ss, s, p);
+      const m0 = ms[ms.length - 1], s0 = ss[ss.length - 1], n = x.length;
+      const ratio = Math.fround(s / s0), hPhi1 = Math.fround(Math.expm1(-c.h)), Bh = Math.fround(-c.h);
+      const Ds: Float32Array[] = [];
+      for (let k = 1; k < p; k++) { const mk = ms[ms.length - 1 - k], rk = Math.fround(c.rks[k - 1]); Ds.push(map(n, (j) => (mk[j] - m0[j]) / rk)); }
+      const xt0 = x;
+      const xBase = map(n, (j) => Math.fround(ratio * xt0[j]) - Math.fround(hPhi1 * m0[j]));
+      const xPred = Ds.length ? map(n, (j) => { let a = 0; Ds.forEach((D, k) => { a += c.rhoP[k] * D[j]; }); return xBase[j] - Bh * Math.fround(a); }) : xBase;
+      const mNew = await model(xPred, s, i);
+      x = map(n, (j) => { let a = 0; Ds.forEach((D, k) => { a += c.rhoC[k] * D[j]; }); a += c.rhoC[p - 1] * (mNew[j] - m0[j]); return xBase[j] - Bh * Math.fround(a); });
+      ms.push(mNew);
+      ss.push(s);
+    }
+    if (order > 0) { ms = ms.slice(-order); ss = ss.slice(-order); }
+  }
+  return ms[ms.length - 1];
+}
+
+test('the fused passes give the bits of one tensor per operation (bf16 input, real CFG with rescale, every order)', async () => {
+  let seed = 7;
+  const rand = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1;
+  const noise = Float32Array.from({ length: 4096 }, rand);
+  const w = Float32Array.from({ length: 4096 }, rand);
+  // a velocity that depends on the input, the timestep and the branch, so every term of the update matters
+  const velocity = (x: Float32Array, t: number, call: ModelCall) =>
+    Promise.resolve(Float32Array.from(x, (v, j) => Math.sin(3 * v + w[j]) * (call.branch === 'positive' ? 1 : 0.7) + (t / 1000) * w[j]));
+  for (const g of [{ cfg: 1, rescale: 0, halfPrecision: true }, { cfg: 3, rescale: 0.7, halfPrecision: true }, { cfg: 1, rescale: 0, halfPrecision: false }]) {
+    for (const steps of [1, 2, 3, 25]) {
+      const sigmas = flowSigmas(steps, Math.log(7));
+      const ours = await sampleUniPC({ noise, sigmas, velocity, ...g });
+      const ref = await unipcByTensors(noise, sigmas, velocity, g);
+      assert.deepEqual(new Uint32Array(ours.buffer, ours.byteOffset, ours.length), new Uint32Array(ref.buffer, ref.byteOffset, ref.length),
+        `cfg ${g.cfg}, bf16 ${g.halfPrecision}, ${steps} steps`);
+    }
+  }
+  assert.deepEqual(noise, Float32Array.from({ length: 4096 }, (() => { let s = 7; return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1; })()),
+    'the caller\'s noise is left unchanged');
+});

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { effectiveCrf, findFfmpeg, writeMp4, FfmpegSetupError } from '../../src/framepack/video.js';
@@ -107,5 +107,21 @@ test('a missing ffmpeg is a clear setup error', () => {
   } finally {
     if (saved === undefined) delete process.env.FRAMEPACK_FFMPEG;
     else process.env.FRAMEPACK_FFMPEG = saved;
+  }
+});
+
+test('metadata reaches the MP4 intact, whatever the characters and however long; no side file is left', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
+  try {
+    const out = join(dir, 'meta.mp4');
+    // FFMETADATA's special characters, a newline, non-ASCII, and more than one argv string may hold (128 KiB)
+    const comment = JSON.stringify({ prompt: `a=b; #c \\ d\n"e" 猫 ${'x'.repeat(200_000)}`, seed: 42 });
+    await writeMp4(out, frames(3, 64, 48, 3), { width: 64, height: 48, crf: 30, preset: 'veryfast', metadata: { comment } });
+    const r = spawnSync('ffprobe', ['-v', 'error', '-show_entries', 'format_tags=comment', '-of', 'json', out], { encoding: 'utf8', maxBuffer: 1 << 24 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).format.tags.comment, comment);
+    assert.deepEqual(await readdir(dir), ['meta.mp4']);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { runByShape, Vae } from '../../src/framepack/vae-decode.js';
-import { blend, block, decodeSpatialPlan, pixelFrames, temporalWindows, TemporalStitcher } from '../../src/framepack/vae-tiling.js';
+import { blend, block, decodeSpatialPlan, gridSpatialPlan, pixelFrames, temporalWindows, TemporalStitcher } from '../../src/framepack/vae-tiling.js';
 import { fixture, tinyModels } from '../fixtures.js';
 import { relL2 } from '../numerics.js';
 
@@ -47,9 +47,21 @@ describe('VAE tiling plans', () => {
     const p = decodeSpatialPlan(80, 76);
     assert.deepEqual(p.rows, [0, 24, 48, 72]);
     assert.deepEqual(p.cols, [0, 24, 48, 72]);
-    assert.equal(p.keep, 192);
-    assert.equal(p.blend, 64);
+    assert.deepEqual(p.keep, [192, 192]);
+    assert.deepEqual(p.blend, [64, 64]);
     assert.equal(p.outWidth, 608);
+  });
+
+  it('grid plans of the 640x608 bucket: n x n tiles of one shape, overlapping by at least 8 latents', () => {
+    const two = gridSpatialPlan(80, 76, 2);
+    assert.deepEqual([two.rows, two.cols, two.tile, two.keep, two.blend], [[0, 36], [0, 34], [44, 42], [288, 272], [64, 64]]);
+    const three = gridSpatialPlan(80, 76, 3);
+    assert.deepEqual([three.rows, three.cols, three.tile, three.keep, three.blend], [[0, 24, 48], [0, 22, 44], [32, 32], [192, 176], [64, 80]]);
+    for (const p of [two, three]) {
+      assert.equal(p.rows.at(-1)! + p.tile[0], 80);
+      assert.equal(p.cols.at(-1)! + p.tile[1], 76);
+    }
+    assert.deepEqual(gridSpatialPlan(8, 76, 2).rows, [0]); // too short for two tiles overlapping by 8 latents
   });
 });
 
@@ -150,15 +162,19 @@ function blendRef(a: T5, b: T5, axis: 3 | 4, extent: number): void {
   }
 }
 
-/** torch.cat(rows of torch.cat(tiles[..., :keep, :keep], -1), -2)[..., :outH, :outW] */
-function assemble(tiles: T5[][], keep: number, outH: number, outW: number): T5 {
+/**
+ * torch.cat(rows of torch.cat(tiles[..., :keep, :keep], -1), -2)[..., :outH, :outW], per axis; the last
+ * tile of a row or column keeps everything (diffusers' last tiles are no longer than keep anyway).
+ */
+function assemble(tiles: T5[][], keep: [number, number], outH: number, outW: number): T5 {
   const [B, C, T] = tiles[0][0].dims;
   const out = new Float32Array(B * C * T * outH * outW);
   let y0 = 0;
   for (const row of tiles) {
     let x0 = 0, rowH = 0;
-    for (const t of row) {
-      const h = Math.min(keep, t.dims[3]), w = Math.min(keep, t.dims[4]);
+    for (const [j, t] of row.entries()) {
+      const lastRow = row === tiles.at(-1), lastCol = j === row.length - 1;
+      const h = lastRow ? t.dims[3] : Math.min(keep[0], t.dims[3]), w = lastCol ? t.dims[4] : Math.min(keep[1], t.dims[4]);
       for (let c = 0; c < C * T; c++) for (let y = 0; y < h && y0 + y < outH; y++) for (let x = 0; x < w && x0 + x < outW; x++) {
         out[(c * outH + y0 + y) * outW + x0 + x] = t.data[(c * t.dims[3] + y) * t.dims[4] + x];
       }
@@ -169,10 +185,10 @@ function assemble(tiles: T5[][], keep: number, outH: number, outW: number): T5 {
   return { dims: [B, C, T, outH, outW], data: out };
 }
 
-function tiledRef(tiles: T5[][], extent: number, keep: number, outH: number, outW: number): T5 {
+function tiledRef(tiles: T5[][], extent: [number, number], keep: [number, number], outH: number, outW: number): T5 {
   tiles.forEach((row, i) => row.forEach((t, j) => {
-    if (i > 0) blendRef(tiles[i - 1][j], t, 3, extent);
-    if (j > 0) blendRef(row[j - 1], t, 4, extent);
+    if (i > 0) blendRef(tiles[i - 1][j], t, 3, extent[0]);
+    if (j > 0) blendRef(row[j - 1], t, 4, extent[1]);
   }));
   return assemble(tiles, keep, outH, outW);
 }
@@ -219,12 +235,46 @@ describe('VAE spatial tiling (low-VRAM mode)', () => {
       for (const j of starts(44, 24)) row.push((await plain.decode({ dtype: 'float32', ...crop(z as T5, i, i + 32, j, j + 32) })) as T5);
       tiles.push(row);
     }
-    const ref = tiledRef(tiles, 64, 192, 288, 352) as HostTensor;
+    const ref = tiledRef(tiles, [64, 64], [192, 192], 288, 352) as HostTensor;
     const e = relL2(out, { ...ref, dtype: 'float32' });
     const untiled = relL2(out, await plain.decode(z));
     console.log(`# tiled decode vs transcription rel L2 ${e.toExponential(2)}, vs untiled ${untiled.toExponential(2)}`);
     assert.ok(e <= 1e-6, `tiled decode differs from the transcription: ${e}`);
     assert.ok(untiled > 0 && untiled <= 0.2, `tiled vs untiled decode ${untiled}`);
+  });
+
+  it('fit tiles: 2 x 2 equal tiles blended over their overlap; out of device memory -> 3 x 3, then diffusers\' tiles, remembered', async () => {
+    const fit = await Vae.load(vaeDir(), { ep: 'cpu', precision: 'float32', spatialTiling: true, tiles: 'fit' });
+    try {
+      const z = wave([1, 16, 2, 40, 44], 0.31, 1.4); // rows [0, 16) + 24, cols [0, 18) + 26: overlaps of 8 latents
+      const out = await fit.decode(z);
+      const tiles: T5[][] = [];
+      for (const i of [0, 16]) {
+        const row: T5[] = [];
+        for (const j of [0, 18]) row.push((await plain.decode({ dtype: 'float32', ...crop(z as T5, i, i + 24, j, j + 26) })) as T5);
+        tiles.push(row);
+      }
+      const ref = tiledRef(tiles, [64, 64], [128, 144], 320, 352) as HostTensor;
+      assert.equal(relL2(out, { ...ref, dtype: 'float32' }), 0);
+
+      // the device running out of memory moves to the next layout, once, and says so
+      const told: string[] = [];
+      (fit.opts as { onTiles?: (m: string) => void }).onTiles = (m) => told.push(m);
+      const grids: number[] = [];
+      const real = (fit as any).decodeWindows.bind(fit);
+      (fit as any).decodeWindows = (zz: HostTensor, d: number, plan: { rows: number[] } | null, ...rest: unknown[]) => {
+        grids.push(plan!.rows.length);
+        if (grids.length === 1) throw new Error('ONNX Runtime RunWithBinding failed: Failed to allocate memory for requested buffer of size 4294967296');
+        return real(zz, d, plan, ...rest);
+      };
+      const again = await fit.decode(z);
+      await fit.decode(z);
+      assert.deepEqual(grids, [2, 3, 3]); // rows of 3 x 3: [0, 10, 20], tile 20
+      assert.deepEqual(told, ['VAE decode in 2 x 2 tiles ran out of device memory; now 3 x 3 tiles']);
+      assert.ok(relL2(again, out) > 0 && relL2(again, out) < 0.2);
+    } finally {
+      await fit.release();
+    }
   });
 
   it('temporal + spatial tiling together: each temporal window is tiled spatially', async () => {
@@ -258,7 +308,7 @@ describe('VAE spatial tiling (low-VRAM mode)', () => {
       }
       tm.push(rm); tl.push(rl);
     }
-    const refMean = tiledRef(tm, 8, 24, 36, 40), refLogvar = tiledRef(tl, 8, 24, 36, 40);
+    const refMean = tiledRef(tm, [8, 8], [24, 24], 36, 40), refLogvar = tiledRef(tl, [8, 8], [24, 24], 36, 40);
     const refStd = refLogvar.data.map((l) => Math.exp(0.5 * l));
     const em = relL2(mean, { dtype: 'float32', ...refMean });
     const es = relL2(std, { dtype: 'float32', dims: refLogvar.dims, data: refStd });

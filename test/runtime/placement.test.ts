@@ -49,13 +49,15 @@ test('an 80 GB GPU: high with the VAE tiled; 40-48 GB: medium; 24 GB: low', asyn
   assert.equal(h100.policy, 'high');
   assert.deepEqual(h100.lifetime, { encoders: 'resident', dit: 'resident', vae: 'resident' });
   assert.equal(h100.vaeTiling, true);
-  assert.match(describePlacement(h100), /placement: high on cuda:0 \(every session resident; VAE tiled/);
+  assert.equal(h100.vaeTiles, 'fit');
+  assert.match(describePlacement(h100), /placement: high on cuda:0 \(every session resident; VAE in 2 x 2 tiles \(smaller on out of memory\)/);
   for (const [total, free] of [[49140, 48000], [40960, MEDIUM_MIN_FREE_MIB]]) {
     const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, total, free, 'NVIDIA L40S') }), cuda: cudaOk });
     assert.equal(p.policy, 'medium');
     assert.deepEqual(p.lifetime, { encoders: 'per-request', dit: 'resident', vae: 'resident' });
     assert.deepEqual(p.quantize, {});
     assert.equal(p.vaeTiling, true);
+    assert.equal(p.vaeTiles, 'fit');
     assert.equal(p.shrinkDitAfterSection, true);
     assert.match(describePlacement(p), /placement: medium on cuda:0 \(DiT and VAE resident, encoders created per request/);
   }
@@ -66,6 +68,7 @@ test('an 80 GB GPU: high with the VAE tiled; 40-48 GB: medium; 24 GB: low', asyn
   assert.deepEqual(p.lifetime, { encoders: 'per-request', dit: 'per-request', vae: 'per-request' });
   assert.deepEqual(p.quantize, { dit: 8, llama: 8 });
   assert.equal(p.vaeTiling, true);
+  assert.equal(p.vaeTiles, 'diffusers'); // the original's low-VRAM tiles
   assert.equal(p.shrinkDitAfterSection, false);
   assert.match(describePlacement(p), /placement: low on cuda:0/);
 });
@@ -184,18 +187,23 @@ test('ORT out-of-memory on the GPU maps to GPU_OUT_OF_MEMORY; other errors and C
 
 test('sampling memory is estimated from the 640 measurements and refuses what the device cannot hold', async () => {
   const low20 = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 24576, 20480, 'NVIDIA L4') }), cuda: cudaOk });
-  const low79 = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 81559, 80959) }), cuda: cudaOk });
+  const h100 = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 81559, 80959) }), cuda: cudaOk });
+  const medium = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 49152, 45056, 'NVIDIA L40S') }), cuda: cudaOk });
+  assert.equal(medium.policy, 'medium');
   const high = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 143771, 143000, 'NVIDIA H200') }), cuda: cudaOk });
   const cpu = await choosePlacement({ env: { FRAMEPACK_PLACEMENT: 'cpu' } });
   // the measured points themselves: 640x608, lws 9
   assert.equal(samplingPeakGiB(low20, 17_500), 17.9);
   assert.equal(samplingPeakGiB(high, 17_500), 48.1);
+  assert.equal(samplingPeakGiB(medium, 17_500), 33.4);
   assert.equal(samplingPeakGiB(cpu, 17_500), null);
   assert.equal(sizeProblem(low20, 17_500), null);
   // 960 class, square image (960x912, lws 9): about 2.25x the tokens
   const big = 9 * 57 * 60 + 2 * 57 * 60 + 30 * 29 + 4 * 15 * 15;
   assert.match(sizeProblem(low20, big) ?? '', /^sampling needs an estimated 2\d\.\d GiB on the low placement and 20\.0 GiB of NVIDIA L4 were free at setup$/);
-  assert.equal(sizeProblem(low79, big), null);
+  assert.equal(sizeProblem(h100, big), null);
+  assert.match(sizeProblem(medium, big) ?? '', /^sampling needs an estimated 4\d\.\d GiB on the medium placement and 44\.0 GiB of NVIDIA L40S/);
+  assert.equal(sizeProblem(medium, 17_500), null);
   assert.equal(sizeProblem(high, big), null);
   assert.equal(sizeProblem(cpu, 10 * big), null, 'the CPU is not refused');
 });

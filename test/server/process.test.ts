@@ -43,6 +43,23 @@ async function serve(args: string[], env: Record<string, string> = {}, command: 
 const status = async (url: string) => (await json(await fetch(`${url}/health-check`))).status as string;
 
 describe('framepack serve (process)', () => {
+  it('serves /playground unless --no-playground or FRAMEPACK_NO_PLAYGROUND=1', async () => {
+    const served = await serve(['--predictor', predictorPath('slow')]);
+    const off = await serve(['--predictor', predictorPath('slow'), '--no-playground']);
+    const offByEnv = await serve(['--predictor', predictorPath('slow')], { FRAMEPACK_NO_PLAYGROUND: '1' });
+    try {
+      assert.equal((await fetch(`${served.url}/playground`)).status, 200);
+      assert.equal((await fetch(`${off.url}/playground`)).status, 404);
+      assert.equal((await fetch(`${offByEnv.url}/playground`)).status, 404);
+      assert.doesNotMatch(off.output(), /passing unrecognised flags/, '--no-playground is the server\'s own flag');
+    } finally {
+      for (const p of [served, off, offByEnv]) {
+        p.child.kill('SIGTERM');
+        await p.exit;
+      }
+    }
+  });
+
   it('prints its version with -v', () => {
     const r = spawnSync(process.execPath, [cliPath, 'serve', '-v'], { encoding: 'utf8' });
     assert.equal(r.status, 0);
