@@ -16,6 +16,7 @@ interface SchemaProp {
   minimum?: number;
   maximum?: number;
   nullable?: boolean;
+  enum?: unknown[];
   'x-order'?: number;
 }
 
@@ -142,9 +143,24 @@ function fieldFor(name: string, prop: SchemaProp, required: boolean): { row: HTM
     row.append(controls, help);
     return { row, field: { name, prop, read: async () => (input.value.trim() === '' ? undefined : Number(input.value)) } };
   }
+  if (Array.isArray(prop.enum)) {
+    // a choice; a nullable one offers "default" (left out of the request, so the server's default applies)
+    const select = el('select', { id, name, required });
+    if (prop.nullable) select.append(el('option', { value: '' }, '(default)'));
+    for (const choice of prop.enum) if (choice !== null) select.append(el('option', { value: String(choice) }, String(choice)));
+    select.value = prop.default === null || prop.default === undefined ? '' : String(prop.default);
+    row.append(select, help);
+    return { row, field: { name, prop, read: async () => (select.value === '' ? undefined : select.value) } };
+  }
+  if (prop.type === 'array' || prop.type === 'object') {
+    // structured inputs are typed as JSON; empty leaves the server's default
+    const input = el('textarea', { id, name, rows: 2, required, placeholder: 'JSON' });
+    row.append(input, help);
+    return { row, field: { name, prop, read: async () => (input.value.trim() === '' ? undefined : JSON.parse(input.value)) } };
+  }
   const input = el('textarea', { id, name, rows: name === 'prompt' ? 3 : 1, required, value: typeof prop.default === 'string' ? prop.default : '' });
   row.append(input, help);
-  return { row, field: { name, prop, read: async () => input.value } };
+  return { row, field: { name, prop, read: async () => (input.value === '' && prop.nullable ? undefined : input.value) } };
 }
 
 async function buildForm(): Promise<void> {
