@@ -46,7 +46,7 @@ export const catalogue = {
   URL_SCHEME: { message: "'{scheme}' is not a valid URL scheme. 'data', 'http', or 'https' is supported." },
   URL_INVALID: { message: 'invalid URL: {detail}' },
   DATA_URL_INVALID: { message: 'invalid data URL: {detail}' },
-  URL_BLOCKED: { message: 'refusing to fetch {url}: {address} is a {range} address' },
+  URL_BLOCKED: { message: 'refusing to fetch {url}: {address} is {range} address' },
   INPUT_FETCH_FAILED: { message: 'could not fetch {name} from {url}: {detail}' },
   INPUT_TOO_LARGE: { message: '{name} is larger than the limit of {limit} bytes' },
   TOO_MANY_REDIRECTS: { message: 'too many redirects fetching {url}' },
@@ -56,6 +56,9 @@ export const catalogue = {
   IMAGE_TOO_LARGE: {
     message: '{name} is {width}x{height} = {pixels} pixels, above the limit of {limit} pixels (possible decompression bomb)',
   },
+
+  // ---- predictions ----
+  INPUT_REJECTED: { message: 'input rejected by the predictor: {detail}' },
 
   // ---- outputs ----
   OUTPUT_MISSING: { message: 'The predictor returned {path}, which is not a readable file' },

@@ -16,6 +16,7 @@ import { Checkpoint, loadTensors, saveTensors, type HostTensor } from '../onnx/s
 import type { Predictor, PredictorContext, PredictorOptions, SetupContext } from '../predictor.js';
 import { choosePlacement, mapOrtError, type Placement } from '../runtime/placement.js';
 import { Session } from '../runtime/session.js';
+import { startSpawner } from '../runtime/spawner.js';
 import { loadImage, loadSigLipPreprocessor, type SigLipPreprocessor } from './image.js';
 import { inputSchema, type FramePackInput } from './inputs.js';
 import { randomSeed } from './noise.js';
@@ -309,6 +310,7 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
 
   async setup(ctx: SetupContext): Promise<void> {
     findFfmpeg(); // a missing encoder is a setup failure, not a failure after minutes of sampling
+    startSpawner(); // forked while this process is small: ffmpeg is spawned from it (see runtime/spawner.ts)
     this.nets = await openNets({ models: this.options.models, log: (l) => ctx.log(l), signal: ctx.signal });
   }
 

@@ -3,7 +3,9 @@
  * synchronous native calls, so they run here and never on the main thread's event loop.
  * Requests arrive one at a time (see protocol.ts); each gets exactly one response.
  */
-import { setPriority } from 'node:os';
+import { statSync, unlinkSync } from 'node:fs';
+import { setPriority, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { prepareQuantized } from '../onnx/quantize.js';
@@ -34,6 +36,23 @@ function providers(p: CreatePayload): ort.InferenceSession.ExecutionProviderConf
   }
 }
 
+/**
+ * ONNX Runtime's telemetry layer creates an empty `mat-debug-<pid>.log` in the temp directory when its
+ * environment starts (the first session of the process) and writes to it only when tracing is on: one
+ * stray file per process started. Removed once, if empty.
+ */
+let telemetryLogChecked = false;
+function removeTelemetryLog(): void {
+  if (telemetryLogChecked) return;
+  telemetryLogChecked = true;
+  const file = join(tmpdir(), `mat-debug-${process.pid}.log`);
+  try {
+    if (statSync(file).size === 0) unlinkSync(file);
+  } catch {
+    // not there (or already removed by another session worker)
+  }
+}
+
 async function create(p: CreatePayload): Promise<CreateResult> {
   const prepared: CreateResult['prepared'] = [];
   for (const job of p.prepare) prepared.push({ file: job.file, status: await prepareQuantized(job) });
@@ -46,7 +65,7 @@ async function create(p: CreatePayload): Promise<CreateResult> {
     ...(p.memoryArena === false ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
     ...(p.logSeverityLevel !== undefined ? { logSeverityLevel: p.logSeverityLevel } : {}),
     extra: nest(config),
-  });
+  }).finally(removeTelemetryLog);
   const id = nextSession++;
   sessions.set(id, session);
   return { session: id, inputs: [...session.inputNames], outputs: [...session.outputNames], prepared };

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -107,5 +108,43 @@ test('a missing ffmpeg is a clear setup error', () => {
   } finally {
     if (saved === undefined) delete process.env.FRAMEPACK_FFMPEG;
     else process.env.FRAMEPACK_FFMPEG = saved;
+  }
+});
+
+/** Pids of the processes whose parent is `ppid` and whose name is `comm` (Linux /proc). */
+function childrenNamed(ppid: number, comm: string): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try { stat = readFileSync(`/proc/${entry}/stat`, 'utf8'); } catch { continue; }
+    // "pid (comm) state ppid ...": comm may hold spaces, so split after its closing parenthesis
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (name === comm && parent === ppid) out.push(Number(entry));
+  }
+  return out;
+}
+
+test('ffmpeg is started by the spawn helper, never forked from this (large) process', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
+  try {
+    let ours: number[] = [];
+    let anyFfmpeg = false;
+    function* watched() {
+      for (const f of frames(6, 64, 32, 1)) {
+        yield f;
+        // ffmpeg runs now (it reads these frames): look for it among this process's children
+        ours = ours.concat(childrenNamed(process.pid, 'ffmpeg'));
+        anyFfmpeg ||= readdirSync('/proc').some((p) => /^\d+$/.test(p) && (() => {
+          try { return readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'ffmpeg'; } catch { return false; }
+        })());
+      }
+    }
+    assert.equal(await writeMp4(join(dir, 'h.mp4'), watched(), { width: 64, height: 32, crf: 23 }), 6);
+    assert.ok(anyFfmpeg, 'ffmpeg was running while frames were written');
+    assert.deepEqual(ours, [], 'no ffmpeg is a child of this process');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });
