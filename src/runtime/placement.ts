@@ -132,7 +132,9 @@ const ONE_LARGE_AT_A_TIME: NetworkLifetimes = { encoders: 'per-request', dit: 'p
 
 function build(policy: PlacementPolicy, ep: ExecutionProvider, deviceId: number, gpu: GpuInfo | undefined, reason: string): Placement {
   if (policy === 'cpu' || ep === 'cpu') {
-    return { policy: 'cpu', ep: 'cpu', deviceId: 0, lifetime: { ...ALL_RESIDENT }, quantize: {}, vaeTiling: false,
+    // The VAE's CPU arena keeps a full-resolution decode's activations (3.8 GB for the tiny model at 640 px,
+    // tens of GB for the real one): released after each request, an idle server holds only the weights.
+    return { policy: 'cpu', ep: 'cpu', deviceId: 0, lifetime: { ...ALL_RESIDENT, vae: 'per-request' }, quantize: {}, vaeTiling: false,
       precision: { dit: 'float32', encoders: 'float32', vae: 'float32' }, reason };
   }
   // WebGPU has no bfloat16 and the DiT gives NaN in float16, so its DiT stays in float32 there.

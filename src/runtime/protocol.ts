@@ -19,6 +19,7 @@ export interface CreatePayload {
   deviceId: number;
   intraOpThreads?: number;
   memoryArena?: boolean;
+  memoryPattern?: boolean;
   logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
 }
 

@@ -41,6 +41,12 @@ export interface SessionOptions {
    * block per shape. Costs a little speed; default true.
    */
   memoryArena?: boolean;
+  /**
+   * false keeps the arena but turns off memory patterns (one planned block per input shape, which the arena
+   * then keeps side by side): the arena grows to the largest run's live tensors instead of one block per
+   * shape seen, at no measurable cost in speed on the CPU. Default true.
+   */
+  memoryPattern?: boolean;
 }
 
 export interface RunOptions {
@@ -236,7 +242,7 @@ export class Session {
     const payload: CreatePayload = {
       bytes: model.bytes, externalFolder: model.externalFolder, name: model.name, config,
       prepare: model.prepare ?? [], ep: opts.ep, deviceId,
-      intraOpThreads: opts.threads, logSeverityLevel: opts.logSeverityLevel, memoryArena: opts.memoryArena,
+      intraOpThreads: opts.threads, logSeverityLevel: opts.logSeverityLevel, memoryArena: opts.memoryArena, memoryPattern: opts.memoryPattern,
     };
     const w = workerFor(opts.ep, deviceId);
     try {

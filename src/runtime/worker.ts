@@ -63,6 +63,7 @@ async function create(p: CreatePayload): Promise<CreateResult> {
     graphOptimizationLevel: 'all',
     ...(p.intraOpThreads ? { intraOpNumThreads: p.intraOpThreads } : {}),
     ...(p.memoryArena === false ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
+    ...(p.memoryPattern === false ? { enableMemPattern: false } : {}),
     ...(p.logSeverityLevel !== undefined ? { logSeverityLevel: p.logSeverityLevel } : {}),
     extra: nest(config),
   }).finally(removeTelemetryLog);
