@@ -39,6 +39,7 @@ export interface SpawnedChild {
 }
 
 interface Pending {
+  helper: ChildProcess;
   spawned: (child: { pid: number; stdin: Socket }) => void;
   failed: (err: Error) => void;
   exited: (exit: ChildExit) => void;
@@ -49,12 +50,14 @@ let helper: ChildProcess | null = null;
 let nextId = 1;
 const pending = new Map<number, Pending>();
 
-function settleAll(reason: string): void {
-  for (const p of pending.values()) {
+/** Fails what was asked of a helper that is gone. */
+function settleAll(gone: ChildProcess, reason: string): void {
+  for (const [id, p] of pending) {
+    if (p.helper !== gone) continue;
+    pending.delete(id);
     p.failed(new Error(reason));
     p.exited({ code: null, signal: null, stderr: reason });
   }
-  pending.clear();
 }
 
 /** The helper's channel keeps this process alive only while a child of it runs. */
@@ -66,7 +69,7 @@ function refWhileBusy(): void {
 
 /** Forks the helper now if it is not running (cheap while this process is small: call it early). */
 export function startSpawner(): void {
-  if (helper) return;
+  if (helper?.connected) return;
   const h = fork(helperPath, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: [], serialization: 'json' });
   helper = h;
   h.on('message', (msg: SpawnerEvent, handle?: Socket) => {
@@ -84,7 +87,8 @@ export function startSpawner(): void {
   });
   h.on('exit', (code, signal) => {
     if (helper === h) helper = null;
-    settleAll(`the spawn helper exited (${signal ?? `code ${code}`})`);
+    settleAll(h, `the spawn helper exited (${signal ?? `code ${code}`})`);
+    refWhileBusy();
   });
   h.on('error', () => undefined); // 'exit' follows and settles what was pending
   h.unref();
@@ -103,7 +107,7 @@ export async function spawnFromHelper(command: string, args: string[], opts: { s
   let onExit!: (exit: ChildExit) => void;
   const exited = new Promise<ChildExit>((r) => { onExit = r; });
   const started = new Promise<{ pid: number; stdin: Socket }>((spawned, failed) => {
-    pending.set(id, { spawned, failed, exited: onExit });
+    pending.set(id, { helper: h, spawned, failed, exited: onExit });
   });
   refWhileBusy();
   h.send({ op: 'spawn', id, command, args } satisfies SpawnerRequest);

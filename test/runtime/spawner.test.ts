@@ -38,3 +38,15 @@ test('kill() and an aborted signal stop the child; a missing program is an error
 
   await assert.rejects(spawnFromHelper('/nonexistent/program', []), /ENOENT/);
 });
+
+test('a helper that died is replaced on the next spawn; what it was running is reported gone', async () => {
+  const running = await spawnFromHelper('sleep', ['30']);
+  const first = parentOf(running.pid);
+  process.kill(first, 'SIGKILL');
+  assert.match((await running.exited).stderr, /spawn helper exited/);
+  const next = await spawnFromHelper('sleep', ['30']);
+  assert.notEqual(parentOf(next.pid), first);
+  next.kill('SIGTERM');
+  assert.equal((await next.exited).signal, 'SIGTERM');
+  process.kill(running.pid, 'SIGKILL'); // orphaned by the killed helper
+});
