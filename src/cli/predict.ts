@@ -31,9 +31,9 @@ const KNOWN = ['input', 'output', 'json', 'predictor'];
 class UsageError extends Error {}
 
 /** The contents of a file the command line names (`@path`, `--json @path`), or a one-line error. */
-async function readNamed(path: string, encoding?: 'utf8'): Promise<Buffer | string> {
+async function readNamed(path: string): Promise<Buffer> {
   try {
-    return await readFile(path, encoding);
+    return await readFile(path);
   } catch (err) {
     throw appError('CLI_INPUT_FILE', { path, detail: errorMessage(err) });
   }
@@ -49,19 +49,19 @@ async function fileValue(path: string, prop: JsonSchema | undefined): Promise<st
     await access(abs, constants.R_OK).catch((err) => { throw appError('CLI_INPUT_FILE', { path: abs, detail: errorMessage(err) }); });
     return pathToFileURL(abs).href;
   }
-  const bytes = await readNamed(abs) as Buffer;
+  const bytes = await readNamed(abs);
   return `data:${mimeOf(abs)};base64,${bytes.toString('base64')}`;
 }
 
 /** Refuses an output path that cannot be written, before any work (the model's setup may take minutes). */
 async function checkOutputPath(target: string): Promise<void> {
+  const refuse = (why: string): never => { throw new UsageError(`cannot write the output to ${target}: ${why}`); };
   const dir = dirname(target);
-  const problem = await stat(dir).then(
-    (s) => (s.isDirectory() ? access(dir, constants.W_OK).then(() => null, () => `${dir} is not writable`) : `${dir} is not a directory`),
-    () => `the directory ${dir} does not exist`,
-  );
-  if (problem === null && (await stat(target).then((s) => s.isDirectory(), () => false))) throw new UsageError(`cannot write the output to ${target}: it is a directory`);
-  if (problem !== null) throw new UsageError(`cannot write the output to ${target}: ${problem}`);
+  const folder = await stat(dir).catch(() => null);
+  if (!folder) refuse(`the directory ${dir} does not exist`);
+  if (!folder!.isDirectory()) refuse(`${dir} is not a directory`);
+  await access(dir, constants.W_OK).catch(() => refuse(`${dir} is not writable`));
+  if ((await stat(target).catch(() => null))?.isDirectory()) refuse('it is a directory');
 }
 
 /** Types a `-i` value by the schema, as `cog predict` >= 0.22 does; the validator reports what stays wrong. */
@@ -81,7 +81,7 @@ async function buildInput(pairs: string[], json: string | undefined, component: 
   const props = (component.properties ?? {}) as Record<string, JsonSchema>;
   const input: Record<string, unknown> = {};
   if (json !== undefined) {
-    const text = json.startsWith('@') ? await readNamed(json === '@-' ? '/dev/stdin' : json.slice(1), 'utf8') as string : json;
+    const text = json.startsWith('@') ? (await readNamed(json === '@-' ? '/dev/stdin' : json.slice(1))).toString('utf8') : json;
     let parsed: unknown;
     try { parsed = JSON.parse(text); } catch (err) { throw new UsageError(`--json is not valid JSON: ${errorMessage(err)}`); }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new UsageError('--json must be a JSON object');
