@@ -19,16 +19,18 @@ function report(event: SpawnerEvent, handle?: ChildProcess['stdin']): void {
 
 function start(id: number, command: string, args: string[]): void {
   const child = spawn(command, args, { stdio: ['pipe', 'ignore', 'pipe'] });
+  children.set(id, child); // a kill may come before 'spawn'
   let stderr = '';
+  let started = false;
   let failure: string | undefined;
   child.stderr!.setEncoding('utf8');
   child.stderr!.on('data', (d: string) => { stderr = (stderr + d).slice(-STDERR_KEPT); });
   child.once('spawn', () => {
-    children.set(id, child);
+    started = true;
     report({ op: 'spawned', id, pid: child.pid! }, child.stdin);
   });
   // Before 'spawn': the child could not be started (ENOENT, EACCES...); 'close' follows either way.
-  child.once('error', (err) => { if (!children.has(id)) failure ??= err.message; });
+  child.once('error', (err) => { if (!started) failure ??= err.message; });
   child.once('close', (code, signal) => {
     children.delete(id);
     report({ op: 'exit', id, code: failure ? null : code, signal, stderr, ...(failure ? { error: failure } : {}) });
