@@ -5,16 +5,17 @@
  *
  *   npm run build && node dist/scripts/soak.js [--predictions 100] [--every 10]
  *
- * Each prediction is 1 s of video with a window of 6 latents (one section, 21 frames) and 1 step at the
+ * Each prediction is 1 s of video with a window of 6 latents (one section, 25 frames) and 1 step at the
  * 640-pixel bucket, so the run exercises every stage (encoders, DiT, VAE decode, ffmpeg) quickly. Prints a
  * row every `--every` predictions and a summary; exits 1 if a prediction failed.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import sharp from 'sharp';
 import { makeTinyModel } from './make-tiny-model.js';
 
@@ -46,7 +47,7 @@ async function entries(dir: string): Promise<string[]> {
 
 const work = await mkdtemp(join(tmpdir(), 'framepack-soak-'));
 const serverTmp = join(work, 'tmp');
-await (await import('node:fs/promises')).mkdir(serverTmp);
+await mkdir(serverTmp);
 const models = await makeTinyModel(join(work, 'models'));
 const image = await sharp({ create: { width: 96, height: 96, channels: 3, background: { r: 200, g: 80, b: 30 } } }).png().toBuffer();
 const input = {
@@ -69,17 +70,25 @@ for (;;) {
   await new Promise((r) => setTimeout(r, 200));
 }
 
-// Health checks every 50 ms for the whole run, each timed from request to parsed answer.
+// Health checks every 50 ms for the whole run, each timed from request to parsed answer, from a worker
+// thread: parsing a prediction's answer (a data URL) here must not delay or slow down the polling.
 const latencies: number[] = [];
-let polling = true;
-const poller = (async () => {
-  while (polling) {
-    const t0 = performance.now();
-    await fetch(`${url}/health-check`).then((r) => r.json());
-    latencies.push(performance.now() - t0);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-})();
+const poller = new Worker(`
+  const { parentPort, workerData } = require('node:worker_threads');
+  let polling = true;
+  parentPort.on('message', () => { polling = false; });
+  (async () => {
+    while (polling) {
+      const t0 = performance.now();
+      await fetch(workerData + '/health-check').then((r) => r.json());
+      parentPort.postMessage(performance.now() - t0);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    parentPort.close();
+  })();
+`, { eval: true, workerData: url });
+poller.on('message', (ms: number) => latencies.push(ms));
+const pollerDone = new Promise((r) => poller.once('exit', r));
 
 interface Row { n: number; rss: number; fds: number; tmp: number; healthMax: number; slow: number; seconds: number }
 const rows: Row[] = [];
@@ -113,15 +122,15 @@ for (let n = 1; n <= total; n++) {
     tLast = now;
   }
 }
-polling = false;
-await poller;
+poller.postMessage('stop');
+await pollerDone;
 
 const sorted = [...latencies].sort((a, b) => a - b);
 const q = (f: number) => sorted[Math.min(sorted.length - 1, Math.floor(f * sorted.length))]!;
-const after10 = rows.filter((r) => r.n >= 10);
+const after10 = rows.some((r) => r.n >= 10) ? rows.filter((r) => r.n >= 10) : rows;
 console.log(`\n${total} predictions in ${((performance.now() - t0) / 60_000).toFixed(1)} min, ${failed} failed`);
 console.log(`RSS: ${start.rss.toFixed(0)} MiB at READY, ${rows[0]!.rss.toFixed(0)} after ${rows[0]!.n}, ` +
-  `${Math.min(...after10.map((r) => r.rss)).toFixed(0)}-${Math.max(...after10.map((r) => r.rss)).toFixed(0)} MiB from prediction 10 on, ${rows.at(-1)!.rss.toFixed(0)} at the end`);
+  `${Math.min(...after10.map((r) => r.rss)).toFixed(0)}-${Math.max(...after10.map((r) => r.rss)).toFixed(0)} MiB from prediction ${after10[0]!.n} on, ${rows.at(-1)!.rss.toFixed(0)} at the end`);
 console.log(`fds: ${start.fds} at READY, ${Math.min(...rows.map((r) => r.fds))}-${Math.max(...rows.map((r) => r.fds))} after predictions`);
 console.log(`temp entries: ${start.tmp} at READY, at most ${Math.max(...rows.map((r) => r.tmp))} after predictions (${(await entries(serverTmp)).join(', ') || 'none'})`);
 console.log(`health checks: ${latencies.length}, p50 ${q(0.5).toFixed(1)} ms, p99 ${q(0.99).toFixed(1)} ms, max ${sorted.at(-1)!.toFixed(1)} ms, over 50 ms: ${latencies.filter((l) => l > 50).length}`);

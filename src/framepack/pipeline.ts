@@ -11,6 +11,7 @@
  * Everything heavy runs in ORT worker threads behind FramePackNets; what runs here is element-wise work on
  * one latent window per step, and the loop yields between steps, so the event loop stays responsive.
  */
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { float16ToFloat32 } from '../onnx/half.js';
 import type { HostTensor } from '../onnx/safetensors.js';
 import { prepareStartImage, vaePixels, type RgbImage, type SigLipPreprocessor } from './image.js';
@@ -167,7 +168,11 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   log(`input ${image.width}x${image.height} -> bucket ${W}x${H}`);
   t0 = performance.now();
   log('encoding the start image (VAE)');
-  const start = asFloat32(await nets.encodeLatent(vaePixels(resized), signal), 'start latent');
+  // Steps of tens of milliseconds of JavaScript each (at 640 px) are separated by a turn of the event loop,
+  // so that health checks and cancels are answered in between.
+  const vaeInput = vaePixels(resized);
+  await yieldToLoop();
+  const start = asFloat32(await nets.encodeLatent(vaeInput, signal), 'start latent');
   log(`start latent in ${seconds(t0)} s`);
   t0 = performance.now();
   log('encoding the start image (SigLIP)');
@@ -203,11 +208,13 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
     const drawn = generator.normal(count);
     const noise = hooks.noise ? injectedNoise(hooks.noise, plan.index, latentShape) : drawn;
     if (dump) dump[`noise_${plan.index}`] = f32(latentShape, noise);
+    await yieldToLoop();
 
     t0 = performance.now();
+    const conditioning = history.conditioning();
+    await yieldToLoop();
     const model = await nets.section({
-      plan, steps: p.steps, positive, negative, imageEmbeddings, guidance, conditioning: history.conditioning(),
-      latentShape, teacache: p.teacache,
+      plan, steps: p.steps, positive, negative, imageEmbeddings, guidance, conditioning, latentShape, teacache: p.teacache,
     }, signal);
     let generated: Float32Array;
     try {

@@ -108,7 +108,7 @@ export async function writeMp4(path: string, frames: Iterable<Uint8Array> | Asyn
     '-an', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-crf', String(crf), '-preset', 'medium',
     '-movflags', '+faststart', path,
   ];
-  const child = await spawnFromHelper(bin, args, { signal: opts.signal });
+  const child = await spawnFromHelper(bin, args, { signal: opts.signal, background: true });
   let ended = false;
   const exited = child.exited.finally(() => { ended = true; });
   // An early ffmpeg exit makes stdin emit EPIPE; the exit status below carries the real error.

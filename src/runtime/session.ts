@@ -109,7 +109,7 @@ class DeviceWorker {
   }
 
   private start(): Worker {
-    const w = new Worker(new URL('./worker.js', import.meta.url), { workerData: { nice: workerNice() } });
+    const w = new Worker(new URL('./worker.js', import.meta.url));
     w.on('message', (msg: Response) => this.onMessage(msg));
     w.on('error', (err) => { if (this.worker === w) this.fail(err); });
     w.on('exit', (code) => { if (this.worker === w) this.fail(new SessionError(`session worker ${this.key} exited with code ${code}`)); });
@@ -184,11 +184,6 @@ class DeviceWorker {
 }
 
 /** Niceness of session workers relative to the main thread: FRAMEPACK_WORKER_NICE, default 10 (0 = off). */
-function workerNice(): number {
-  const v = Number(process.env.FRAMEPACK_WORKER_NICE ?? 10);
-  return Number.isInteger(v) && v >= 0 && v <= 19 ? v : 10;
-}
-
 const workers = new Map<string, DeviceWorker>();
 
 function workerFor(ep: ExecutionProvider, deviceId: number): DeviceWorker {

@@ -2,10 +2,11 @@
  * The spawn helper (see spawner.ts): a small process that starts children for its parent and reports their
  * exit. Each child's stdin goes back to the parent with the `spawned` message; its stdout is discarded and
  * the tail of its stderr comes with `exit`. When the parent goes away, the children are killed and the
- * helper exits. Imports nothing but node:child_process, to stay small.
+ * helper exits. Imports little (node:child_process, node:os through priority.ts), to stay small.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
+import { lowerProcess } from './priority.js';
 import type { SpawnerEvent, SpawnerRequest } from './spawner.js';
 
 const STDERR_KEPT = 4000;
@@ -17,9 +18,10 @@ function report(event: SpawnerEvent, handle?: ChildProcess['stdin']): void {
   else process.send!(event);
 }
 
-function start(id: number, command: string, args: string[]): void {
+function start(id: number, command: string, args: string[], background: boolean): void {
   const child = spawn(command, args, { stdio: ['pipe', 'ignore', 'pipe'] });
   children.set(id, child); // a kill may come before 'spawn'
+  if (background && child.pid !== undefined) lowerProcess(child.pid);
   let stderr = '';
   let started = false;
   let failure: string | undefined;
@@ -38,7 +40,7 @@ function start(id: number, command: string, args: string[]): void {
 }
 
 process.on('message', (req: SpawnerRequest) => {
-  if (req.op === 'spawn') start(req.id, req.command, req.args);
+  if (req.op === 'spawn') start(req.id, req.command, req.args, req.background);
   else children.get(req.id)?.kill(req.signal);
 });
 

@@ -15,7 +15,7 @@ import type { Socket } from 'node:net';
 
 /** Messages to the helper. */
 export type SpawnerRequest =
-  | { op: 'spawn'; id: number; command: string; args: string[] }
+  | { op: 'spawn'; id: number; command: string; args: string[]; background: boolean }
   | { op: 'kill'; id: number; signal: NodeJS.Signals };
 
 /** Messages from the helper; `spawned` comes with the child's stdin as the IPC handle. */
@@ -97,9 +97,10 @@ export function startSpawner(): void {
 
 /**
  * Runs `command` with `args` through the helper. Resolves once the child runs; rejects when it cannot be
- * started (e.g. ENOENT). Aborting `signal` kills the child.
+ * started (e.g. ENOENT). Aborting `signal` kills the child. `background` runs it at the niceness of
+ * workers (priority.ts), below the event loop.
  */
-export async function spawnFromHelper(command: string, args: string[], opts: { signal?: AbortSignal } = {}): Promise<SpawnedChild> {
+export async function spawnFromHelper(command: string, args: string[], opts: { signal?: AbortSignal; background?: boolean } = {}): Promise<SpawnedChild> {
   opts.signal?.throwIfAborted();
   startSpawner();
   const h = helper!;
@@ -110,7 +111,7 @@ export async function spawnFromHelper(command: string, args: string[], opts: { s
     pending.set(id, { helper: h, spawned, failed, exited: onExit });
   });
   refWhileBusy();
-  h.send({ op: 'spawn', id, command, args } satisfies SpawnerRequest);
+  h.send({ op: 'spawn', id, command, args, background: opts.background ?? false } satisfies SpawnerRequest);
   const kill = (signal: NodeJS.Signals = 'SIGKILL') => {
     if (pending.has(id) && helper === h && h.connected) h.send({ op: 'kill', id, signal } satisfies SpawnerRequest);
   };

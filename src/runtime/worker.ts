@@ -4,25 +4,17 @@
  * Requests arrive one at a time (see protocol.ts); each gets exactly one response.
  */
 import { statSync, unlinkSync } from 'node:fs';
-import { setPriority, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { prepareQuantized } from '../onnx/quantize.js';
 import type { HostDType, HostTensor } from '../onnx/safetensors.js';
+import { lowerThisThread } from './priority.js';
 import { buffersOf, nest, type CreatePayload, type CreateResult, type Request, type Response } from './protocol.js';
 
-// On Linux a priority set with pid 0 applies to the calling thread only (and to threads it starts later,
-// ONNX Runtime's pool included): the main thread's event loop then wins the CPU whenever both want it, so
-// health checks and cancels are answered promptly even while inference saturates every core.
-const nice = (workerData as { nice?: number } | undefined)?.nice ?? 0;
-if (nice) {
-  try {
-    setPriority(0, nice);
-  } catch {
-    // not permitted (or not Linux): run at normal priority
-  }
-}
+// Below the main thread, ONNX Runtime's thread pool included (started later by this thread): see priority.ts.
+lowerThisThread();
 
 const sessions = new Map<number, ort.InferenceSession>();
 let nextSession = 1;
