@@ -205,10 +205,9 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
     const label = `section ${plan.index + 1}/${plans.length}`;
     const count = latentShape.reduce((a, b) => a * b, 1);
     // The generator advances even when noise is injected, so a partial injection keeps later sections' noise.
-    const drawn = generator.normal(count);
+    const drawn = await generator.normalYielding(count);
     const noise = hooks.noise ? injectedNoise(hooks.noise, plan.index, latentShape) : drawn;
     if (dump) dump[`noise_${plan.index}`] = f32(latentShape, noise);
-    await yieldToLoop();
 
     t0 = performance.now();
     const conditioning = history.conditioning();

@@ -317,6 +317,7 @@ export class PixelHistory {
         }
         if (t < keep) head.data.set(out, (c * keep + t) * plane);
       }
+      await yieldToLoop(); // blending and converting a 640 px frame are each ~10 ms of JavaScript
       if (t >= keep) {
         const f = toUint8Frames({ dtype: 'float32', dims: [1, C, 1, H, W], data: frame });
         finals.set(f, (t - keep) * plane * C);
