@@ -23,6 +23,7 @@ import type { Predictor, PredictorContext, PredictorOptions, SetupContext } from
 import { gpuPlacements } from '../runtime/gpu-placements.js';
 import { choosePlacement, mapOrtError, type Placement } from '../runtime/placement.js';
 import { Session } from '../runtime/session.js';
+import { startSpawner } from '../runtime/spawner.js';
 import { loadImage, loadSigLipPreprocessor, type SigLipPreprocessor } from './image.js';
 import { inputSchema, stepCacheOf, type FramePackInput } from './inputs.js';
 import { LiveEvents } from './live.js';
@@ -403,6 +404,7 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
 
   async setup(ctx: SetupContext): Promise<void> {
     findFfmpeg(); // a missing encoder is a setup failure, not a failure after minutes of sampling
+    startSpawner(); // forked while this process is small: ffmpeg is spawned from it (see runtime/spawner.ts)
     this.nets = await openNets({ models: this.options.models, deviceId: this.options.deviceId, log: (l) => ctx.log(l), signal: ctx.signal });
   }
 
