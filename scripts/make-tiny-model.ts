@@ -2,7 +2,7 @@
  * The project's own tiny FramePack: the real architectures, key names, config structure, stored dtypes and
  * repository layout, at toy widths with random weights (a few hundred KB, written in well under a second).
  * It is the default model of `npm run demo`, CI and the end-to-end tests; the sizes are those of the
- * reference fixtures (fixtures/README.md): LLaMA 4 layers x 64 (GQA 4 q / 2 kv heads), CLIP 2 x 32, SigLIP
+ * reference fixtures (test/fixtures/README.md): LLaMA 4 layers x 64 (GQA 4 q / 2 kv heads), CLIP 2 x 32, SigLIP
  * 2 x 32 at 384 px / patch 14, VAE (8, 8, 16, 16) with 8x / 4x compression and 16 latent channels,
  * transformer 2 dual + 2 single blocks of 2 heads x 16, rope axes (4, 6, 6), 1 refiner layer.
  *

@@ -56,7 +56,7 @@ export const catalogue = {
   URL_SCHEME: { message: "'{scheme}' is not a valid URL scheme. 'data', 'http', or 'https' is supported." },
   URL_INVALID: { message: 'invalid URL: {detail}' },
   DATA_URL_INVALID: { message: 'invalid data URL: {detail}' },
-  URL_BLOCKED: { message: 'refusing to fetch {url}: {address} is a {range} address' },
+  URL_BLOCKED: { message: 'refusing to fetch {url}: {address} is {range} address' },
   INPUT_FETCH_FAILED: { message: 'could not fetch {name} from {url}: {detail}' },
   INPUT_TOO_LARGE: { message: '{name} is larger than the limit of {limit} bytes' },
   TOO_MANY_REDIRECTS: { message: 'too many redirects fetching {url}' },
@@ -73,6 +73,9 @@ export const catalogue = {
       "end_image needs sampling_mode 'inverted', got '{mode}': F1 samples forward from the start image and has no " +
       "place for an end frame. Leave end_image out or use sampling_mode 'inverted'.",
   },
+
+  // ---- predictions ----
+  INPUT_REJECTED: { message: 'input rejected by the predictor: {detail}' },
 
   // ---- outputs ----
   OUTPUT_MISSING: { message: 'The predictor returned {path}, which is not a readable file' },

@@ -60,8 +60,12 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
   return pino({ level, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ fd, sync: fd === 2 }));
 }
 
-/** The text of one log call, formatted the way pino formats `msg`. */
-function lineOf(args: unknown[]): string {
+/**
+ * The text of one log call, formatted the way pino formats `msg`, with errors as their message: lines
+ * become a prediction's logs, which reach clients, and a stack trace names the server's files.
+ */
+function lineOf(raw: unknown[]): string {
+  const args = raw.map((a, i) => (i > 0 && a instanceof Error ? a.message : a));
   const [first, ...rest] = args;
   if (typeof first === 'string') return format(first, ...rest);
   if (first instanceof Error) return typeof rest[0] === 'string' ? format(rest[0], ...rest.slice(1)) : first.message;

@@ -4,7 +4,6 @@
 # Writes into $OUT (or ./gpu-out): placement.txt, placement.log.gz (ONNX Runtime's verbose placement log),
 # parity.txt (node --test output) and parity.json (every error measured).
 set -u
-export FRAMEPACK_FIXTURES=${FRAMEPACK_FIXTURES:-$PWD/.gpu/fixtures}
 out=${OUT:-gpu-out}; mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv > "$out/gpu.txt"
 for p in policy float32; do

@@ -11,11 +11,12 @@
  * Values are typed from the input schema (integers, numbers, booleans); the rest is validated exactly as
  * the server validates a request. Progress is drawn as a bar on a terminal, as plain lines otherwise.
  */
-import { copyFile, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, copyFile, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { extname, join, resolve } from 'node:path';
+import { dirname, extname, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { AppError, errorMessage } from '../errors.js';
+import { AppError, appError, errorMessage } from '../errors.js';
 import { createLogger, teeLogger } from '../log.js';
 import type { Predictor } from '../predictor.js';
 import { downloadUrl, fetchInputFiles } from '../server/input-files.js';
@@ -29,12 +30,38 @@ const KNOWN = ['input', 'output', 'json', 'predictor'];
 
 class UsageError extends Error {}
 
-/** `@path` for a file input -> a file: URL (used in place); for any other input -> a data URL, like cog. */
+/** The contents of a file the command line names (`@path`, `--json @path`), or a one-line error. */
+async function readNamed(path: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw appError('CLI_INPUT_FILE', { path, detail: errorMessage(err) });
+  }
+}
+
+/**
+ * `@path` for a file input -> a file: URL (used in place, checked readable now: before the model loads);
+ * for any other input -> a data URL, like cog.
+ */
 async function fileValue(path: string, prop: JsonSchema | undefined): Promise<string> {
   const abs = resolve(path);
-  if (prop?.format === 'uri') return pathToFileURL(abs).href;
-  const bytes = await readFile(abs).catch((err) => { throw new UsageError(`could not read ${path}: ${errorMessage(err)}`); });
+  if (prop?.format === 'uri') {
+    await access(abs, constants.R_OK).catch((err) => { throw appError('CLI_INPUT_FILE', { path: abs, detail: errorMessage(err) }); });
+    return pathToFileURL(abs).href;
+  }
+  const bytes = await readNamed(abs);
   return `data:${mimeOf(abs)};base64,${bytes.toString('base64')}`;
+}
+
+/** Refuses an output path that cannot be written, before any work (the model's setup may take minutes). */
+async function checkOutputPath(target: string): Promise<void> {
+  const refuse = (why: string): never => { throw new UsageError(`cannot write the output to ${target}: ${why}`); };
+  const dir = dirname(target);
+  const folder = await stat(dir).catch(() => null);
+  if (!folder) refuse(`the directory ${dir} does not exist`);
+  if (!folder!.isDirectory()) refuse(`${dir} is not a directory`);
+  await access(dir, constants.W_OK).catch(() => refuse(`${dir} is not writable`));
+  if ((await stat(target).catch(() => null))?.isDirectory()) refuse('it is a directory');
 }
 
 /** Types a `-i` value by the schema, as `cog predict` >= 0.22 does; the validator reports what stays wrong. */
@@ -54,7 +81,7 @@ async function buildInput(pairs: string[], json: string | undefined, component: 
   const props = (component.properties ?? {}) as Record<string, JsonSchema>;
   const input: Record<string, unknown> = {};
   if (json !== undefined) {
-    const text = json.startsWith('@') ? await readFile(json === '@-' ? '/dev/stdin' : json.slice(1), 'utf8') : json;
+    const text = json.startsWith('@') ? (await readNamed(json === '@-' ? '/dev/stdin' : json.slice(1))).toString('utf8') : json;
     let parsed: unknown;
     try { parsed = JSON.parse(text); } catch (err) { throw new UsageError(`--json is not valid JSON: ${errorMessage(err)}`); }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new UsageError('--json must be a JSON object');
@@ -109,6 +136,7 @@ export async function main(argv: string[]): Promise<number> {
   const onSigint = () => { progress.line('canceling...'); controller.abort(); };
   process.on('SIGINT', onSigint);
   let tmpDir: string | undefined;
+  let keepTmpDir = false;
   let predictor: Predictor | undefined;
   try {
     const source = predictorSource(str('predictor'), predictorOptionsFrom(args, KNOWN));
@@ -121,6 +149,8 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`The inputs you passed could not be validated:\n${issues.map((i) => ` - ${i.loc.slice(2).join('.')}: ${i.msg}`).join('\n')}\n`);
       return 1;
     }
+    const outputFlag = str('output');
+    await checkOutputPath(resolve(outputFlag ?? 'output'));
     predictor ??= await source.load();
     const tee = (line: string) => progress.line(line);
     const setupLogger = teeLogger(logger, { phase: 'setup' }, tee);
@@ -136,9 +166,16 @@ export async function main(argv: string[]): Promise<number> {
       progress: (d, t, l) => progress.update(d, t, l),
       download: (url, file, o) => downloadUrl(o.name, url, file, { denyPrivate: false, maxBytes: o.maxBytes, signal: controller.signal }),
     });
-    const target = resolve(str('output') ?? `output${extname(out)}`);
-    await copyFile(out, target);
+    const target = resolve(outputFlag ?? `output${extname(out)}`);
     process.stderr.write(`Finished in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+    try {
+      await copyFile(out, target);
+    } catch (err) {
+      // The work is done: keep it where it is rather than lose it with the temp directory.
+      keepTmpDir = true;
+      process.stderr.write(`Could not write ${target}: ${errorMessage(err)}\nThe output is kept at ${out}\n`);
+      return 1;
+    }
     process.stdout.write(`Written output to: ${target}\n`);
     return 0;
   } catch (err) {
@@ -146,14 +183,16 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write('Prediction canceled\n');
       return 130;
     }
-    const msg = err instanceof UsageError || err instanceof AppError ? err.message
-      : err instanceof Error ? (err.stack ?? err.message) : String(err);
-    process.stderr.write(`Prediction failed: ${msg}\n`);
+    // One line; the stack only when asked for (COG_LOG_LEVEL=debug).
+    process.stderr.write(`Prediction failed: ${errorMessage(err)}\n`);
+    if (logger.isLevelEnabled('debug') && err instanceof Error && !(err instanceof UsageError || err instanceof AppError)) {
+      process.stderr.write(`${err.stack}\n`);
+    }
     return 1;
   } finally {
     process.off('SIGINT', onSigint);
     await predictor?.dispose?.().catch(() => undefined);
-    if (tmpDir) await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
+    if (tmpDir && !keepTmpDir) await rm(tmpDir, { recursive: true, force: true }).catch(() => undefined);
     logger.flush();
   }
 }

@@ -15,11 +15,14 @@
  *
  * Environment: PORT, COG_LOG_LEVEL, LOG_FORMAT, COG_THROTTLE_RESPONSE_INTERVAL, WEBHOOK_AUTH_TOKEN,
  * COG_SETUP_TIMEOUT, COG_WAIT_FILE, COG_USER_AGENT, KUBERNETES_SERVICE_HOST, FRAMEPACK_DENY_PRIVATE_URLS,
- * FRAMEPACK_NO_PLAYGROUND, FRAMEPACK_MAX_INPUT_BYTES, FRAMEPACK_BODY_LIMIT, FRAMEPACK_READY_FILE, COG_MAX_CONCURRENCY.
+ * FRAMEPACK_NO_PLAYGROUND, FRAMEPACK_MAX_INPUT_BYTES, FRAMEPACK_BODY_LIMIT, FRAMEPACK_READY_FILE, COG_MAX_CONCURRENCY,
+ * FRAMEPACK_SHUTDOWN_GRACE, FRAMEPACK_REQUEST_TIMEOUT.
  */
 import { createLogger } from '../log.js';
 import { terminateWorkers } from '../runtime/session.js';
-import { CogServer, DEFAULT_BODY_LIMIT, DEFAULT_MAX_INPUT_BYTES } from '../server/app.js';
+import {
+  CogServer, DEFAULT_BODY_LIMIT, DEFAULT_MAX_INPUT_BYTES, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_STOP_GRACE_MS,
+} from '../server/app.js';
 import { concurrencyFromEnv } from '../server/pool.js';
 import { predictorSource } from '../server/predictor-source.js';
 import { COG_VERSION } from '../server/routes.js';
@@ -32,6 +35,12 @@ const KNOWN = ['host', 'port', 'upload-url', 'await-explicit-shutdown', 'predict
 function positiveNumber(value: string | undefined, fallback: number): number {
   const n = Number(value);
   return value !== undefined && value.trim() !== '' && Number.isFinite(n) && n > 0 ? n : fallback;
+}
+
+/** Seconds from the environment as milliseconds; 0 allowed; unset or invalid -> the default. */
+function secondsMs(value: string | undefined, fallbackMs: number): number {
+  const n = Number(value);
+  return value !== undefined && value.trim() !== '' && Number.isFinite(n) && n >= 0 ? Math.round(n * 1000) : fallbackMs;
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -74,13 +83,12 @@ export async function main(argv: string[]): Promise<number> {
     maxConcurrency: concurrencyFromEnv(process.env.COG_MAX_CONCURRENCY, logger),
     waitFile: process.env.COG_WAIT_FILE || undefined,
     readyFile: process.env.KUBERNETES_SERVICE_HOST ? (process.env.FRAMEPACK_READY_FILE ?? '/var/run/cog/ready') : undefined,
+    stopGraceMs: secondsMs(process.env.FRAMEPACK_SHUTDOWN_GRACE, DEFAULT_STOP_GRACE_MS),
+    requestTimeoutMs: secondsMs(process.env.FRAMEPACK_REQUEST_TIMEOUT, DEFAULT_REQUEST_TIMEOUT_MS),
   });
 
-  process.on('SIGTERM', () => {
-    if (awaitExplicitShutdown) logger.info('SIGTERM ignored (--await-explicit-shutdown): POST /shutdown to stop');
-    else void server.stop(0, { cancel: true, graceMs: 8000 });
-  });
-  process.on('SIGINT', () => void server.stop(0, { cancel: true, graceMs: 8000 }));
+  process.on('SIGTERM', () => server.signal('SIGTERM'));
+  process.on('SIGINT', () => server.signal('SIGINT'));
   // A model callback that throws outside any promise must not take the server down unannounced: the
   // prediction fails and the health check says DEFUNCT (then the process exits unless told to wait).
   process.on('uncaughtException', (err) => server.runner.markDefunct(err));

@@ -3,7 +3,10 @@
  * million multiply-adds in JavaScript, which must not stall the server's event loop.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { lowerThisThread } from '../runtime/priority.js';
 import { findNearestBucket, resizeAndCenterCrop, sigLipPixels, type RgbImage, type SigLipPreprocessor } from './image.js';
+
+lowerThisThread();
 
 const { img, pre, bucket: imposed } = workerData as { img: RgbImage; pre: SigLipPreprocessor; bucket?: [number, number] };
 const bucket = imposed ?? findNearestBucket(img.height, img.width);

@@ -18,7 +18,9 @@ export const inputSchema = z.object({
   prompt: z.string().describe('What should happen in the video. Timestamps give parts of the video their own prompt: ' +
     '"[0s: a cat sits] [2s: the cat jumps]" (FramePack-Studio\'s syntax; [1s-3s: ...] sets an end too)'),
   negative_prompt: z.string().default('').describe('What to avoid (used only when cfg_scale > 1)'),
-  seed: z.int().nullable().default(null).describe('Random seed; leave empty for a random one'),
+  // The noise generator takes any safe integer (src/framepack/noise.ts); the bounds are published with the schema.
+  seed: z.int().min(Number.MIN_SAFE_INTEGER).max(Number.MAX_SAFE_INTEGER).nullable().default(null)
+    .describe('Random seed, an integer between -(2^53-1) and 2^53-1; leave empty for a random one'),
   total_video_length_seconds: z.number().min(1).max(10).default(3).describe('Length of the video in seconds (30 fps)'),
   latent_window_size: z.int().min(1).max(16).default(9).describe('Latent frames generated per section'),
   steps: z.int().min(1).max(50).default(25).describe('Sampling steps per section'),

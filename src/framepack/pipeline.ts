@@ -23,6 +23,7 @@
  * Everything heavy runs in ORT worker threads behind FramePackNets; what runs here is element-wise work on
  * one latent window per step, and the loop yields between steps, so the event loop stays responsive.
  */
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { float16ToFloat32 } from '../onnx/half.js';
 import type { HostTensor } from '../onnx/safetensors.js';
 import { appError } from '../errors.js';
@@ -282,7 +283,11 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   }
   t0 = performance.now();
   log('encoding the start image (VAE)');
-  const start = asFloat32(await nets.encodeLatent(vaePixels(resized), signal), 'start latent');
+  // Steps of tens of milliseconds of JavaScript each (at 640 px) are separated by a turn of the event loop,
+  // so that health checks and cancels are answered in between.
+  const vaeInput = vaePixels(resized);
+  await yieldToLoop();
+  const start = asFloat32(await nets.encodeLatent(vaeInput, signal), 'start latent');
   log(`start latent in ${seconds(t0)} s`);
   t0 = performance.now();
   log('encoding the start image (SigLIP)');
@@ -329,15 +334,17 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
     const label = `section ${plan.index + 1}/${plans.length}`;
     const count = latentShape.reduce((a, b) => a * b, 1);
     // The generator advances even when noise is injected, so a partial injection keeps later sections' noise.
-    const drawn = generator.normal(count);
+    const drawn = await generator.normalYielding(count);
     const noise = hooks.noise ? injectedNoise(hooks.noise, plan.index, latentShape) : drawn;
     if (dump) dump[`noise_${plan.index}`] = f32(latentShape, noise);
 
     t0 = performance.now();
     progress.startSection(plan.index + 1);
+    const conditioning = history.conditioning(plan.index === 0 ? endLatent : undefined);
+    await yieldToLoop();
     const model = await nets.section({
       mode, plan, steps: p.steps, positive: positives[plan.index], negative, imageEmbeddings, guidance, latentShape, cache: p.cache,
-      conditioning: history.conditioning(plan.index === 0 ? endLatent : undefined),
+      conditioning,
     }, signal);
     let generated: Float32Array;
     try {

@@ -25,6 +25,7 @@ import { gpuPlacements } from '../runtime/gpu-placements.js';
 import { choosePlacement, mapOrtError, samplingPeakGiB, sizeProblem, type Placement } from '../runtime/placement.js';
 import type { ExecutionProvider } from '../runtime/protocol.js';
 import { Session } from '../runtime/session.js';
+import { startSpawner } from '../runtime/spawner.js';
 import { findNearestBucket } from './buckets.js';
 import { loadImage, loadSigLipPreprocessor, type RgbImage, type SigLipPreprocessor } from './image.js';
 import { inputSchema, stepCacheOf, type FramePackInput } from './inputs.js';
@@ -478,6 +479,7 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
 
   async setup(ctx: SetupContext): Promise<void> {
     findFfmpeg(); // a missing encoder is a setup failure, not a failure after minutes of sampling
+    startSpawner(); // forked while this process is small: ffmpeg is spawned from it (see runtime/spawner.ts)
     this.nets = await openNets({ models: this.options.models, deviceId: this.options.deviceId, log: (l) => ctx.log(l), signal: ctx.signal });
   }
 

@@ -420,6 +420,7 @@ export class PixelHistory {
         }
         if (t >= liveFrom && t < liveFrom + keep) live.data.set(out, (c * keep + t - liveFrom) * plane);
       }
+      await yieldToLoop(); // blending and converting a 640 px frame are each ~10 ms of JavaScript
       if (t < liveFrom || t >= liveFrom + keep) {
         const f = toUint8Frames({ dtype: 'float32', dims: [1, C, 1, H, W], data: frame });
         finals.set(f, (t < liveFrom ? t : t - keep) * plane * C);

@@ -10,7 +10,10 @@
  * Replies:  { id, dims?, data? } or { id, error }.
  */
 import { parentPort } from 'node:worker_threads';
+import { lowerThisThread } from '../runtime/priority.js';
 import { block, SpatialStitcher, TemporalStitcher, type Block, type SpatialPlan } from './vae-tiling.js';
+
+lowerThisThread();
 
 type Stitcher = TemporalStitcher | SpatialStitcher;
 type Request =

@@ -2,8 +2,10 @@
  * MP4 output: raw rgb24 frames piped into ffmpeg (libx264, yuv420p, 30 fps, +faststart), the equivalent of
  * the original's torchvision write_video(..., video_codec='libx264', options={'crf': ...}).
  *
- * ffmpeg is spawned directly (no wrapper library). The binary is, in order: $FRAMEPACK_FFMPEG, `ffmpeg` on
- * PATH, or the static build inside the optional npm package @ffmpeg-installer/linux-x64. It must have libx264.
+ * ffmpeg is spawned directly (no wrapper library), by the small spawn helper process (runtime/spawner.ts):
+ * forking this process, which holds the model, would stall the event loop for ~100 ms. The binary is, in
+ * order: $FRAMEPACK_FFMPEG, `ffmpeg` on PATH, or the static build inside the optional npm package
+ * @ffmpeg-installer/linux-x64. It must have libx264.
  *
  * crf 0: x264's lossless mode only exists in the "High 4:4:4 Predictive" profile, even for 4:2:0 input,
  * and browsers do not play that profile (the original UI's "change to 16 if you get black outputs"). There
@@ -13,13 +15,14 @@
  * Metadata (the provenance JSON as `comment`) goes through an FFMETADATA file beside the output rather than
  * `-metadata` arguments: a long prompt must not run into the kernel's limit on one argument's length.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { once } from 'node:events';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { spawnFromHelper } from '../runtime/spawner.js';
 
 export const VIDEO_FPS = 30;
 
@@ -121,11 +124,9 @@ export async function writeMp4(path: string, frames: Iterable<Uint8Array> | Asyn
     '-an', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', '-crf', String(crf), '-preset', opts.preset ?? 'medium',
     '-movflags', '+faststart', path,
   ];
-  const child = spawn(bin, args, { stdio: ['pipe', 'ignore', 'pipe'], signal: opts.signal });
-  let stderr = '';
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (d: string) => { stderr = (stderr + d).slice(-4000); });
-  const exited = once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>;
+  const child = await spawnFromHelper(bin, args, { signal: opts.signal, background: true });
+  let ended = false;
+  const exited = child.exited.finally(() => { ended = true; });
   // An early ffmpeg exit makes stdin emit EPIPE; the exit status below carries the real error.
   child.stdin.on('error', () => {});
 
@@ -137,17 +138,18 @@ export async function writeMp4(path: string, frames: Iterable<Uint8Array> | Asyn
       count += buf.length / frameBytes;
       if (!child.stdin.write(buf)) {
         await Promise.race([once(child.stdin, 'drain'), exited]);
-        if (child.exitCode !== null || child.signalCode !== null) break;
+        if (ended) break;
       } else {
         await yieldToLoop(); // frames may be produced on demand: let the event loop run between them
       }
     }
     child.stdin.end();
-    const [code, sig] = await exited;
-    if (code !== 0) throw new Error(`ffmpeg failed (${sig ?? `exit ${code}`}): ${stderr.trim()}`);
+    const { code, signal, stderr } = await exited;
+    if (code !== 0) throw new Error(`ffmpeg failed (${signal ?? `exit ${code}`}): ${stderr.trim()}`);
   } catch (err) {
     child.kill('SIGKILL');
-    await exited.catch(() => {});
+    child.stdin.destroy();
+    await exited;
     await rm(path, { force: true });
     opts.signal?.throwIfAborted();
     throw err;

@@ -319,6 +319,8 @@ export interface SessionSettings {
   logSeverityLevel?: number;
   /** false: no CPU arena and no memory patterns */
   memoryArena?: boolean;
+  /** false: no memory patterns (the arena stays) */
+  memoryPattern?: boolean;
   /** present: the CUDA provider with these options (device_id among them) */
   cuda?: Record<string, string>;
 }
@@ -333,10 +335,8 @@ export class SessionOptions extends Handle {
       check('SetSessionGraphOptimizationLevel', a.SetSessionGraphOptimizationLevel(o.ptr, ORT_ENABLE_ALL));
       if (s.intraOpThreads) check('SetIntraOpNumThreads', a.SetIntraOpNumThreads(o.ptr, s.intraOpThreads));
       if (s.logSeverityLevel !== undefined) check('SetSessionLogSeverityLevel', a.SetSessionLogSeverityLevel(o.ptr, s.logSeverityLevel));
-      if (s.memoryArena === false) {
-        check('DisableCpuMemArena', a.DisableCpuMemArena(o.ptr));
-        check('DisableMemPattern', a.DisableMemPattern(o.ptr));
-      }
+      if (s.memoryArena === false) check('DisableCpuMemArena', a.DisableCpuMemArena(o.ptr));
+      if (s.memoryArena === false || s.memoryPattern === false) check('DisableMemPattern', a.DisableMemPattern(o.ptr));
       for (const [k, v] of Object.entries(s.config ?? {})) check('AddSessionConfigEntry', a.AddSessionConfigEntry(o.ptr, k, v));
       if (s.cuda) {
         const cuda = CudaProviderOptions.create(s.cuda);

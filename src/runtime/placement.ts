@@ -147,8 +147,10 @@ const LIFETIMES: Record<Exclude<PlacementPolicy, 'cpu'>, NetworkLifetimes> = {
 
 function build(policy: PlacementPolicy, ep: ExecutionProvider, deviceId: number, gpu: GpuInfo | undefined, reason: string): Placement {
   if (policy === 'cpu' || ep === 'cpu') {
-    return { policy: 'cpu', ep: 'cpu', deviceId: 0, lifetime: { ...LIFETIMES.high }, quantize: {}, vaeTiling: false, vaeTiles: 'diffusers',
-      precision: { dit: 'float32', encoders: 'float32', vae: 'float32' }, reason, shrinkDitAfterSection: false };
+    // The VAE's CPU arena keeps a full-resolution decode's activations (3.8 GB for the tiny model at 640 px,
+    // tens of GB for the real one): released after each request, an idle server holds only the weights.
+    return { policy: 'cpu', ep: 'cpu', deviceId: 0, lifetime: { ...LIFETIMES.high, vae: 'per-request' }, quantize: {}, vaeTiling: false,
+      vaeTiles: 'diffusers', precision: { dit: 'float32', encoders: 'float32', vae: 'float32' }, reason, shrinkDitAfterSection: false };
   }
   // WebGPU has no bfloat16 and the DiT gives NaN in float16, so its DiT stays in float32 there.
   const dit: Precision = ep === 'cuda' ? 'bfloat16' : 'float32';

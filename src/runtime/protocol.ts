@@ -19,6 +19,7 @@ export interface CreatePayload {
   deviceId: number;
   intraOpThreads?: number;
   memoryArena?: boolean;
+  memoryPattern?: boolean;
   logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
   /** CUDA provider options (ONNX Runtime's string keys), device_id included */
   cuda?: Record<string, string>;

@@ -12,29 +12,24 @@
  * Inputs with a default (CreatePayload.inputDefaults: the DiT's LoRA weights) are bound to it when the session
  * is created, so runs need not feed them; `unbind` binds the default again, which frees what was bound instead.
  */
-import { setPriority } from 'node:os';
+import { statSync, unlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { appError, AppError } from '../errors.js';
 import { prepareQuantized } from '../onnx/quantize.js';
 import type { HostDType, HostTensor } from '../onnx/safetensors.js';
 import * as capi from './ort-api.js';
+import { lowerThisThread } from './priority.js';
 import {
   buffersOf, isRef, nest, type CreatePayload, type CreateResult, type Feed, type KeptTensor, type Request, type Response,
   type RunRequest, type RunResult,
 } from './protocol.js';
 
-// On Linux a priority set with pid 0 applies to the calling thread only (and to threads it starts later,
-// ONNX Runtime's pool included): the main thread's event loop then wins the CPU whenever both want it, so
-// health checks and cancels are answered promptly even while inference saturates every core.
-const { nice = 0, runtime = 'auto' } = (workerData ?? {}) as { nice?: number; runtime?: 'auto' | 'c-api' | 'onnxruntime-node' };
-if (nice) {
-  try {
-    setPriority(0, nice);
-  } catch {
-    // not permitted (or not Linux): run at normal priority
-  }
-}
+// Below the main thread, ONNX Runtime's thread pool included (started later by this thread): see priority.ts.
+lowerThisThread();
+const { runtime = 'auto' } = (workerData ?? {}) as { runtime?: 'auto' | 'c-api' | 'onnxruntime-node' };
 
 /** A tensor a run kept: a native OrtValue on the session's device, or an onnxruntime-node tensor. */
 type Kept = { native: capi.Tensor } | { node: ort.Tensor };
@@ -94,7 +89,7 @@ class NativeSession implements WorkerSession {
     try {
       this.device = p.cuda ? capi.MemoryInfo.cuda(p.deviceId) : this.host;
       if (p.cuda) handles.push(this.device);
-      this.options = capi.SessionOptions.create({ config, intraOpThreads: p.intraOpThreads, logSeverityLevel: p.logSeverityLevel, memoryArena: p.memoryArena, cuda: p.cuda });
+      this.options = capi.SessionOptions.create({ config, intraOpThreads: p.intraOpThreads, logSeverityLevel: p.logSeverityLevel, memoryArena: p.memoryArena, memoryPattern: p.memoryPattern, cuda: p.cuda });
       handles.push(this.options);
       this.session = capi.Session.create(p.bytes, this.options);
       handles.push(this.session);
@@ -196,6 +191,7 @@ class NodeSession implements WorkerSession {
       graphOptimizationLevel: 'all',
       ...(p.intraOpThreads ? { intraOpNumThreads: p.intraOpThreads } : {}),
       ...(p.memoryArena === false ? { enableCpuMemArena: false, enableMemPattern: false } : {}),
+      ...(p.memoryPattern === false ? { enableMemPattern: false } : {}),
       ...(p.logSeverityLevel !== undefined ? { logSeverityLevel: p.logSeverityLevel } : {}),
       extra: nest(config),
     });
@@ -236,6 +232,23 @@ class NodeSession implements WorkerSession {
   }
 }
 
+/**
+ * ONNX Runtime's telemetry layer creates an empty `mat-debug-<pid>.log` in the temp directory when its
+ * environment starts (the first session of the process) and writes to it only when tracing is on: one
+ * stray file per process started. Removed once, if empty.
+ */
+let telemetryLogChecked = false;
+function removeTelemetryLog(): void {
+  if (telemetryLogChecked) return;
+  telemetryLogChecked = true;
+  const file = join(tmpdir(), `mat-debug-${process.pid}.log`);
+  try {
+    if (statSync(file).size === 0) unlinkSync(file);
+  } catch {
+    // not there (or already removed by another session worker)
+  }
+}
+
 async function create(p: CreatePayload): Promise<CreateResult> {
   const prepared: CreateResult['prepared'] = [];
   for (const job of p.prepare) prepared.push({ file: job.file, status: await prepareQuantized(job) });
@@ -256,6 +269,7 @@ async function create(p: CreatePayload): Promise<CreateResult> {
     s.release();
     throw e;
   }
+  removeTelemetryLog();
   const id = nextSession++;
   sessions.set(id, s);
   return {

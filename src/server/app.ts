@@ -5,15 +5,21 @@
  *
  * `exited` resolves with the exit code once the server has decided to stop and has drained; the command
  * line turns that into process.exit, tests just await it.
+ *
+ * Stopping is bounded: POST /shutdown lets the running prediction finish, then gives its webhooks the grace
+ * period; SIGTERM/SIGINT cancel it and give it and its webhooks the grace period; a stop signal while
+ * stopping ends the waiting at once. The health check says STOPPING throughout.
  */
+import { tmpdir } from 'node:os';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { installBodyParser, installErrorHandlers } from './error-handler.js';
 import { EventHubs, eventRoutes } from './events.js';
+import { frameworkErrorOptions, installBodyParser, installErrorHandlers } from './error-handler.js';
 import { healthRoutes } from './health.js';
 import { playgroundRoutes } from './playground.js';
 import { predictionRoutes } from './routes.js';
 import { Runner, type Prediction, type RunnerOptions } from './runner.js';
+import { sweepStaleTempDirs } from './temp-dirs.js';
 
 export interface ServerOptions extends Omit<RunnerOptions, 'logger'> {
   logger: Logger;
@@ -22,14 +28,22 @@ export interface ServerOptions extends Omit<RunnerOptions, 'logger'> {
   awaitExplicitShutdown: boolean;
   /** Largest request body (data-URL images travel inside the JSON). */
   bodyLimit: number;
-  /** How long a SIGTERM waits for a canceled prediction and its webhooks. */
+  /** How long stopping waits for webhooks (and, on a signal, for the canceled prediction). */
   stopGraceMs?: number;
   /** Serve `GET /playground` (default true). */
   playground?: boolean;
+  /** Time a client has to send a whole request (0: none), and its headers. */
+  requestTimeoutMs?: number;
+  headersTimeoutMs?: number;
 }
 
 export const DEFAULT_BODY_LIMIT = 100 * 1024 * 1024;
 export const DEFAULT_MAX_INPUT_BYTES = 100 * 1024 * 1024;
+export const DEFAULT_STOP_GRACE_MS = 8000;
+/** Fastify's advice for a server facing the internet without a proxy in front. */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
+/** Node's default. */
+export const DEFAULT_HEADERS_TIMEOUT_MS = 60_000;
 
 export class CogServer {
   readonly app: FastifyInstance;
@@ -46,13 +60,19 @@ export class CogServer {
     this.events = new EventHubs({ logger: opts.logger, tmpRoot: opts.tmpRoot });
     this.runner.on('started', (p: Prediction) => { p.events = this.events.open(p.state.id); });
     this.runner.on('finished', (p: Prediction) => this.events.finish(p.state.id, p.state));
+    const requestTimeout = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    const headersTimeout = Math.min(opts.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS, requestTimeout || Infinity);
     this.app = Fastify({
       loggerInstance: opts.logger as FastifyBaseLogger,
       logController: new LogController({ disableRequestLogging: true }),
-      routerOptions: { maxParamLength: 1000 },
+      ...frameworkErrorOptions,
       bodyLimit: opts.bodyLimit,
-      // Sync predictions may take many minutes: no request or connection timeout may cut them.
-      requestTimeout: 0,
+      // A client gets headersTimeout for its headers and requestTimeout for the whole request (slow or
+      // stalled senders are answered 408 and dropped). Neither bounds the response: a sync prediction may
+      // compute for many minutes once its request has arrived, which is also why there is no idle-socket
+      // timeout (connectionTimeout).
+      requestTimeout,
+      http: { headersTimeout, requestTimeout, connectionsCheckingInterval: Math.max(50, Math.min(5000, headersTimeout / 4)) },
       connectionTimeout: 0,
       keepAliveTimeout: 72_000,
       return503OnClosing: true,
@@ -66,21 +86,38 @@ export class CogServer {
     healthRoutes(this.app, this.runner);
     predictionRoutes(this.app, this.runner, {
       inputOptions: opts.policy,
-      onShutdown: () => void this.stop(0, { cancel: false, graceMs: 2 ** 31 - 1 }),
+      onShutdown: () => void this.stop(0, { cancel: false }),
     });
     eventRoutes(this.app, this.events);
     if (opts.playground ?? true) playgroundRoutes(this.app);
     this.runner.on('defunct', () => {
-      if (!opts.awaitExplicitShutdown) void this.stop(1, { cancel: true, graceMs: opts.stopGraceMs ?? 8000 });
+      if (!opts.awaitExplicitShutdown) void this.stop(1, { cancel: true });
     });
+  }
+
+  /**
+   * SIGTERM or SIGINT. While stopping: stop waiting (always honoured). Otherwise SIGINT stops, and SIGTERM
+   * too unless --await-explicit-shutdown (where only POST /shutdown and SIGINT end the server).
+   */
+  signal(name: 'SIGTERM' | 'SIGINT'): void {
+    if (this.stopping) {
+      this.opts.logger.warn({ signal: name }, 'stopping now: no more waiting for the prediction or its webhooks');
+      this.runner.stopWaiting();
+    } else if (name === 'SIGTERM' && this.opts.awaitExplicitShutdown) {
+      this.opts.logger.info('SIGTERM ignored (--await-explicit-shutdown): POST /shutdown to stop');
+    } else {
+      void this.stop(0, { cancel: true });
+    }
   }
 
   /** Binds the port, then runs setup in the background. Returns the base URL. */
   async start(): Promise<string> {
+    const swept = await sweepStaleTempDirs(this.opts.tmpRoot ?? tmpdir());
+    if (swept.length > 0) this.opts.logger.info({ dirs: swept }, 'removed temp directories a stopped server left behind');
     const address = await this.app.listen({ host: this.opts.host, port: this.opts.port });
     this.opts.logger.info({ address }, 'listening');
     void this.runner.setup().then(() => {
-      if (this.runner.status === 'SETUP_FAILED' && !this.opts.awaitExplicitShutdown) void this.stop(1, { cancel: true, graceMs: 0 });
+      if (this.runner.status === 'SETUP_FAILED' && !this.opts.awaitExplicitShutdown) void this.stop(1, { cancel: true });
     });
     const port = (this.app.server.address() as { port: number }).port;
     const host = this.opts.host === '0.0.0.0' || this.opts.host === '::' ? '127.0.0.1' : this.opts.host;
@@ -88,11 +125,12 @@ export class CogServer {
   }
 
   /** Stops taking predictions, lets the running one end (canceled or not), closes, resolves `exited`. */
-  async stop(code: number, opts: { cancel: boolean; graceMs: number }): Promise<void> {
+  async stop(code: number, opts: { cancel: boolean; graceMs?: number }): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    this.opts.logger.info({ code }, 'shutting down');
-    await this.runner.drain(opts);
+    const graceMs = opts.graceMs ?? this.opts.stopGraceMs ?? DEFAULT_STOP_GRACE_MS;
+    this.opts.logger.info({ code, grace_s: graceMs / 1000 }, 'shutting down');
+    await this.runner.drain({ cancel: opts.cancel, graceMs });
     await this.events.close(); // open event streams would keep the server from closing
     await this.app.close().catch((err) => this.opts.logger.warn({ err }, 'close failed'));
     await this.runner.pool.dispose();

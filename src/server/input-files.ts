@@ -19,7 +19,7 @@ import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { appError, AppError, errorMessage } from '../errors.js';
 import type { JsonSchema } from './openapi.js';
-import { ipLiteralHost, refusedRange, type UrlPolicy } from './ssrf.js';
+import { ipLiteralHost, refusal, refusedRange, type UrlPolicy } from './ssrf.js';
 
 export interface FetchOptions extends UrlPolicy {
   maxBytes: number;
@@ -84,7 +84,7 @@ function guardedLookup(policy: UrlPolicy) {
       if (err) return callback(err);
       for (const a of addresses) {
         const range = refusedRange(a.address, policy);
-        if (range !== null) return callback(appError('URL_BLOCKED', { url: hostname, address: a.address, range }));
+        if (range !== null) return callback(refusal(hostname, a.address, range));
       }
       if (addresses.length === 0) return callback(new Error(`no address for ${hostname}`));
       if (options.all) callback(null, addresses);
@@ -98,7 +98,7 @@ function checkUrl(url: URL, policy: UrlPolicy): void {
   const literal = ipLiteralHost(url);
   if (literal !== null) {
     const range = refusedRange(literal, policy);
-    if (range !== null) throw appError('URL_BLOCKED', { url: url.origin, address: literal, range });
+    if (range !== null) throw refusal(url.origin, literal, range);
   }
 }
 

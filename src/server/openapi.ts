@@ -12,8 +12,6 @@ import { z } from 'zod';
 
 export type JsonSchema = Record<string, any>;
 
-const MAX_SAFE = Number.MAX_SAFE_INTEGER;
-
 /** `cfg_scale` -> `Cfg Scale`, `mp4_crf` -> `Mp4 Crf`. */
 export function titleOf(name: string): string {
   return name.split('_').filter(Boolean).map((w) => w[0]!.toUpperCase() + w.slice(1)).join(' ');
@@ -36,12 +34,9 @@ export function inputComponent(schema: z.ZodObject): JsonSchema {
   const json = z.toJSONSchema(schema, { target: 'openapi-3.0', io: 'input', unrepresentable: 'any' }) as JsonSchema;
   const properties: JsonSchema = {};
   Object.keys(schema.shape).forEach((name, order) => {
+    // Every bound zod enforces is published, zod's implicit safe-integer range of `z.int()` included: the
+    // server validates requests against this document, so a value it accepts is one the predictor accepts.
     const prop: JsonSchema = { ...(json.properties?.[name] ?? {}) };
-    // zod bounds every int to the safe-integer range; Cog declares no such bounds.
-    if (prop.type === 'integer') {
-      if (prop.minimum === -MAX_SAFE) delete prop.minimum;
-      if (prop.maximum === MAX_SAFE) delete prop.maximum;
-    }
     delete prop.$schema;
     properties[name] = orderKeys({ title: titleOf(name), ...prop, 'x-order': order });
   });

@@ -29,7 +29,7 @@ main { display: grid; grid-template-columns: minmax(300px, 400px) 1fr; gap: 22px
 .field label { display: block; font-weight: 600; margin-bottom: 3px; }
 .field label input[type=checkbox] { margin-right: 6px; }
 .field small { display: block; color: var(--muted); font-size: 12.5px; margin-top: 2px; }
-textarea, input[type=number], input[type=file] { width: 100%; box-sizing: border-box; font: inherit; padding: 5px 7px;
+textarea, select, input[type=number], input[type=file] { width: 100%; box-sizing: border-box; font: inherit; padding: 5px 7px;
   border: 1px solid var(--line); border-radius: 6px; background: var(--bg); color: var(--fg); }
 .number { display: flex; gap: 10px; align-items: center; }
 .number input[type=number] { width: 110px; flex: none; }

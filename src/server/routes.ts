@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { appError } from '../errors.js';
 import { methodNotAllowed } from './error-handler.js';
 import type { Runner } from './runner.js';
-import { RequestValidationError, validateRequest, type InputOptions } from './validation.js';
+import { RequestValidationError, validateRequest, type InputOptions, type PredictionRequest } from './validation.js';
 
 export const COG_VERSION = '0.16.12';
 
@@ -57,30 +57,32 @@ export function predictionRoutes(app: FastifyInstance, runner: Runner, opts: Rou
   });
   methodNotAllowed(app, '/openapi.json', ['GET']);
 
-  const create = async (req: FastifyRequest, reply: FastifyReply, pathId?: string) => {
-    if (wantsOnlyEventStream(req)) throw appError('STREAMING_NOT_SUPPORTED');
+  /** The request's body as a prediction request, or the 422 (503 while no schema is known) that refuses it. */
+  const validated = (req: FastifyRequest, pathId?: string): PredictionRequest => {
     if (!runner.component) runner.assertCanStart();
     const checked = validateRequest(req.body, runner.component!, opts.inputOptions, pathId, runner.schema);
     if (!checked.request) throw new RequestValidationError(checked.issues);
-    const prediction = runner.start(checked.request, traceHeaders(req));
+    return checked.request;
+  };
+
+  const create = async (req: FastifyRequest, reply: FastifyReply, request: PredictionRequest) => {
+    if (wantsOnlyEventStream(req)) throw appError('STREAMING_NOT_SUPPORTED');
+    const prediction = runner.start(request, traceHeaders(req));
     if (wantsAsync(req)) return reply.code(202).send(prediction.snapshot());
     return reply.code(200).send(await prediction.done);
   };
 
-  app.post('/predictions', async (req, reply) => create(req, reply));
+  app.post('/predictions', async (req, reply) => create(req, reply, validated(req)));
   methodNotAllowed(app, '/predictions', ['POST']);
 
   app.put<{ Params: { prediction_id: string } }>('/predictions/:prediction_id', async (req, reply) => {
     const id = req.params.prediction_id;
-    const body = req.body as Record<string, unknown> | undefined;
-    const bodyId = body && typeof body === 'object' && !Array.isArray(body) ? body.id : undefined;
-    if (bodyId !== undefined && bodyId !== null && bodyId !== id) {
-      throw new RequestValidationError([{ loc: ['body', 'id'], msg: 'prediction ID must match the ID supplied in the URL', type: 'value_error' }]);
-    }
+    // Validated first: a malformed retry is a 422 even while that id runs.
+    const request = validated(req, id);
     // A retry of a prediction in flight gets its current state, whatever the Prefer header says.
     const running = runner.find(id);
     if (running) return reply.code(202).send(running.snapshot());
-    return create(req, reply, id);
+    return create(req, reply, request);
   });
   methodNotAllowed(app, '/predictions/:prediction_id', ['PUT']);
 

@@ -10,9 +10,9 @@
  */
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { z } from 'zod';
@@ -23,12 +23,15 @@ import { downloadUrl, fetchInputFiles } from './input-files.js';
 import { inputComponent, openapiDocument, type JsonSchema } from './openapi.js';
 import { WorkerPool, type PoolWorker } from './pool.js';
 import type { UrlPolicy } from './ssrf.js';
+import { predictionTempDir } from './temp-dirs.js';
 import { isoMicros, secondsBetween } from './time.js';
 import { toDataUrl, uploadFile } from './uploads.js';
 import type { PredictionRequest } from './validation.js';
 import { WebhookSender } from './webhooks.js';
 
 export type ServerStatus = 'STARTING' | 'READY' | 'BUSY' | 'SETUP_FAILED' | 'DEFUNCT';
+/** What the health check reports: the status, or STOPPING once the server is shutting down. */
+export type HealthStatus = ServerStatus | 'STOPPING';
 export type PredictionStatus = 'starting' | 'processing' | 'succeeded' | 'failed' | 'canceled';
 
 /** Where the predictor comes from. `schema` is known up front when the module need not be loaded for it. */
@@ -134,6 +137,10 @@ export class Runner extends EventEmitter {
   private fatalError: unknown;
   /** Terminal webhooks still being delivered (retries can take minutes). */
   private readonly deliveries = new Set<Promise<void>>();
+  /** Aborted when stopping gives up on webhooks still being retried. */
+  private readonly webhooksGiveUp = new AbortController();
+  /** Ends drain()'s waiting at once (set while draining). */
+  private cutShort?: () => void;
 
   constructor(readonly opts: RunnerOptions) {
     super();
@@ -229,7 +236,8 @@ export class Runner extends EventEmitter {
     if (this.setupInfo.logs) setup.logs = this.setupInfo.logs;
     if (this.setupInfo.status) setup.status = this.setupInfo.status;
     // cog-runtime's form: predictions the workers in rotation can run at once, and how many run now
-    return { status: this.status, setup, concurrency: { max: this.pool.serving.length, current: this.inflight.size } };
+    const status: HealthStatus = this.shuttingDown ? 'STOPPING' : this.status;
+    return { status, setup, concurrency: { max: this.pool.serving.length, current: this.inflight.size } };
   }
 
   /** Throws the HTTP error that keeps a new prediction from starting now, if any. */
@@ -265,7 +273,7 @@ export class Runner extends EventEmitter {
       p.webhooks = new WebhookSender({
         url: req.webhook, filter: req.webhook_events_filter, throttleMs: this.opts.throttleMs, traceHeaders,
         authToken: this.opts.webhookAuthToken, logger: this.opts.logger.child({ prediction_id: p.state.id }),
-        retries: this.opts.webhookRetries, backoffMs: this.opts.webhookBackoffMs,
+        retries: this.opts.webhookRetries, backoffMs: this.opts.webhookBackoffMs, signal: this.webhooksGiveUp.signal,
       });
       p.webhooks.send('start', () => p.state);
     }
@@ -308,14 +316,14 @@ export class Runner extends EventEmitter {
     const worker = p.worker!;
     let tmpDir: string | undefined;
     try {
-      tmpDir = await mkdtemp(join(this.opts.tmpRoot ?? tmpdir(), 'prediction-'));
+      tmpDir = await predictionTempDir(this.opts.tmpRoot ?? tmpdir());
       const local = await fetchInputFiles(this.component!, p.state.input, tmpDir, {
         ...this.opts.policy, maxBytes: this.opts.maxInputBytes, signal, readTimeoutMs: this.opts.inputReadTimeoutMs,
       });
       signal.throwIfAborted();
       const predictor = worker.predictor;
       const parsed = predictor.inputSchema.safeParse(local);
-      if (!parsed.success) throw new Error(`input rejected by the predictor: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`);
+      if (!parsed.success) throw appError('INPUT_REJECTED', { detail: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') });
       const ctx: PredictorContext = {
         log: (line) => logger.info(line), logger, signal, tmpDir, events: p.events,
         download: (url, file, o) => downloadUrl(o.name, url, file, {
@@ -342,7 +350,8 @@ export class Runner extends EventEmitter {
         p.state.status = 'failed';
         p.state.output = null;
         p.state.error = errorMessage(err);
-        p.appendLog(err instanceof AppError ? err.message : (err instanceof Error ? (err.stack ?? err.message) : String(err)));
+        // The message only: prediction logs reach the client; the stack goes to the server's own log.
+        p.appendLog(errorMessage(err));
         this.opts.logger.warn({ prediction_id: p.state.id, worker: worker.name, err }, 'prediction failed');
         const failure = deviceFailure(err);
         if (failure) this.pool.deviceFailed(worker, failure, err);
@@ -369,21 +378,32 @@ export class Runner extends EventEmitter {
   }
 
   /**
-   * Stops taking predictions; cancels the running ones when `cancel`, waits for them to finish and for their
-   * webhooks to be delivered (at most `graceMs`).
+   * Stops taking predictions. With `cancel`, cancels the running ones and waits at most `graceMs` for them
+   * and their webhooks; without, waits for them to finish, then at most `graceMs` for their webhooks. Webhooks
+   * still being retried after that are given up. stopWaiting() ends the waiting at once.
    */
   async drain(opts: { cancel: boolean; graceMs: number }): Promise<void> {
     this.shuttingDown = true;
+    const cut = new Promise<void>((r) => { this.cutShort = r; });
     const running = [...this.inflight.values()];
     if (opts.cancel) for (const p of running) p.controller.abort();
+    else await Promise.race([Promise.all(running.map((p) => p.done)), cut]);
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((r) => { timer = setTimeout(r, opts.graceMs); });
     const finished = (async () => {
       await Promise.all(running.map((p) => p.done));
       await Promise.all([...this.deliveries]);
     })();
-    await Promise.race([finished, deadline]);
+    await Promise.race([finished, deadline, cut]);
     clearTimeout(timer);
+    this.webhooksGiveUp.abort();
+  }
+
+  /** Cancels the running predictions (if any) and ends drain()'s waiting now. */
+  stopWaiting(): void {
+    this.shuttingDown = true;
+    for (const p of this.inflight.values()) p.controller.abort();
+    this.cutShort?.();
   }
 }
 

@@ -10,7 +10,7 @@
 import type { z } from 'zod';
 import { appError, errorMessage } from '../errors.js';
 import type { JsonSchema } from './openapi.js';
-import { ipLiteralHost, refusedRange, type UrlPolicy } from './ssrf.js';
+import { ipLiteralHost, refusal, refusedRange, type UrlPolicy } from './ssrf.js';
 
 export interface ValidationIssue {
   type: string;
@@ -39,6 +39,23 @@ export interface InputOptions extends UrlPolicy {
 }
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Longest prediction id, in the body or in the path of PUT /predictions/{id}. */
+export const MAX_ID_LENGTH = 1000;
+
+/**
+ * Why `id` cannot be a prediction id, or null. An id travels in the X-Prediction-ID header of uploads, and a
+ * header holds Latin-1 text without control characters: anything else would fail only after the model ran.
+ */
+function idProblem(id: string, loc: (string | number)[]): ValidationIssue | null {
+  if (id.length > MAX_ID_LENGTH) {
+    return { type: 'string_too_long', loc, msg: `String should have at most ${MAX_ID_LENGTH} characters`, ctx: { max_length: MAX_ID_LENGTH } };
+  }
+  if (/[^\x20-\x7e\xa0-\xff]/.test(id)) {
+    return { type: 'value_error', loc, msg: 'Value error, a prediction ID must be printable Latin-1 text (it is sent in an HTTP header)', input: id };
+  }
+  return null;
+}
 
 const BOOL_TRUE = new Set(['true', '1', 'yes', 'on', 't', 'y']);
 const BOOL_FALSE = new Set(['false', '0', 'no', 'off', 'f', 'n']);
@@ -124,7 +141,7 @@ export function fileUrlProblem(value: string, opts: InputOptions): string | null
   const literal = ipLiteralHost(url);
   if (literal !== null) {
     const range = refusedRange(literal, opts);
-    if (range !== null) return appError('URL_BLOCKED', { url: url.origin, address: literal, range }).message;
+    if (range !== null) return refusal(url.origin, literal, range).message;
   }
   return null;
 }
@@ -276,6 +293,10 @@ export function validateRequest(body: unknown, component: JsonSchema, opts: Inpu
       return { issues: [{ loc: ['body', 'id'], msg: 'prediction ID must match the ID supplied in the URL', type: 'value_error' }] };
     }
     request.id = pathId;
+  }
+  if (request.id !== undefined) {
+    const problem = idProblem(request.id, pathId !== undefined ? ['path', 'prediction_id'] : ['body', 'id']);
+    if (problem) issues.push(problem);
   }
 
   const input = validateInput(component, b.input, opts);

@@ -6,6 +6,7 @@
  * exponential backoff on connection errors and 429/5xx. Delivery problems are logged, never change the
  * prediction.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { errorMessage } from '../errors.js';
 import type { WebhookEvent } from './validation.js';
@@ -22,6 +23,8 @@ export interface WebhookOptions {
   retries?: number;
   backoffMs?: number;
   timeoutMs?: number;
+  /** Aborted: nothing more is sent or retried (the server is stopping). */
+  signal?: AbortSignal;
 }
 
 const RETRY_STATUS = new Set([429, 500, 502, 503, 504]);
@@ -70,12 +73,18 @@ export class WebhookSender {
     if (this.opts.authToken) headers.authorization = `Bearer ${this.opts.authToken}`;
     const attempts = terminal ? (this.opts.retries ?? 12) + 1 : 1;
     let backoff = this.opts.backoffMs ?? 100;
+    const giveUp = this.opts.signal;
     for (let attempt = 1; attempt <= attempts; attempt++) {
+      if (giveUp?.aborted) {
+        this.opts.logger.warn({ event, attempts: attempt - 1 }, 'webhook not delivered: the server stopped');
+        return;
+      }
       let retryable: boolean;
       let problem: string;
       try {
+        const timeout = AbortSignal.timeout(this.opts.timeoutMs ?? 30_000);
         const res = await fetch(this.opts.url, {
-          method: 'POST', headers, body, signal: AbortSignal.timeout(this.opts.timeoutMs ?? 30_000),
+          method: 'POST', headers, body, signal: giveUp ? AbortSignal.any([timeout, giveUp]) : timeout,
         });
         await res.arrayBuffer().catch(() => undefined);
         if (res.ok) return;
@@ -90,7 +99,7 @@ export class WebhookSender {
         return;
       }
       this.opts.logger.debug({ event, problem, attempt }, 'webhook failed, retrying');
-      await new Promise((r) => setTimeout(r, backoff));
+      await sleep(backoff, undefined, giveUp ? { signal: giveUp } : undefined).catch(() => undefined);
       backoff = Math.min(backoff * 2, 120_000);
     }
   }

@@ -2,8 +2,8 @@
  * `framepack predict` and the `framepack` dispatcher, run as processes with the test predictors.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { cliPath, PNG_1x1, predictorPath, tempDir } from '../server/helpers.js';
@@ -82,6 +82,57 @@ describe('framepack predict', () => {
     const r = framepack(['predict', '-i', 'prompt=x', '-i', 'mp4_crf=52'], cwd);
     assert.equal(r.status, 1);
     assert.match(r.stderr, / - input_image: Field required\n - mp4_crf: Input should be less than or equal to 51\n/);
+  });
+});
+
+describe('framepack predict: mistakes found before any work', () => {
+  // FramePack's schema is known without its model; an empty --models folder makes any setup fail at once,
+  // so an error that mentions the output or an input file (and not the models) came before setup.
+  const withoutModels = (cwd: string, ...args: string[]) => framepack(['predict', '--models', tempDir('no-models'), ...args], cwd);
+  const oneLine = (stderr: string) => {
+    assert.equal(stderr.trimEnd().split('\n').length, 1, stderr);
+    assert.doesNotMatch(stderr, /^\s+at |Model files/m);
+  };
+
+  it('refuses -o into a missing directory', () => {
+    const cwd = tempDir('predict');
+    writeFileSync(join(cwd, 'in.png'), PNG_1x1);
+    const r = withoutModels(cwd, '-i', 'input_image=@in.png', '-i', 'prompt=x', '-o', join(cwd, 'missing', 'out.mp4'));
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /cannot write the output to .*missing\/out\.mp4: the directory .*missing does not exist/);
+    oneLine(r.stderr);
+  });
+
+  it('reports a missing -i @file and a missing --json @file in one line', () => {
+    const cwd = tempDir('predict');
+    const image = withoutModels(cwd, '-i', 'input_image=@/missing.png', '-i', 'prompt=x');
+    assert.equal(image.status, 1);
+    assert.match(image.stderr, /Could not read input file \/missing\.png: ENOENT/);
+    oneLine(image.stderr);
+    const json = withoutModels(cwd, '--json', '@missing.json');
+    assert.equal(json.status, 1);
+    assert.match(json.stderr, /Could not read input file missing\.json: ENOENT/);
+    oneLine(json.stderr);
+  });
+
+  it('keeps the output and prints where when it cannot be written at the end', async () => {
+    const cwd = tempDir('predict');
+    const outDir = join(cwd, 'out');
+    mkdirSync(outDir);
+    const child = spawn(process.execPath, [cliPath, 'predict', '--predictor', predictorPath('slow'), '-i', 'prompt=kept', '-i', 'steps=20', '-i', 'step_ms=50',
+      '-o', join(outDir, 'video.mp4')], { cwd, env: { ...process.env, TMPDIR: cwd } });
+    let stderr = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (d: string) => {
+      stderr += d;
+      if (d.includes('step 1/20')) rmSync(outDir, { recursive: true }); // the target goes away mid-run
+    });
+    const code = await new Promise((r) => child.once('exit', r));
+    assert.equal(code, 1);
+    const kept = /The output is kept at (.*)\n/.exec(stderr)?.[1];
+    assert.ok(kept, stderr);
+    assert.match(stderr, /Could not write .*video\.mp4: ENOENT/);
+    assert.match(readFileSync(kept, 'utf8'), /^fake video for kept /);
   });
 });
 

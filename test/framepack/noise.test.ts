@@ -39,6 +39,14 @@ test('same seed, same stream; draws continue the stream and start on block bound
   assert.notDeepEqual(new NormalGenerator(8).normal(16), new NormalGenerator(7).normal(16));
 });
 
+test('drawing in slices with yields gives the same values and stream position as one draw', async () => {
+  const whole = new NormalGenerator(11);
+  const sliced = new NormalGenerator(11);
+  assert.deepEqual(await sliced.normalYielding(1001, 64), whole.normal(1001));
+  assert.equal(sliced.position, whole.position);
+  assert.deepEqual(sliced.normal(8), whole.normal(8));
+});
+
 test('the values are standard normal', () => {
   const x = new NormalGenerator(123).normal(200_000);
   let mean = 0, m2 = 0, m4 = 0, tail = 0;

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -121,6 +122,45 @@ test('metadata reaches the MP4 intact, whatever the characters and however long;
     assert.equal(r.status, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).format.tags.comment, comment);
     assert.deepEqual(await readdir(dir), ['meta.mp4']);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** Every process named `comm`, with its parent and niceness (Linux /proc). */
+function processesNamed(comm: string): { pid: number; ppid: number; nice: number }[] {
+  const out: { pid: number; ppid: number; nice: number }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try { stat = readFileSync(`/proc/${entry}/stat`, 'utf8'); } catch { continue; }
+    // "pid (comm) state ppid ...": comm may hold spaces, so split after its closing parenthesis
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (name === comm) out.push({ pid: Number(entry), ppid: Number(fields[1]), nice: Number(fields[16]) });
+  }
+  return out;
+}
+
+const parentOf = (pid: number) => processesNamed('node').concat(processesNamed('ffmpeg')).find((p) => p.pid === pid)?.ppid;
+
+test('ffmpeg is started by the spawn helper, never forked from this (large) process, below the event loop\'s priority', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
+  try {
+    const seen: { pid: number; ppid: number; nice: number }[] = [];
+    function* watched() {
+      for (const f of frames(6, 64, 32, 1)) {
+        yield f;
+        // ffmpeg runs now (it reads these frames): find ours, a child of a child of this process
+        seen.push(...processesNamed('ffmpeg').filter((p) => p.ppid === process.pid || parentOf(p.ppid) === process.pid));
+      }
+    }
+    assert.equal(await writeMp4(join(dir, 'h.mp4'), watched(), { width: 64, height: 32, crf: 23 }), 6);
+    assert.ok(seen.length > 0, 'ffmpeg was running while frames were written');
+    for (const p of seen) {
+      assert.notEqual(p.ppid, process.pid, 'ffmpeg is not a child of this process');
+      assert.equal(p.nice, 10, 'ffmpeg runs at FRAMEPACK_WORKER_NICE');
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

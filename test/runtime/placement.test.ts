@@ -93,7 +93,7 @@ test('a busy or small GPU: cpu', async () => {
   assert.equal(p.policy, 'cpu');
   assert.equal(p.ep, 'cpu');
   assert.equal(p.precision.dit, 'float32');
-  assert.deepEqual(p.lifetime, { encoders: 'resident', dit: 'resident', vae: 'resident' });
+  assert.deepEqual(p.lifetime, { encoders: 'resident', dit: 'resident', vae: 'per-request' });
   assert.match(p.reason, /too little/);
 });
 

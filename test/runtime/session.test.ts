@@ -4,7 +4,9 @@
  */
 import assert from 'node:assert/strict';
 import { fromBinary } from '@bufbuild/protobuf';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ModelProtoSchema } from 'onnx-buf';
@@ -146,29 +148,42 @@ describe('Session', () => {
     await assert.rejects(s.run({ x: f32([1, 512], new Float32Array(512)) }), /terminated|lost|released/);
   });
 
-  test('the event loop stays responsive (< 20 ms stalls) while a worker runs a ~2 s session', async () => {
-    // Small input, long compute (like a DiT step): size the chain of layers so one run takes ~2 s here.
-    const rows = 256;
-    const x = f32([rows, 512], rand(rows * 512, 10));
-    const probe = await Session.create(heavy(8), { ep: 'cpu', threads: 1 });
-    await timeRun(probe, rows);
-    const perLayer = (await timeRun(probe, rows)) / 8;
-    await probe.release();
-    const s = await Session.create(heavy(Math.max(8, Math.round(2000 / perLayer))), { ep: 'cpu', threads: 1 });
+  test('the event loop keeps running while a worker computes', async (t) => {
+    // Were the run on this thread, no timer could fire until it returned: the longest gap between ticks
+    // would span the whole run. The assertions compare the gap with the run itself, whatever this
+    // machine's speed: the loop ticked all along, and its longest pause is well short of the run.
+    const s = await Session.create(heavy(8), { ep: 'cpu', threads: 1 });
+    let rows = 64;
+    for (;;) {
+      const x = f32([rows, 512], rand(rows * 512, 10)); // made before the clock starts: it is JavaScript work
+      let last = performance.now(), worst = 0, ticks = 0;
+      const tick = setInterval(() => {
+        const now = performance.now();
+        worst = Math.max(worst, now - last);
+        last = now;
+        ticks++;
+      }, 2);
+      const t0 = performance.now();
+      await s.run({ x });
+      const took = performance.now() - t0;
+      clearInterval(tick);
+      // A run that short says nothing against timer granularity and scheduling noise: make it longer.
+      if (took < 250 && rows < 1 << 16) {
+        rows *= 2;
+        continue;
+      }
+      await s.release();
+      t.diagnostic(`${ticks} ticks, longest pause ${worst.toFixed(1)} ms during a ${took.toFixed(0)} ms run`);
+      assert.ok(ticks >= 10, `${ticks} timer ticks during a ${took.toFixed(0)} ms run`);
+      assert.ok(worst < took / 2, `longest event-loop pause ${worst.toFixed(1)} ms during a ${took.toFixed(0)} ms run`);
+      return;
+    }
+  });
 
-    let last = performance.now(), worst = 0;
-    const tick = setInterval(() => {
-      const now = performance.now();
-      worst = Math.max(worst, now - last);
-      last = now;
-    }, 2);
-    const t0 = performance.now();
-    await s.run({ x });
-    const took = performance.now() - t0;
-    clearInterval(tick);
+  test('leaves no telemetry log of ONNX Runtime in the temp directory', async () => {
+    const s = await Session.create(doubler('telemetry'), { ep: 'cpu' });
     await s.release();
-    assert.ok(took > 1000, `the session ran ${took.toFixed(0)} ms: too short to show anything`);
-    assert.ok(worst < 20, `worst event-loop gap ${worst.toFixed(1)} ms during a ${took.toFixed(0)} ms run`);
+    assert.equal(existsSync(join(tmpdir(), `mat-debug-${process.pid}.log`)), false);
   });
 
   test('FRAMEPACK_DUMP_ONNX writes the graph without weights', async () => {

@@ -10,6 +10,8 @@ import { inputSchema } from '../../src/framepack/inputs.js';
 import { fileInput } from '../../src/predictor.js';
 import { inputComponent, openapiDocument, titleOf } from '../../src/server/openapi.js';
 
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+
 // components.schemas.Input as published by the Cog predictor (Python cog 0.16), descriptions aside.
 const EXPECTED_INPUT = {
   title: 'Input', type: 'object',
@@ -18,7 +20,8 @@ const EXPECTED_INPUT = {
     input_image: { title: 'Input Image', type: 'string', format: 'uri', 'x-order': 0 },
     prompt: { title: 'Prompt', type: 'string', 'x-order': 1 },
     negative_prompt: { title: 'Negative Prompt', type: 'string', default: '', 'x-order': 2 },
-    seed: { title: 'Seed', type: 'integer', nullable: true, default: null, 'x-order': 3 },
+    // Cog published no bounds for the seed; ours are the range the predictor accepts (safe integers).
+    seed: { title: 'Seed', type: 'integer', nullable: true, default: null, minimum: -MAX_SAFE, maximum: MAX_SAFE, 'x-order': 3 },
     total_video_length_seconds: { title: 'Total Video Length Seconds', type: 'number', default: 3.0, minimum: 1.0, maximum: 10.0, 'x-order': 4 },
     latent_window_size: { title: 'Latent Window Size', type: 'integer', default: 9, minimum: 1, maximum: 16, 'x-order': 5 },
     steps: { title: 'Steps', type: 'integer', default: 25, minimum: 1, maximum: 50, 'x-order': 6 },
@@ -95,7 +98,8 @@ describe('openapi', () => {
     const c = inputComponent(z.object({ b: fileInput(), a: z.int().optional(), c: z.string().nullable().default(null) }));
     assert.deepEqual(c.required, ['b']);
     assert.deepEqual(Object.keys(c.properties), ['b', 'a', 'c']);
-    assert.deepEqual(c.properties.a, { title: 'A', type: 'integer', 'x-order': 1 });
+    // zod's implicit safe-integer bounds are what the predictor enforces, so they are published
+    assert.deepEqual(c.properties.a, { title: 'A', type: 'integer', minimum: -MAX_SAFE, maximum: MAX_SAFE, 'x-order': 1 });
     assert.deepEqual(c.properties.c, { title: 'C', type: 'string', nullable: true, default: null, 'x-order': 2 });
   });
 });

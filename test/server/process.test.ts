@@ -157,6 +157,39 @@ describe('framepack serve (process)', () => {
   });
 });
 
+describe('shutdown with a webhook receiver that is down', () => {
+  /** A prediction whose completed webhook goes to a port nobody listens on (retried for minutes). */
+  async function stoppingServer(args: string[], graceSeconds: number): Promise<Proc> {
+    const dead = await freePort();
+    const p = await serve(['--predictor', predictorPath('slow'), ...args], { FRAMEPACK_SHUTDOWN_GRACE: String(graceSeconds) });
+    await waitReady(p.url);
+    await post(`${p.url}/predictions`, { input: { prompt: 'x', steps: 2 }, webhook: `http://127.0.0.1:${dead}/hook` }, { prefer: 'respond-async' });
+    assert.equal((await fetch(`${p.url}/shutdown`, { method: 'POST' })).status, 200);
+    await waitFor(async () => (await status(p.url)) === 'STOPPING', 'STOPPING');
+    return p;
+  }
+
+  const exitWithin = async (p: Proc, ms: number) => {
+    const t0 = performance.now();
+    const code = await Promise.race([p.exit, new Promise((r) => setTimeout(() => r('still running'), ms))]);
+    return { code, seconds: (performance.now() - t0) / 1000 };
+  };
+
+  it('POST /shutdown exits 0 once the grace period for webhooks is over', async () => {
+    const p = await stoppingServer([], 1);
+    const { code, seconds } = await exitWithin(p, 8000);
+    assert.equal(code, 0, p.output());
+    assert.ok(seconds < 8, `exited after ${seconds} s`);
+  });
+
+  it('SIGTERM ends the waiting at once, with --await-explicit-shutdown too', async () => {
+    const p = await stoppingServer(['--await-explicit-shutdown=true'], 600);
+    p.child.kill('SIGTERM');
+    const { code } = await exitWithin(p, 5000);
+    assert.equal(code, 0, p.output());
+  });
+});
+
 describe('docker/python shim', () => {
   const shim = join(repoRoot, 'docker', 'python');
   const env = { ...process.env, FRAMEPACK_HOME: repoRoot };

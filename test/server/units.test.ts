@@ -41,6 +41,21 @@ describe('server units', () => {
       ['8.8.8.8', null, null],
       ['2606:4700::1111', null, null],
       ['172.32.0.1', null, null],
+      // IPv6 forms that carry an IPv4 address are judged as that address
+      ['::ffff:a9fe:a9fe', 'link-local', 'link-local'],
+      ['::ffff:0:169.254.169.254', 'link-local', 'link-local'],
+      ['64:ff9b::a9fe:a9fe', 'link-local', 'link-local'],
+      ['64:ff9b::169.254.169.254', 'link-local', 'link-local'],
+      ['2002:a9fe:a9fe::', 'link-local', 'link-local'],
+      ['2002:a9fe:a9fe:1:2:3:4:5', 'link-local', 'link-local'],
+      ['::a9fe:a9fe', 'link-local', 'link-local'],
+      ['::169.254.169.254', 'link-local', 'link-local'],
+      ['2001:0:4136:e378:8000:63bf:5601:5601', 'link-local', 'link-local'], // Teredo client 169.254.169.254 (inverted)
+      ['64:ff9b::6464:64c8', 'cloud-metadata', 'cloud-metadata'], // 100.100.100.200
+      ['64:ff9b::7f00:1', null, 'loopback'],
+      ['2002:0a00:0001::1', null, 'private'],
+      ['64:ff9b::808:808', null, null],
+      ['2002:808:808::1', null, null],
     ];
     for (const [ip, a, b] of cases) {
       assert.equal(refusedRange(ip, open), a, ip);
