@@ -123,6 +123,17 @@ export const catalogue = {
   },
   GPU_LOST: { message: 'The GPU failed and cannot run predictions any more ({detail})', device: 'lost' },
 
+  SIZE_DOES_NOT_FIT: {
+    message:
+      'The {width}x{height} video at latent_window_size {lws} ({tokens} image tokens per step) does not fit this GPU: ' +
+      '{detail}. Choose a lower resolution or latent_window_size.',
+  },
+  LORA_NOT_ENABLED: {
+    message:
+      'This server built its transformer without LoRA inputs (FRAMEPACK_LORA is off, or auto on {ep}), so `loras` ' +
+      'cannot be applied. Start it with FRAMEPACK_LORA=on to accept LoRAs, or leave `loras` empty.',
+  },
+
   // ---- devices (src/runtime) ----
   RUNTIME_SETTING_INVALID: { message: '{name}={value} is not valid: use one of {allowed}.' },
   EP_UNAVAILABLE: {

@@ -43,6 +43,12 @@ export interface PredictorContext {
   tmpDir: string;
   /** Optional progress report (`done` of `total` units of `label`); the command line draws it as a bar. */
   progress?(done: number, total: number, label?: string): void;
+  /**
+   * Downloads `url` into `file` under the rules of file inputs (http(s) only, refused address ranges checked
+   * on every connection and redirect, a read timeout, at most `maxBytes`); errors name the input `name`.
+   * For files a model fetches itself, such as weights named in an input.
+   */
+  download?(url: string, file: string, opts: { name: string; maxBytes: number }): Promise<void>;
   /** Optional live events for watching clients (the server's `GET /predictions/{id}/events`). */
   events?: PredictionEvents;
 }

@@ -19,11 +19,11 @@ import { pathToFileURL } from 'node:url';
 import { AppError, appError, errorMessage } from '../errors.js';
 import { createLogger, teeLogger } from '../log.js';
 import type { Predictor } from '../predictor.js';
-import { fetchInputFiles } from '../server/input-files.js';
+import { downloadUrl, fetchInputFiles } from '../server/input-files.js';
 import { inputComponent, type JsonSchema } from '../server/openapi.js';
 import { predictorSource } from '../server/predictor-source.js';
 import { mimeOf } from '../server/uploads.js';
-import { combinationIssues, validateInput } from '../server/validation.js';
+import { schemaIssues, validateInput } from '../server/validation.js';
 import { parseArgs, predictorOptionsFrom } from './flags.js';
 
 const KNOWN = ['input', 'output', 'json', 'predictor'];
@@ -143,11 +143,10 @@ export async function main(argv: string[]): Promise<number> {
     const schema = source.schema ?? (predictor = await source.load()).inputSchema;
     const component = inputComponent(schema);
     const raw = await buildInput(args.all.get('input') ?? [], str('json'), component);
-    const checked = validateInput(component, raw, { denyPrivate: false, allowFileUrls: true });
-    const { value } = checked;
-    const issues = checked.issues.length ? checked.issues : combinationIssues(schema, value);
+    const { value, issues } = validateInput(component, raw, { denyPrivate: false, allowFileUrls: true });
+    if (issues.length === 0) issues.push(...schemaIssues(schema, value));
     if (issues.length > 0) {
-      process.stderr.write(`The inputs you passed could not be validated:\n${issues.map((i) => ` - ${i.loc.at(-1)}: ${i.msg}`).join('\n')}\n`);
+      process.stderr.write(`The inputs you passed could not be validated:\n${issues.map((i) => ` - ${i.loc.slice(2).join('.')}: ${i.msg}`).join('\n')}\n`);
       return 1;
     }
     const outputFlag = str('output');
@@ -165,6 +164,7 @@ export async function main(argv: string[]): Promise<number> {
     const out = await predictor.predict(parsed, {
       log: (l) => predLogger.info(l), logger: predLogger, signal: controller.signal, tmpDir,
       progress: (d, t, l) => progress.update(d, t, l),
+      download: (url, file, o) => downloadUrl(o.name, url, file, { denyPrivate: false, maxBytes: o.maxBytes, signal: controller.signal }),
     });
     const target = resolve(outputFlag ?? `output${extname(out)}`);
     process.stderr.write(`Finished in ${((performance.now() - started) / 1000).toFixed(1)} s\n`);

@@ -2,8 +2,8 @@
  * The start image: decoding, FramePack's resolution buckets, the bucket resize + centre crop, and the
  * two tensors made from the result (SigLIP's pixel_values and the VAE's input).
  *
- * References: FramePack `diffusers_helper/bucket_tools.py::find_nearest_bucket`,
- * `diffusers_helper/utils.py::resize_and_center_crop`, `diffusers_helper/clip_vision.py::hf_clip_vision_encode`
+ * References: FramePack's buckets (buckets.ts), `diffusers_helper/utils.py::resize_and_center_crop`,
+ * `diffusers_helper/clip_vision.py::hf_clip_vision_encode`
  * (transformers' SiglipImageProcessor), and the Cog predictor's `Image.open(path).convert("RGB")`.
  *
  * Decoding uses sharp (libvips) but keeps Pillow's semantics: no EXIF rotation, no ICC conversion, alpha
@@ -21,6 +21,8 @@ import { Checkpoint, type HostTensor } from '../onnx/safetensors.js';
 import { buildSiglipVision } from '../nets/siglip.js';
 import { Session, type ExecutionProvider } from '../runtime/session.js';
 import { BICUBIC, LANCZOS, resample } from './resample.js';
+
+export { BUCKETS_640, RESOLUTION, bucketsFor, findNearestBucket, scaleBucket } from './buckets.js';
 
 /** An 8-bit RGB image, rows top to bottom, pixels interleaved (H, W, 3). */
 export interface RgbImage {
@@ -105,29 +107,6 @@ export async function loadImage(input: string | Buffer, name = 'image'): Promise
 function describe(err: unknown): string {
   const msg = err instanceof Error ? err.message : String(err);
   return msg.split('\n')[0].trim();
-}
-
-// ------------------------------------------------------------------------------------------------------
-// Buckets
-
-/** (height, width) buckets for resolution 640, in the original's order (the order decides ties). */
-export const BUCKETS_640: readonly (readonly [number, number])[] = [
-  [416, 960], [448, 864], [480, 832], [512, 768], [544, 704], [576, 672], [608, 640],
-  [640, 608], [672, 576], [704, 544], [768, 512], [832, 480], [864, 448], [960, 416],
-];
-
-/** The bucket whose aspect ratio is closest to h:w; `<=` makes the later bucket win ties. Returns [h, w]. */
-export function findNearestBucket(h: number, w: number): [number, number] {
-  let best = Infinity;
-  let found: readonly [number, number] = BUCKETS_640[0];
-  for (const b of BUCKETS_640) {
-    const metric = Math.abs(h * b[1] - w * b[0]);
-    if (metric <= best) {
-      best = metric;
-      found = b;
-    }
-  }
-  return [found[0], found[1]];
 }
 
 // ------------------------------------------------------------------------------------------------------
@@ -268,7 +247,8 @@ export interface StartImage {
 /**
  * Bucket, resize + centre crop and SigLIP pixels of an uploaded image, computed in a worker thread so that
  * a large image does not block the event loop (the same functions as above, same bytes). `bucket` (h, w)
- * imposes the size instead of the nearest bucket (an end image takes the start image's).
+ * imposes the size instead of the nearest bucket of class 640: a start image's of another resolution class
+ * (findNearestBucket), an end image's the start image's.
  */
 export function prepareStartImage(img: RgbImage, pre: SigLipPreprocessor = SIGLIP_384, bucket?: [number, number]): Promise<StartImage> {
   return new Promise((resolve, reject) => {

@@ -27,14 +27,16 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { float16ToFloat32 } from '../onnx/half.js';
 import type { HostTensor } from '../onnx/safetensors.js';
 import { appError } from '../errors.js';
+import { RESOLUTION, findNearestBucket } from './buckets.js';
 import { prepareStartImage, vaePixels, type RgbImage, type SigLipPreprocessor } from './image.js';
 import { NormalGenerator } from './noise.js';
 import { SamplingProgress, type StepProgress } from './progress.js';
 import { distilledGuidance, sampleUniPC, sectionSigmas, type VelocityFn } from './sampler.js';
 import {
-  FPS, PixelHistory, createHistory, overlapFrames, planSections, totalPixelFrames, type Conditioning, type Float32Tensor,
-  type SamplingMode, type SectionPlan,
+  FPS, PixelHistory, createHistory, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
+  type Float32Tensor, type SamplingMode, type SectionPlan,
 } from './sections.js';
+import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts, type SectionPrompt } from './timed-prompts.js';
 
 export type { SamplingMode } from './sections.js';
 
@@ -97,8 +99,13 @@ export interface FramePackNets {
 }
 
 export interface GenerateParams {
+  /** a plain prompt, or timestamped prompts (timed-prompts.ts) */
   prompt: string;
+  /** timestamped prompts: sections over which a prompt change is blended (0: none); default 4 */
+  promptBlendSections?: number;
   negativePrompt: string;
+  /** bucket class of the start image (buckets.ts RESOLUTION); default 640, FramePack's own */
+  resolution?: number;
   seed: number;
   seconds: number;
   latentWindowSize: number;
@@ -187,6 +194,49 @@ function injectedNoise(noise: Record<string, HostTensor>, index: number, shape: 
 
 const seconds = (t0: number) => ((performance.now() - t0) / 1000).toFixed(1);
 
+/** (1 - alpha) a + alpha b in float32, as torch computes it on float32 tensors; `a`'s mask. */
+function blendEmbeddings(a: PromptEmbeddings, b: PromptEmbeddings, alpha: number): PromptEmbeddings {
+  const wa = Math.fround(1 - alpha), wb = Math.fround(alpha);
+  const mix = (x: HostTensor, y: HostTensor): HostTensor => {
+    const xd = x.data as Float32Array, yd = y.data as Float32Array;
+    const out = new Float32Array(xd.length);
+    for (let i = 0; i < out.length; i++) out[i] = Math.fround(wa * xd[i]) + Math.fround(wb * yd[i]);
+    return f32(x.dims, out);
+  };
+  return { llamaVec: mix(a.llamaVec, b.llamaVec), llamaMask: a.llamaMask, clipPooler: mix(a.clipPooler, b.clipPooler) };
+}
+
+const short = (s: string) => JSON.stringify(s.length > 40 ? `${s.slice(0, 37)}...` : s);
+
+/**
+ * The positive conditioning of every section: one encoding of a plain prompt for all of them, or for
+ * timestamped prompts each distinct prompt encoded once and each section given its own (or a blend).
+ */
+async function encodeSectionPrompts(nets: FramePackNets, p: GenerateParams, plans: SectionPlan[], signal: AbortSignal,
+  log: (line: string) => void): Promise<PromptEmbeddings[]> {
+  const lws = p.latentWindowSize;
+  const forward = p.samplingMode === 'f1';
+  const schedule = parseTimedPrompt(p.prompt, { seconds: p.seconds, latentWindowSize: lws, inverted: !forward });
+  if (!schedule) {
+    const positive = await nets.encodePrompt(p.prompt, signal);
+    return plans.map(() => positive);
+  }
+  // latent frames generated before section k: the inverted sampler has k windows (the start latent joins after
+  // the last), F1 the start latent and k windows
+  const before = plans.map((plan) => (forward ? 1 : 0) + plan.index * lws);
+  const sections = sectionPrompts(schedule, before, p.promptBlendSections ?? DEFAULT_BLEND_SECTIONS);
+  const encoded = new Map<string, PromptEmbeddings>();
+  for (const prompt of distinctPrompts(sections)) encoded.set(prompt, await nets.encodePrompt(prompt, signal));
+  const unused = schedule.filter((t) => !encoded.has(t.prompt)).map((t) => short(t.prompt));
+  const what = (s: SectionPrompt) => (s.blend
+    ? `${short(s.blend.from)} x ${1 - s.blend.alpha} + ${short(s.blend.to)} x ${s.blend.alpha}` : short(s.prompt));
+  log(`timestamped prompt: ${schedule.length} tag(s), ${encoded.size} prompt(s) used; by section ` +
+    `(${forward ? 'start' : 'end'} of the video first): ` +
+    sections.map((s, k) => `${k + 1}: ${what(s)}`).join(', ') + (unused.length ? `; covering no section: ${unused.join(', ')}` : ''));
+  return sections.map((s) => (s.blend
+    ? blendEmbeddings(encoded.get(s.blend.from)!, encoded.get(s.blend.to)!, s.blend.alpha) : encoded.get(s.prompt)!));
+}
+
 /** Runs a whole generation; returns the assembled pixels (earliest frame first). */
 export async function generate(nets: FramePackNets, image: RgbImage, p: GenerateParams, hooks: GenerateHooks): Promise<GenerateResult> {
   const { signal, log } = hooks;
@@ -205,7 +255,8 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   // ---- text
   let t0 = performance.now();
   log('encoding the prompt');
-  const positive = await nets.encodePrompt(p.prompt, signal);
+  const positives = await encodeSectionPrompts(nets, p, plans, signal, log);
+  const positive = positives[0];
   const negative = p.cfg === 1 ? null : await nets.encodePrompt(p.negativePrompt, signal);
   log(`prompt encoded in ${seconds(t0)} s`);
   if (dump) {
@@ -219,8 +270,17 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   // ---- image
   signal.throwIfAborted();
   // Bucket, Lanczos resize and SigLIP pixels run in a worker: a large upload is ~1 s of JavaScript.
-  const { bucket: [H, W], resized, pixelValues } = await prepareStartImage(image, nets.sigLip);
+  const resolution = p.resolution ?? RESOLUTION.default;
+  const { bucket: [H, W], resized, pixelValues } = await prepareStartImage(image, nets.sigLip,
+    findNearestBucket(image.height, image.width, resolution));
   log(`input ${image.width}x${image.height} -> bucket ${W}x${H}`);
+  if (resolution !== RESOLUTION.default) {
+    const [h640, w640] = findNearestBucket(image.height, image.width);
+    const tokens = imageTokens(H / 8, W / 8, lws), base = imageTokens(h640 / 8, w640 / 8, lws);
+    log(`resolution ${resolution}: ${tokens} image tokens per transformer call, ${(tokens / base).toFixed(2)}x the ${w640}x${h640} ` +
+      'bucket of class 640: sampling time and activation memory grow about as much (attention somewhat faster), ' +
+      `the VAE's time with the ${((W * H) / (w640 * h640)).toFixed(2)}x pixels`);
+  }
   t0 = performance.now();
   log('encoding the start image (VAE)');
   // Steps of tens of milliseconds of JavaScript each (at 640 px) are separated by a turn of the event loop,
@@ -283,7 +343,8 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
     const conditioning = history.conditioning(plan.index === 0 ? endLatent : undefined);
     await yieldToLoop();
     const model = await nets.section({
-      mode, plan, steps: p.steps, positive, negative, imageEmbeddings, guidance, latentShape, cache: p.cache, conditioning,
+      mode, plan, steps: p.steps, positive: positives[plan.index], negative, imageEmbeddings, guidance, latentShape, cache: p.cache,
+      conditioning,
     }, signal);
     let generated: Float32Array;
     try {

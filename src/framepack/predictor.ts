@@ -12,6 +12,7 @@
  *
  * FRAMEPACK_F1=first-use|setup: when the F1 transformer (sampling_mode f1) is found (downloaded if missing,
  * 25.7 GB) and its graphs built: at its first request (default; that request pays for it) or during setup.
+ * FRAMEPACK_LORA=auto|on|off: whether the DiT graphs have LoRA inputs (`loraSupport`; auto: on the CPU only).
  */
 import { join } from 'node:path';
 import { appError } from '../errors.js';
@@ -21,17 +22,21 @@ import type { DitGraphs } from '../nets/dit.js';
 import { Checkpoint, loadTensors, saveTensors, type HostTensor } from '../onnx/safetensors.js';
 import type { Predictor, PredictorContext, PredictorOptions, SetupContext } from '../predictor.js';
 import { gpuPlacements } from '../runtime/gpu-placements.js';
-import { choosePlacement, mapOrtError, type Placement } from '../runtime/placement.js';
+import { choosePlacement, mapOrtError, samplingPeakGiB, sizeProblem, type Placement } from '../runtime/placement.js';
+import type { ExecutionProvider } from '../runtime/protocol.js';
 import { Session } from '../runtime/session.js';
 import { startSpawner } from '../runtime/spawner.js';
-import { loadImage, loadSigLipPreprocessor, type SigLipPreprocessor } from './image.js';
+import { findNearestBucket } from './buckets.js';
+import { loadImage, loadSigLipPreprocessor, type RgbImage, type SigLipPreprocessor } from './image.js';
 import { inputSchema, stepCacheOf, type FramePackInput } from './inputs.js';
 import { LiveEvents } from './live.js';
 import { randomSeed } from './noise.js';
 import {
-  generate, type FramePackNets, type PromptEmbeddings, type SamplingMode, type SectionInputs, type SectionModel,
-  type StepCacheKind,
+  generate, type FramePackNets, type GenerateParams, type PromptEmbeddings, type SamplingMode, type SectionInputs,
+  type SectionModel, type StepCacheKind,
 } from './pipeline.js';
+import { combineLoras, fetchLora, type LoraInput } from './lora-files.js';
+import { imageTokens } from './sections.js';
 import { provenanceOf } from './provenance.js';
 import { encodePrompt, loadTextEncoders, type TextEncoders } from './text.js';
 import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
@@ -73,6 +78,9 @@ export function f1Loading(env: NodeJS.ProcessEnv = process.env): F1Loading {
  * (sampling_mode f1), one at a time, since two 13 B networks do not fit beside each other. The F1 one is
  * found (`f1Dir`, which may download it) and its graphs are built when first needed; creating either
  * releases the other, so alternating modes pays a DiT creation per switch (logged).
+ *
+ * A request's LoRA weights (`request(..., lora)`, made by `prepareLoras`) are bound to whichever transformer
+ * samples, when its first section starts, and unbound when the request ends (a per-request DiT is released).
  */
 export class FramePackModels implements FramePackNets {
   readonly halfPrecision: boolean;
@@ -85,13 +93,15 @@ export class FramePackModels implements FramePackNets {
   private log: (line: string) => void;
   /** set once setup is done: from then on every creation costs request time and is logged */
   private ready = false;
+  /** the LoRA inputs of the running request (null: none), bound to whichever DiT samples */
+  private lora: Record<string, HostTensor> | null = null;
 
   private constructor(
     readonly dirs: ModelDirs,
     readonly placement: Placement,
     readonly sigLip: SigLipPreprocessor,
     private readonly vae: Vae,
-    ditGraphs: DitGraphs,
+    private readonly ditGraphs: DitGraphs,
     private readonly setupLog: (line: string) => void,
     private readonly f1Dir: (log: (line: string) => void) => Promise<string>,
   ) {
@@ -174,13 +184,17 @@ export class FramePackModels implements FramePackNets {
    * Runs one generation against these networks and releases the per-request ones when it settles, whether
    * it succeeds, fails or is cancelled. Their creations and releases are logged to `log` meanwhile.
    */
-  async request<T>(log: (line: string) => void, run: (nets: FramePackNets) => Promise<T>): Promise<T> {
+  async request<T>(log: (line: string) => void, run: (nets: FramePackNets) => Promise<T>,
+    lora: Record<string, HostTensor> | null = null): Promise<T> {
     this.log = log;
+    this.lora = lora;
     try {
       return await run(this);
     } finally {
       try {
+        this.lora = null;
         await this.endRequest();
+        await this.unbindLora();
       } catch (err) {
         // a failed release must not hide the request's own outcome; the session is dropped either way
         log(`releasing the per-request networks failed: ${(err as Error).message}`);
@@ -195,6 +209,27 @@ export class FramePackModels implements FramePackNets {
     if (this.placement.lifetime.encoders === 'per-request') await this.releaseEncoders();
     if (this.placement.lifetime.dit === 'per-request') await this.releaseDit();
     if (this.placement.lifetime.vae === 'per-request') await this.releaseVae();
+  }
+
+  /**
+   * Refuses, before any work, a video whose estimated sampling memory is above what this placement's device
+   * had free (SIZE_DOES_NOT_FIT), and logs what the size costs: image tokens per transformer call, that
+   * estimate, and whether the VAE must decode in spatial tiles.
+   */
+  admit(bucket: [number, number], lws: number, log: (line: string) => void): void {
+    const [H, W] = bucket;
+    const tokens = imageTokens(H / 8, W / 8, lws);
+    const problem = sizeProblem(this.placement, tokens);
+    if (problem) throw appError('SIZE_DOES_NOT_FIT', { width: W, height: H, lws, tokens, detail: problem });
+    const peak = samplingPeakGiB(this.placement, tokens);
+    if (peak !== null) {
+      log(`${W}x${H}, latent_window_size ${lws}: ${tokens} image tokens per transformer call, sampling memory estimated at ` +
+        `${peak.toFixed(1)} GiB (${this.placement.policy})`);
+    }
+    if (!this.placement.vaeTiling && this.vae.decodesInTiles(H / 8, W / 8)) {
+      log(`the VAE decodes ${W}x${H} in spatial tiles (slower): an untiled window would pass ONNX Runtime's 2^31-element ` +
+        'limit on the GPU');
+    }
   }
 
   /** Which of the encoders and a DiT (either) exist now, or are being created (the VAE's sessions: `Vae.active`). */
@@ -214,14 +249,42 @@ export class FramePackModels implements FramePackNets {
     return this.siglip.get();
   }
 
-  /** The DiT of `mode`; the other one is released first (one transformer at a time). */
+  /**
+   * The DiT of `mode`, with the request's LoRA bound to it (or none); the other one is released first (one
+   * transformer at a time).
+   */
   private async transformer(mode: SamplingMode): Promise<PackedTransformer> {
     const [wanted, other] = mode === 'f1' ? [this.ditF1, this.dit] : [this.dit, this.ditF1];
     if (!wanted.exists) {
       if (this.placement.lifetime.encoders === 'per-request') await this.releaseEncoders();
       if (await other.release()) this.log(`${mode === 'f1' ? 'DiT' : 'F1 DiT'} released for the ${mode === 'f1' ? 'F1' : 'inverted'} transformer`);
     }
-    return wanted.get();
+    const dit = await wanted.get();
+    const t0 = performance.now();
+    if (await dit.setLora(this.lora) && this.lora) this.log(`LoRA weights bound to the ${mode === 'f1' ? 'F1 ' : ''}DiT in ${since(t0)}`);
+    return dit;
+  }
+
+  /** Unbinds the finished request's LoRA from a DiT that stays (its weights' device copies are freed). */
+  private async unbindLora(): Promise<void> {
+    for (const slot of [this.dit, this.ditF1]) if (slot.exists) await (await slot.get()).setLora(null);
+  }
+
+  /**
+   * The `loras` of a request as the DiT's LoRA inputs: each file fetched (or found in the cache), read and
+   * combined off the main thread. Null for none. A file whose keys this loader cannot map fails the
+   * request, naming the first such key.
+   */
+  async prepareLoras(loras: LoraInput[], ctx: Pick<PredictorContext, 'download' | 'log'>): Promise<Record<string, HostTensor> | null> {
+    if (loras.length === 0) return null;
+    if (!this.ditGraphs.lora) throw appError('LORA_NOT_ENABLED', { ep: this.placement.ep });
+    const t0 = performance.now();
+    const files = [];
+    for (const [i, l] of loras.entries()) files.push({ path: await fetchLora(l.url, i, ctx), name: l.url, weight: l.scale });
+    const { feeds, lines } = await combineLoras({ files, config: this.ditGraphs.config });
+    for (const line of lines) ctx.log(`LoRA ${line}`);
+    ctx.log(`LoRAs ready in ${since(t0)}`);
+    return feeds;
   }
 
   /**
@@ -343,10 +406,22 @@ export class FramePackModels implements FramePackNets {
 
 const CACHE_NAMES: Record<Exclude<StepCacheKind, 'off'>, string> = { teacache: 'TeaCache', magcache: 'MagCache' };
 
+/**
+ * Whether the DiT is built with LoRA inputs (FRAMEPACK_LORA): `on`, `off`, or `auto` (default) = on for the
+ * CPU only. The LoRA graphs (every body twice under an If, about a thousand optional inputs) have not been run
+ * on a GPU yet, so a GPU gets the graphs as they were before LoRA support unless asked for them.
+ */
+export function loraSupport(ep: ExecutionProvider, env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = (env.FRAMEPACK_LORA ?? '').trim().toLowerCase() || 'auto';
+  if (v === 'on' || v === 'off') return v === 'on';
+  if (v === 'auto') return ep === 'cpu';
+  throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_LORA', value: env.FRAMEPACK_LORA, allowed: 'auto, on, off' });
+}
+
 function ditOptions(p: Placement): TransformerOptions {
   return {
     ep: p.ep, deviceId: p.deviceId, precision: p.precision.dit, quantize: p.quantize.dit ? { bits: p.quantize.dit } : undefined,
-    shrinkAfterSection: p.shrinkDitAfterSection,
+    shrinkAfterSection: p.shrinkDitAfterSection, lora: loraSupport(p.ep),
   };
 }
 
@@ -420,6 +495,7 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
     if (!nets) throw new Error('predict() called before setup()');
     const seed = input.seed ?? randomSeed();
     const image = await loadImage(input.input_image, 'input_image');
+    nets.admit(findNearestBucket(image.height, image.width, input.resolution), input.latent_window_size, (l) => ctx.log(l));
     const endImage = input.end_image === null ? null : await loadImage(input.end_image, 'end_image');
     const noise = typeof this.options.noise === 'string' ? await readNoise(this.options.noise) : undefined;
     const dump: Record<string, HostTensor> | undefined = typeof this.options.dump === 'string' ? {} : undefined;
@@ -427,25 +503,12 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
     const t0 = performance.now();
     try {
       // per-request networks are released when the generation settles, before the MP4 is written
-      const result = await nets.request((l) => ctx.log(l), (n) => generate(n, image, {
-        prompt: input.prompt,
-        negativePrompt: input.negative_prompt,
-        seed,
-        seconds: input.total_video_length_seconds,
-        latentWindowSize: input.latent_window_size,
-        steps: input.steps,
-        cfg: input.cfg_scale,
-        distilledCfg: input.distilled_cfg_scale,
-        cfgRescale: input.cfg_rescale,
-        cache: stepCacheOf(input),
-        samplingMode: input.sampling_mode,
-        endImage,
-        endImageStrength: input.end_image_strength,
-      }, {
+      const lora = await nets.prepareLoras(input.loras, ctx);
+      const result = await nets.request((l) => ctx.log(l), (n) => generate(n, image, generateParams(input, seed, endImage), {
         signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump,
         onStep: live && ((at, denoised) => live.step(at, denoised)),
         onSection: live && ((section, sections, pixels) => live.section(section, sections, pixels)),
-      }));
+      }), lora);
       await live?.sectionsDone();
 
       const out = join(ctx.tmpDir, 'output.mp4');
@@ -469,6 +532,30 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
       }
     }
   }
+}
+
+/**
+ * The generation a request asks for (the seed drawn by the caller when the request has none; the end image
+ * decoded by the caller, null when there is none).
+ */
+export function generateParams(input: FramePackInput, seed: number, endImage: RgbImage | null): GenerateParams {
+  return {
+    prompt: input.prompt,
+    promptBlendSections: input.prompt_blend_sections,
+    negativePrompt: input.negative_prompt,
+    resolution: input.resolution,
+    seed,
+    seconds: input.total_video_length_seconds,
+    latentWindowSize: input.latent_window_size,
+    steps: input.steps,
+    cfg: input.cfg_scale,
+    distilledCfg: input.distilled_cfg_scale,
+    cfgRescale: input.cfg_rescale,
+    cache: stepCacheOf(input),
+    samplingMode: input.sampling_mode,
+    endImage,
+    endImageStrength: input.end_image_strength,
+  };
 }
 
 async function readNoise(file: string): Promise<Record<string, HostTensor>> {

@@ -14,7 +14,8 @@
  *
  * What crosses to the device: inputs that stay the same for a section (text, image embeddings, clean latents,
  * rotary tables, latent grid) are bound to the sessions once, when they change (compared by identity); per
- * call only the noisy latents and the timestep go up. `txt` and `temb` pass from embed to blocks (or head) on
+ * call only the noisy latents and the timestep go up. A request's LoRA weights (`setLora`) are bound the
+ * same way, once, and unbound when it ends. `txt` and `temb` pass from embed to blocks (or head) on
  * the device, and TeaCache's cached residual stays there; only the velocity (and, with TeaCache, block 0's
  * modulated input) comes back.
  *
@@ -27,7 +28,7 @@ import { Checkpoint, type HostTensor } from '../onnx/safetensors.js';
 import type { Precision } from '../onnx/graph.js';
 import { cudaProviderOptions } from '../runtime/providers.js';
 import { Session, type DeviceTensor, type ExecutionProvider } from '../runtime/session.js';
-import { buildDitGraphs, type DitConfig, type DitGraphOptions, type DitGraphs } from '../nets/dit.js';
+import { LORA_ENABLED, buildDitGraphs, type DitConfig, type DitGraphOptions, type DitGraphs } from '../nets/dit.js';
 import { packedRope } from '../nets/dit-rope.js';
 import type { ForwardNet, NetOptions } from '../nets/registry.js';
 import { TeaCacheBank, type TeaCacheDecision, type TeaCacheSettings } from './teacache.js';
@@ -82,6 +83,9 @@ export class PackedTransformer {
   private rope: { key: string; grid: HostTensor; cos: HostTensor; sin: HostTensor } | null = null;
   /** per session: the data each bound input was bound from */
   private readonly bound = new Map<Session, Map<string, unknown>>();
+  /** the LoRA weights bound (null: none), and each LoRA-capable session's share of them */
+  private loraFeeds: Record<string, HostTensor> | null = null;
+  private readonly lora = new Map<Session, Record<string, HostTensor>>();
   private mask: { from: HostTensor; int64: HostTensor } | null = null;
   /** residuals TeaCache holds on the device, freed when a section begins and on release */
   private readonly residuals = new Set<DeviceTensor>();
@@ -178,7 +182,7 @@ export class PackedTransformer {
       const t = name === 'encoder_attention_mask' ? this.int64Mask(inputs[name]) : inputs[name as DitInputName]!;
       (PER_CALL.has(name) ? perCall : fixed)[name] = t;
     }
-    await this.bindChanged(this.embed, fixed, signal);
+    await this.bindChanged(this.embed, { ...fixed, ...this.lora.get(this.embed) }, signal);
     const e = await this.embed.run(perCall, { signal, outputs: tea ? ['txt', 'temb', 'modulated'] : ['txt', 'temb'], keep: ['txt', 'temb'] });
     try {
       const teacache = tea ? tea.decide(e.modulated.data as Float32Array) : null;
@@ -187,7 +191,7 @@ export class PackedTransformer {
       if (!decision || decision.compute) {
         await this.bindChanged(this.blocks, {
           clean_latents: inputs.clean_latents, clean_latents_2x: inputs.clean_latents_2x, clean_latents_4x: inputs.clean_latents_4x,
-          latent_grid: grid, rope_cos: cos, rope_sin: sin,
+          latent_grid: grid, rope_cos: cos, rope_sin: sin, ...this.lora.get(this.blocks),
         }, signal);
         const r = await this.blocks.run({ hidden_states: inputs.hidden_states, txt: e.txt, temb: e.temb },
           { signal, outputs: state ? ['output', 'residual'] : ['output'], keep: state ? ['residual'] : [], shrink });
@@ -199,7 +203,7 @@ export class PackedTransformer {
         return { output: r.output, teacache, magcache };
       }
       // Skipped: the head on this call's noisy tokens plus the residual of the last computed call.
-      await this.bindChanged(this.head, { latent_grid: grid }, signal);
+      await this.bindChanged(this.head, { latent_grid: grid, ...this.lora.get(this.head) }, signal);
       const h = await this.head.run({ hidden_states: inputs.hidden_states, residual: state!.residual!, temb: e.temb }, { signal, shrink });
       return { output: h.output, teacache, magcache };
     } finally {
@@ -208,11 +212,46 @@ export class PackedTransformer {
     }
   }
 
+  /** Whether the graphs have LoRA inputs (built with DitGraphOptions.lora). */
+  get acceptsLora(): boolean {
+    return this.blocks.optionalInputs.includes(LORA_ENABLED);
+  }
+
+  /**
+   * Binds LoRA weights (dit-lora.ts `loraFeeds`) for every later forward, like a section's inputs: once, and
+   * again only when `feeds` is another object. null unbinds them (their device copies are freed) and the
+   * sessions take the plain body again. False when nothing changed.
+   */
+  async setLora(feeds: Record<string, HostTensor> | null): Promise<boolean> {
+    if (feeds === this.loraFeeds) return false;
+    if (feeds && !this.acceptsLora) throw new TransformerInputError('this transformer was built without LoRA inputs');
+    const bound = [...this.lora];
+    this.loraFeeds = null;
+    this.lora.clear();
+    await Promise.all(bound.map(async ([s, mine]) => {
+      for (const name of Object.keys(mine)) this.bound.get(s)?.delete(name);
+      await s.unbind(Object.keys(mine));
+    }));
+    if (!feeds) return true;
+    const on: HostTensor = { dtype: 'bool', dims: [], data: Uint8Array.of(1) };
+    for (const s of [this.embed, this.blocks, this.head]) {
+      if (!s.optionalInputs.includes(LORA_ENABLED)) continue;
+      const mine: Record<string, HostTensor> = { [LORA_ENABLED]: on };
+      for (const name of s.optionalInputs) if (feeds[name]) mine[name] = feeds[name];
+      this.lora.set(s, mine);
+    }
+    this.loraFeeds = feeds;
+    await Promise.all([...this.lora].map(([s, mine]) => this.bindChanged(s, mine)));
+    return true;
+  }
+
   async release(): Promise<void> {
     this.bank = null;
     this.mag = null;
     this.dropResiduals();
     this.bound.clear();
+    this.lora.clear();
+    this.loraFeeds = null;
     await Promise.all([this.embed.release(), this.blocks.release(), this.head.release()]);
   }
 

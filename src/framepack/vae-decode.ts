@@ -18,13 +18,16 @@ import type { ForwardNet } from '../nets/registry.js';
 import { cudaProviderOptions } from '../runtime/providers.js';
 import { Session, type DeviceTensor, type ExecutionProvider } from '../runtime/session.js';
 import {
-  buildDecoderHead, buildDecoderTail, buildEncoderHead, buildEncoderTail, buildMidAttention, vaeConfig, type VaeConfig,
+  buildDecoderHead, buildDecoderTail, buildEncoderHead, buildEncoderTail, buildMidAttention, resampling, vaeConfig, type VaeConfig,
 } from '../nets/vae.js';
 import {
-  decodeNeedsSpatialTiling, decodeSpatialPlan, encodeNeedsSpatialTiling, encodeSpatialPlan, gridSpatialPlan, pixelFrames,
-  temporalWindows, type Block, type SpatialPlan,
+  TEMPORAL, decodeNeedsSpatialTiling, decodeSpatialPlan, encodeNeedsSpatialTiling, encodeSpatialPlan, gridSpatialPlan,
+  pixelFrames, temporalWindows, type Block, type SpatialPlan,
 } from './vae-tiling.js';
 import { isGpuOutOfMemory } from '../runtime/placement.js';
+
+/** ONNX Runtime's CUDA kernels index with 32-bit integers: Expand and Resize fail from 2^31 elements on. */
+const DEVICE_MAX_ELEMENTS = 2 ** 31 - 1;
 
 export interface VaeOptions {
   ep: ExecutionProvider;
@@ -259,7 +262,7 @@ export class Vae {
     const [B, L, T, h, w] = z.dims as Dims5;
     if (B !== 1 || L !== this.config.latentChannels || z.dims.length !== 5) throw new Error(`VAE decode: expected (1, ${this.config.latentChannels}, T, h, w), got (${z.dims.join(', ')})`);
     if (T < 1 || h < 1 || w < 1) throw new Error(`VAE decode: empty latent (${z.dims.join(', ')})`);
-    const tiled = this.opts.spatialTiling && decodeNeedsSpatialTiling(h, w);
+    const tiled = this.decodesInTiles(h, w);
     for (;;) {
       const grid = this.opts.tiles === 'fit' ? FIT_GRIDS[this.fit] : 0;
       const plan = grid ? gridSpatialPlan(h, w, grid) : decodeSpatialPlan(h, w);
@@ -325,6 +328,16 @@ export class Vae {
     }
   }
 
+  /**
+   * Whether a decode of h x w latents goes through spatial tiles: when tiling is on, or on a GPU when an untiled
+   * window would create a tensor beyond ONNX Runtime's 32-bit indexing (above about 490,000 pixels with the real
+   * VAE, i.e. resolution classes above 704).
+   */
+  decodesInTiles(h: number, w: number): boolean {
+    if (!decodeNeedsSpatialTiling(h, w)) return false;
+    return this.opts.spatialTiling === true || (this.opts.ep !== 'cpu' && largestDecodeTensor(this.config, h, w) > DEVICE_MAX_ELEMENTS);
+  }
+
   /** Whether any session exists (they are created on first use and again after `release()`). */
   get active(): boolean {
     return this.sessions.size > 0;
@@ -347,6 +360,26 @@ export class Vae {
     await Promise.all(all.map(async (p) => { try { await (await p).release(); } catch { /* creation failed: nothing to free */ } }));
     await this.stitcher.close();
   }
+}
+
+/**
+ * Elements of the largest tensor an untiled decode window (5 latents, 17 frames) of h x w latents creates:
+ * channels x frames x height x width over the decoder's up blocks (256 x 17 x H x W with HunyuanVideo's VAE).
+ */
+export function largestDecodeTensor(config: VaeConfig, h: number, w: number): number {
+  const widths = [...config.blockOutChannels].reverse();
+  const { up } = resampling(config);
+  let t: number = TEMPORAL.latentTile, y = h, x = w, cin = widths[0], largest = 0;
+  widths.forEach((cout, i) => {
+    largest = Math.max(largest, Math.max(cin, cout) * t * y * x);
+    const [time, space] = up[i];
+    t = 1 + time * (t - 1);
+    y *= space;
+    x *= space;
+    largest = Math.max(largest, cout * t * y * x);
+    cin = cout;
+  });
+  return largest;
 }
 
 /** The spatial tiles of `plan` over an (h, w) input, row-major: input rows [y0, y1) and columns [x0, x1). */

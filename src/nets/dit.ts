@@ -32,6 +32,8 @@
  * RoPE: the (tokens, head_dim/2) cos/sin tables are computed on the host (dit-rope.ts) and applied with
  * com.microsoft.RotaryEmbedding (interleaved pairs). Text rows get cos = 1, sin = 0 so that single-stream
  * blocks rotate the whole joint sequence with one op.
+ *
+ * LoRA (`lora`): every linear layer can take a low-rank update given as session inputs; see the LoRA section.
  */
 import type { Checkpoint } from '../onnx/safetensors.js';
 import { Graph, type BuiltModel, type Dim, type Precision, type Value } from '../onnx/graph.js';
@@ -88,6 +90,12 @@ export function ditConfig(cfg: Record<string, any>): DitConfig {
 
 export interface DitGraphOptions {
   precision: Precision;
+  /**
+   * Build every graph for LoRA: each linear layer gets a low-rank branch (x A) B whose A and B are optional
+   * inputs (rank 0 by default), the whole body is built twice inside an If on the optional `lora_enabled`
+   * input, and a run without LoRA takes the branch without them (LoRA below).
+   */
+  lora?: boolean;
   /** see Graph: 'run' keeps host RAM near the checkpoint size when the precision differs from bf16 */
   castWeightsAt?: 'load' | 'run';
   quantize?: { bits: 4 | 8; blockSize?: number; cacheDir?: string };
@@ -95,6 +103,8 @@ export interface DitGraphOptions {
 
 export interface DitGraphs {
   config: DitConfig;
+  /** built with LoRA inputs (DitGraphOptions.lora) */
+  lora: boolean;
   embed: BuiltModel;
   blocks: BuiltModel;
   head: BuiltModel;
@@ -107,7 +117,7 @@ const MASKED = -1e30;
 // ---------------------------------------------------------------------------------------------------------
 // Shared pieces
 
-type Ctx = { g: Graph; ck: Checkpoint; c: DitConfig };
+type Ctx = { g: Graph; ck: Checkpoint; c: DitConfig; lora: LoraInputs | null };
 
 /** Runtime dims [from, to) of x as an int64 (to - from) vector. */
 function dims(g: Graph, x: Value, from: number, to: number): Value {
@@ -156,15 +166,66 @@ function sinusoid(g: Graph, t: Value /* (1,) f32 */): Value /* (1, 256) f32 */ {
   return g.concat([g.cos(a), g.sin(a)], 1);
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// LoRA
+
+/**
+ * The graph's LoRA inputs, one pair per linear layer: `lora_a:<layer>` (in, r) and `lora_b:<layer>` (r, out),
+ * float32, the LoRA's scale folded into B; several LoRAs are stacked along r. Their defaults have r = 0, so a
+ * layer that a LoRA does not touch gets an exact zero. Bound per request (Session.bind, unbound after), the 13 B
+ * weights of the session stay as they are: switching LoRAs costs neither a new session nor a merge.
+ */
+type LoraInputs = Map<string, [Value, Value]>;
+
+/** The name of a layer's LoRA input: `lora_a:<layer>` / `lora_b:<layer>`. */
+export const loraInputName = (layer: string, which: 'a' | 'b'): string => `lora_${which}:${layer}`;
+/** The bool input choosing the LoRA branch of a graph built with `lora`. */
+export const LORA_ENABLED = 'lora_enabled';
+
+/** (x A) B of `layer`, in x's dtype; x (..., in) -> (..., out). */
+function loraDelta(ctx: Ctx, x: Value, layer: string): Value {
+  const { g, ck } = ctx;
+  let pair = ctx.lora!.get(layer);
+  if (!pair) {
+    const [out, inF] = ck.entry(`${layer}.weight`).shape;
+    const zero = (dims: number[]) => ({ dtype: 'float32' as const, dims, data: new Float32Array(0) });
+    pair = [
+      g.optionalInput(loraInputName(layer, 'a'), [inF, `r:${layer}`], zero([inF, 0])),
+      g.optionalInput(loraInputName(layer, 'b'), [`r:${layer}`, out], zero([0, out])),
+    ];
+    ctx.lora!.set(layer, pair);
+  }
+  return g.matmul(g.matmul(x, g.cast(pair[0], x.dtype)), g.cast(pair[1], x.dtype));
+}
+
+/** torch.nn.Linear `layer` of the checkpoint, plus its LoRA branch in the LoRA body of a graph. */
+function linear(ctx: Ctx, x: Value, layer: string): Value {
+  const y = ctx.g.linear(x, ctx.ck, layer);
+  return ctx.lora ? ctx.g.add(y, loraDelta(ctx, x, layer)) : y;
+}
+
+/**
+ * A graph's outputs from `body`: built once as it always was, and with `lora` also a second time with LoRA
+ * branches, the two joined by If(lora_enabled). The weights are the main graph's, read by both bodies.
+ */
+function withLora(g: Graph, ck: Checkpoint, c: DitConfig, o: DitGraphOptions, body: (ctx: Ctx) => Value[]): Value[] {
+  if (!o.lora) return body({ g, ck, c, lora: null });
+  const on = g.optionalInput(LORA_ENABLED, [], { dtype: 'bool', dims: [], data: Uint8Array.of(0) });
+  const inputs: LoraInputs = new Map();
+  return g.ifElse(on, () => body({ g, ck, c, lora: inputs }), () => body({ g, ck, c, lora: null }));
+}
+
 /** TimestepEmbedding / PixArtAlphaTextProjection: linear_2(silu(linear_1(x))). */
-function mlpEmbed(x: Value, { g, ck }: Ctx, prefix: string): Value {
-  return g.linear(g.silu(g.linear(x, ck, `${prefix}.linear_1`)), ck, `${prefix}.linear_2`);
+function mlpEmbed(x: Value, ctx: Ctx, prefix: string): Value {
+  const { g } = ctx;
+  return linear(ctx, g.silu(linear(ctx, x, `${prefix}.linear_1`)), `${prefix}.linear_2`);
 }
 
 /** Feed-forward of the blocks: net.2(act(net.0.proj(x))). */
-function feedForward(x: Value, { g, ck }: Ctx, prefix: string, act: 'gelu_tanh' | 'silu'): Value {
-  const h = g.linear(x, ck, `${prefix}.net.0.proj`);
-  return g.linear(act === 'silu' ? g.silu(h) : g.gelu(h, 'tanh'), ck, `${prefix}.net.2`);
+function feedForward(x: Value, ctx: Ctx, prefix: string, act: 'gelu_tanh' | 'silu'): Value {
+  const { g } = ctx;
+  const h = linear(ctx, x, `${prefix}.net.0.proj`);
+  return linear(ctx, act === 'silu' ? g.silu(h) : g.gelu(h, 'tanh'), `${prefix}.net.2`);
 }
 
 /** Per-head RMSNorm of (1, S, heads*hd) with weight [hd]. */
@@ -234,11 +295,11 @@ function refinerBlock(ctx: Ctx, y: Value, temb: Value, bias: Value, i: number): 
   const p = `context_embedder.token_refiner.refiner_blocks.${i}`;
   return g.scope(p, () => {
     const n1 = g.layerNorm(y, g.param(ck, `${p}.norm1.weight`), g.param(ck, `${p}.norm1.bias`), EPS);
-    const q = g.linear(n1, ck, `${p}.attn.to_q`);
-    const k = g.linear(n1, ck, `${p}.attn.to_k`);
-    const v = g.linear(n1, ck, `${p}.attn.to_v`);
-    const a = g.linear(g.attention(q, k, v, { heads: c.heads, bias }), ck, `${p}.attn.to_out.0`);
-    const [gateMsa, gateMlp] = g.split(g.linear(g.silu(temb), ck, `${p}.norm_out.linear`), 2, 1); // (1, D) each
+    const q = linear(ctx, n1, `${p}.attn.to_q`);
+    const k = linear(ctx, n1, `${p}.attn.to_k`);
+    const v = linear(ctx, n1, `${p}.attn.to_v`);
+    const a = linear(ctx, g.attention(q, k, v, { heads: c.heads, bias }), `${p}.attn.to_out.0`);
+    const [gateMsa, gateMlp] = g.split(linear(ctx, g.silu(temb), `${p}.norm_out.linear`), 2, 1); // (1, D) each
     let h = g.add(y, g.mul(a, gateMsa));
     const n2 = g.layerNorm(h, g.param(ck, `${p}.norm2.weight`), g.param(ck, `${p}.norm2.bias`), EPS);
     h = g.add(h, g.mul(feedForward(n2, ctx, `${p}.ff`, 'silu'), gateMlp));
@@ -262,7 +323,7 @@ function tokenRefiner(ctx: Ctx, text: Value, mask: Value, t: Value): Value {
     const temb = g.add(
       mlpEmbed(g.cast(sinusoid(g, asModelScalar(g, t)), g.precision), ctx, 'context_embedder.time_text_embed.timestep_embedder'),
       mlpEmbed(pooled, ctx, 'context_embedder.time_text_embed.text_embedder'));
-    let y = g.linear(x, ctx.ck, 'context_embedder.proj_in'); // (1, L, D)
+    let y = linear(ctx, x, 'context_embedder.proj_in'); // (1, L, D)
 
     // S[i, j] = m_i and m_j, and every row attends to key 0; as an additive bias (1, 1, L, L).
     const valid = g.cast(mask, 'bool');
@@ -283,9 +344,9 @@ function tokenRefiner(ctx: Ctx, text: Value, mask: Value, t: Value): Value {
 
 /** image_projection: down(silu(up(x))), SigLIP (1, 729, 1152) -> (1, 729, D). */
 function imageProjection(ctx: Ctx, image: Value): Value {
-  const { g, ck } = ctx;
+  const { g } = ctx;
   return g.scope('image_projection', () =>
-    g.linear(g.silu(g.linear(g.cast(image, g.precision), ck, 'image_projection.up')), ck, 'image_projection.down'));
+    linear(ctx, g.silu(linear(ctx, g.cast(image, g.precision), 'image_projection.up')), 'image_projection.down'));
 }
 
 /** The four latent inputs (noisy window, clean 1x, 2x, 4x), float32 (1, C, frames, H, W). */
@@ -317,7 +378,6 @@ function imageTokens(ctx: Ctx, l: ReturnType<typeof latentInputs>): Value {
  */
 function buildEmbed(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
   const g = new Graph({ name: 'dit-embed', precision: o.precision, castWeightsAt: o.castWeightsAt, quantize: o.quantize });
-  const ctx: Ctx = { g, ck, c };
   const latents = latentInputs(g, c);
   const t = g.input('timestep', 'float32', [1]);
   const text = g.input('encoder_hidden_states', 'float32', [1, 'text', c.textDim]);
@@ -326,19 +386,21 @@ function buildEmbed(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltMode
   const guidance = c.guidance ? g.input('guidance', 'float32', [1]) : null;
   const image = g.input('image_embeddings', 'float32', [1, 'image_tokens', c.imageProjDim]);
 
-  const temb = conditioning(ctx, t, guidance, pooled); // (1, D)
-  // (1, 729 + sum(mask), D): SigLIP tokens first, then the valid text
-  const txt = g.concat([imageProjection(ctx, image), tokenRefiner(ctx, text, mask, t)], 1);
+  const [txt, temb, mod] = withLora(g, ck, c, o, (ctx) => {
+    const temb = conditioning(ctx, t, guidance, pooled); // (1, D)
+    // (1, 729 + sum(mask), D): SigLIP tokens first, then the valid text
+    const txt = g.concat([imageProjection(ctx, image), tokenRefiner(ctx, text, mask, t)], 1);
 
-  // TeaCache's measure: block 0's modulated image input (norm1 of transformer_blocks.0).
-  const mod = g.scope('teacache', () => {
-    const [shift, scale] = chunks(g, g.linear(g.silu(temb), ck, 'transformer_blocks.0.norm1.linear'), 6, c.dim);
-    return modulate(g, imageTokens(ctx, latents), shift, scale);
+    // TeaCache's measure: block 0's modulated image input (norm1 of transformer_blocks.0).
+    const mod = g.scope('teacache', () => {
+      const [shift, scale] = chunks(g, linear(ctx, g.silu(temb), 'transformer_blocks.0.norm1.linear'), 6, c.dim);
+      return modulate(g, imageTokens(ctx, latents), shift, scale);
+    });
+    return [g.cast(txt, 'float32'), g.cast(temb, 'float32'), g.cast(mod, 'float32')];
   });
-
-  g.output(g.cast(txt, 'float32'), 'txt');
-  g.output(g.cast(temb, 'float32'), 'temb');
-  g.output(g.cast(mod, 'float32'), 'modulated');
+  g.output(txt, 'txt');
+  g.output(temb, 'temb');
+  g.output(mod, 'modulated');
   return g.toModel();
 }
 
@@ -347,28 +409,28 @@ function buildEmbed(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltMode
 
 /** Dual-stream block (HunyuanVideoTransformerBlock): img (1, Ni, D), txt (1, Nt, D). */
 function dualBlock(ctx: Ctx, i: number, img: Value, txt: Value, temb: Value, cos: Value, sin: Value, nImg: Value): [Value, Value] {
-  const { g, ck, c } = ctx;
+  const { g, c } = ctx;
   const p = `transformer_blocks.${i}`;
   return g.scope(p, () => {
     const act = g.silu(temb);
-    const [sh1, sc1, g1, sh2, sc2, g2] = chunks(g, g.linear(act, ck, `${p}.norm1.linear`), 6, c.dim);
-    const [csh1, csc1, cg1, csh2, csc2, cg2] = chunks(g, g.linear(act, ck, `${p}.norm1_context.linear`), 6, c.dim);
+    const [sh1, sc1, g1, sh2, sc2, g2] = chunks(g, linear(ctx, act, `${p}.norm1.linear`), 6, c.dim);
+    const [csh1, csc1, cg1, csh2, csc2, cg2] = chunks(g, linear(ctx, act, `${p}.norm1_context.linear`), 6, c.dim);
     const nImg1 = modulate(g, img, sh1, sc1);
     const nTxt1 = modulate(g, txt, csh1, csc1);
 
     // Joint attention over [image ; text]; RoPE on the image queries and keys only.
-    const qi = rope(g, headRmsNorm(g.linear(nImg1, ck, `${p}.attn.to_q`), ctx, `${p}.attn.norm_q.weight`), cos, sin);
-    const ki = rope(g, headRmsNorm(g.linear(nImg1, ck, `${p}.attn.to_k`), ctx, `${p}.attn.norm_k.weight`), cos, sin);
-    const vi = g.linear(nImg1, ck, `${p}.attn.to_v`);
-    const qt = headRmsNorm(g.linear(nTxt1, ck, `${p}.attn.add_q_proj`), ctx, `${p}.attn.norm_added_q.weight`);
-    const kt = headRmsNorm(g.linear(nTxt1, ck, `${p}.attn.add_k_proj`), ctx, `${p}.attn.norm_added_k.weight`);
-    const vt = g.linear(nTxt1, ck, `${p}.attn.add_v_proj`);
+    const qi = rope(g, headRmsNorm(linear(ctx, nImg1, `${p}.attn.to_q`), ctx, `${p}.attn.norm_q.weight`), cos, sin);
+    const ki = rope(g, headRmsNorm(linear(ctx, nImg1, `${p}.attn.to_k`), ctx, `${p}.attn.norm_k.weight`), cos, sin);
+    const vi = linear(ctx, nImg1, `${p}.attn.to_v`);
+    const qt = headRmsNorm(linear(ctx, nTxt1, `${p}.attn.add_q_proj`), ctx, `${p}.attn.norm_added_q.weight`);
+    const kt = headRmsNorm(linear(ctx, nTxt1, `${p}.attn.add_k_proj`), ctx, `${p}.attn.norm_added_k.weight`);
+    const vt = linear(ctx, nTxt1, `${p}.attn.add_v_proj`);
     const a = g.attention(g.concat([qi, qt], 1), g.concat([ki, kt], 1), g.concat([vi, vt], 1), { heads: c.heads }); // (1, Ni+Nt, D)
     const aImg = sliceDyn(g, a, g.ints([0]), nImg, 1, img.shape);
     const aTxt = sliceDyn(g, a, nImg, g.ints([Number.MAX_SAFE_INTEGER]), 1, txt.shape);
 
-    let hImg = g.add(img, g.mul(g.linear(aImg, ck, `${p}.attn.to_out.0`), g1));
-    let hTxt = g.add(txt, g.mul(g.linear(aTxt, ck, `${p}.attn.to_add_out`), cg1));
+    let hImg = g.add(img, g.mul(linear(ctx, aImg, `${p}.attn.to_out.0`), g1));
+    let hTxt = g.add(txt, g.mul(linear(ctx, aTxt, `${p}.attn.to_add_out`), cg1));
     hImg = g.add(hImg, g.mul(feedForward(modulate(g, hImg, sh2, sc2), ctx, `${p}.ff`, 'gelu_tanh'), g2));
     hTxt = g.add(hTxt, g.mul(feedForward(modulate(g, hTxt, csh2, csc2), ctx, `${p}.ff_context`, 'gelu_tanh'), cg2));
     return [hImg, hTxt];
@@ -377,25 +439,24 @@ function dualBlock(ctx: Ctx, i: number, img: Value, txt: Value, temb: Value, cos
 
 /** Single-stream block (HunyuanVideoSingleTransformerBlock) on z = [img ; txt] (1, N, D). */
 function singleBlock(ctx: Ctx, i: number, z: Value, temb: Value, cos: Value, sin: Value): Value {
-  const { g, ck, c } = ctx;
+  const { g, c } = ctx;
   const p = `single_transformer_blocks.${i}`;
   return g.scope(p, () => {
-    const [shift, scale, gate] = chunks(g, g.linear(g.silu(temb), ck, `${p}.norm.linear`), 3, c.dim);
+    const [shift, scale, gate] = chunks(g, linear(ctx, g.silu(temb), `${p}.norm.linear`), 3, c.dim);
     const n = modulate(g, z, shift, scale);
-    const mlp = g.gelu(g.linear(n, ck, `${p}.proj_mlp`), 'tanh'); // (1, N, mlp)
+    const mlp = g.gelu(linear(ctx, n, `${p}.proj_mlp`), 'tanh'); // (1, N, mlp)
     // Text rows of cos/sin are (1, 0): the rotation touches the image rows only.
-    const q = rope(g, headRmsNorm(g.linear(n, ck, `${p}.attn.to_q`), ctx, `${p}.attn.norm_q.weight`), cos, sin);
-    const k = rope(g, headRmsNorm(g.linear(n, ck, `${p}.attn.to_k`), ctx, `${p}.attn.norm_k.weight`), cos, sin);
-    const v = g.linear(n, ck, `${p}.attn.to_v`);
+    const q = rope(g, headRmsNorm(linear(ctx, n, `${p}.attn.to_q`), ctx, `${p}.attn.norm_q.weight`), cos, sin);
+    const k = rope(g, headRmsNorm(linear(ctx, n, `${p}.attn.to_k`), ctx, `${p}.attn.norm_k.weight`), cos, sin);
+    const v = linear(ctx, n, `${p}.attn.to_v`);
     const a = g.attention(q, k, v, { heads: c.heads }); // no output projection (pre_only)
-    const out = g.linear(g.concat([a, mlp], 2), ck, `${p}.proj_out`);
+    const out = linear(ctx, g.concat([a, mlp], 2), `${p}.proj_out`);
     return g.add(z, g.mul(out, gate));
   });
 }
 
 function buildBlocks(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
   const g = new Graph({ name: 'dit-blocks', precision: o.precision, castWeightsAt: o.castWeightsAt, quantize: o.quantize });
-  const ctx: Ctx = { g, ck, c };
   const half = c.headDim / 2;
   const latents = latentInputs(g, c);
   const txt32 = g.input('txt', 'float32', [1, 'txt_tokens', c.dim]);
@@ -404,6 +465,17 @@ function buildBlocks(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltMod
   const sin = g.input('rope_sin', 'float32', ['img_tokens', half]);
   const grid = g.input('latent_grid', 'int64', [3]); // noisy tokens per axis (T, h, w)
 
+  const [output, residual] = withLora(g, ck, c, o, (ctx) => blocksBody(ctx, latents, txt32, temb32, cos, sin, grid));
+  g.output(output, 'output');
+  g.output(residual, 'residual');
+  return g.toModel();
+}
+
+/** Patch embeddings, the dual and single blocks, the head: [velocity, residual of the noisy tokens]. */
+function blocksBody(ctx: Ctx, latents: ReturnType<typeof latentInputs>, txt32: Value, temb32: Value, cos: Value, sin: Value,
+  grid: Value): Value[] {
+  const { g, c } = ctx;
+  const half = c.headDim / 2;
   const temb = g.cast(temb32, g.precision);
   const img0 = imageTokens(ctx, latents); // (1, N_img, D)
   let img = img0;
@@ -425,10 +497,8 @@ function buildBlocks(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltMod
   const nNoisy = g.mul(g.mul(g.gather(grid, [0]), g.gather(grid, [1])), g.gather(grid, [2])); // (1)
   const start = g.sub(nImg, nNoisy);
   const noisy = sliceDyn(g, z, start, nImg, 1, [1, 'noisy_tokens', c.dim]);
-  g.output(outputHead(ctx, noisy, temb, grid), 'output');
   const inp = g.cast(sliceDyn(g, img0, start, nImg, 1, [1, 'noisy_tokens', c.dim]), 'float32');
-  g.output(g.sub(g.cast(noisy, 'float32'), inp), 'residual');
-  return g.toModel();
+  return [outputHead(ctx, noisy, temb, grid), g.sub(g.cast(noisy, 'float32'), inp)];
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -442,11 +512,13 @@ function outputHead(ctx: Ctx, x: Value, temb: Value, grid: Value): Value {
   const { g, ck, c } = ctx;
   return g.scope('head', () => {
     // (scale, shift): scale first, unlike the blocks' AdaLN-Zero chunks.
-    const [scale, shift] = chunks(g, g.linear(g.silu(temb), ck, 'norm_out.linear'), 2, c.dim);
+    const [scale, shift] = chunks(g, linear(ctx, g.silu(temb), 'norm_out.linear'), 2, c.dim);
     const out = modulate(g, x, shift, scale);
     const w = g.param(ck, 'proj_out.weight', { dtype: 'float32' });
     const b = g.param(ck, 'proj_out.bias', { dtype: 'float32' });
-    const tokens = g.op('Gemm', [g.reshape(g.cast(out, 'float32'), [-1, c.dim]), w, b], { transB: 1 })[0]; // (N, C*pt*p*p)
+    const x2 = g.reshape(g.cast(out, 'float32'), [-1, c.dim]);
+    let tokens = g.op('Gemm', [x2, w, b], { transB: 1 })[0]; // (N, C*pt*p*p)
+    if (ctx.lora) tokens = g.add(tokens, loraDelta(ctx, x2, 'proj_out')); // in float32 too
 
     // Token (t, y, x) with channels (c, pt, ph, pw) -> output[c, t*pt + pt_, y*p + ph, x*p + pw].
     const k = [c.patchT, c.patch, c.patch];
@@ -460,14 +532,14 @@ function outputHead(ctx: Ctx, x: Value, temb: Value, grid: Value): Value {
 /** The head alone, for calls TeaCache skips: (noisy tokens + cached residual) -> velocity. */
 function buildHead(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
   const g = new Graph({ name: 'dit-head', precision: o.precision, castWeightsAt: o.castWeightsAt });
-  const ctx: Ctx = { g, ck, c };
   const x0 = g.input('hidden_states', 'float32', [1, c.inChannels, 'frames', 'height', 'width']);
-  const img = g.cast(patchEmbed(x0, ctx, 'x_embedder.proj', [c.patchT, c.patch, c.patch], false), 'float32'); // (1, T*h*w, D)
+  const img = g.cast(patchEmbed(x0, { g, ck, c, lora: null }, 'x_embedder.proj', [c.patchT, c.patch, c.patch], false), 'float32'); // (1, T*h*w, D)
   const residual = g.input('residual', 'float32', [1, 'noisy_tokens', c.dim]);
   const temb = g.input('temb', 'float32', [1, c.dim]);
   const grid = g.input('latent_grid', 'int64', [3]);
   const x = g.cast(g.add(img, residual), g.precision); // what the blocks would have returned
-  g.output(outputHead(ctx, x, g.cast(temb, g.precision), grid), 'output');
+  const [output] = withLora(g, ck, c, o, (ctx) => [outputHead(ctx, x, g.cast(temb, g.precision), grid)]);
+  g.output(output, 'output');
   return g.toModel();
 }
 
@@ -526,6 +598,7 @@ export function buildDitGraphs(ck: Checkpoint, opts: DitGraphOptions): DitGraphs
   const config = ditConfig(ck.config);
   return {
     config,
+    lora: opts.lora === true,
     embed: buildEmbed(ck, config, opts),
     blocks: buildBlocks(ck, config, opts),
     head: buildHead(ck, config, opts),

@@ -43,7 +43,7 @@ import {
   AttributeProto_AttributeType as AT, ModelProtoSchema, TensorProto_DataLocation, TensorProto_DataType as TP,
 } from 'onnx-buf';
 import { float32ToBFloat16 as float32ToBf16, float32ToFloat16 as float32ToHalf } from './half.js';
-import type { Checkpoint, StDType, TensorEntry } from './safetensors.js';
+import type { Checkpoint, HostTensor, StDType, TensorEntry } from './safetensors.js';
 import { quantizedLayout, type QuantJob } from './quantize.js';
 
 export type DType = 'float32' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool';
@@ -70,6 +70,8 @@ export interface BuiltModel {
   sessionConfig?: Record<string, string>;
   /** quantized weight files to write (if absent) before the session is created */
   prepare?: QuantJob[];
+  /** inputs with a default value (Graph.optionalInput): a session binds them to it until bound otherwise */
+  inputDefaults?: Record<string, HostTensor>;
 }
 
 export class GraphError extends Error {
@@ -114,6 +116,10 @@ export class Graph {
   private scopes: string[] = [];
   private counter = 0;
   private params = new Map<string, Value>();
+  private quantized = new Map<string, { b: Value; scales: Value; zeros: Value }>();
+  private defaults: Record<string, HostTensor> = {};
+  /** the main graph's nodes; `nodes` is another list while an If branch is built */
+  private readonly rootNodes = this.nodes;
   /** integer/float data of small constants, so Reshape/Slice/... can infer shapes */
   private constData = new Map<string, number[]>();
   private jobs: QuantJob[] = [];
@@ -169,10 +175,63 @@ export class Graph {
     if (ST_DTYPE[e.dtype] === target) {
       v = { name: raw, dtype: target, shape: [...e.shape] };
     } else {
-      v = this.emit('Cast', [raw], { to: ONNX_TYPE[target] }, target, [...e.shape], `${key}:cast`);
+      // in the main graph even while an If branch is built: one cast serves both branches
+      v = this.atRoot(() => this.emit('Cast', [raw], { to: ONNX_TYPE[target] }, target, [...e.shape], `${key}:cast`));
     }
     this.params.set(cacheKey, v);
     return v;
+  }
+
+  /**
+   * A graph input with a default value, to which the session binds it when created (BuiltModel.inputDefaults;
+   * not an ONNX overridable initializer: onnxruntime-node feeds only the inputs a session lists). It is left
+   * out of BuiltModel.inputs, the inputs every run must feed.
+   */
+  optionalInput(name: string, shape: Dim[], init: HostTensor): Value {
+    this.claim(name);
+    const dtype = init.dtype as DType;
+    this.inputInfos.push(valueInfo(name, dtype, shape));
+    this.defaults[name] = init;
+    return { name, dtype, shape: [...shape] };
+  }
+
+  /**
+   * ONNX If: the bool scalar `cond` chooses which builder's outputs the node returns. Each builder emits into
+   * its own subgraph and may use any value and weight of the graph around it; weights stay initializers of the
+   * main graph, so both branches read the same ones. Outputs pair up by position (same count and dtypes).
+   */
+  ifElse(cond: Value, then: () => Value[], otherwise: () => Value[]): Value[] {
+    const build = (fn: () => Value[], label: string) => {
+      const saved = this.nodes;
+      const name = `${label}_${this.counter++}`;
+      this.nodes = [];
+      try {
+        const outs = fn();
+        const names = outs.map((v) => {
+          const out = this.claimUnique(`${name}/out`);
+          this.nodes.push({ opType: 'Identity', input: [v.name], output: [out], name: this.nodeName('Identity') });
+          return out;
+        });
+        return { outs, graph: { name, node: this.nodes, output: names.map((n, i) => typeOnlyInfo(n, outs[i].dtype)) } };
+      } finally {
+        this.nodes = saved;
+      }
+    };
+    const a = build(then, 'then'), b = build(otherwise, 'else');
+    if (a.outs.length !== b.outs.length || a.outs.some((v, i) => v.dtype !== b.outs[i].dtype)) {
+      throw new GraphError(`ifElse: branches return ${a.outs.map((v) => v.dtype)} and ${b.outs.map((v) => v.dtype)}`);
+    }
+    const nodeName = this.nodeName('If');
+    const outs = a.outs.map((v, i) => ({
+      name: this.claimUnique(`${nodeName}:${i}`),
+      dtype: v.dtype,
+      shape: v.shape.length === b.outs[i].shape.length ? v.shape.map((d, k) => (d === b.outs[i].shape[k] ? d : this.unknownDim())) : [],
+    }));
+    this.nodes.push({
+      opType: 'If', domain: '', name: nodeName, input: [cond.name], output: outs.map((o) => o.name),
+      attribute: [{ name: 'then_branch', type: AT.GRAPH, g: a.graph }, { name: 'else_branch', type: AT.GRAPH, g: b.graph }],
+    });
+    return outs;
   }
 
   /** A constant tensor embedded in the model (small data only). Default dtype: float32, or int64 for BigInt64Array. */
@@ -263,6 +322,7 @@ export class Graph {
       name: this.name,
       ...(Object.keys(sessionConfig).length ? { sessionConfig } : {}),
       ...(this.jobs.length ? { prepare: [...this.jobs] } : {}),
+      ...(Object.keys(this.defaults).length ? { inputDefaults: { ...this.defaults } } : {}),
     };
   }
 
@@ -585,18 +645,38 @@ export class Graph {
     const cacheDir = q.cacheDir ?? process.env.FRAMEPACK_QUANT_CACHE ?? join(homedir(), '.cache', 'framepack', 'quantized');
     const L = quantizedLayout(n, k, bits, blockSize);
     const file = join(cacheDir, sourceHash(we.file), `${key.replace(/[^A-Za-z0-9._-]/g, '_')}.q${bits}b${blockSize}.bin`);
-    this.jobs.push({ source: { ...we }, bits, blockSize, file, size: L.total });
-    const bName = this.valueName(`${key}:q${bits}`);
-    this.externals.push({ name: bName, dataType: TP.UINT8, dims: [n, L.blocks, L.blobSize], file, offset: 0, length: L.bBytes });
-    const sName = this.valueName(`${key}:scales`);
-    this.externals.push({ name: sName, dataType: TP.FLOAT, dims: [n, L.blocks], file, offset: L.bBytes, length: L.scaleBytes });
-    const zName = this.valueName(`${key}:zero_points`);
-    this.externals.push({ name: zName, dataType: TP.UINT8, dims: [n, L.zpCols], file, offset: L.bBytes + L.scaleBytes, length: L.zpBytes });
-    const scales = this.cast({ name: sName, dtype: 'float32', shape: [n, L.blocks] }, x.dtype);
-    const y = this.op('MatMulNBits', [x, { name: bName, dtype: 'uint8', shape: [n, L.blocks, L.blobSize] }, scales, { name: zName, dtype: 'uint8', shape: [n, L.zpCols] }],
+    let w = this.quantized.get(`${file}\0${x.dtype}`);
+    if (!w) {
+      this.jobs.push({ source: { ...we }, bits, blockSize, file, size: L.total });
+      const bName = this.valueName(`${key}:q${bits}`);
+      this.externals.push({ name: bName, dataType: TP.UINT8, dims: [n, L.blocks, L.blobSize], file, offset: 0, length: L.bBytes });
+      const sName = this.valueName(`${key}:scales`);
+      this.externals.push({ name: sName, dataType: TP.FLOAT, dims: [n, L.blocks], file, offset: L.bBytes, length: L.scaleBytes });
+      const zName = this.valueName(`${key}:zero_points`);
+      this.externals.push({ name: zName, dataType: TP.UINT8, dims: [n, L.zpCols], file, offset: L.bBytes + L.scaleBytes, length: L.zpBytes });
+      w = {
+        b: { name: bName, dtype: 'uint8', shape: [n, L.blocks, L.blobSize] },
+        scales: this.atRoot(() => this.cast({ name: sName, dtype: 'float32', shape: [n, L.blocks] }, x.dtype)),
+        zeros: { name: zName, dtype: 'uint8', shape: [n, L.zpCols] },
+      };
+      this.quantized.set(`${file}\0${x.dtype}`, w);
+    }
+    const { b: packed, scales, zeros } = w;
+    const y = this.op('MatMulNBits', [x, packed, scales, zeros],
       { K: k, N: n, bits, block_size: blockSize, accuracy_level: 0 },
       { domain: 'com.microsoft', dtype: x.dtype, shape: [...x.shape.slice(0, -1), n] })[0];
     return y;
+  }
+
+  /** Emits what `fn` builds into the main graph even while an If branch is built (weights' casts, shared by both). */
+  private atRoot<T>(fn: () => T): T {
+    const saved = this.nodes;
+    this.nodes = this.rootNodes;
+    try {
+      return fn();
+    } finally {
+      this.nodes = saved;
+    }
   }
 
   private externalInit(e: TensorEntry, key: string): string {
@@ -893,6 +973,11 @@ export function sourceHash(file: string): string {
   } finally {
     closeSync(fd);
   }
+}
+
+/** A value's element type without a shape (If branch outputs: their shapes may differ per run). */
+function typeOnlyInfo(name: string, dtype: DType) {
+  return { name, type: { value: { case: 'tensorType' as const, value: { elemType: ONNX_TYPE[dtype] } } } };
 }
 
 function valueInfo(name: string, dtype: DType, shape: Dim[]) {

@@ -228,6 +228,42 @@ export function describePlacement(p: Placement): string {
   return `placement: ${p.policy} on ${device} (${what}; DiT ${p.precision.dit}, encoders ${p.precision.encoders}): ${p.reason}`;
 }
 
+/**
+ * The device memory of the sampling stage at other resolutions and windows, estimated from measurements at
+ * the 640x608 bucket with lws 9 (17,500 image tokens per DiT call, docs/gpu.md): `high` peaked at 48.1 GiB
+ * after a DiT forward with every network resident (39.6 GiB before it; 39.5 GiB at READY on the C API);
+ * `medium` is its 24.8 GiB at READY (DiT and VAE) plus the bf16 DiT's activations, 8.6 GiB in a forward of
+ * the DiT alone (33.1 GiB peak, 24.5 GiB of it weights); `low` peaked at 17.9 GiB with the 8-bit DiT alone
+ * (about 13 GiB of it packed weights: 8 bits, block scales and zero points). The part above the fixed memory
+ * is taken to grow in proportion to the image tokens (attention is fused, so no activation is quadratic in the
+ * sequence). An estimate, not a measurement, for any other size.
+ */
+const MEASURED_TOKENS = 17_500;
+const SAMPLING_STAGE: Record<Exclude<PlacementPolicy, 'cpu'>, { fixedGiB: number; peakGiB: number }> = {
+  high: { fixedGiB: 39.6, peakGiB: 48.1 },
+  medium: { fixedGiB: 24.8, peakGiB: 33.4 },
+  low: { fixedGiB: 13.0, peakGiB: 17.9 },
+};
+
+/** Estimated device GiB while sampling with `tokens` image tokens per DiT call; null on the CPU. */
+export function samplingPeakGiB(p: Placement, tokens: number): number | null {
+  if (p.ep === 'cpu' || p.policy === 'cpu') return null;
+  const s = SAMPLING_STAGE[p.policy];
+  return s.fixedGiB + ((s.peakGiB - s.fixedGiB) * tokens) / MEASURED_TOKENS;
+}
+
+/**
+ * Why a request of `tokens` image tokens per DiT call cannot run on this placement (its estimated sampling
+ * peak is above the device memory that was free at setup), or null. Unknown free memory is not refused.
+ */
+export function sizeProblem(p: Placement, tokens: number): string | null {
+  const need = samplingPeakGiB(p, tokens);
+  const free = p.gpu ? p.gpu.freeMiB / 1024 : null;
+  if (need === null || free === null || need <= free) return null;
+  return `sampling needs an estimated ${need.toFixed(1)} GiB on the ${p.policy} placement and ${free.toFixed(1)} GiB of ` +
+    `${p.gpu!.name} were free at setup`;
+}
+
 /** Messages ONNX Runtime's CUDA / cuDNN / cuBLAS paths and its arena use when device memory runs out. */
 const GPU_OOM = [
   /CUDA (?:failure|error) 2\b/i, /out of memory/i, /cudaErrorMemoryAllocation/, /CUBLAS_STATUS_ALLOC_FAILED/,

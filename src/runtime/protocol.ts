@@ -23,6 +23,8 @@ export interface CreatePayload {
   logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
   /** CUDA provider options (ONNX Runtime's string keys), device_id included */
   cuda?: Record<string, string>;
+  /** inputs with a default: bound to it at creation, and again when unbound (BuiltModel.inputDefaults) */
+  inputDefaults?: Record<string, HostTensor>;
 }
 
 /** A tensor kept in the worker (on the session's device) by an earlier run, named by its reference. */
@@ -49,11 +51,19 @@ export type Request =
   | RunRequest
   /** inputs bound until bound again: a device session copies them to the device once, here */
   | { id: number; op: 'bind'; session: number; feeds: Record<string, Feed> }
+  /** inputs with a default bound to it again: what was bound in its place is freed */
+  | { id: number; op: 'unbind'; session: number; names: string[] }
   | { id: number; op: 'free'; refs: number[] }
   | { id: number; op: 'release'; session: number };
 
 export interface CreateResult {
-  session: number; inputs: string[]; outputs: string[]; prepared: { file: string; status: 'cached' | 'written' }[];
+  session: number;
+  /** inputs a run must feed unless bound */
+  inputs: string[];
+  /** inputs with a default, bound to it unless bound to something else */
+  optionalInputs: string[];
+  outputs: string[];
+  prepared: { file: string; status: 'cached' | 'written' }[];
   /** which runtime drives the session: ONNX Runtime's C API, or onnxruntime-node (WebGPU, or the C API missing) */
   runtime: 'c-api' | 'onnxruntime-node';
   /** the CUDA provider's effective options as ONNX Runtime reports them */

@@ -298,7 +298,10 @@ export class Session {
     private readonly id: number,
     private readonly generation: number,
     readonly name: string,
+    /** inputs a run must feed unless they are bound */
     readonly inputs: string[],
+    /** inputs with a default in the model (BuiltModel.inputDefaults), bound to it unless bound otherwise */
+    readonly optionalInputs: string[],
     readonly outputs: string[],
     /** quantized weight files this session uses, and whether creating it wrote them */
     readonly prepared: CreateResult['prepared'],
@@ -323,11 +326,13 @@ export class Session {
       prepare: model.prepare ?? [], ep: opts.ep, deviceId,
       intraOpThreads: opts.threads, logSeverityLevel: opts.logSeverityLevel, memoryArena: opts.memoryArena, memoryPattern: opts.memoryPattern,
       ...(opts.ep === 'cuda' ? { cuda: { ...(opts.cuda ?? cudaProviderOptions('default')), device_id: String(deviceId) } } : {}),
+      ...(model.inputDefaults ? { inputDefaults: model.inputDefaults } : {}),
     };
     const w = workerFor(opts.ep, deviceId);
     try {
       const r = await w.request<CreateResult>((id) => ({ id, op: 'create', payload }));
-      return new Session(w, r.session, w.generation, model.name, r.inputs, r.outputs, r.prepared, r.runtime, r.providerOptions);
+      return new Session(w, r.session, w.generation, model.name, r.inputs, r.optionalInputs, r.outputs, r.prepared, r.runtime,
+        r.providerOptions);
     } catch (e) {
       const err = new SessionError(`cannot create session "${model.name}" on ${opts.ep}: ${(e as Error).message}`);
       err.code = (e as SessionError).code;
@@ -342,6 +347,16 @@ export class Session {
   async bind(feeds: Feeds, opts: { signal?: AbortSignal } = {}): Promise<void> {
     this.check();
     await this.worker.request((id) => ({ id, op: 'bind', session: this.id, feeds: this.wire(feeds) }), [], opts.signal);
+  }
+
+  /**
+   * Binds optional inputs (default: all of them) to their defaults again; what was bound to them is freed (on
+   * a device session, its device copy).
+   */
+  async unbind(names: string[] = this.optionalInputs, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    this.check();
+    if (!names.length) return;
+    await this.worker.request((id) => ({ id, op: 'unbind', session: this.id, names }), [], opts.signal);
   }
 
   /** Runs on `feeds` plus the bound inputs; outputs named in `keep` stay on the device as DeviceTensors. */

@@ -8,6 +8,9 @@
  * device, where a later run of any session of this worker can take them as inputs without a copy. WebGPU
  * sessions, and CPU sessions where the C API cannot be loaded (or FRAMEPACK_ORT_RUNTIME=onnxruntime-node),
  * run on onnxruntime-node behind the same interface; their "kept" tensors live in host memory.
+ *
+ * Inputs with a default (CreatePayload.inputDefaults: the DiT's LoRA weights) are bound to it when the session
+ * is created, so runs need not feed them; `unbind` binds the default again, which frees what was bound instead.
  */
 import { statSync, unlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -36,6 +39,8 @@ interface WorkerSession {
   readonly outputs: string[];
   /** inputs bound by `bind` (until a run's own feed or another bind replaces them) */
   readonly bound: Set<string>;
+  /** inputs with a default, and that default */
+  readonly defaults: Record<string, HostTensor>;
   bind(feeds: Record<string, Feed>): void;
   run(req: RunRequest): RunResult | Promise<RunResult>;
   release(): void;
@@ -79,7 +84,7 @@ class NativeSession implements WorkerSession {
   private readonly arena: string | null;
   readonly providerOptions?: string;
 
-  constructor(p: CreatePayload, config: Record<string, string>) {
+  constructor(p: CreatePayload, config: Record<string, string>, readonly defaults: Record<string, HostTensor>) {
     const handles: { release(): void }[] = [this.host];
     try {
       this.device = p.cuda ? capi.MemoryInfo.cuda(p.deviceId) : this.host;
@@ -107,11 +112,13 @@ class NativeSession implements WorkerSession {
     try {
       this.bindAll(feeds);
     } catch (e) {
-      // ONNX Runtime leaves a binding whose BindInput failed inconsistent: start a fresh one, nothing bound
+      // ONNX Runtime leaves a binding whose BindInput failed inconsistent: start a fresh one, only defaults bound
       this.binding.release();
       this.binding = capi.IoBinding.create(this.session);
       this.held.clear();
       this.bound.clear();
+      this.bindAll(this.defaults);
+      for (const n of Object.keys(this.defaults)) this.bound.add(n);
       throw e;
     }
   }
@@ -176,9 +183,9 @@ class NativeSession implements WorkerSession {
 class NodeSession implements WorkerSession {
   private readonly values = new Map<string, ort.Tensor>();
   readonly bound = new Set<string>();
-  private constructor(private readonly s: ort.InferenceSession) {}
+  private constructor(private readonly s: ort.InferenceSession, readonly defaults: Record<string, HostTensor>) {}
 
-  static async create(p: CreatePayload, config: Record<string, string>): Promise<NodeSession> {
+  static async create(p: CreatePayload, config: Record<string, string>, defaults: Record<string, HostTensor>): Promise<NodeSession> {
     const session = await ort.InferenceSession.create(p.bytes, {
       executionProviders: p.ep === 'webgpu' ? ['webgpu'] : ['cpu'],
       graphOptimizationLevel: 'all',
@@ -188,7 +195,7 @@ class NodeSession implements WorkerSession {
       ...(p.logSeverityLevel !== undefined ? { logSeverityLevel: p.logSeverityLevel } : {}),
       extra: nest(config),
     });
-    return new NodeSession(session);
+    return new NodeSession(session, defaults);
   }
 
   get inputs() { return [...this.s.inputNames]; }
@@ -247,19 +254,26 @@ async function create(p: CreatePayload): Promise<CreateResult> {
   for (const job of p.prepare) prepared.push({ file: job.file, status: await prepareQuantized(job) });
   const config = { ...p.config };
   if (p.externalFolder) config['session.model_external_initializers_file_folder_path'] = p.externalFolder;
+  const defaults = p.inputDefaults ?? {};
   let s: NativeSession | NodeSession;
-  if (p.ep === 'webgpu' || (p.ep === 'cpu' && runtime === 'onnxruntime-node')) s = await NodeSession.create(p, config);
+  if (p.ep === 'webgpu' || (p.ep === 'cpu' && runtime === 'onnxruntime-node')) s = await NodeSession.create(p, config, defaults);
   else {
     const status = capi.bindingStatus();
-    if (status.ok) s = new NativeSession(p, config);
-    else if (p.ep === 'cpu' && runtime !== 'c-api') s = await NodeSession.create(p, config);
+    if (status.ok) s = new NativeSession(p, config, defaults);
+    else if (p.ep === 'cpu' && runtime !== 'c-api') s = await NodeSession.create(p, config, defaults);
     else throw appError('ORT_BINDING_UNAVAILABLE', { detail: status.reason });
   }
   removeTelemetryLog();
+  try {
+    bindDefaults(s, Object.keys(defaults));
+  } catch (e) {
+    s.release();
+    throw e;
+  }
   const id = nextSession++;
   sessions.set(id, s);
   return {
-    session: id, inputs: s.inputs, outputs: s.outputs, prepared,
+    session: id, inputs: s.inputs.filter((n) => !(n in defaults)), optionalInputs: Object.keys(defaults), outputs: s.outputs, prepared,
     runtime: s instanceof NativeSession ? 'c-api' : 'onnxruntime-node',
     ...(s instanceof NativeSession && s.providerOptions ? { providerOptions: s.providerOptions } : {}),
   };
@@ -269,6 +283,15 @@ function sessionOf(id: number): WorkerSession {
   const s = sessions.get(id);
   if (!s) throw new Error(`session ${id} was released`);
   return s;
+}
+
+/** Binds the inputs `names` to their defaults, replacing (and so freeing) what was bound to them. */
+function bindDefaults(s: WorkerSession, names: string[]): void {
+  const missing = names.filter((n) => !(n in s.defaults));
+  if (missing.length) throw new Error(`inputs without a default: ${missing.join(', ')}`);
+  if (!names.length) return;
+  s.bind(Object.fromEntries(names.map((n) => [n, s.defaults[n]])));
+  for (const n of names) s.bound.add(n);
 }
 
 /** Every input must come from this run's feeds or from an earlier bind; no feed may name an unknown input. */
@@ -320,6 +343,10 @@ async function handle(req: Request): Promise<{ result: any; transfer: ArrayBuffe
       checkFeeds(s, new Set(s.inputs), req.feeds); // unknown names only: a bind may cover any subset
       s.bind(req.feeds);
       for (const n of Object.keys(req.feeds)) s.bound.add(n);
+      return { result: null, transfer: [] };
+    }
+    case 'unbind': {
+      bindDefaults(sessionOf(req.session), req.names);
       return { result: null, transfer: [] };
     }
     case 'free': {

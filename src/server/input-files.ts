@@ -174,6 +174,17 @@ async function download(name: string, start: URL, file: string, opts: FetchOptio
   }
 }
 
+/** Downloads an http(s) `url` into `file` under `opts`' rules; errors name the input `name`. */
+export async function downloadUrl(name: string, url: string, file: string, opts: FetchOptions): Promise<void> {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch (err) {
+    throw appError('URL_INVALID', { detail: `${name}: ${errorMessage(err)}` }, err);
+  }
+  await download(name, parsed, file, opts);
+}
+
 /** Fetches one file input into `dir`; returns the local path. */
 export async function fetchInputFile(name: string, value: string, dir: string, opts: FetchOptions): Promise<string> {
   if (/^data:/i.test(value)) {

@@ -7,7 +7,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { appError } from '../errors.js';
 import { methodNotAllowed } from './error-handler.js';
 import type { Runner } from './runner.js';
-import { RequestValidationError, combinationIssues, validateRequest, type InputOptions, type PredictionRequest } from './validation.js';
+import { RequestValidationError, validateRequest, type InputOptions, type PredictionRequest } from './validation.js';
 
 export const COG_VERSION = '0.16.12';
 
@@ -60,10 +60,8 @@ export function predictionRoutes(app: FastifyInstance, runner: Runner, opts: Rou
   /** The request's body as a prediction request, or the 422 (503 while no schema is known) that refuses it. */
   const validated = (req: FastifyRequest, pathId?: string): PredictionRequest => {
     if (!runner.component) runner.assertCanStart();
-    const checked = validateRequest(req.body, runner.component!, opts.inputOptions, pathId);
+    const checked = validateRequest(req.body, runner.component!, opts.inputOptions, pathId, runner.schema);
     if (!checked.request) throw new RequestValidationError(checked.issues);
-    const crossed = combinationIssues(runner.schema!, checked.request.input);
-    if (crossed.length) throw new RequestValidationError(crossed);
     return checked.request;
   };
 

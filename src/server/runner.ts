@@ -19,7 +19,7 @@ import type { z } from 'zod';
 import { appError, AppError, deviceFailure, errorMessage, isFatal } from '../errors.js';
 import { teeLogger } from '../log.js';
 import type { PredictionEvents, Predictor, PredictorContext, PredictorOptions } from '../predictor.js';
-import { fetchInputFiles } from './input-files.js';
+import { downloadUrl, fetchInputFiles } from './input-files.js';
 import { inputComponent, openapiDocument, type JsonSchema } from './openapi.js';
 import { WorkerPool, type PoolWorker } from './pool.js';
 import type { UrlPolicy } from './ssrf.js';
@@ -324,7 +324,12 @@ export class Runner extends EventEmitter {
       const predictor = worker.predictor;
       const parsed = predictor.inputSchema.safeParse(local);
       if (!parsed.success) throw appError('INPUT_REJECTED', { detail: parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ') });
-      const ctx: PredictorContext = { log: (line) => logger.info(line), logger, signal, tmpDir, events: p.events };
+      const ctx: PredictorContext = {
+        log: (line) => logger.info(line), logger, signal, tmpDir, events: p.events,
+        download: (url, file, o) => downloadUrl(o.name, url, file, {
+          ...this.opts.policy, maxBytes: o.maxBytes, signal, readTimeoutMs: this.opts.inputReadTimeoutMs,
+        }),
+      };
       const outputPath = await predictor.predict(parsed.data, ctx);
       signal.throwIfAborted();
       const info = await stat(outputPath).catch(() => null);

@@ -198,6 +198,10 @@ export function validateInput(component: JsonSchema, raw: unknown, opts: InputOp
         issues.push({ type: 'less_than', loc, msg: `Input should be less than ${String(prop.exclusiveMaximum)}`, input: given, ctx: { lt: prop.exclusiveMaximum } });
         continue;
       }
+      if (typeof prop.multipleOf === 'number' && v % prop.multipleOf !== 0) {
+        issues.push({ type: 'multiple_of', loc, msg: `Input should be a multiple of ${String(prop.multipleOf)}`, input: given, ctx: { multiple_of: prop.multipleOf } });
+        continue;
+      }
     }
     if (Array.isArray(prop.enum) && !prop.enum.includes(v)) {
       const choices = prop.enum.map((c: unknown) => `'${String(c)}'`);
@@ -232,19 +236,19 @@ export function validateInput(component: JsonSchema, raw: unknown, opts: InputOp
 }
 
 /**
- * The rules of the predictor's schema that span inputs (zod refinements, which JSON Schema cannot carry),
- * checked on an input whose fields are already valid, as pydantic runs model validators after the fields:
- * each broken rule is a `value_error` located at the input it names.
+ * What the predictor's own schema finds in an input the `Input` component accepted: its rules across inputs
+ * (zod refinements, which JSON Schema cannot carry) and the contents of lists of objects, which the component
+ * checks only by type. Run after the fields, as pydantic runs model validators; each issue becomes a
+ * `value_error` at the location of the input (or list item) it names.
  */
-export function combinationIssues(schema: z.ZodType, input: Record<string, unknown>): ValidationIssue[] {
+export function schemaIssues(schema: z.ZodType, input: Record<string, unknown>): ValidationIssue[] {
   const parsed = schema.safeParse(input);
   if (parsed.success) return [];
-  return parsed.error.issues.filter((i) => i.code === 'custom').map((i) => {
-    const name = i.path[0];
-    return {
-      type: 'value_error', loc: ['body', 'input', ...i.path.map((k) => (typeof k === 'number' ? k : String(k)))],
-      msg: `Value error, ${i.message}`, input: typeof name === 'string' ? input[name] : input, ctx: { error: i.message },
-    };
+  return parsed.error.issues.map((i) => {
+    const path = i.path.map((k) => (typeof k === 'symbol' ? String(k) : k));
+    let given: unknown = input;
+    for (const k of path) given = given !== null && typeof given === 'object' ? (given as Record<string | number, unknown>)[k] : undefined;
+    return { type: 'value_error', loc: ['body', 'input', ...path], msg: `Value error, ${i.message}`, input: given, ctx: { error: i.message } };
   });
 }
 
@@ -267,10 +271,11 @@ function webhookProblem(v: unknown, loc: (string | number)[]): ValidationIssue |
 }
 
 /**
- * Validates the request envelope and its input. `pathId` is the id of an idempotent PUT.
+ * Validates the request envelope and its input. `pathId` is the id of an idempotent PUT; `schema`, the
+ * predictor's input schema, adds its own rules once the input passed the component.
  * Returns the request, or the issues for a 422.
  */
-export function validateRequest(body: unknown, component: JsonSchema, opts: InputOptions, pathId?: string):
+export function validateRequest(body: unknown, component: JsonSchema, opts: InputOptions, pathId?: string, schema?: z.ZodType):
   { request: PredictionRequest; issues: [] } | { request?: undefined; issues: ValidationIssue[] } {
   const issues: ValidationIssue[] = [];
   const b = body === undefined || body === null ? {} : body;
@@ -296,6 +301,7 @@ export function validateRequest(body: unknown, component: JsonSchema, opts: Inpu
 
   const input = validateInput(component, b.input, opts);
   issues.push(...input.issues);
+  if (input.issues.length === 0 && schema) issues.push(...schemaIssues(schema, input.value));
   request.input = input.value;
 
   if (b.created_at !== undefined && b.created_at !== null) {

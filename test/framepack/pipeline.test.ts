@@ -171,6 +171,48 @@ test('decodeAfterSampling: every section sampled, then samplingDone, then the sa
   assert.deepEqual(deferred.frames, inline.frames);
 });
 
+test('timestamped prompts: each distinct prompt encoded once, each section conditioned on its own, the change blended', async () => {
+  const events: string[] = [];
+  const logs: string[] = [];
+  const f = fakeNets(events);
+  // 1 s, lws 2: 4 sections of 5 frames (1/6 s), generated from the end: "yy" (0.5 s on) for the first three,
+  // "x" for the last, which blends the change
+  await generate(f.nets, image, { ...params, prompt: '[0s: x] [0.5s: yy]', promptBlendSections: 4 },
+    { signal: new AbortController().signal, log: (l) => logs.push(l) });
+  assert.deepEqual(events.filter((e) => e.startsWith('prompt:')), ['prompt:yy', 'prompt:x']);
+  // llamaVec of a prompt is filled with its length (fakeNets): 2 for "yy", 1 for "x"
+  const firstValue = f.sections.map((s) => (s.positive.llamaVec.data as Float32Array)[0]);
+  assert.deepEqual(firstValue, [2, 2, 2, Math.fround(Math.fround(0.75) * 2) + Math.fround(Math.fround(0.25) * 1)]);
+  assert.ok(logs.some((l) => /^timestamped prompt: 2 tag\(s\), 2 prompt\(s\) used; by section \(end of the video first\): 1: "yy", 2: "yy", 3: "yy", 4: "yy" x 0.75 \+ "x" x 0.25$/.test(l)), logs.join('\n'));
+  // without blending the change is immediate
+  const g = fakeNets([]);
+  await generate(g.nets, image, { ...params, prompt: '[0s: x] [0.5s: yy]', promptBlendSections: 0 }, { signal: new AbortController().signal, log: () => {} });
+  assert.deepEqual(g.sections.map((s) => (s.positive.llamaVec.data as Float32Array)[0]), [2, 2, 2, 1]);
+});
+
+test('a plain prompt is encoded once and the same conditioning reaches every section', async () => {
+  const events: string[] = [];
+  const f = fakeNets(events);
+  await generate(f.nets, image, { ...params, prompt: ' a [red] cat ' }, { signal: new AbortController().signal, log: () => {} });
+  assert.deepEqual(events.filter((e) => e.startsWith('prompt:')), ['prompt: a [red] cat ']);
+  assert.ok(f.sections.every((s) => s.positive === f.sections[0].positive));
+});
+
+test('resolution: the bucket of the class, its cost logged; 640 logs nothing extra', async () => {
+  const events: string[] = [];
+  const logs: string[] = [];
+  const f = fakeNets(events);
+  const r = await generate(f.nets, image, { ...params, resolution: 320 }, { signal: new AbortController().signal, log: (l) => logs.push(l) });
+  // 64x48 -> (544, 704) at 640 -> (272, 352) at 320
+  assert.deepEqual(r.bucket, [272, 352]);
+  assert.ok(events.includes('vae-encode:1x3x1x272x352'), events.join(' '));
+  assert.deepEqual(f.sections[0].latentShape, [1, 16, 2, 34, 44]);
+  assert.ok(logs.some((l) => /^resolution 320: 1\d{3} image tokens per transformer call, 0\.2\dx the 704x544 bucket of class 640/.test(l)), logs.join('\n'));
+  const plain: string[] = [];
+  await generate(fakeNets([]).nets, image, params, { signal: new AbortController().signal, log: (l) => plain.push(l) });
+  assert.ok(!plain.some((l) => l.startsWith('resolution')));
+});
+
 const endImage: RgbImage = { width: 32, height: 32, data: new Uint8Array(32 * 32 * 3).fill(40) };
 
 /** Stand-in nets whose VAE and SigLIP outputs tell the start image (fill 200) from the end image (fill 40). */
@@ -244,4 +286,25 @@ test('f1: forward sections with the F1 transformer, frames appended; an end imag
   assert.ok(logs.some((l) => /4 section\(s\) of 2 latent frames \(forward order, F1 transformer\)/.test(l)), logs.join('\n'));
   await assert.rejects(generate(fakeNets([]).nets, image, { ...params, samplingMode: 'f1', endImage }, { signal: new AbortController().signal, log: () => {} }),
     (err: unknown) => (err as { code?: string }).code === 'END_IMAGE_NEEDS_INVERTED');
+});
+
+test('timestamped prompts with f1: times not mirrored, sections chosen forward from the start latent', async () => {
+  const logs: string[] = [];
+  const f = fakeNets([]);
+  // 1 s, lws 2, forward: section k follows 1 + 2k latents, at (1 + 8k) / 30 s: "x" (0-0.5 s) for the first two,
+  // "yy" from the third on, which blends the change
+  await generate(f.nets, image, { ...params, samplingMode: 'f1', prompt: '[0s: x] [0.5s: yy]', promptBlendSections: 4 },
+    { signal: new AbortController().signal, log: (l) => logs.push(l) });
+  const firstValue = f.sections.map((s) => (s.positive.llamaVec.data as Float32Array)[0]);
+  assert.deepEqual(firstValue, [1, 1, Math.fround(Math.fround(0.75) * 1) + Math.fround(Math.fround(0.25) * 2), 2]);
+  assert.ok(logs.some((l) => /by section \(start of the video first\): 1: "x", 2: "x", 3: "x" x 0.75 \+ "yy" x 0.25, 4: "yy"$/.test(l)), logs.join('\n'));
+});
+
+test('resolution with an end image: the end image takes the start image\'s bucket of the class', async () => {
+  const events: string[] = [];
+  const f = imageAwareNets(events);
+  const r = await generate(f.nets, image, { ...params, resolution: 320, endImage }, { signal: new AbortController().signal, log: () => {} });
+  assert.deepEqual(r.bucket, [272, 352]);
+  assert.deepEqual(events.filter((e) => e.startsWith('vae-encode')), ['vae-encode:1x3x1x272x352', 'vae-encode:1x3x1x272x352']);
+  assert.deepEqual(f.sections[0].latentShape, [1, 16, 2, 34, 44]);
 });

@@ -6,13 +6,16 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { copyFile, mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { resolveModels, type ModelDirs } from '../../src/hub/resolve.js';
 import type { HostTensor } from '../../src/onnx/safetensors.js';
 import { choosePlacement, type Placement } from '../../src/runtime/placement.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
-import { loadImage, type RgbImage } from '../../src/framepack/image.js';
+import { findNearestBucket, loadImage, type RgbImage } from '../../src/framepack/image.js';
 import { generate, type FramePackNets, type GenerateParams, type GenerateResult } from '../../src/framepack/pipeline.js';
-import { FramePackModels, f1Loading } from '../../src/framepack/predictor.js';
+import { FramePackModels, f1Loading, loraSupport } from '../../src/framepack/predictor.js';
 import { fixture, tinyModels } from '../fixtures.js';
 
 /** 2 sections of 2 latents, 2 steps, one CFG branch: the shortest request that samples more than one section. */
@@ -271,6 +274,18 @@ describe('resident placement', () => {
       for (const c of [...trace.prompt, ...trace.image, ...trace.velocity]) assert.deepEqual(c, ALL);
       assert.deepEqual(models.created(), ALL);
       assert.equal(count(logs, 'DiT created in') + count(logs, 'DiT released') + count(logs, 'encoders released'), 0);
+
+      // another resolution class on the same networks: the tiny model at class 320, with the real VAE decode
+      const small = await generate(models, image, { ...PARAMS, resolution: 320 }, { signal: new AbortController().signal, log: () => {} });
+      const [h640, w640] = findNearestBucket(image.height, image.width);
+      assert.deepEqual(small.bucket, findNearestBucket(image.height, image.width, 320));
+      assert.ok(small.bucket[0] < h640 && small.bucket[1] < w640);
+      assert.deepEqual([small.height, small.width], small.bucket);
+      assert.equal(small.pixels.frameCount, 17);
+      // the CPU placement admits any size and estimates nothing
+      const admitted: string[] = [];
+      models.admit(findNearestBucket(image.height, image.width, 960), 16, (l) => admitted.push(l));
+      assert.deepEqual(admitted, []);
     } finally {
       await models.release();
     }
@@ -307,5 +322,72 @@ describe('the F1 transformer', () => {
     assert.equal(f1Loading({}), 'first-use');
     assert.equal(f1Loading({ FRAMEPACK_F1: ' Setup ' }), 'setup');
     assert.throws(() => f1Loading({ FRAMEPACK_F1: 'eager' }), /FRAMEPACK_F1=eager is not valid: use one of first-use, setup/);
+  });
+});
+
+describe('LoRA', () => {
+  const fixtureLora = new URL('../../../test/fixtures/lora/musubi_framepack.safetensors', import.meta.url);
+  let cache: string;
+  let saved: Record<string, string | undefined>;
+  before(async () => {
+    cache = await mkdtemp(join(tmpdir(), 'predictor-lora-'));
+    saved = { FRAMEPACK_LORA: process.env.FRAMEPACK_LORA, FRAMEPACK_LORA_CACHE: process.env.FRAMEPACK_LORA_CACHE };
+    process.env.FRAMEPACK_LORA_CACHE = cache;
+  });
+  after(async () => {
+    for (const [k, v] of Object.entries(saved)) if (v === undefined) delete process.env[k]; else process.env[k] = v;
+    await rm(cache, { recursive: true, force: true });
+  });
+  const ctx = (logs: string[]) => ({ log: (l: string) => logs.push(l), download: async (_url: string, file: string) => copyFile(fixtureLora, file) });
+  const loras = [{ url: 'https://example.com/style.safetensors', scale: 0.7 }];
+
+  test('FRAMEPACK_LORA: auto builds the LoRA inputs on the CPU only; on and off everywhere', () => {
+    assert.equal(loraSupport('cpu', {}), true);
+    assert.equal(loraSupport('cuda', {}), false);
+    assert.equal(loraSupport('cuda', { FRAMEPACK_LORA: ' On ' }), true);
+    assert.equal(loraSupport('cpu', { FRAMEPACK_LORA: 'off' }), false);
+    assert.throws(() => loraSupport('cpu', { FRAMEPACK_LORA: 'yes' }), /FRAMEPACK_LORA=yes is not valid: use one of auto, on, off/);
+  });
+
+  test('bound to the transformer that samples (F1 too) for one request, then unbound: the next request is plain again', async () => {
+    const models = await FramePackModels.open({ ...dirs, transformerF1: dirs.transformer }, cpu, () => {});
+    const run = async (p: GenerateParams, lora: Record<string, HostTensor> | null, logs: string[] = []) => {
+      const r = await models.request((l) => logs.push(l), (nets) => generate(nets, image, p,
+        { signal: new AbortController().signal, log: (l) => logs.push(l) }), lora);
+      return r.pixels.frames();
+    };
+    try {
+      const f1 = { ...PARAMS, samplingMode: 'f1' as const };
+      const plain = await run(f1, null);
+      const logs: string[] = [];
+      const feeds = await models.prepareLoras(loras, ctx(logs));
+      assert.ok(feeds);
+      const styled = await run(f1, feeds, logs);
+      assert.equal(count(logs, 'LoRA weights bound to the F1 DiT in'), 1, logs.join('\n'));
+      assert.notDeepEqual(styled, plain, 'the LoRA changes the video');
+      assert.deepEqual(await run(f1, null), plain, 'unbound after its request');
+      // the inverted transformer gets it the same way
+      const inverted = await run(PARAMS, null);
+      const invertedLogs: string[] = [];
+      assert.notDeepEqual(await run(PARAMS, feeds, invertedLogs), inverted);
+      assert.equal(count(invertedLogs, 'LoRA weights bound to the DiT in'), 1);
+      assert.deepEqual(await run(PARAMS, null), inverted);
+    } finally {
+      await models.release();
+    }
+  });
+
+  test('a DiT built without LoRA inputs refuses loras before any download, naming FRAMEPACK_LORA', async () => {
+    process.env.FRAMEPACK_LORA = 'off';
+    const models = await FramePackModels.open(dirs, cpu, () => {});
+    try {
+      const logs: string[] = [];
+      await assert.rejects(models.prepareLoras(loras, { log: (l) => logs.push(l), download: async () => assert.fail('no download') }),
+        (err: unknown) => (err as { code?: string }).code === 'LORA_NOT_ENABLED' && /FRAMEPACK_LORA=on/.test((err as Error).message));
+      assert.equal(await models.prepareLoras([], ctx(logs)), null);
+    } finally {
+      delete process.env.FRAMEPACK_LORA;
+      await models.release();
+    }
   });
 });

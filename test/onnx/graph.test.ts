@@ -12,7 +12,7 @@ import { ModelProtoSchema } from 'onnx-buf';
 import { Graph, GraphError, type Value } from '../../src/onnx/graph.js';
 import { bfloat16ToFloat32, float16ToFloat32, float32ToBFloat16, float32ToFloat16, float32ToFloat8e4m3, float8e4m3ToFloat32 } from '../../src/onnx/half.js';
 import { Checkpoint, saveRaw, type HostTensor } from '../../src/onnx/safetensors.js';
-import { terminateWorkers } from '../../src/runtime/session.js';
+import { Session, terminateWorkers } from '../../src/runtime/session.js';
 import { tinyModels } from '../fixtures.js';
 import { assertClose, f32, rand, runGraph, tempDir } from './helpers.js';
 import * as ref from './reference.js';
@@ -484,5 +484,63 @@ describe('scopes', () => {
     g.scope('block', () => g.scope('attn', () => g.output(g.relu(x), 'y')));
     const names = fromBinary(ModelProtoSchema, g.toModel().bytes).graph!.node.map((n) => n.name);
     assert.ok(names.some((n) => /^block\/attn\/Relu_\d+$/.test(n)), names.join(','));
+  });
+});
+
+describe('If branches and inputs with defaults', () => {
+  /** y = x W^T + b, plus (x A) B when `on`: the shape the DiT's LoRA branches take. A, B default to 0 ranks. */
+  function build(precision: 'float32' = 'float32') {
+    const g = new Graph({ name: 'if-test', precision, castWeightsAt: 'load' });
+    const x = g.input('x', 'float32', [3, 4]);
+    const on = g.optionalInput('on', [], { dtype: 'bool', dims: [], data: Uint8Array.of(0) });
+    const a = g.optionalInput('a', [4, 'r'], f32([4, 0], []));
+    const b = g.optionalInput('b', ['r', 6], f32([0, 6], []));
+    const [y] = g.ifElse(on,
+      () => { const base = g.linear(x, ckpt, 'bf16'); return [g.add(base, g.matmul(g.matmul(x, a), b))]; },
+      () => [g.linear(x, ckpt, 'bf16')]);
+    g.output(y, 'y');
+    return g.toModel();
+  }
+
+  test('the default branch runs without the optional inputs; the other with them, or with their zero-size defaults', async () => {
+    const model = build();
+    assert.deepEqual(model.inputs, ['x']);
+    assert.deepEqual(Object.keys(model.inputDefaults!), ['on', 'a', 'b']);
+    // one Cast of each bf16 weight, in the main graph, shared by both branches
+    const proto = fromBinary(ModelProtoSchema, model.bytes);
+    assert.equal(proto.graph!.node.filter((n) => n.opType === 'Cast').length, 2);
+    assert.deepEqual(proto.graph!.node.map((n) => n.opType).filter((t) => t !== 'Cast' && t !== 'Identity'), ['If']);
+    const x = f32([3, 4], rand(12, 3));
+    const session = await Session.create(model, { ep: 'cpu' });
+    try {
+      const plain = (await session.run({ x })).y;
+      const X = x.data as Float32Array;
+      assert.deepEqual(session.inputs, ['x']);
+      assert.deepEqual(session.optionalInputs, ['on', 'a', 'b']);
+      const on = { dtype: 'bool' as const, dims: [], data: Uint8Array.of(1) };
+      // the branch with rank-0 A and B adds exact zeros
+      await session.bind({ on });
+      assert.deepEqual((await session.run({ x })).y.data, plain.data);
+      // a rank-2 branch bound once, then every run uses it
+      const A = f32([4, 2], rand(8, 4)), Bm = f32([2, 6], rand(12, 5));
+      await session.bind({ on, a: A, b: Bm });
+      const y = (await session.run({ x })).y.data as Float32Array;
+      const expected = Float32Array.from(plain.data as Float32Array);
+      for (let i = 0; i < 3; i++) for (let o = 0; o < 6; o++) {
+        let s = 0;
+        for (let r = 0; r < 2; r++) { let t = 0; for (let k = 0; k < 4; k++) t += X[i * 4 + k] * (A.data as Float32Array)[k * 2 + r]; s += t * (Bm.data as Float32Array)[r * 6 + o]; }
+        expected[i * 6 + o] += s;
+      }
+      assertClose(y, expected, 1e-5, 1e-5, 'x W^T + b + (x A) B');
+      // unbound: the defaults again, and the default branch
+      await session.unbind();
+      assert.deepEqual((await session.run({ x })).y.data, plain.data);
+      await session.bind({ on, a: A, b: Bm });
+      await session.unbind(['on']);
+      assert.deepEqual((await session.run({ x })).y.data, plain.data);
+      await assert.rejects(session.unbind(['x']), /inputs without a default: x/);
+    } finally {
+      await session.release();
+    }
   });
 });

@@ -9,7 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AppError } from '../../src/errors.js';
 import {
-  choosePlacement, describePlacement, HIGH_MIN_FREE_MIB, LOW_MIN_FREE_MIB, mapOrtError, MEDIUM_MIN_FREE_MIB, UNTILED_VAE_MIN_FREE_MIB,
+  choosePlacement, describePlacement, HIGH_MIN_FREE_MIB, LOW_MIN_FREE_MIB, mapOrtError, MEDIUM_MIN_FREE_MIB,
+  samplingPeakGiB, sizeProblem, UNTILED_VAE_MIN_FREE_MIB,
 } from '../../src/runtime/placement.js';
 import { CUDA_PROVIDER_LIB, cudaProviderStatus, ortLibDir } from '../../src/runtime/providers.js';
 import { cudaVisible, parseNvidiaSmi, probeVram } from '../../src/runtime/vram.js';
@@ -182,4 +183,27 @@ test('ORT out-of-memory on the GPU maps to GPU_OUT_OF_MEMORY; other errors and C
   const other = new Error('Invalid input name: foo');
   assert.equal(mapOrtError(other, 'cuda'), other);
   assert.equal(mapOrtError(oom, 'cpu'), oom);
+});
+
+test('sampling memory is estimated from the 640 measurements and refuses what the device cannot hold', async () => {
+  const low20 = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 24576, 20480, 'NVIDIA L4') }), cuda: cudaOk });
+  const h100 = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 81559, 80959) }), cuda: cudaOk });
+  const medium = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 49152, 45056, 'NVIDIA L40S') }), cuda: cudaOk });
+  assert.equal(medium.policy, 'medium');
+  const high = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 143771, 143000, 'NVIDIA H200') }), cuda: cudaOk });
+  const cpu = await choosePlacement({ env: { FRAMEPACK_PLACEMENT: 'cpu' } });
+  // the measured points themselves: 640x608, lws 9
+  assert.equal(samplingPeakGiB(low20, 17_500), 17.9);
+  assert.equal(samplingPeakGiB(high, 17_500), 48.1);
+  assert.equal(samplingPeakGiB(medium, 17_500), 33.4);
+  assert.equal(samplingPeakGiB(cpu, 17_500), null);
+  assert.equal(sizeProblem(low20, 17_500), null);
+  // 960 class, square image (960x912, lws 9): about 2.25x the tokens
+  const big = 9 * 57 * 60 + 2 * 57 * 60 + 30 * 29 + 4 * 15 * 15;
+  assert.match(sizeProblem(low20, big) ?? '', /^sampling needs an estimated 2\d\.\d GiB on the low placement and 20\.0 GiB of NVIDIA L4 were free at setup$/);
+  assert.equal(sizeProblem(h100, big), null);
+  assert.match(sizeProblem(medium, big) ?? '', /^sampling needs an estimated 4\d\.\d GiB on the medium placement and 44\.0 GiB of NVIDIA L40S/);
+  assert.equal(sizeProblem(medium, 17_500), null);
+  assert.equal(sizeProblem(high, big), null);
+  assert.equal(sizeProblem(cpu, 10 * big), null, 'the CPU is not refused');
 });

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
+import { readdirSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -213,4 +214,42 @@ test('framepack predict writes a playable MP4 on the tiny model', async () => {
   assert.deepEqual(dump.section_1_generated_latents.dims, [1, 16, 4, 80, 76], 'the start latent leads the last section');
   assert.deepEqual(dump.image_embeddings.dims.slice(0, 2), [1, 729]);
   assert.deepEqual(dump.llama_vec.dims.slice(0, 2), [1, 512]);
+});
+
+test('loras: a LoRA served over HTTP is downloaded, cached and applied; a file of unknown keys fails naming the key', async () => {
+  const lora = await readFile(new URL('../../../test/fixtures/lora/musubi_framepack.safetensors', import.meta.url));
+  const ditDir = join(tiny.models, 'lllyasviel', 'FramePackI2V_HY');
+  const weights = await readFile(join(ditDir, readdirSync(ditDir).find((f) => f.endsWith('.safetensors'))!));
+  let fetched = 0;
+  const files = http.createServer((req, res) => {
+    fetched++;
+    res.end(req.url === '/style.safetensors' ? lora : weights);
+  });
+  await new Promise<void>((r) => files.listen(0, '127.0.0.1', r));
+  const base = `http://127.0.0.1:${(files.address() as { port: number }).port}`;
+  const predict = async (loras: unknown) => (await fetch(`${url}/predictions`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ input: { ...INPUT, steps: 2, resolution: 320, loras, input_image: `data:image/png;base64,${imagePng.toString('base64')}` } }),
+  })).json() as Promise<{ status: string; logs: string; error: string | null }>;
+  try {
+    for (const round of [1, 2]) {
+      const p = await predict([{ url: `${base}/style.safetensors`, scale: 0.7 }]);
+      assert.equal(p.status, 'succeeded', p.error ?? '');
+      assert.match(p.logs, round === 1 ? /LoRA 1: http:\/\/127\.0\.0\.1:\d+\/style\.safetensors downloaded/ : /LoRA 1: .* from the cache/);
+      assert.match(p.logs, /LoRA http:\/\/.*style\.safetensors: 40 layers, rank 4, weight 0\.7/);
+      assert.match(p.logs, /LoRA weights bound to the DiT in/);
+    }
+    assert.equal(fetched, 1, 'downloaded once');
+    const bad = await predict([{ url: `${base}/weights.safetensors` }]);
+    assert.equal(bad.status, 'failed');
+    assert.match(bad.error ?? '', /^LoRA http:\/\/.*weights\.safetensors: key "[^"]+": not a lora_A\/lora_B, lora_down\/lora_up or alpha key$/);
+    const invalid = await fetch(`${url}/predictions`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ input: { ...INPUT, loras: [{ url: 'not a url' }], input_image: `data:image/png;base64,${imagePng.toString('base64')}` } }),
+    });
+    assert.equal(invalid.status, 422);
+    assert.deepEqual(((await invalid.json()) as { detail: { loc: unknown[] }[] }).detail[0].loc, ['body', 'input', 'loras', 0, 'url']);
+  } finally {
+    await new Promise((r) => files.close(r));
+  }
 });

@@ -600,3 +600,23 @@ describe('input downloads that stall', () => {
     }
   });
 });
+
+describe("FramePack's own input rules over HTTP", () => {
+  let s: TestServer;
+  before(async () => {
+    s = await startServer('echo-framepack');
+    await waitReady(s.url);
+  });
+  after(async () => { await s.close(); });
+
+  it('answers a malformed timestamped prompt with 422 at input.prompt, and runs a good one', async () => {
+    const bad = await post(`${s.url}/predictions`, { input: { input_image: pngDataUrl, prompt: '[0s: a cat] [2: it jumps]', total_video_length_seconds: 5 } });
+    assert.equal(bad.status, 422);
+    const [issue] = (await json(bad)).detail;
+    assert.deepEqual(issue.loc, ['body', 'input', 'prompt']);
+    assert.match(issue.msg, /timestamped prompt: "\[2:" looks like a timestamp/);
+    const good = await json(await post(`${s.url}/predictions`, { input: { input_image: pngDataUrl, prompt: '[0s: a cat] [2s: it jumps]', total_video_length_seconds: 5 } }));
+    assert.equal(good.status, 'succeeded', good.error);
+    assert.equal(JSON.parse(decode(good.output)).prompt_blend_sections, 4);
+  });
+});

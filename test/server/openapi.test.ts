@@ -39,6 +39,18 @@ const ADDED_INPUTS = {
   end_image_strength: { title: 'End Image Strength', type: 'number', default: 1, minimum: 0, maximum: 1, 'x-order': 13 },
   sampling_mode: { title: 'Sampling Mode', type: 'string', enum: ['inverted', 'f1'], default: 'inverted', 'x-order': 14 },
   cache: { title: 'Cache', type: 'string', enum: ['teacache', 'magcache', 'off'], nullable: true, default: null, 'x-order': 15 },
+  resolution: { title: 'Resolution', type: 'integer', default: 640, minimum: 320, maximum: 960, multipleOf: 32, 'x-order': 16 },
+  prompt_blend_sections: { title: 'Prompt Blend Sections', type: 'integer', default: 4, minimum: 0, maximum: 10, 'x-order': 17 },
+  loras: {
+    title: 'Loras', type: 'array', default: [], maxItems: 8, 'x-order': 18,
+    items: {
+      type: 'object', required: ['url'],
+      properties: {
+        url: { type: 'string', description: 'http(s) URL of a .safetensors LoRA, or a Hugging Face file as <owner>/<repo>/<path>' },
+        scale: { type: 'number', default: 1, minimum: -4, maximum: 4, description: 'Strength: 1 applies the LoRA as trained, 0 not at all' },
+      },
+    },
+  },
 };
 
 function withoutDescriptions(schema: any): any {
@@ -54,7 +66,7 @@ function withoutDescriptions(schema: any): any {
 describe('openapi', () => {
   const doc = openapiDocument(inputSchema);
 
-  it('generates FramePack Input exactly (names, types, defaults, bounds, order, titles, nullable seed)', () => {
+  it('generates FramePack Input exactly (names, types, defaults, bounds, order, titles, nullable seed), then the added inputs', () => {
     const input = withoutDescriptions(doc.components.schemas.Input);
     const expected = { ...EXPECTED_INPUT, properties: { ...EXPECTED_INPUT.properties, ...ADDED_INPUTS } };
     assert.deepEqual(input, expected);

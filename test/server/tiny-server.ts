@@ -18,7 +18,7 @@ export const TINY_INPUT = { prompt: 'a red ball rolls', total_video_length_secon
 
 export interface TinyServer {
   url: string;
-  /** A temp folder for the test's files, removed by close(). */
+  /** A temp folder for the test's files (and the server's LoRA cache), removed by close(). */
   work: string;
   models: string;
   /** A 96x96 PNG (orange with a blue square), also at `imagePath`. */
@@ -76,7 +76,7 @@ export async function startTinyServer(prefix: string, args: string[] = []): Prom
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const child = spawn(process.execPath, [cli, 'serve', '--host', '127.0.0.1', '--port', String(port), '--models', models, ...args],
-    { env: tinyEnv, stdio: ['ignore', 'ignore', 'inherit'] });
+    { env: { ...tinyEnv, FRAMEPACK_LORA_CACHE: join(work, 'loras') }, stdio: ['ignore', 'ignore', 'inherit'] });
   const close = async () => {
     if (child.exitCode === null) {
       const exited = new Promise((r) => child.once('exit', r));

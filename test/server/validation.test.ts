@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { inputSchema } from '../../src/framepack/inputs.js';
 import { inputComponent } from '../../src/server/openapi.js';
-import { combinationIssues, validateInput, validateRequest } from '../../src/server/validation.js';
+import { schemaIssues, validateInput, validateRequest } from '../../src/server/validation.js';
 
 const component = inputComponent(inputSchema);
 const policy = { denyPrivate: false };
@@ -30,7 +30,7 @@ describe('input validation (pydantic lax mode)', () => {
       input_image: 'https://example.com/in.png', prompt: 'a cat', negative_prompt: '', seed: null,
       total_video_length_seconds: 3, latent_window_size: 9, steps: 25, cfg_scale: 1, distilled_cfg_scale: 10,
       cfg_rescale: 0, use_teacache: true, mp4_crf: 23, end_image: null, end_image_strength: 1, sampling_mode: 'inverted',
-      cache: null,
+      cache: null, resolution: 640, prompt_blend_sections: 4, loras: [],
     });
     // The output follows the schema's order (x-order), not the request's.
     assert.deepEqual(Object.keys(value), Object.keys(inputSchema.shape));
@@ -58,14 +58,14 @@ describe('input validation (pydantic lax mode)', () => {
   it('rejects end_image with sampling_mode f1 as a value error on end_image, after the fields pass', () => {
     const { value, issues } = check({ end_image: 'https://example.com/end.png', sampling_mode: 'f1' });
     assert.deepEqual(issues, []);
-    const crossed = combinationIssues(inputSchema, value);
+    const crossed = schemaIssues(inputSchema, value);
     assert.equal(crossed.length, 1);
     assert.equal(crossed[0]!.type, 'value_error');
     assert.deepEqual(crossed[0]!.loc, ['body', 'input', 'end_image']);
     assert.equal(crossed[0]!.input, 'https://example.com/end.png');
     assert.match(crossed[0]!.msg, /^Value error, end_image needs sampling_mode 'inverted', got 'f1'/);
     for (const ok of [{ sampling_mode: 'f1' }, { end_image: 'https://example.com/end.png' }, {}]) {
-      assert.deepEqual(combinationIssues(inputSchema, check(ok).value), [], JSON.stringify(ok));
+      assert.deepEqual(schemaIssues(inputSchema, check(ok).value), [], JSON.stringify(ok));
     }
   });
 
@@ -148,6 +148,9 @@ describe('input validation (pydantic lax mode)', () => {
     });
     assert.equal(oneIssue({ total_video_length_seconds: 10.5 }).msg, 'Input should be less than or equal to 10');
     assert.equal(oneIssue({ cfg_rescale: -0.01 }).msg, 'Input should be greater than or equal to 0');
+    assert.equal(check({ resolution: '960' }).issues.length, 0);
+    assert.deepEqual(oneIssue({ resolution: 650 }), { type: 'multiple_of', loc: ['body', 'input', 'resolution'], msg: 'Input should be a multiple of 32', input: 650, ctx: { multiple_of: 32 } });
+    assert.equal(oneIssue({ resolution: 992 }).type, 'less_than_equal');
     assert.equal(check({ mp4_crf: 0 }).issues.length, 0);
     assert.equal(check({ mp4_crf: 51 }).issues.length, 0);
   });
@@ -184,6 +187,44 @@ describe('input validation (pydantic lax mode)', () => {
   it('accepts file: URLs only for the local command line', () => {
     assert.equal(oneIssue({ input_image: 'file:///tmp/a.png' }).type, 'value_error');
     assert.deepEqual(validateInput(component, { ...base, input_image: 'file:///tmp/a.png' }, { denyPrivate: false, allowFileUrls: true }).issues, []);
+  });
+});
+
+describe("the predictor's own rules (schema pass)", () => {
+  const request = (input: Record<string, unknown>) => validateRequest({ input: { ...base, ...input } }, component, policy, undefined, inputSchema);
+
+  it('answers a malformed timestamped prompt with a value_error at the prompt, naming the problem', () => {
+    const r = request({ prompt: '[0s: a cat] [2s- : it jumps]' });
+    assert.equal(r.issues.length, 1, JSON.stringify(r.issues));
+    const [issue] = r.issues;
+    assert.equal(issue!.type, 'value_error');
+    assert.deepEqual(issue!.loc, ['body', 'input', 'prompt']);
+    assert.match(issue!.msg, /^Value error, timestamped prompt: "\[2s- :" looks like a timestamp but is not one: write \[2s: text\]/);
+    assert.equal(issue!.input, '[0s: a cat] [2s- : it jumps]');
+  });
+
+  it('checks timestamps against the requested length and window', () => {
+    assert.match(request({ prompt: '[0s: a] [4s: b]', total_video_length_seconds: 3 }).issues[0]!.msg, /starts at or after the end of the 3 s video/);
+    assert.ok(request({ prompt: '[0s: a] [4s: b]', total_video_length_seconds: 5 }).request);
+    assert.ok(request({ prompt: 'a [red] cat, 16:9' }).request, 'a plain prompt with brackets');
+  });
+
+  it('runs only once the component accepted the input', () => {
+    const r = request({ prompt: '[0: a]', steps: 99 });
+    assert.deepEqual(r.issues.map((i) => i.loc.at(-1)), ['steps']);
+  });
+
+  it('reports every rule an input breaks in one 422: an end image with f1 and a malformed timestamped prompt', () => {
+    const r = request({ prompt: '[0s: a] [0s: b]', sampling_mode: 'f1', end_image: 'https://example.com/end.png' });
+    assert.deepEqual(r.issues.map((i) => [i.type, i.loc.at(-1)]), [['value_error', 'end_image'], ['value_error', 'prompt']]);
+    assert.ok(request({ prompt: '[0s: a] [1s: b]', sampling_mode: 'f1' }).request, 'timestamped prompts with f1');
+  });
+
+  it('checks the contents of loras, locating the item', () => {
+    const r = request({ loras: [{ url: 'https://example.com/a.safetensors' }, { url: '/etc/passwd', scale: 9 }] });
+    assert.deepEqual(r.issues.map((i) => i.loc), [['body', 'input', 'loras', 1, 'url'], ['body', 'input', 'loras', 1, 'scale']]);
+    assert.equal(r.issues[0]!.input, '/etc/passwd');
+    assert.deepEqual(request({ loras: [{ url: 'owner/repo/lora.safetensors' }] }).request?.input.loras, [{ url: 'owner/repo/lora.safetensors' }]);
   });
 });
 
