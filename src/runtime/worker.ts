@@ -263,13 +263,13 @@ async function create(p: CreatePayload): Promise<CreateResult> {
     else if (p.ep === 'cpu' && runtime !== 'c-api') s = await NodeSession.create(p, config, defaults);
     else throw appError('ORT_BINDING_UNAVAILABLE', { detail: status.reason });
   }
+  removeTelemetryLog();
   try {
     bindDefaults(s, Object.keys(defaults));
   } catch (e) {
     s.release();
     throw e;
   }
-  removeTelemetryLog();
   const id = nextSession++;
   sessions.set(id, s);
   return {

@@ -1,7 +1,9 @@
 /**
  * The playground page's script (runs in the browser; playground.ts inlines the compiled file into the page).
  * It builds the form from the server's own `/openapi.json` (the Input component: every input in `x-order`,
- * with its description, default and range; `format: uri` inputs become file pickers sent as data URLs),
+ * with its description, default and range; `format: uri` inputs become file pickers sent as data URLs, choices
+ * selects, lists are typed as JSON, and a text field left empty whose default is not text is left out so the
+ * server's default applies),
  * submits with an id of its own (`PUT /predictions/{id}`, `Prefer: respond-async`), follows
  * `/predictions/{id}/events` (progress bar, preview, each section's video, the final video) and cancels
  * with `POST /predictions/{id}/cancel`.
@@ -152,15 +154,21 @@ function fieldFor(name: string, prop: SchemaProp, required: boolean): { row: HTM
     row.append(select, help);
     return { row, field: { name, prop, read: async () => (select.value === '' ? undefined : select.value) } };
   }
-  if (prop.type === 'array' || prop.type === 'object') {
-    // structured inputs are typed as JSON; empty leaves the server's default
-    const input = el('textarea', { id, name, rows: 2, required, placeholder: 'JSON' });
-    row.append(input, help);
-    return { row, field: { name, prop, read: async () => (input.value.trim() === '' ? undefined : JSON.parse(input.value)) } };
-  }
+  const list = prop.type === 'array';
   const input = el('textarea', { id, name, rows: name === 'prompt' ? 3 : 1, required, value: typeof prop.default === 'string' ? prop.default : '' });
+  if (list) input.placeholder = 'JSON list, e.g. [{"url": "https://...", "scale": 1}]';
   row.append(input, help);
-  return { row, field: { name, prop, read: async () => (input.value === '' && prop.nullable ? undefined : input.value) } };
+  const read = async (): Promise<unknown> => {
+    const v = input.value;
+    if (v.trim() === '' && typeof prop.default !== 'string') return undefined; // null or [] by default: the server's
+    if (!list) return v;
+    try {
+      return JSON.parse(v) as unknown;
+    } catch {
+      throw new Error(`${prop.title ?? name}: not a JSON list`);
+    }
+  };
+  return { row, field: { name, prop, read } };
 }
 
 async function buildForm(): Promise<void> {
