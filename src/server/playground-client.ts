@@ -1,9 +1,9 @@
 /**
  * The playground page's script (runs in the browser; playground.ts inlines the compiled file into the page).
  * It builds the form from the server's own `/openapi.json` (the Input component: every input in `x-order`,
- * with its description, default and range; `format: uri` inputs become file pickers sent as data URLs, lists
- * are typed as JSON, and a text field left empty whose default is not text is left out so the server's
- * default applies),
+ * with its description, default and range; `format: uri` inputs become file pickers sent as data URLs, choices
+ * selects, lists are typed as JSON, and a text field left empty whose default is not text is left out so the
+ * server's default applies),
  * submits with an id of its own (`PUT /predictions/{id}`, `Prefer: respond-async`), follows
  * `/predictions/{id}/events` (progress bar, preview, each section's video, the final video) and cancels
  * with `POST /predictions/{id}/cancel`.
