@@ -183,7 +183,6 @@ class DeviceWorker {
   }
 }
 
-/** Niceness of session workers relative to the main thread: FRAMEPACK_WORKER_NICE, default 10 (0 = off). */
 const workers = new Map<string, DeviceWorker>();
 
 function workerFor(ep: ExecutionProvider, deviceId: number): DeviceWorker {
