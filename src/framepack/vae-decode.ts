@@ -147,7 +147,7 @@ export class Vae {
   readonly config: VaeConfig;
   private sessions = new Map<string, Promise<Session>>();
   /**
-   * Graphs already built, by session name (a few kilobytes: the weights stay in the checkpoint): sessions
+   * Graphs already built, by session name (small: the weights stay in the checkpoint files): sessions
    * created again after `release()` skip rebuilding them, tens of milliseconds of JavaScript on the event loop.
    */
   private graphs = new Map<string, BuiltModel>();

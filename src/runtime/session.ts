@@ -220,7 +220,6 @@ class DeviceWorker {
 // bus: on a host of unlike GPUs the two orders differ. Set before any session worker starts CUDA.
 process.env.CUDA_DEVICE_ORDER ??= 'PCI_BUS_ID';
 
-/** Niceness of session workers relative to the main thread: FRAMEPACK_WORKER_NICE, default 10 (0 = off). */
 /**
  * Which runtime drives CPU sessions: FRAMEPACK_ORT_RUNTIME=auto (default: ONNX Runtime's C API, onnxruntime-node
  * where the C API cannot be loaded), c-api, or onnxruntime-node. CUDA sessions always need the C API.
