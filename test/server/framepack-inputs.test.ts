@@ -8,9 +8,8 @@ import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cliPath, json, PNG_1x1, post, predictorPath, startServer, tempDir, waitReady, type TestServer } from './helpers.js';
+import { cliPath, json, PNG_1x1, pngDataUrl as png, post, predictorPath, startServer, tempDir, waitReady, type TestServer } from './helpers.js';
 
-const png = `data:image/png;base64,${PNG_1x1.toString('base64')}`;
 const received = (p: any) => JSON.parse(Buffer.from(p.output.slice(p.output.indexOf(',') + 1), 'base64').toString('utf8'));
 
 describe('end_image, end_image_strength and sampling_mode over HTTP', () => {
