@@ -79,7 +79,7 @@ const PER_CALL = new Set(['hidden_states', 'timestep']);
 export class PackedTransformer {
   private bank: TeaCacheBank<Residual> | null = null;
   /** MagCache states per CFG branch (each branch sees exactly the calls of a cfg = 1 run) */
-  private mag: { opts: NonNullable<SectionOptions['magcache']>; steps: number; states: Map<string, MagCacheState<Residual>> } | null = null;
+  private mag: { opts: NonNullable<SectionOptions['magcache']>; states: Map<string, MagCacheState<Residual>> } | null = null;
   private rope: { key: string; grid: HostTensor; cos: HostTensor; sin: HostTensor } | null = null;
   /** per session: the data each bound input was bound from */
   private readonly bound = new Map<Session, Map<string, unknown>>();
@@ -132,7 +132,7 @@ export class PackedTransformer {
     const mc = opts.magcache;
     if (tc?.enabled && mc?.enabled) throw new RangeError('TeaCache and MagCache cannot both be enabled');
     this.bank = tc?.enabled ? new TeaCacheBank<Residual>(opts.steps, tc, this.precision === 'bfloat16') : null;
-    this.mag = mc?.enabled ? { opts: mc, steps: opts.steps, states: new Map() } : null;
+    this.mag = mc?.enabled ? { opts: mc, states: new Map() } : null;
     this.dropResiduals();
     this.calls.clear();
     this.steps = opts.steps;
@@ -143,7 +143,7 @@ export class PackedTransformer {
     let s = this.mag.states.get(branch);
     if (!s) {
       const { height, width, ...settings } = this.mag.opts;
-      s = new MagCacheState<Residual>(this.mag.steps, height, width, settings);
+      s = new MagCacheState<Residual>(this.steps, height, width, settings);
       this.mag.states.set(branch, s);
     }
     return s;
