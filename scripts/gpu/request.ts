@@ -25,6 +25,7 @@
  *               prediction (whole device; null without nvidia-smi);
  *   health      GET /health-check every 250 ms while the prediction runs: latency p50 / p99 / max (the
  *               event loop must stay free while the networks run in worker threads);
+ *   first frames seconds from "prediction started" to "section 1/N decoded" in the server log;
  *   video       ftyp box, size, codec, dimensions and the frame count ffmpeg reads, against the frame
  *               count the pipeline computes for the requested length and latent window.
  * Exits non-zero unless the prediction succeeded and the video has the expected frames. The server child
@@ -337,6 +338,7 @@ async function main(): Promise<number> {
     result.predictions = [];
     for (const [i, inp] of series.entries()) {
       const r = await predict(url, png, inp, sampler, `${base}${i ? `.${i}` : ''}.mp4`);
+      r.timeToFirstSectionS = firstSectionSeconds(serverLog, r.id);
       result.predictions.push(r);
       console.log(`prediction ${i + 1}/${series.length}: ${r.status} in ${r.wallSeconds} s; GPU peak ${r.peakMiB} MiB, ${r.afterMiB} MiB after`);
       if (!r.ok) break;
@@ -364,6 +366,17 @@ async function main(): Promise<number> {
   return result.ok ? 0 : 1;
 }
 
+/**
+ * Seconds from "prediction started" to the first "section 1/N decoded" line of prediction `id` in the server's
+ * log: how long a client waits for the first frames it could show (null when either line is missing).
+ */
+function firstSectionSeconds(log: Record<string, unknown>[], id: unknown): number | null {
+  const mine = log.filter((l) => l.prediction_id === id);
+  const at = (re: RegExp) => mine.find((l) => re.test(String(l.msg)))?.time;
+  const start = at(/^prediction started/), first = at(/^section 1\/\d+ decoded/);
+  return start && first ? +((Date.parse(String(first)) - Date.parse(String(start))) / 1000).toFixed(2) : null;
+}
+
 function summary(r: Record<string, any>, out: string): void {
   const gib = (m: unknown) => (typeof m === 'number' ? `${(m / 1024).toFixed(1)} GiB` : 'n/a');
   const q = r.request, s = r.setup, p = r.prediction, h = r.health, v = r.video, m = r.gpuMemory ?? {};
@@ -375,7 +388,7 @@ function summary(r: Record<string, any>, out: string): void {
     for (const l of String(p.logs ?? '').split('\n')) if (/\bin \d+(\.\d+)? s\b/.test(l)) lines.push(`         ${l}`);
   }
   for (const [i, x] of (r.predictions ?? []).entries()) {
-    lines.push(`  #${i + 1} ${x.status} ${x.wallSeconds} s; GPU ${gib(x.beforeMiB)} before, peak ${gib(x.peakMiB)}, ${gib(x.afterMiB)} after`);
+    lines.push(`  #${i + 1} ${x.status} ${x.wallSeconds} s (first section decoded at ${x.timeToFirstSectionS ?? 'n/a'} s); GPU ${gib(x.beforeMiB)} before, peak ${gib(x.peakMiB)}, ${gib(x.afterMiB)} after`);
   }
   if (h) lines.push(`health   p50 ${h.p50Ms} ms, p99 ${h.p99Ms} ms, max ${h.maxMs} ms over ${h.n} polls ${JSON.stringify(h.statuses)}${h.errors ? `, ${h.errors} errors` : ''}`);
   if (v) lines.push(`video    ${v.frames} frames (expected ${v.expectedFrames}), ${v.width}x${v.height} ${v.codec}, ${v.bytes} bytes, ftyp ${v.isMp4 ? 'ok' : 'MISSING'} -> ${v.file}`);

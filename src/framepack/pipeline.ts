@@ -6,8 +6,8 @@
  * Stages: prompt conditioning (LLaMA + CLIP; zeros for the negative when cfg == 1, which is then never
  * evaluated), bucket resize + centre crop, VAE start latent, SigLIP image embeddings (and the same for an
  * end image, resized to the start image's bucket), then the sections: noise -> UniPC over the window -> add
- * to the latent history -> decode the newest slice -> blend into the pixels (or, with decodeAfterSampling,
- * every slice once all sections are sampled). The caller encodes the frames (video.ts).
+ * to the latent history -> decode the newest slice -> blend into the pixels (when: FramePackNets.decodeOrder).
+ * The caller encodes the frames (video.ts).
  *
  * Sampling orders (sections.ts): `inverted` (FramePackI2V_HY) generates the end of the video first and
  * prepends; `f1` (FramePack_F1_I2V_HY, its own transformer) generates forward and appends.
@@ -62,6 +62,8 @@ export interface SectionInputs {
   cache: StepCacheKind;
 }
 
+export type DecodeOrder = 'inline' | 'after-sampling' | 'beside-sampling';
+
 /** Which calls may re-use the blocks' cached residual: TeaCache (measured), MagCache (calibrated) or none. */
 export type StepCacheKind = 'teacache' | 'magcache' | 'off';
 
@@ -90,11 +92,16 @@ export interface FramePackNets {
   /** Called once the prompt and image conditioning exist: a low-memory placement frees the encoders here. */
   encodingDone?(): Promise<void>;
   /**
-   * true: every section is sampled before any is decoded, with samplingDone() in between, so that a
-   * low-memory placement frees the DiT before the VAE decodes. The frames are the same either way (a decode
-   * reads only latents); only the order of the work and the progress lines change.
+   * When a section's latents are decoded (default 'inline'). The frames are the same in every order (a decode
+   * reads only its own copy of the latents and sections are blended in order); only when the work happens
+   * changes:
+   *   inline           each section is decoded before the next is sampled;
+   *   after-sampling   every section is sampled first, then samplingDone(), then the decodes, so that a
+   *                    low-memory placement frees the DiT before the VAE decodes;
+   *   beside-sampling  a section's decode starts and the next section samples meanwhile (the decodes still run
+   *                    one at a time, in order), so only the last decode is on the critical path.
    */
-  readonly decodeAfterSampling?: boolean;
+  readonly decodeOrder?: DecodeOrder;
   samplingDone?(): Promise<void>;
 }
 
@@ -318,7 +325,9 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   const pixels = new PixelHistory(overlapFrames(lws), mode === 'f1' ? 'forward' : 'backward');
   const progress = new SamplingProgress({ sections: plans.length, steps: p.steps, log, progress: hooks.progress });
   type Slice = { section: number; label: string; latents: HostTensor };
+  const decodeOrder = nets.decodeOrder ?? 'inline';
   const pending: Slice[] = [];
+  const beside = new DecodeQueue();
   const decode = async ({ section, label, latents }: Slice) => {
     signal.throwIfAborted();
     const t = performance.now();
@@ -329,8 +338,10 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
     hooks.onSection?.(section, plans.length, pixels);
   };
 
+  try {
   for (const plan of plans) {
     signal.throwIfAborted();
+    beside.throwIfFailed();
     const label = `section ${plan.index + 1}/${plans.length}`;
     const count = latentShape.reduce((a, b) => a * b, 1);
     // The generator advances even when noise is injected, so a partial injection keeps later sections' noise.
@@ -364,9 +375,15 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
     const chunk = history.push(f32(latentShape, generated), plan);
     if (dump) dump[`section_${plan.index}_generated_latents`] = chunk;
     const slice = { section: plan.index + 1, label, latents: history.decodeSlice(plan, lws) }; // a copy: later sections do not change it
-    if (nets.decodeAfterSampling) pending.push(slice);
+    if (decodeOrder === 'after-sampling') pending.push(slice);
+    else if (decodeOrder === 'beside-sampling') beside.add(() => decode(slice));
     else await decode(slice);
   }
+  } finally {
+    // a decode still running when sampling failed or was cancelled must finish before the caller frees its sessions
+    await beside.settled();
+  }
+  beside.throwIfFailed();
   await nets.samplingDone?.();
   for (const slice of pending) await decode(slice);
   if (pixels.frameCount !== totalFrames) {
@@ -388,4 +405,24 @@ export function frameStats(frames: Uint8Array, frameBytes: number): { mean: Floa
     std[f] = Math.sqrt(Math.max(ss / frameBytes - m * m, 0));
   }
   return { mean, std };
+}
+
+/**
+ * Decodes that run beside sampling: one at a time, in the order added. A failure is kept (not thrown into
+ * the void as an unhandled rejection) and raised by throwIfFailed at the next section or at the end.
+ */
+class DecodeQueue {
+  private tail: Promise<void> = Promise.resolve();
+  private error: { cause: unknown } | null = null;
+
+  add(task: () => Promise<void>): void {
+    this.tail = this.tail.then(() => (this.error ? undefined : task())).catch((cause: unknown) => { this.error ??= { cause }; });
+  }
+
+  /** Resolves once every decode added so far has finished or failed; never rejects. */
+  settled(): Promise<void> { return this.tail; }
+
+  throwIfFailed(): void {
+    if (this.error) throw this.error.cause;
+  }
 }

@@ -32,7 +32,7 @@ import { inputSchema, stepCacheOf, type FramePackInput } from './inputs.js';
 import { LiveEvents } from './live.js';
 import { randomSeed } from './noise.js';
 import {
-  generate, type FramePackNets, type GenerateParams, type PromptEmbeddings, type SamplingMode, type SectionInputs,
+  generate, type DecodeOrder, type FramePackNets, type GenerateParams, type PromptEmbeddings, type SamplingMode, type SectionInputs,
   type SectionModel, type StepCacheKind,
 } from './pipeline.js';
 import { combineLoras, fetchLora, type LoraInput } from './lora-files.js';
@@ -339,9 +339,13 @@ export class FramePackModels implements FramePackNets {
     if (this.placement.lifetime.vae === 'per-request') await this.releaseVae();
   }
 
-  /** A per-request DiT is freed before the VAE decodes, which then has the device to itself. */
-  get decodeAfterSampling(): boolean {
-    return this.placement.lifetime.dit === 'per-request';
+  /**
+   * A per-request DiT is freed before the VAE decodes, which then has the device to itself; with room for
+   * both, a section decodes while the next samples.
+   */
+  get decodeOrder(): DecodeOrder {
+    if (this.placement.lifetime.dit === 'per-request') return 'after-sampling';
+    return this.placement.decodeBesideSampling ? 'beside-sampling' : 'inline';
   }
 
   async samplingDone(): Promise<void> {

@@ -23,6 +23,7 @@
  *
  * Environment: FRAMEPACK_PLACEMENT=auto|high|medium|low|cpu, FRAMEPACK_EP=auto|cuda|cpu|webgpu,
  * FRAMEPACK_VAE_TILING=auto|on|off (the VAE's spatial tiling; auto: on in low only),
+ * FRAMEPACK_DECODE_BESIDE_SAMPLING=auto|on|off (a section decodes while the next samples; auto: high on CUDA),
  * FRAMEPACK_DEVICE_ID=<n> (the CUDA / WebGPU device, counted as CUDA counts them, i.e. after
  * CUDA_VISIBLE_DEVICES).
  */
@@ -102,6 +103,12 @@ export interface Placement {
   vaeTiles: 'diffusers' | 'fit';
   /** the DiT's activations go back to the device after each section (arena shrinkage) */
   shrinkDitAfterSection: boolean;
+  /**
+   * A section's decode runs while the next section samples (the VAE's session on its own worker and CUDA
+   * stream), so that only the last decode is on the critical path. Needs both networks resident and room for a
+   * decode beside the DiT's activations: `high` on CUDA.
+   */
+  decodeBesideSampling: boolean;
   precision: { dit: Precision; encoders: Precision; vae: Precision };
   /** Why this placement, for the logs. */
   reason: string;
@@ -121,11 +128,12 @@ function parsePolicy(value: string | undefined): PlacementPolicy | 'auto' {
   throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_PLACEMENT', value, allowed: 'auto, high, medium, low, cpu' });
 }
 
-function parseTiling(value: string | undefined): boolean | undefined {
+/** auto -> undefined (the placement decides), on/off -> true/false. */
+function parseOnOff(name: string, value: string | undefined): boolean | undefined {
   const v = (value ?? 'auto').trim().toLowerCase() || 'auto';
   if (v === 'auto') return undefined;
   if (v === 'on' || v === 'off') return v === 'on';
-  throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_VAE_TILING', value, allowed: 'auto, on, off' });
+  throw appError('RUNTIME_SETTING_INVALID', { name, value, allowed: 'auto, on, off' });
 }
 
 function parseDeviceId(value: string | undefined): number | undefined {
@@ -150,24 +158,32 @@ function build(policy: PlacementPolicy, ep: ExecutionProvider, deviceId: number,
     // The VAE's CPU arena keeps a full-resolution decode's activations (3.8 GB for the tiny model at 640 px,
     // tens of GB for the real one): released after each request, an idle server holds only the weights.
     return { policy: 'cpu', ep: 'cpu', deviceId: 0, lifetime: { ...LIFETIMES.high, vae: 'per-request' }, quantize: {}, vaeTiling: false,
-      vaeTiles: 'diffusers', precision: { dit: 'float32', encoders: 'float32', vae: 'float32' }, reason, shrinkDitAfterSection: false };
+      vaeTiles: 'diffusers', precision: { dit: 'float32', encoders: 'float32', vae: 'float32' }, reason, shrinkDitAfterSection: false,
+      decodeBesideSampling: false };
   }
   // WebGPU has no bfloat16 and the DiT gives NaN in float16, so its DiT stays in float32 there.
   const dit: Precision = ep === 'cuda' ? 'bfloat16' : 'float32';
   const low = policy === 'low';
   return { policy, ep, deviceId, gpu, lifetime: { ...LIFETIMES[policy] },
     quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low || !gpu || gpu.freeMiB < UNTILED_VAE_MIN_FREE_MIB, vaeTiles: low ? 'diffusers' : 'fit',
-    precision: { dit, encoders: 'float16', vae: 'float16' }, reason, shrinkDitAfterSection: !low };
+    precision: { dit, encoders: 'float16', vae: 'float16' }, reason, shrinkDitAfterSection: !low,
+    decodeBesideSampling: policy === 'high' && ep === 'cuda' };
 }
 
 const mib = (n: number) => `${(n / 1024).toFixed(1)} GiB`;
 
 export async function choosePlacement(inputs: PlacementInputs = {}): Promise<Placement> {
   const env = inputs.env ?? process.env;
-  const tiling = parseTiling(env.FRAMEPACK_VAE_TILING);
-  const p = await choosePolicy(inputs, env);
-  if (tiling === undefined || tiling === p.vaeTiling) return p;
-  return { ...p, vaeTiling: tiling, reason: `${p.reason}; FRAMEPACK_VAE_TILING=${tiling ? 'on' : 'off'}` };
+  const tiling = parseOnOff('FRAMEPACK_VAE_TILING', env.FRAMEPACK_VAE_TILING);
+  const beside = parseOnOff('FRAMEPACK_DECODE_BESIDE_SAMPLING', env.FRAMEPACK_DECODE_BESIDE_SAMPLING);
+  let p = await choosePolicy(inputs, env);
+  if (tiling !== undefined && tiling !== p.vaeTiling) {
+    p = { ...p, vaeTiling: tiling, reason: `${p.reason}; FRAMEPACK_VAE_TILING=${tiling ? 'on' : 'off'}` };
+  }
+  if (beside !== undefined && beside !== p.decodeBesideSampling) {
+    p = { ...p, decodeBesideSampling: beside, reason: `${p.reason}; FRAMEPACK_DECODE_BESIDE_SAMPLING=${beside ? 'on' : 'off'}` };
+  }
+  return p;
 }
 
 async function choosePolicy(inputs: PlacementInputs, env: NodeJS.ProcessEnv): Promise<Placement> {
@@ -220,7 +236,8 @@ async function choosePolicy(inputs: PlacementInputs, env: NodeJS.ProcessEnv): Pr
 /** One log line naming the policy and what it implies. */
 export function describePlacement(p: Placement): string {
   const device = p.ep === 'cpu' ? 'cpu' : `${p.ep}:${p.deviceId}`;
-  const tiling = !p.vaeTiling ? 'VAE untiled' : p.vaeTiles === 'fit' ? 'VAE in 2 x 2 tiles (smaller on out of memory)' : 'VAE tiled';
+  const tiling = (!p.vaeTiling ? 'VAE untiled' : p.vaeTiles === 'fit' ? 'VAE in 2 x 2 tiles (smaller on out of memory)' : 'VAE tiled') +
+    (p.decodeBesideSampling ? ', decoding beside sampling' : '');
   const what = p.policy === 'high' ? `every session resident; ${tiling}`
     : p.policy === 'medium' ? `DiT and VAE resident, encoders created per request; ${tiling}`
       : p.policy === 'low' ? `encoders, DiT, VAE created per request in turn; 8-bit DiT and LLaMA; ${tiling}`

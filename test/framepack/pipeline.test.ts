@@ -6,20 +6,28 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { HostTensor } from '../../src/onnx/safetensors.js';
 import { SIGLIP_384, type RgbImage } from '../../src/framepack/image.js';
-import { generate, type FramePackNets, type GenerateParams, type SectionInputs } from '../../src/framepack/pipeline.js';
+import { generate, type DecodeOrder, type FramePackNets, type GenerateParams, type SectionInputs } from '../../src/framepack/pipeline.js';
 import { NormalGenerator } from '../../src/framepack/noise.js';
 import type { StepProgress } from '../../src/framepack/progress.js';
 import { float32ToFloat16 } from '../../src/onnx/half.js';
 
 const f32 = (dims: number[], fill = 0): HostTensor => ({ dtype: 'float32', dims, data: new Float32Array(dims.reduce((a, b) => a * b, 1)).fill(fill) });
 
-function fakeNets(events: string[], opts: { abortAt?: { section: number; step: number; ac: AbortController }; decodeAfterSampling?: boolean } = {}) {
+interface FakeOptions {
+  abortAt?: { section: number; step: number; ac: AbortController };
+  decodeOrder?: DecodeOrder;
+  /** makes the decode of section k wait until section k + 2 starts (or the last has), and fail at `failDecode` */
+  slowDecodes?: { sections: number; failDecode?: number };
+}
+
+function fakeNets(events: string[], opts: FakeOptions = {}) {
   const sections: SectionInputs[] = [];
+  let decodes = 0;
   const firstInputs: Float32Array[] = [];
   let closed = 0;
   const nets: FramePackNets = {
     halfPrecision: false,
-    decodeAfterSampling: opts.decodeAfterSampling,
+    decodeOrder: opts.decodeOrder,
     async samplingDone() { events.push('sampling-done'); },
     sigLip: SIGLIP_384,
     async encodePrompt(prompt) {
@@ -39,6 +47,13 @@ function fakeNets(events: string[], opts: { abortAt?: { section: number; step: n
     async decodeLatents(z) {
       const [, , T, h, w] = z.dims;
       events.push(`decode:${T}`);
+      const slow = opts.slowDecodes;
+      if (slow) {
+        const k = decodes++;
+        while (sections.length < Math.min(k + 2, slow.sections)) await new Promise((r) => setTimeout(r, 1));
+        events.push(`decoded:${k}`);
+        if (k === slow.failDecode) throw new Error('decode failed');
+      }
       // pixels that depend on the latents decoded: the first value, clamped into [-1, 1]
       return f32([1, 3, 4 * (T - 1) + 1, 8 * h, 8 * w], Math.max(-1, Math.min(1, (z.data as Float32Array)[0] / 4)));
     },
@@ -158,17 +173,38 @@ test('a cancel stops within the step and frees the section', async () => {
   assert.ok(logs.some((l) => /1\/3 .*section 2\/4/.test(l)));
 });
 
-test('decodeAfterSampling: every section sampled, then samplingDone, then the same decodes and the same frames', async () => {
-  const run = async (decodeAfterSampling: boolean) => {
+test('decode after sampling: every section sampled, then samplingDone, then the same decodes and the same frames', async () => {
+  const run = async (decodeOrder: DecodeOrder) => {
     const events: string[] = [];
-    const r = await generate(fakeNets(events, { decodeAfterSampling }).nets, image, params, { signal: new AbortController().signal, log: () => {} });
+    const r = await generate(fakeNets(events, { decodeOrder }).nets, image, params, { signal: new AbortController().signal, log: () => {} });
     return { events, frames: r.pixels.frames() };
   };
-  const inline = await run(false), deferred = await run(true);
+  const inline = await run('inline'), deferred = await run('after-sampling');
   assert.deepEqual(deferred.events.slice(3), ['section:0', 'section:1', 'section:2', 'section:3', 'sampling-done',
     'decode:2', 'decode:4', 'decode:4', 'decode:5']);
   assert.ok(new Set(inline.frames).size > 1, 'the fake decode gives frames that differ by section');
   assert.deepEqual(deferred.frames, inline.frames);
+});
+
+test('decode beside sampling: section k decodes while k + 1 samples, in order, with the same frames', async () => {
+  const inline = await generate(fakeNets([]).nets, image, params, { signal: new AbortController().signal, log: () => {} });
+  const events: string[] = [];
+  const sectionsSeen: number[] = [];
+  const r = await generate(fakeNets(events, { decodeOrder: 'beside-sampling', slowDecodes: { sections: 4 } }).nets, image, params,
+    { signal: new AbortController().signal, log: () => {}, onSection: (s) => sectionsSeen.push(s) });
+  // each decode finishes only once the next section has started: the overlap, not a serial order
+  assert.deepEqual(events.slice(3), ['section:0', 'decode:2', 'section:1', 'decoded:0', 'section:2', 'decode:4', 'decoded:1',
+    'section:3', 'decode:4', 'decoded:2', 'decode:5', 'decoded:3', 'sampling-done']);
+  assert.deepEqual(sectionsSeen, [1, 2, 3, 4]);
+  assert.deepEqual(r.pixels.frames(), inline.pixels.frames());
+});
+
+test('decode beside sampling: a failed decode stops the next section, and nothing is left running', async () => {
+  const events: string[] = [];
+  await assert.rejects(generate(fakeNets(events, { decodeOrder: 'beside-sampling', slowDecodes: { sections: 4, failDecode: 0 } }).nets,
+    image, params, { signal: new AbortController().signal, log: () => {} }), /decode failed/);
+  // decode 0 fails while section 2 samples; section 3 never starts and no later decode runs
+  assert.deepEqual(events.slice(3), ['section:0', 'decode:2', 'section:1', 'decoded:0']);
 });
 
 test('timestamped prompts: each distinct prompt encoded once, each section conditioned on its own, the change blended', async () => {

@@ -63,7 +63,7 @@ function traced(models: FramePackModels, nets: FramePackNets, trace: Trace,
       return { dtype: 'float32', dims, data: new Float32Array(dims.reduce((a, b) => a * b, 1)) };
     },
     ...(opts.skipEncodingDone ? {} : { encodingDone: () => nets.encodingDone!() }),
-    decodeAfterSampling: nets.decodeAfterSampling,
+    decodeOrder: nets.decodeOrder,
     samplingDone: () => nets.samplingDone!(),
     async section(inputs, signal) {
       trace.sections++;

@@ -50,7 +50,8 @@ test('an 80 GB GPU: high with the VAE tiled; 40-48 GB: medium; 24 GB: low', asyn
   assert.deepEqual(h100.lifetime, { encoders: 'resident', dit: 'resident', vae: 'resident' });
   assert.equal(h100.vaeTiling, true);
   assert.equal(h100.vaeTiles, 'fit');
-  assert.match(describePlacement(h100), /placement: high on cuda:0 \(every session resident; VAE in 2 x 2 tiles \(smaller on out of memory\)/);
+  assert.equal(h100.decodeBesideSampling, true);
+  assert.match(describePlacement(h100), /placement: high on cuda:0 \(every session resident; VAE in 2 x 2 tiles \(smaller on out of memory\), decoding beside sampling/);
   for (const [total, free] of [[49140, 48000], [40960, MEDIUM_MIN_FREE_MIB]]) {
     const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, total, free, 'NVIDIA L40S') }), cuda: cudaOk });
     assert.equal(p.policy, 'medium');
@@ -59,6 +60,7 @@ test('an 80 GB GPU: high with the VAE tiled; 40-48 GB: medium; 24 GB: low', asyn
     assert.equal(p.vaeTiling, true);
     assert.equal(p.vaeTiles, 'fit');
     assert.equal(p.shrinkDitAfterSection, true);
+    assert.equal(p.decodeBesideSampling, false);
     assert.match(describePlacement(p), /placement: medium on cuda:0 \(DiT and VAE resident, encoders created per request/);
   }
   assert.ok(23000 < MEDIUM_MIN_FREE_MIB && 23000 >= LOW_MIN_FREE_MIB);
@@ -70,7 +72,21 @@ test('an 80 GB GPU: high with the VAE tiled; 40-48 GB: medium; 24 GB: low', asyn
   assert.equal(p.vaeTiling, true);
   assert.equal(p.vaeTiles, 'diffusers'); // the original's low-VRAM tiles
   assert.equal(p.shrinkDitAfterSection, false);
+  assert.equal(p.decodeBesideSampling, false);
   assert.match(describePlacement(p), /placement: low on cuda:0/);
+});
+
+test('FRAMEPACK_DECODE_BESIDE_SAMPLING overrides the placement; other values fail clearly', async () => {
+  const smi = gpuLine(0, 81559, 80959, 'NVIDIA H100 80GB HBM3');
+  const off = await choosePlacement({ env: env({ FAKE_SMI_OUT: smi, FRAMEPACK_DECODE_BESIDE_SAMPLING: 'off' }), cuda: cudaOk });
+  assert.equal(off.policy, 'high');
+  assert.equal(off.decodeBesideSampling, false);
+  assert.match(off.reason, /FRAMEPACK_DECODE_BESIDE_SAMPLING=off/);
+  const on = await choosePlacement({ env: env({ FAKE_SMI_OUT: smi, FRAMEPACK_PLACEMENT: 'medium', FRAMEPACK_DECODE_BESIDE_SAMPLING: 'on' }), cuda: cudaOk });
+  assert.equal(on.policy, 'medium');
+  assert.equal(on.decodeBesideSampling, true);
+  await assert.rejects(choosePlacement({ env: env({ FAKE_SMI_OUT: smi, FRAMEPACK_DECODE_BESIDE_SAMPLING: '1' }), cuda: cudaOk }),
+    (err: AppError) => err.code === 'RUNTIME_SETTING_INVALID' && /FRAMEPACK_DECODE_BESIDE_SAMPLING/.test(err.message));
 });
 
 test('FRAMEPACK_VAE_TILING turns the VAE tiling on or off over the policy default; other values fail clearly', async () => {
