@@ -960,13 +960,16 @@ export interface ConvOptions {
   groups?: number;
 }
 
-/** Nodes of a built model per op type (`domain.op` outside the default domain), If branches included. */
-export function opCounts(model: BuiltModel): Record<string, number> {
+/**
+ * Nodes of a built model per op type (`domain.op` outside the default domain), If branches included; with
+ * `scope`, only the nodes built inside Graph.scope(scope) (their names start with `scope/`).
+ */
+export function opCounts(model: BuiltModel, scope?: string): Record<string, number> {
   const counts: Record<string, number> = {};
-  const visit = (nodes: readonly { opType: string; domain: string; attribute: readonly { g?: { node: readonly any[] } }[] }[]) => {
+  const visit = (nodes: readonly { name: string; opType: string; domain: string; attribute: readonly { g?: { node: readonly any[] } }[] }[]) => {
     for (const n of nodes) {
       const op = n.domain ? `${n.domain}.${n.opType}` : n.opType;
-      counts[op] = (counts[op] ?? 0) + 1;
+      if (!scope || n.name.startsWith(`${scope}/`)) counts[op] = (counts[op] ?? 0) + 1;
       for (const a of n.attribute) if (a.g) visit(a.g.node);
     }
   };
