@@ -22,7 +22,8 @@
  * Conventions: batch 1 (as the original runs; real CFG is two calls). Graph inputs and outputs are float32 or
  * int64; inside, everything but the float32 islands runs in the graph's precision (float32 on the CPU,
  * bfloat16 on CUDA). Float32 islands as in the original: sinusoidal embeddings, the refiner's masked mean,
- * RoPE application, norm statistics (ORT's LayerNormalization/RMSNormalization compute in float32), the
+ * RoPE application (float32 graphs; the fused half-precision graphs rotate in their precision), norm
+ * statistics (ORT's LayerNormalization/RMSNormalization/SkipLayerNormalization compute in float32), the
  * TeaCache residual arithmetic and the final projection.
  *
  * Text: encoder_hidden_states (1, L, C) with any L and its mask; the refiner attends with the original's mask
