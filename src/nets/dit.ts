@@ -101,10 +101,11 @@ export interface DitGraphOptions {
   castWeightsAt?: 'load' | 'run';
   quantize?: { bits: 4 | 8; blockSize?: number; cacheDir?: string };
   /**
-   * Fewer passes over the image stream in the blocks (default true; false builds the graphs node for node as
-   * the plain formulas, the reference the fused graphs are tested against): a residual add goes into the next
-   * AdaLN as one SkipLayerNormalization, the MLP's first bias into FastGelu, and in half precision RoPE rotates
-   * q and k in the graph's precision instead of a float32 round trip (see "Fused ops" in docs/transformer.md).
+   * Fewer passes over the image stream in the blocks: a residual add goes into the next AdaLN as one
+   * SkipLayerNormalization, the MLP's first bias into FastGelu, and in half precision RoPE rotates q and k in
+   * the graph's precision instead of a float32 round trip (see "Fused ops" in docs/transformer.md). Default:
+   * on for the half-precision graphs (the GPU's), off for float32, whose graphs then stay node for node the
+   * plain formulas and bit for bit what they computed before.
    */
   fuse?: boolean;
 }
@@ -212,12 +213,15 @@ function linear(ctx: Ctx, x: Value, layer: string, opts: { bias?: boolean } = {}
   return ctx.lora ? ctx.g.add(y, loraDelta(ctx, x, layer)) : y;
 }
 
+/** DitGraphOptions.fuse with its default. */
+const fuseByDefault = (o: DitGraphOptions): boolean => o.fuse ?? o.precision !== 'float32';
+
 /**
  * A graph's outputs from `body`: built once as it always was, and with `lora` also a second time with LoRA
  * branches, the two joined by If(lora_enabled). The weights are the main graph's, read by both bodies.
  */
 function withLora(g: Graph, ck: Checkpoint, c: DitConfig, o: DitGraphOptions, body: (ctx: Ctx) => Value[]): Value[] {
-  const fuse = o.fuse !== false;
+  const fuse = fuseByDefault(o);
   if (!o.lora) return body({ g, ck, c, lora: null, fuse });
   const on = g.optionalInput(LORA_ENABLED, [], { dtype: 'bool', dims: [], data: Uint8Array.of(0) });
   const inputs: LoraInputs = new Map();
@@ -578,7 +582,7 @@ function outputHead(ctx: Ctx, x: Value, temb: Value, grid: Value): Value {
 function buildHead(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
   const g = new Graph({ name: 'dit-head', precision: o.precision, castWeightsAt: o.castWeightsAt });
   const x0 = g.input('hidden_states', 'float32', [1, c.inChannels, 'frames', 'height', 'width']);
-  const img = g.cast(patchEmbed(x0, { g, ck, c, lora: null, fuse: o.fuse !== false }, 'x_embedder.proj', [c.patchT, c.patch, c.patch], false), 'float32'); // (1, T*h*w, D)
+  const img = g.cast(patchEmbed(x0, { g, ck, c, lora: null, fuse: fuseByDefault(o) }, 'x_embedder.proj', [c.patchT, c.patch, c.patch], false), 'float32'); // (1, T*h*w, D)
   const residual = g.input('residual', 'float32', [1, 'noisy_tokens', c.dim]);
   const temb = g.input('temb', 'float32', [1, c.dim]);
   const grid = g.input('latent_grid', 'int64', [3]);

@@ -43,6 +43,14 @@ test('fused blocks graph equals the unfused one within float32 rounding (tiny mo
   }
 });
 
+test('fused by default in half precision only: the float32 graphs stay the plain ones', async () => {
+  const ck = await Checkpoint.open(DIT_DIR());
+  const bytes = (o: { precision: 'float32' | 'bfloat16'; fuse?: boolean }) => Buffer.from(buildDitGraphs(ck, o).blocks.bytes);
+  assert.ok(bytes({ precision: 'float32' }).equals(bytes({ precision: 'float32', fuse: false })));
+  assert.ok(bytes({ precision: 'bfloat16' }).equals(bytes({ precision: 'bfloat16', fuse: true })));
+  assert.ok(!bytes({ precision: 'bfloat16' }).equals(bytes({ precision: 'bfloat16', fuse: false })));
+});
+
 test('full-size blocks graph: the fused ops replace the passes they stand for (node counts)', async () => {
   const D = 20, S = 40; // dual and single blocks of the real config
   const bf16 = await ditOpCounts('bfloat16');
