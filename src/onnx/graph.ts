@@ -32,7 +32,8 @@
  * reused; preparation happens off the main thread when the session is created (see BuiltModel.prepare).
  *
  * Ops use the default domain at opset 23 (RMSNormalization, Gelu with `approximate`, Resize/Pad as inputs)
- * and com.microsoft v1 for MultiHeadAttention, RotaryEmbedding and MatMulNBits.
+ * and com.microsoft v1 for MultiHeadAttention, RotaryEmbedding, MatMulNBits, SkipLayerNormalization and
+ * FastGelu.
  */
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
