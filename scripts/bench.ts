@@ -34,16 +34,13 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { gpuInfo, limitDeviceMemory, sampleGpuMemory } from './gpu-memory.js';
+import { BUCKET, LATENT, PROMPT_TOKENS, WINDOW, ditInputs, ints, randn, range } from './dit-request.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 
 // ---------------------------------------------------------------------------------------------------------
 // Shapes of one FramePack call at the default settings
 
-const BUCKET = { height: 640, width: 608 };
-const LATENT = { h: BUCKET.height / 8, w: BUCKET.width / 8 }; // 80 x 76
-const WINDOW = 9;
-const PROMPT_TOKENS = 40;
 const TEMPLATE_TOKENS = 95;
 const SECTION_LATENTS = 2 * WINDOW; // latent frames decoded per section (spec 8.4)
 
@@ -62,48 +59,7 @@ interface Stage {
   detail?: Record<string, unknown>;
 }
 
-function uniform(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
-    return s / 2147483648 - 1;
-  };
-}
-
-function randn(dims: number[], scale = 1, seed = 7): Tensor {
-  const n = dims.reduce((a, b) => a * b, 1);
-  const r = uniform(seed);
-  const data = new Float32Array(n);
-  for (let i = 0; i < n; i++) data[i] = scale * (r() + r() + r()); // roughly normal, never all zeros
-  return { dtype: 'float32', dims, data };
-}
-
-const ints = (values: number[]): Tensor => ({ dtype: 'int64', dims: [1, values.length], data: BigInt64Array.from(values.map(BigInt)) });
-const range = (a: number, n: number) => Array.from({ length: n }, (_, i) => a + i);
 const copy = (t: Tensor): Tensor => ({ ...t, dims: [...t.dims], data: t.data.slice() as Tensor['data'] });
-
-/** Inputs of one transformer call of the first section (spec 8.2 with padding 0). */
-function ditInputs(c: { textDim: number; pooledDim: number; imageProjDim: number }): Record<string, Tensor> {
-  const { h, w } = LATENT;
-  const mask = new BigInt64Array(512);
-  mask.fill(1n, 0, PROMPT_TOKENS);
-  return {
-    hidden_states: randn([1, 16, WINDOW, h, w], 0.5, 1),
-    timestep: { dtype: 'float32', dims: [1], data: Float32Array.of(960) },
-    guidance: { dtype: 'float32', dims: [1], data: Float32Array.of(10000) },
-    encoder_hidden_states: randn([1, 512, c.textDim], 0.5, 2),
-    encoder_attention_mask: { dtype: 'int64', dims: [1, 512], data: mask },
-    pooled_projections: randn([1, c.pooledDim], 0.5, 3),
-    image_embeddings: randn([1, 729, c.imageProjDim], 0.5, 4),
-    latent_indices: ints(range(1, WINDOW)),
-    clean_latents: randn([1, 16, 2, h, w], 0.5, 5),
-    clean_latent_indices: ints([0, WINDOW + 1]),
-    clean_latents_2x: randn([1, 16, 2, h, w], 0.5, 6),
-    clean_latent_2x_indices: ints([WINDOW + 2, WINDOW + 3]),
-    clean_latents_4x: randn([1, 16, 16, h, w], 0.5, 8),
-    clean_latent_4x_indices: ints(range(WINDOW + 4, 16)),
-  };
-}
 
 /** Throws when a sample of the output is not finite (a half-precision overflow must not pass as a timing). */
 function finite(t: Tensor, what: string): Tensor {

@@ -16,6 +16,7 @@
  */
 import { mkdir, open, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ditConfig, ditParameterShapes } from '../src/nets/dit.js';
 import { headerAt } from '../src/onnx/safetensors.js';
@@ -65,6 +66,26 @@ function fillBf16(out: Uint16Array, rnd: () => number, scale: number, offset: nu
 }
 
 interface Planned { key: string; shape: number[]; region: number; shift: number }
+
+/**
+ * The full-size checkpoint's config and header only, in `dir`: every tensor at its real shape over the zero
+ * bytes of a sparse file (no disk used), tensor i starting 2 i bytes in (distinct offsets, as graphs key
+ * weights by offset). Enough to build and inspect the full-size graphs; not to run them.
+ */
+export async function writeShapeOnlyDit(dir: string): Promise<void> {
+  const shapes = ditParameterShapes(ditConfig(FULL_DIT_CONFIG));
+  const head = headerAt(shapes.map(([key, shape], i) => ({ key, dtype: 'BF16' as const, shape, begin: 2 * i })), { format: 'pt', note: 'shapes only' });
+  const longest = Math.max(...shapes.map(([, s], i) => 2 * i + 2 * s.reduce((a, b) => a * b, 1)));
+  await mkdir(dir, { recursive: true });
+  await writeFile(join(dir, 'config.json'), JSON.stringify(FULL_DIT_CONFIG, null, 2) + '\n');
+  const fh = await open(join(dir, 'diffusion_pytorch_model.safetensors'), 'w');
+  try {
+    await fh.write(head, 0, head.length, 0);
+    await fh.truncate(head.length + longest);
+  } finally {
+    await fh.close();
+  }
+}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
@@ -149,4 +170,4 @@ async function main(): Promise<void> {
   }));
 }
 
-await main();
+if (process.argv[1] === fileURLToPath(import.meta.url)) await main();

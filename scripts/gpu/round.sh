@@ -6,6 +6,7 @@
 #   scripts/gpu/round.sh setup         node + node_modules + CUDA provider, a static ffmpeg, random full weights
 #   scripts/gpu/round.sh parity        the CUDA parity suite (float32 with TF32 off at 1e-4)
 #   scripts/gpu/round.sh high|medium|low [request.js args]   the default request through the server
+#   scripts/gpu/round.sh dit [dit-forward.js args]   the DiT forward alone, unfused against fused graphs
 # Run from the folder that holds dist/ (the project root, or a copy of the build); results go to $OUT.
 # Parts go to $GPU_TMP (default /tmp/gpu), so that rounds of different checkouts on one machine stay apart.
 set -uo pipefail
@@ -42,5 +43,8 @@ case "$step" in
     runtime
     node dist/scripts/gpu/request.js --weights bench/tmp/full --policy "$step" --out "$out/request-$step.json" "$@" 2>&1 | tail -40
     gzip -f "$out/request-$step.server.log" 2>/dev/null; rm -f "$out"/*.mp4 ;;
+  dit)
+    runtime
+    node dist/scripts/gpu/dit-forward.js --weights bench/tmp/full --out "$out/dit-forward.json" "$@" 2>&1 | tail -80 ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac

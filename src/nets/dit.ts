@@ -22,7 +22,8 @@
  * Conventions: batch 1 (as the original runs; real CFG is two calls). Graph inputs and outputs are float32 or
  * int64; inside, everything but the float32 islands runs in the graph's precision (float32 on the CPU,
  * bfloat16 on CUDA). Float32 islands as in the original: sinusoidal embeddings, the refiner's masked mean,
- * RoPE application, norm statistics (ORT's LayerNormalization/RMSNormalization compute in float32), the
+ * RoPE application (float32 graphs; the fused half-precision graphs rotate in their precision), norm
+ * statistics (ORT's LayerNormalization/RMSNormalization/SkipLayerNormalization compute in float32), the
  * TeaCache residual arithmetic and the final projection.
  *
  * Text: encoder_hidden_states (1, L, C) with any L and its mask; the refiner attends with the original's mask
@@ -99,6 +100,14 @@ export interface DitGraphOptions {
   /** see Graph: 'run' keeps host RAM near the checkpoint size when the precision differs from bf16 */
   castWeightsAt?: 'load' | 'run';
   quantize?: { bits: 4 | 8; blockSize?: number; cacheDir?: string };
+  /**
+   * Fewer passes over the image stream in the blocks: a residual add goes into the next AdaLN as one
+   * SkipLayerNormalization, the MLP's first bias into FastGelu, and in half precision RoPE rotates q and k in
+   * the graph's precision instead of a float32 round trip (see "Fused ops" in docs/transformer.md). Default:
+   * on for the half-precision graphs (the GPU's), off for float32, whose graphs then stay node for node the
+   * plain formulas and bit for bit what they computed before.
+   */
+  fuse?: boolean;
 }
 
 export interface DitGraphs {
@@ -117,7 +126,7 @@ const MASKED = -1e30;
 // ---------------------------------------------------------------------------------------------------------
 // Shared pieces
 
-type Ctx = { g: Graph; ck: Checkpoint; c: DitConfig; lora: LoraInputs | null };
+type Ctx = { g: Graph; ck: Checkpoint; c: DitConfig; lora: LoraInputs | null; fuse: boolean };
 
 /** Runtime dims [from, to) of x as an int64 (to - from) vector. */
 function dims(g: Graph, x: Value, from: number, to: number): Value {
@@ -199,20 +208,24 @@ function loraDelta(ctx: Ctx, x: Value, layer: string): Value {
 }
 
 /** torch.nn.Linear `layer` of the checkpoint, plus its LoRA branch in the LoRA body of a graph. */
-function linear(ctx: Ctx, x: Value, layer: string): Value {
-  const y = ctx.g.linear(x, ctx.ck, layer);
+function linear(ctx: Ctx, x: Value, layer: string, opts: { bias?: boolean } = {}): Value {
+  const y = ctx.g.linear(x, ctx.ck, layer, opts);
   return ctx.lora ? ctx.g.add(y, loraDelta(ctx, x, layer)) : y;
 }
+
+/** DitGraphOptions.fuse with its default. */
+const fuseByDefault = (o: DitGraphOptions): boolean => o.fuse ?? o.precision !== 'float32';
 
 /**
  * A graph's outputs from `body`: built once as it always was, and with `lora` also a second time with LoRA
  * branches, the two joined by If(lora_enabled). The weights are the main graph's, read by both bodies.
  */
 function withLora(g: Graph, ck: Checkpoint, c: DitConfig, o: DitGraphOptions, body: (ctx: Ctx) => Value[]): Value[] {
-  if (!o.lora) return body({ g, ck, c, lora: null });
+  const fuse = fuseByDefault(o);
+  if (!o.lora) return body({ g, ck, c, lora: null, fuse });
   const on = g.optionalInput(LORA_ENABLED, [], { dtype: 'bool', dims: [], data: Uint8Array.of(0) });
   const inputs: LoraInputs = new Map();
-  return g.ifElse(on, () => body({ g, ck, c, lora: inputs }), () => body({ g, ck, c, lora: null }));
+  return g.ifElse(on, () => body({ g, ck, c, lora: inputs, fuse }), () => body({ g, ck, c, lora: null, fuse }));
 }
 
 /** TimestepEmbedding / PixArtAlphaTextProjection: linear_2(silu(linear_1(x))). */
@@ -223,9 +236,38 @@ function mlpEmbed(x: Value, ctx: Ctx, prefix: string): Value {
 
 /** Feed-forward of the blocks: net.2(act(net.0.proj(x))). */
 function feedForward(x: Value, ctx: Ctx, prefix: string, act: 'gelu_tanh' | 'silu'): Value {
+  const h = act === 'silu' ? ctx.g.silu(linear(ctx, x, `${prefix}.net.0.proj`)) : linearGelu(ctx, x, `${prefix}.net.0.proj`);
+  return linear(ctx, h, `${prefix}.net.2`);
+}
+
+/**
+ * gelu_tanh(linear(x)). Fused: the GEMM leaves out its bias and FastGelu adds it, so the (S, 4D) output is not
+ * first filled with the broadcast bias and read back by the GEMM.
+ */
+function linearGelu(ctx: Ctx, x: Value, layer: string): Value {
+  const { g, ck } = ctx;
+  if (!ctx.fuse) return g.gelu(linear(ctx, x, layer), 'tanh');
+  const h = linear(ctx, x, layer, { bias: false });
+  return g.fastGelu(h, ck.has(`${layer}.bias`) ? g.param(ck, `${layer}.bias`, { dtype: h.dtype }) : null);
+}
+
+/**
+ * A residual stream whose last update is not added yet: its value is x + delta. The next AdaLN adds it
+ * (fused: in the same pass, SkipLayerNormalization), so the sum is not read back for the norm.
+ */
+type Stream = { x: Value; delta: Value | null };
+
+/** The stream's value. */
+function resolve(g: Graph, s: Stream): Value {
+  return s.delta ? g.add(s.x, s.delta) : s.x;
+}
+
+/** [modulate(value of s), value of s]. */
+function modulateStream(ctx: Ctx, s: Stream, shift: Value, scale: Value): [Value, Value] {
   const { g } = ctx;
-  const h = linear(ctx, x, `${prefix}.net.0.proj`);
-  return linear(ctx, act === 'silu' ? g.silu(h) : g.gelu(h, 'tanh'), `${prefix}.net.2`);
+  if (ctx.fuse && s.delta) return g.skipLayerNorm(s.x, s.delta, g.add(scale, 1), shift, EPS);
+  const x = resolve(g, s);
+  return [modulate(g, x, shift, scale), x];
 }
 
 /** Per-head RMSNorm of (1, S, heads*hd) with weight [hd]. */
@@ -235,10 +277,13 @@ function headRmsNorm(x: Value, { g, ck, c }: Ctx, key: string): Value {
   return g.reshape(y, [0, 0, c.dim]);
 }
 
-/** Interleaved-pair rotation in float32 (the original computes it in float32 and rounds once). */
+/**
+ * Interleaved-pair rotation in the tables' dtype: float32 tables as the original (which computes it in float32
+ * and rounds once), tables in x's dtype for the fused half-precision graphs (no float32 copies of q and k).
+ */
 function rope(g: Graph, x: Value, cos: Value, sin: Value): Value {
   const pos = g.constant(BigInt64Array.of(0n), [1], 'int64'); // row s uses table row 0 + s
-  const y = g.rotary(g.cast(x, 'float32'), pos, cos, sin, { interleaved: true });
+  const y = g.rotary(g.cast(x, cos.dtype), pos, cos, sin, { interleaved: true });
   return g.cast(y, x.dtype);
 }
 
@@ -408,15 +453,15 @@ function buildEmbed(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltMode
 // Blocks graph
 
 /** Dual-stream block (HunyuanVideoTransformerBlock): img (1, Ni, D), txt (1, Nt, D). */
-function dualBlock(ctx: Ctx, i: number, img: Value, txt: Value, temb: Value, cos: Value, sin: Value, nImg: Value): [Value, Value] {
+function dualBlock(ctx: Ctx, i: number, imgIn: Stream, txtIn: Stream, temb: Value, cos: Value, sin: Value, nImg: Value): [Stream, Stream] {
   const { g, c } = ctx;
   const p = `transformer_blocks.${i}`;
   return g.scope(p, () => {
     const act = g.silu(temb);
     const [sh1, sc1, g1, sh2, sc2, g2] = chunks(g, linear(ctx, act, `${p}.norm1.linear`), 6, c.dim);
     const [csh1, csc1, cg1, csh2, csc2, cg2] = chunks(g, linear(ctx, act, `${p}.norm1_context.linear`), 6, c.dim);
-    const nImg1 = modulate(g, img, sh1, sc1);
-    const nTxt1 = modulate(g, txt, csh1, csc1);
+    const [nImg1, img] = modulateStream(ctx, imgIn, sh1, sc1);
+    const [nTxt1, txt] = modulateStream(ctx, txtIn, csh1, csc1);
 
     // Joint attention over [image ; text]; RoPE on the image queries and keys only.
     const qi = rope(g, headRmsNorm(linear(ctx, nImg1, `${p}.attn.to_q`), ctx, `${p}.attn.norm_q.weight`), cos, sin);
@@ -429,29 +474,30 @@ function dualBlock(ctx: Ctx, i: number, img: Value, txt: Value, temb: Value, cos
     const aImg = sliceDyn(g, a, g.ints([0]), nImg, 1, img.shape);
     const aTxt = sliceDyn(g, a, nImg, g.ints([Number.MAX_SAFE_INTEGER]), 1, txt.shape);
 
-    let hImg = g.add(img, g.mul(linear(ctx, aImg, `${p}.attn.to_out.0`), g1));
-    let hTxt = g.add(txt, g.mul(linear(ctx, aTxt, `${p}.attn.to_add_out`), cg1));
-    hImg = g.add(hImg, g.mul(feedForward(modulate(g, hImg, sh2, sc2), ctx, `${p}.ff`, 'gelu_tanh'), g2));
-    hTxt = g.add(hTxt, g.mul(feedForward(modulate(g, hTxt, csh2, csc2), ctx, `${p}.ff_context`, 'gelu_tanh'), cg2));
-    return [hImg, hTxt];
+    const [nImg2, hImg] = modulateStream(ctx, { x: img, delta: g.mul(linear(ctx, aImg, `${p}.attn.to_out.0`), g1) }, sh2, sc2);
+    const [nTxt2, hTxt] = modulateStream(ctx, { x: txt, delta: g.mul(linear(ctx, aTxt, `${p}.attn.to_add_out`), cg1) }, csh2, csc2);
+    return [
+      { x: hImg, delta: g.mul(feedForward(nImg2, ctx, `${p}.ff`, 'gelu_tanh'), g2) },
+      { x: hTxt, delta: g.mul(feedForward(nTxt2, ctx, `${p}.ff_context`, 'gelu_tanh'), cg2) },
+    ];
   });
 }
 
 /** Single-stream block (HunyuanVideoSingleTransformerBlock) on z = [img ; txt] (1, N, D). */
-function singleBlock(ctx: Ctx, i: number, z: Value, temb: Value, cos: Value, sin: Value): Value {
+function singleBlock(ctx: Ctx, i: number, zIn: Stream, temb: Value, cos: Value, sin: Value): Stream {
   const { g, c } = ctx;
   const p = `single_transformer_blocks.${i}`;
   return g.scope(p, () => {
     const [shift, scale, gate] = chunks(g, linear(ctx, g.silu(temb), `${p}.norm.linear`), 3, c.dim);
-    const n = modulate(g, z, shift, scale);
-    const mlp = g.gelu(linear(ctx, n, `${p}.proj_mlp`), 'tanh'); // (1, N, mlp)
+    const [n, z] = modulateStream(ctx, zIn, shift, scale);
+    const mlp = linearGelu(ctx, n, `${p}.proj_mlp`); // (1, N, mlp)
     // Text rows of cos/sin are (1, 0): the rotation touches the image rows only.
     const q = rope(g, headRmsNorm(linear(ctx, n, `${p}.attn.to_q`), ctx, `${p}.attn.norm_q.weight`), cos, sin);
     const k = rope(g, headRmsNorm(linear(ctx, n, `${p}.attn.to_k`), ctx, `${p}.attn.norm_k.weight`), cos, sin);
     const v = linear(ctx, n, `${p}.attn.to_v`);
     const a = g.attention(q, k, v, { heads: c.heads }); // no output projection (pre_only)
     const out = linear(ctx, g.concat([a, mlp], 2), `${p}.proj_out`);
-    return g.add(z, g.mul(out, gate));
+    return { x: z, delta: g.mul(out, gate) };
   });
 }
 
@@ -478,19 +524,22 @@ function blocksBody(ctx: Ctx, latents: ReturnType<typeof latentInputs>, txt32: V
   const half = c.headDim / 2;
   const temb = g.cast(temb32, g.precision);
   const img0 = imageTokens(ctx, latents); // (1, N_img, D)
-  let img = img0;
-  let txt = g.cast(txt32, g.precision);
+  let img: Stream = { x: img0, delta: null };
+  let txt: Stream = { x: g.cast(txt32, g.precision), delta: null };
   const nImg = dims(g, img0, 1, 2);
-  for (let i = 0; i < c.dualLayers; i++) [img, txt] = dualBlock(ctx, i, img, txt, temb, cos, sin, nImg);
+  // Rotary tables in the precision q and k have when fused (half precision only: float32 graphs keep float32).
+  const [cosT, sinT] = ctx.fuse ? [g.cast(cos), g.cast(sin)] : [cos, sin];
+  for (let i = 0; i < c.dualLayers; i++) [img, txt] = dualBlock(ctx, i, img, txt, temb, cosT, sinT, nImg);
 
   // Identity rotation for the text rows of the joint sequence.
   const nTxt = dims(g, txt32, 1, 2);
-  const ones = g.op('Expand', [g.constant(new Array(half).fill(1), [1, half]), g.concat([nTxt, g.ints([half])], 0)], {}, { shape: ['txt_tokens', half] })[0];
+  const ones = g.op('Expand', [g.constant(new Array(half).fill(1), [1, half], cosT.dtype), g.concat([nTxt, g.ints([half])], 0)], {}, { shape: ['txt_tokens', half] })[0];
   const zeros = g.sub(ones, 1);
-  const cosZ = g.concat([cos, ones], 0);
-  const sinZ = g.concat([sin, zeros], 0);
-  let z = g.concat([img, txt], 1);
-  for (let i = 0; i < c.singleLayers; i++) z = singleBlock(ctx, i, z, temb, cosZ, sinZ);
+  const cosZ = g.concat([cosT, ones], 0);
+  const sinZ = g.concat([sinT, zeros], 0);
+  let zs: Stream = { x: g.concat([resolve(g, img), resolve(g, txt)], 1), delta: null };
+  for (let i = 0; i < c.singleLayers; i++) zs = singleBlock(ctx, i, zs, temb, cosZ, sinZ);
+  const z = resolve(g, zs);
 
   // The noisy tokens (the last T*h*w image rows) go through the head directly, as in the original; their
   // residual img_out - img_in (float32) is what TeaCache re-uses on skipped calls.
@@ -533,7 +582,7 @@ function outputHead(ctx: Ctx, x: Value, temb: Value, grid: Value): Value {
 function buildHead(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
   const g = new Graph({ name: 'dit-head', precision: o.precision, castWeightsAt: o.castWeightsAt });
   const x0 = g.input('hidden_states', 'float32', [1, c.inChannels, 'frames', 'height', 'width']);
-  const img = g.cast(patchEmbed(x0, { g, ck, c, lora: null }, 'x_embedder.proj', [c.patchT, c.patch, c.patch], false), 'float32'); // (1, T*h*w, D)
+  const img = g.cast(patchEmbed(x0, { g, ck, c, lora: null, fuse: fuseByDefault(o) }, 'x_embedder.proj', [c.patchT, c.patch, c.patch], false), 'float32'); // (1, T*h*w, D)
   const residual = g.input('residual', 'float32', [1, 'noisy_tokens', c.dim]);
   const temb = g.input('temb', 'float32', [1, c.dim]);
   const grid = g.input('latent_grid', 'int64', [3]);

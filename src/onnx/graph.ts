@@ -32,9 +32,10 @@
  * reused; preparation happens off the main thread when the session is created (see BuiltModel.prepare).
  *
  * Ops use the default domain at opset 23 (RMSNormalization, Gelu with `approximate`, Resize/Pad as inputs)
- * and com.microsoft v1 for MultiHeadAttention, RotaryEmbedding and MatMulNBits.
+ * and com.microsoft v1 for MultiHeadAttention, RotaryEmbedding, MatMulNBits, SkipLayerNormalization and
+ * FastGelu.
  */
-import { create, toBinary } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { homedir } from 'node:os';
@@ -350,6 +351,13 @@ export class Graph {
   gelu(x: Value, approximate: 'none' | 'tanh' = 'none'): Value {
     return this.op('Gelu', [x], { approximate })[0];
   }
+  /**
+   * GELU, tanh approximation, of x + bias (com.microsoft.FastGelu; bias (D) over the last axis, optional): a
+   * GEMM's bias added on the way instead of broadcast into the GEMM's output first.
+   */
+  fastGelu(x: Value, bias: Value | null): Value {
+    return this.op('FastGelu', bias ? [x, bias] : [x], {}, { domain: 'com.microsoft', dtype: x.dtype, shape: [...x.shape] })[0];
+  }
   where(cond: Value, a: Value, b: Value): Value { return this.op('Where', [cond, a, b])[0]; }
 
   // ---------------------------------------------------------------- linear algebra
@@ -483,6 +491,21 @@ export class Graph {
   layerNorm(x: Value, weight: Value | null, bias: Value | null, eps = 1e-5): Value {
     const w = weight ?? this.ones(this.lastDim(x, 'layerNorm'), x.dtype);
     return this.op('LayerNormalization', bias ? [x, w, bias] : [x, w], { axis: -1, epsilon: eps }, { outputs: 1 })[0];
+  }
+
+  /**
+   * s = x + skip and LayerNorm(s) * gamma + beta over the last axis in one pass (com.microsoft
+   * SkipLayerNormalization, statistics in float32): x, skip (B, S, D), gamma, beta (D). Returns [normalised, s].
+   */
+  skipLayerNorm(x: Value, skip: Value, gamma: Value, beta: Value, eps: number): [Value, Value] {
+    const name = this.nodeName('SkipLayerNormalization');
+    const [y, sum] = [0, 3].map((i) => ({ name: this.claimUnique(`${name}:${i}`), dtype: x.dtype, shape: [...x.shape] }));
+    // outputs 1 and 2 (mean, inverse deviation) are left out: only the normalised value and the sum are used
+    this.nodes.push({
+      opType: 'SkipLayerNormalization', domain: 'com.microsoft', name, input: [x.name, skip.name, gamma.name, beta.name],
+      output: [y.name, '', '', sum.name], attribute: [attribute('epsilon', eps)],
+    });
+    return [y, sum];
   }
 
   /** RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * weight (ONNX RMSNormalization, computed in float32). */
@@ -936,6 +959,23 @@ export interface ConvOptions {
   padding?: number | number[];
   dilation?: number | number[];
   groups?: number;
+}
+
+/**
+ * Nodes of a built model per op type (`domain.op` outside the default domain), If branches included; with
+ * `scope`, only the nodes built inside Graph.scope(scope) (their names start with `scope/`).
+ */
+export function opCounts(model: BuiltModel, scope?: string): Record<string, number> {
+  const counts: Record<string, number> = {};
+  const visit = (nodes: readonly { name: string; opType: string; domain: string; attribute: readonly { g?: { node: readonly any[] } }[] }[]) => {
+    for (const n of nodes) {
+      const op = n.domain ? `${n.domain}.${n.opType}` : n.opType;
+      if (!scope || n.name.startsWith(`${scope}/`)) counts[op] = (counts[op] ?? 0) + 1;
+      for (const a of n.attribute) if (a.g) visit(a.g.node);
+    }
+  };
+  visit(fromBinary(ModelProtoSchema, model.bytes).graph?.node ?? []);
+  return Object.fromEntries(Object.entries(counts).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])));
 }
 
 /**
