@@ -48,8 +48,13 @@ export function relativeL1(cur: ArrayLike<number>, prev: ArrayLike<number>, bf16
     diff += Math.abs(cur[i] - prev[i]);
     norm += Math.abs(prev[i]);
   }
-  if (!bf16) return diff / norm;
-  return roundBf16(roundBf16(diff / cur.length) / roundBf16(norm / cur.length));
+  return relativeL1FromSums(diff, norm, cur.length, bf16);
+}
+
+/** relativeL1 from its two sums over `count` elements (the runner has the device compute them). */
+export function relativeL1FromSums(absDiff: number, absPrev: number, count: number, bf16 = false): number {
+  if (!bf16) return absDiff / absPrev;
+  return roundBf16(roundBf16(absDiff / count) / roundBf16(absPrev / count));
 }
 
 function roundBf16(x: number): number {
@@ -64,12 +69,16 @@ export interface TeaCacheDecision {
   cntAfter: number;
 }
 
-/** One TeaCache state: counter, accumulator, previous modulated input and the cached residual. */
-export class TeaCacheState<R = unknown> {
+/**
+ * One TeaCache state: counter, accumulator, the cached residual and the previous call's modulated input
+ * (both in whatever form the runner keeps them: host arrays, or tensors left on the device).
+ */
+export class TeaCacheState<R = unknown, M = Float32Array> {
   private cnt = 0;
   private acc = 0;
-  private prev: Float32Array | null = null;
-  /** blocks(img) - img of the last computed call (whatever form the runner keeps it in). */
+  /** the modulated input of the last call, which the next call is measured against */
+  previous: M | null = null;
+  /** blocks(img) - img of the last computed call. */
   residual: R | null = null;
 
   /** `bf16Measure`: measure as the bf16 original does (see relativeL1) */
@@ -78,16 +87,6 @@ export class TeaCacheState<R = unknown> {
     if (!(threshold >= 0)) throw new RangeError(`TeaCache threshold must be >= 0, got ${threshold}`);
   }
 
-  /** The decision for the call whose block-0 modulated input is `mod`; takes ownership of `mod`. */
-  decide(mod: Float32Array): TeaCacheDecision {
-    const prev = this.prev;
-    const d = this.advance(() => {
-      if (!prev || prev.length !== mod.length) return null; // cannot happen inside a section; compute then
-      return relativeL1(mod, prev, this.bf16Measure);
-    });
-    this.prev = mod;
-    return d;
-  }
 
   /**
    * The counter/accumulator arithmetic alone. `measure` is called only on calls that are not forced, and
@@ -130,8 +129,8 @@ export interface TeaCacheSettings {
 }
 
 /** The TeaCache states of one section: one per CFG branch, or one for all calls ('shared', the original). */
-export class TeaCacheBank<R = unknown> {
-  private readonly states = new Map<string, TeaCacheState<R>>();
+export class TeaCacheBank<R = unknown, M = Float32Array> {
+  private readonly states = new Map<string, TeaCacheState<R, M>>();
   readonly mode: TeaCacheMode;
   readonly threshold: number;
 
@@ -142,11 +141,11 @@ export class TeaCacheBank<R = unknown> {
   }
 
   /** The state that serves calls of `branch`. */
-  state(branch: string): TeaCacheState<R> {
+  state(branch: string): TeaCacheState<R, M> {
     const key = this.mode === 'shared' ? '*' : branch;
     let s = this.states.get(key);
     if (!s) {
-      s = new TeaCacheState<R>(this.steps, this.threshold, this.bf16Measure);
+      s = new TeaCacheState<R, M>(this.steps, this.threshold, this.bf16Measure);
       this.states.set(key, s);
     }
     return s;

@@ -6,6 +6,7 @@
  *
  * Per call:
  *   embed(inputs)                 -> txt, temb [, modulated when TeaCache is on]
+ *   teacacheMeasure(modulated, previous modulated) -> two sums (TeaCache only)
  *   TeaCache / MagCache (host)    -> compute or skip
  *   computed: blocks(latents, txt, temb, rope) -> velocity (1, C, T, H, W) float32 [, residual to cache]
  *   skipped:  head(hidden_states, cached residual) -> velocity
@@ -16,8 +17,8 @@
  * rotary tables, latent grid) are bound to the sessions once, when they change (compared by identity); per
  * call only the noisy latents and the timestep go up. A request's LoRA weights (`setLora`) are bound the
  * same way, once, and unbound when it ends. `txt` and `temb` pass from embed to blocks (or head) on
- * the device, and TeaCache's cached residual stays there; only the velocity (and, with TeaCache, block 0's
- * modulated input) comes back.
+ * the device, and so do TeaCache's cached residual and block 0's modulated input, whose distance to the previous
+ * call's is summed there (two numbers come back); only the velocity returns per call.
  *
  * Inputs carry the names of the original forward's arguments (and of the fixtures):
  * hidden_states, timestep, guidance, encoder_hidden_states, encoder_attention_mask, pooled_projections,
@@ -31,7 +32,7 @@ import { Session, type DeviceTensor, type ExecutionProvider } from '../runtime/s
 import { LORA_ENABLED, buildDitGraphs, type DitConfig, type DitGraphOptions, type DitGraphs } from '../nets/dit.js';
 import { packedRope } from '../nets/dit-rope.js';
 import type { ForwardNet, NetOptions } from '../nets/registry.js';
-import { TeaCacheBank, type TeaCacheDecision, type TeaCacheSettings } from './teacache.js';
+import { relativeL1FromSums, TeaCacheBank, type TeaCacheDecision, type TeaCacheSettings, type TeaCacheState } from './teacache.js';
 import { MagCacheState, type MagCacheDecision, type MagCacheSettings } from './magcache.js';
 
 export const DIT_INPUTS = [
@@ -77,7 +78,7 @@ type Residual = DeviceTensor;
 const PER_CALL = new Set(['hidden_states', 'timestep']);
 
 export class PackedTransformer {
-  private bank: TeaCacheBank<Residual> | null = null;
+  private bank: TeaCacheBank<Residual, DeviceTensor> | null = null;
   /** MagCache states per CFG branch (each branch sees exactly the calls of a cfg = 1 run) */
   private mag: { opts: NonNullable<SectionOptions['magcache']>; states: Map<string, MagCacheState<Residual>> } | null = null;
   private rope: { key: string; grid: HostTensor; cos: HostTensor; sin: HostTensor } | null = null;
@@ -87,8 +88,8 @@ export class PackedTransformer {
   private loraFeeds: Record<string, HostTensor> | null = null;
   private readonly lora = new Map<Session, Record<string, HostTensor>>();
   private mask: { from: HostTensor; int64: HostTensor } | null = null;
-  /** residuals TeaCache holds on the device, freed when a section begins and on release */
-  private readonly residuals = new Set<DeviceTensor>();
+  /** what the step caches hold on the device (residuals, TeaCache's last modulated input), freed when a section begins and on release */
+  private readonly held = new Set<DeviceTensor>();
   /** forward calls per branch in this section, and the section's step count */
   private calls = new Map<string, number>();
   private steps = 0;
@@ -99,6 +100,7 @@ export class PackedTransformer {
     private readonly embed: Session,
     private readonly blocks: Session,
     private readonly head: Session,
+    private readonly teacacheMeasure: Session,
     private readonly shrinkAfterSection: boolean,
   ) {}
 
@@ -115,12 +117,12 @@ export class PackedTransformer {
     const so = { ep: opts.ep, deviceId: opts.deviceId, threads: opts.threads, cuda: cudaProviderOptions('dit') };
     const sessions: Session[] = [];
     try {
-      for (const m of [graphs.embed, graphs.blocks, graphs.head]) sessions.push(await Session.create(m, so));
+      for (const m of [graphs.embed, graphs.blocks, graphs.head, graphs.teacacheMeasure]) sessions.push(await Session.create(m, so));
     } catch (e) {
       await Promise.all(sessions.map((s) => s.release()));
       throw e;
     }
-    return new PackedTransformer(graphs.config, opts.precision, sessions[0], sessions[1], sessions[2], opts.shrinkAfterSection ?? false);
+    return new PackedTransformer(graphs.config, opts.precision, sessions[0], sessions[1], sessions[2], sessions[3], opts.shrinkAfterSection ?? false);
   }
 
   /**
@@ -131,9 +133,9 @@ export class PackedTransformer {
     const tc = opts.teacache;
     const mc = opts.magcache;
     if (tc?.enabled && mc?.enabled) throw new RangeError('TeaCache and MagCache cannot both be enabled');
-    this.bank = tc?.enabled ? new TeaCacheBank<Residual>(opts.steps, tc, this.precision === 'bfloat16') : null;
+    this.bank = tc?.enabled ? new TeaCacheBank<Residual, DeviceTensor>(opts.steps, tc, this.precision === 'bfloat16') : null;
     this.mag = mc?.enabled ? { opts: mc, states: new Map() } : null;
-    this.dropResiduals();
+    this.dropHeld();
     this.calls.clear();
     this.steps = opts.steps;
   }
@@ -151,7 +153,7 @@ export class PackedTransformer {
 
   /** Seconds the sessions' workers spent on runs so far (ONNX Runtime plus the copies in and out). */
   get sessionSeconds(): number {
-    return (this.embed.busyMs + this.blocks.busyMs + this.head.busyMs) / 1000;
+    return (this.embed.busyMs + this.blocks.busyMs + this.head.busyMs + this.teacacheMeasure.busyMs) / 1000;
   }
 
   /** One transformer call; `branch` names the CFG branch for the per-branch TeaCache mode. */
@@ -183,9 +185,10 @@ export class PackedTransformer {
       (PER_CALL.has(name) ? perCall : fixed)[name] = t;
     }
     await this.bindChanged(this.embed, { ...fixed, ...this.lora.get(this.embed) }, signal);
-    const e = await this.embed.run(perCall, { signal, outputs: tea ? ['txt', 'temb', 'modulated'] : ['txt', 'temb'], keep: ['txt', 'temb'] });
+    const outputs = tea ? ['txt', 'temb', 'modulated'] : ['txt', 'temb'];
+    const e = await this.embed.run(perCall, { signal, outputs, keep: outputs });
     try {
-      const teacache = tea ? tea.decide(e.modulated.data as Float32Array) : null;
+      const teacache = tea ? await this.teacacheDecision(tea, e.modulated as DeviceTensor, signal) : null;
       const magcache = mag ? mag.decide() : null;
       const decision = teacache ?? magcache;
       if (!decision || decision.compute) {
@@ -196,9 +199,9 @@ export class PackedTransformer {
         const r = await this.blocks.run({ hidden_states: inputs.hidden_states, txt: e.txt, temb: e.temb },
           { signal, outputs: state ? ['output', 'residual'] : ['output'], keep: state ? ['residual'] : [], shrink });
         if (state) {
-          if (state.residual) await this.dropResidual(state.residual);
+          if (state.residual) await this.drop(state.residual);
           state.residual = r.residual as DeviceTensor;
-          this.residuals.add(state.residual);
+          this.held.add(state.residual);
         }
         return { output: r.output, teacache, magcache };
       }
@@ -210,6 +213,24 @@ export class PackedTransformer {
       // not awaited: the frees are queued before the worker's next request, and the velocity need not wait
       for (const t of [e.txt, e.temb]) void t.release().catch(() => {});
     }
+  }
+
+  /**
+   * TeaCache's decision for the call whose modulated input `mod` stays on the device: the distance to the
+   * previous call's is summed there and only two numbers come back. `mod` becomes the state's previous input.
+   */
+  private async teacacheDecision(tea: TeaCacheState<Residual, DeviceTensor>, mod: DeviceTensor, signal?: AbortSignal): Promise<TeaCacheDecision> {
+    const prev = tea.previous;
+    tea.previous = mod;
+    this.held.add(mod);
+    let relL1: number | null = null;
+    if (prev) {
+      const { sums } = await this.teacacheMeasure.run({ current: mod, previous: prev }, { signal });
+      const [absDiff, absPrev] = sums.data as Float32Array;
+      relL1 = relativeL1FromSums(absDiff, absPrev, prev.dims.reduce((a, b) => a * b, 1), this.bank!.bf16Measure);
+      await this.drop(prev);
+    }
+    return tea.advance(() => relL1);
   }
 
   /** Whether the graphs have LoRA inputs (built with DitGraphOptions.lora). */
@@ -248,11 +269,11 @@ export class PackedTransformer {
   async release(): Promise<void> {
     this.bank = null;
     this.mag = null;
-    this.dropResiduals();
+    this.dropHeld();
     this.bound.clear();
     this.lora.clear();
     this.loraFeeds = null;
-    await Promise.all([this.embed.release(), this.blocks.release(), this.head.release()]);
+    await Promise.all([this.embed.release(), this.blocks.release(), this.head.release(), this.teacacheMeasure.release()]);
   }
 
   /** Binds the inputs of `feeds` whose data differ from what `s` has bound (a new section, a new prompt). */
@@ -270,14 +291,14 @@ export class PackedTransformer {
     return this.mask.int64;
   }
 
-  private async dropResidual(r: DeviceTensor): Promise<void> {
-    this.residuals.delete(r);
-    await r.release();
+  private async drop(t: DeviceTensor): Promise<void> {
+    this.held.delete(t);
+    await t.release();
   }
 
-  private dropResiduals(): void {
-    for (const r of this.residuals) void r.release().catch(() => {}); // queued before the worker's next request
-    this.residuals.clear();
+  private dropHeld(): void {
+    for (const t of this.held) void t.release().catch(() => {}); // queued before the worker's next request
+    this.held.clear();
   }
 
   /** Checks the inputs and returns the noisy token grid (T, h, w) and the rotary table of this call. */

@@ -117,6 +117,8 @@ export interface DitGraphs {
   embed: BuiltModel;
   blocks: BuiltModel;
   head: BuiltModel;
+  /** TeaCache's distance between two calls' modulated inputs, where they stay (buildTeaCacheMeasure) */
+  teacacheMeasure: BuiltModel;
 }
 
 const EPS = 1e-6;
@@ -651,5 +653,20 @@ export function buildDitGraphs(ck: Checkpoint, opts: DitGraphOptions): DitGraphs
     embed: buildEmbed(ck, config, opts),
     blocks: buildBlocks(ck, config, opts),
     head: buildHead(ck, config, opts),
+    teacacheMeasure: buildTeaCacheMeasure(config.dim),
   };
+}
+
+/**
+ * TeaCache's measure without bringing the modulated inputs to the host (~220 MB a call at 640 px):
+ * current, previous (1, tokens, D) float32 -> sums (2,) float32 = [sum |current - previous|, sum |previous|].
+ * The host divides (teacache.ts relativeL1FromSums); float32 sums, the original's bf16 means are rounded there.
+ */
+export function buildTeaCacheMeasure(dim: number): BuiltModel {
+  const g = new Graph({ name: 'dit-teacache-measure', precision: 'float32' });
+  const cur = g.input('current', 'float32', [1, 'tokens', dim]);
+  const prev = g.input('previous', 'float32', [1, 'tokens', dim]);
+  const sum = (x: Value) => g.op('ReduceSum', [g.op('Abs', [x])[0]], { keepdims: 0 }, { shape: [] })[0];
+  g.output(g.concat([g.unsqueeze(sum(g.sub(cur, prev)), [0]), g.unsqueeze(sum(prev), [0])], 0), 'sums');
+  return g.toModel();
 }

@@ -2,8 +2,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import {
-  DEFAULT_TEACACHE_THRESHOLD, TeaCacheBank, TeaCacheState, relativeL1, rescaleDistance,
+  DEFAULT_TEACACHE_THRESHOLD, TeaCacheBank, TeaCacheState, relativeL1, relativeL1FromSums, rescaleDistance,
 } from '../../src/framepack/teacache.js';
+import { buildTeaCacheMeasure } from '../../src/nets/dit.js';
+import { Session } from '../../src/runtime/session.js';
 import { fixture } from '../fixtures.js';
 
 const close = (a: number, b: number, tol: number, what = '') =>
@@ -55,18 +57,35 @@ test('state machine by hand: 6 calls, threshold 0.15', () => {
   }
 });
 
-test('decide() measures the previous modulated input and never skips without a residual', () => {
+test('the measure graph sums what relativeL1 sums: the runner\'s device-side distance equals the host\'s', async () => {
+  const dim = 16, tokens = 301;
+  let seed = 7;
+  const rand = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 4 - 2;
+  const cur = Float32Array.from({ length: tokens * dim }, rand);
+  const prev = Float32Array.from({ length: tokens * dim }, rand);
+  const s = await Session.create(buildTeaCacheMeasure(dim), { ep: 'cpu' });
+  try {
+    const t = (data: Float32Array) => ({ dtype: 'float32' as const, dims: [1, tokens, dim], data });
+    const { sums } = await s.run({ current: t(cur), previous: t(prev) });
+    const [absDiff, absPrev] = sums.data as Float32Array;
+    for (const bf16 of [false, true]) {
+      close(relativeL1FromSums(absDiff, absPrev, cur.length, bf16), relativeL1(cur, prev, bf16), 1e-6, `bf16 ${bf16}`);
+    }
+  } finally {
+    await s.release();
+  }
+});
+
+test('a call that could skip before any residual was stored computes', () => {
   const s = new TeaCacheState<string>(4, 0.15);
-  assert.equal(s.decide(Float32Array.of(1, 1, 1, 1)).compute, true);
-  // no residual stored yet (runner did not record one): a skip is impossible, so compute
-  const d = s.decide(Float32Array.of(1, 1, 1, 1));
+  assert.equal(s.advance(() => 0).compute, true); // the first call computes without measuring
+  const d = s.advance(() => 0); // identical input, but the runner recorded no residual: a skip is impossible
   assert.equal(d.relL1, 0);
   assert.equal(d.compute, true);
   s.residual = 'r';
-  const e = s.decide(Float32Array.of(1, 1, 1, 1.2)); // r = 0.05 vs all-ones: f(0.05)
-  close(e.relL1!, 0.2 / 4, 1e-7, 'r');
-  close(e.accumulated, rescaleDistance(e.relL1!), 1e-15, 'acc'); // f(0.05) = 0.0620...
-  close(e.accumulated, 0.0620383524, 1e-7, 'acc by hand'); // r is 0.05 up to float32 rounding of 1.2
+  const e = s.advance(() => 0.05);
+  close(e.accumulated, rescaleDistance(0.05), 1e-15, 'acc');
+  close(e.accumulated, 0.0620383524, 1e-7, 'acc by hand'); // f(0.05) = 0.0620...
   assert.equal(e.compute, false);
 });
 
