@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { appError } from '../errors.js';
 import { resolveModels, type ModelDirs } from '../hub/resolve.js';
 import { buildSiglipVision } from '../nets/siglip.js';
-import type { DitGraphs } from '../nets/dit.js';
+import { fusedBlocks, type DitGraphs } from '../nets/dit.js';
 import { Checkpoint, loadTensors, saveTensors, type HostTensor } from '../onnx/safetensors.js';
 import type { Predictor, PredictorContext, PredictorOptions, SetupContext } from '../predictor.js';
 import { gpuPlacements } from '../runtime/gpu-placements.js';
@@ -173,7 +173,8 @@ export class FramePackModels implements FramePackNets {
     const perRequest = [encoders === 'per-request' ? 'encoders' : '', dit === 'per-request' ? 'DiT' : '', vaeLifetime === 'per-request' ? 'VAE' : '']
       .filter(Boolean);
     log(`networks ready in ${since(t0)} (${placement.policy}: ${placement.ep}, ` +
-      `DiT ${placement.precision.dit}, encoders ${placement.precision.encoders}, VAE ${placement.precision.vae}` +
+      `DiT ${placement.precision.dit}${fusedBlocks({ precision: placement.precision.dit }) ? ' with fused blocks' : ''}, ` +
+      `encoders ${placement.precision.encoders}, VAE ${placement.precision.vae}` +
       `${perRequest.length ? `; ${perRequest.join(', ')} created again for each request` : ''}` +
       `; F1 transformer ${opts.f1 === 'setup' ? 'prepared' : 'loaded when first asked for'})`);
     models.ready = true;

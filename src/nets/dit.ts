@@ -215,15 +215,15 @@ function linear(ctx: Ctx, x: Value, layer: string, opts: { bias?: boolean } = {}
   return ctx.lora ? ctx.g.add(y, loraDelta(ctx, x, layer)) : y;
 }
 
-/** DitGraphOptions.fuse with its default. */
-const fuseByDefault = (o: DitGraphOptions): boolean => o.fuse ?? o.precision !== 'float32';
+/** DitGraphOptions.fuse with its default: whether the blocks graph is built with the fused ops. */
+export const fusedBlocks = (o: Pick<DitGraphOptions, 'fuse' | 'precision'>): boolean => o.fuse ?? o.precision !== 'float32';
 
 /**
  * A graph's outputs from `body`: built once as it always was, and with `lora` also a second time with LoRA
  * branches, the two joined by If(lora_enabled). The weights are the main graph's, read by both bodies.
  */
 function withLora(g: Graph, ck: Checkpoint, c: DitConfig, o: DitGraphOptions, body: (ctx: Ctx) => Value[]): Value[] {
-  const fuse = fuseByDefault(o);
+  const fuse = fusedBlocks(o);
   if (!o.lora) return body({ g, ck, c, lora: null, fuse });
   const on = g.optionalInput(LORA_ENABLED, [], { dtype: 'bool', dims: [], data: Uint8Array.of(0) });
   const inputs: LoraInputs = new Map();
@@ -584,7 +584,7 @@ function outputHead(ctx: Ctx, x: Value, temb: Value, grid: Value): Value {
 function buildHead(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
   const g = new Graph({ name: 'dit-head', precision: o.precision, castWeightsAt: o.castWeightsAt });
   const x0 = g.input('hidden_states', 'float32', [1, c.inChannels, 'frames', 'height', 'width']);
-  const img = g.cast(patchEmbed(x0, { g, ck, c, lora: null, fuse: fuseByDefault(o) }, 'x_embedder.proj', [c.patchT, c.patch, c.patch], false), 'float32'); // (1, T*h*w, D)
+  const img = g.cast(patchEmbed(x0, { g, ck, c, lora: null, fuse: fusedBlocks(o) }, 'x_embedder.proj', [c.patchT, c.patch, c.patch], false), 'float32'); // (1, T*h*w, D)
   const residual = g.input('residual', 'float32', [1, 'noisy_tokens', c.dim]);
   const temb = g.input('temb', 'float32', [1, c.dim]);
   const grid = g.input('latent_grid', 'int64', [3]);
