@@ -33,10 +33,11 @@ import { NormalGenerator } from './noise.js';
 import { SamplingProgress, type StepProgress } from './progress.js';
 import { distilledGuidance, sampleUniPC, sectionSigmas, type VelocityFn } from './sampler.js';
 import {
-  FPS, PixelHistory, createHistory, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
+  FPS, createHistory, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
   type Float32Tensor, type SamplingMode, type SectionPlan,
 } from './sections.js';
 import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts, type SectionPrompt } from './timed-prompts.js';
+import { VideoPixels } from './video-pixels.js';
 
 export type { SamplingMode } from './sections.js';
 
@@ -132,7 +133,7 @@ export interface GenerateHooks {
    */
   onStep?(progress: StepProgress, denoised: Float32Tensor): void;
   /** After each section's frames are blended in (`section` from 1): the video so far. */
-  onSection?(section: number, sections: number, pixels: PixelHistory): void;
+  onSection?(section: number, sections: number, pixels: VideoPixels): void;
   /** Initial noise per section (`noise_<i>`), replacing the seeded generator: reproduces a reference run. */
   noise?: Record<string, HostTensor>;
   /** Filled with the intermediate tensors, named as in the reference fixtures. */
@@ -140,7 +141,8 @@ export interface GenerateHooks {
 }
 
 export interface GenerateResult {
-  pixels: PixelHistory;
+  /** the caller closes it */
+  pixels: VideoPixels;
   width: number;
   height: number;
   fps: number;
@@ -315,7 +317,7 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   const guidance = distilledGuidance(p.distilledCfg, nets.halfPrecision);
   const generator = new NormalGenerator(p.seed);
   const history = createHistory(mode, start);
-  const pixels = new PixelHistory(overlapFrames(lws), mode === 'f1' ? 'forward' : 'backward');
+  const pixels = new VideoPixels(overlapFrames(lws), mode === 'f1' ? 'forward' : 'backward');
   const progress = new SamplingProgress({ sections: plans.length, steps: p.steps, log, progress: hooks.progress });
   type Slice = { section: number; label: string; latents: HostTensor };
   const pending: Slice[] = [];
@@ -329,48 +331,53 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
     hooks.onSection?.(section, plans.length, pixels);
   };
 
-  for (const plan of plans) {
-    signal.throwIfAborted();
-    const label = `section ${plan.index + 1}/${plans.length}`;
-    const count = latentShape.reduce((a, b) => a * b, 1);
-    // The generator advances even when noise is injected, so a partial injection keeps later sections' noise.
-    const drawn = await generator.normalYielding(count);
-    const noise = hooks.noise ? injectedNoise(hooks.noise, plan.index, latentShape) : drawn;
-    if (dump) dump[`noise_${plan.index}`] = f32(latentShape, noise);
+  // The pixels live in a worker thread until the caller closes them; a failure here closes them.
+  try {
+    for (const plan of plans) {
+      signal.throwIfAborted();
+      const label = `section ${plan.index + 1}/${plans.length}`;
+      const count = latentShape.reduce((a, b) => a * b, 1);
+      // The generator advances even when noise is injected, so a partial injection keeps later sections' noise.
+      const drawn = await generator.normalYielding(count);
+      const noise = hooks.noise ? injectedNoise(hooks.noise, plan.index, latentShape) : drawn;
+      if (dump) dump[`noise_${plan.index}`] = f32(latentShape, noise);
 
-    t0 = performance.now();
-    progress.startSection(plan.index + 1);
-    const conditioning = history.conditioning(plan.index === 0 ? endLatent : undefined);
-    await yieldToLoop();
-    const model = await nets.section({
-      mode, plan, steps: p.steps, positive: positives[plan.index], negative, imageEmbeddings, guidance, latentShape, cache: p.cache,
-      conditioning,
-    }, signal);
-    let generated: Float32Array;
-    try {
-      generated = await sampleUniPC({
-        noise, sigmas, velocity: model.velocity, cfg: p.cfg, rescale: p.cfgRescale, halfPrecision: nets.halfPrecision, signal,
-        onStep: (i, _n, state) => {
-          const at = progress.step(i + 1);
-          hooks.onStep?.(at, f32(latentShape, state.x0));
-        },
-      });
-    } finally {
-      await model.close();
+      t0 = performance.now();
+      progress.startSection(plan.index + 1);
+      const conditioning = history.conditioning(plan.index === 0 ? endLatent : undefined);
+      await yieldToLoop();
+      const model = await nets.section({
+        mode, plan, steps: p.steps, positive: positives[plan.index], negative, imageEmbeddings, guidance, latentShape, cache: p.cache,
+        conditioning,
+      }, signal);
+      let generated: Float32Array;
+      try {
+        generated = await sampleUniPC({
+          noise, sigmas, velocity: model.velocity, cfg: p.cfg, rescale: p.cfgRescale, halfPrecision: nets.halfPrecision, signal,
+          onStep: (i, _n, state) => {
+            const at = progress.step(i + 1);
+            hooks.onStep?.(at, f32(latentShape, state.x0));
+          },
+        });
+      } finally {
+        await model.close();
+      }
+      const summary = model.summary?.();
+      log(`${label} sampled in ${seconds(t0)} s${summary ? ` (${summary})` : ''}`);
+
+      const chunk = history.push(f32(latentShape, generated), plan);
+      if (dump) dump[`section_${plan.index}_generated_latents`] = chunk;
+      await yieldToLoop(); // each is a copy of the latents so far: tens of milliseconds at 640 px
+      const slice = { section: plan.index + 1, label, latents: history.decodeSlice(plan, lws) }; // a copy: later sections do not change it
+      if (nets.decodeAfterSampling) pending.push(slice);
+      else await decode(slice);
     }
-    const summary = model.summary?.();
-    log(`${label} sampled in ${seconds(t0)} s${summary ? ` (${summary})` : ''}`);
-
-    const chunk = history.push(f32(latentShape, generated), plan);
-    if (dump) dump[`section_${plan.index}_generated_latents`] = chunk;
-    const slice = { section: plan.index + 1, label, latents: history.decodeSlice(plan, lws) }; // a copy: later sections do not change it
-    if (nets.decodeAfterSampling) pending.push(slice);
-    else await decode(slice);
-  }
-  await nets.samplingDone?.();
-  for (const slice of pending) await decode(slice);
-  if (pixels.frameCount !== totalFrames) {
-    throw new Error(`assembled ${pixels.frameCount} frames, expected ${totalFrames}`);
+    await nets.samplingDone?.();
+    for (const slice of pending) await decode(slice);
+    if (pixels.frameCount !== totalFrames) throw new Error(`assembled ${pixels.frameCount} frames, expected ${totalFrames}`);
+  } catch (err) {
+    await pixels.close();
+    throw err;
   }
   return { pixels, width: pixels.width, height: pixels.height, fps: FPS, bucket: [H, W], sections: plans.length };
 }

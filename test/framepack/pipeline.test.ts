@@ -162,7 +162,7 @@ test('decodeAfterSampling: every section sampled, then samplingDone, then the sa
   const run = async (decodeAfterSampling: boolean) => {
     const events: string[] = [];
     const r = await generate(fakeNets(events, { decodeAfterSampling }).nets, image, params, { signal: new AbortController().signal, log: () => {} });
-    return { events, frames: r.pixels.frames() };
+    return { events, frames: await r.pixels.frames() };
   };
   const inline = await run(false), deferred = await run(true);
   assert.deepEqual(deferred.events.slice(3), ['section:0', 'section:1', 'section:2', 'section:3', 'sampling-done',
@@ -255,7 +255,7 @@ test('end_image_strength scales the end latent and its embedding weight; 0 leave
     const f = imageAwareNets(events);
     const logs: string[] = [];
     const r = await generate(f.nets, image, p, { signal: new AbortController().signal, log: (l) => logs.push(l) });
-    return { f, events, logs, frames: r.pixels.frames() };
+    return { f, events, logs, frames: await r.pixels.frames() };
   };
   const half = await run({ ...params, endImage, endImageStrength: 0.5 });
   const c0 = half.f.sections[0].conditioning.cleanLatents.data as Float32Array;
