@@ -239,8 +239,22 @@ async function encodeSectionPrompts(nets: FramePackNets, p: GenerateParams, plan
     ? blendEmbeddings(encoded.get(s.blend.from)!, encoded.get(s.blend.to)!, s.blend.alpha) : encoded.get(s.prompt)!));
 }
 
-/** Runs a whole generation; returns the assembled pixels (earliest frame first). */
+/**
+ * Runs a whole generation; returns the assembled pixels (earliest frame first), which live in a worker thread
+ * until the caller closes them (a failure closes them here).
+ */
 export async function generate(nets: FramePackNets, image: RgbImage, p: GenerateParams, hooks: GenerateHooks): Promise<GenerateResult> {
+  const pixels = new VideoPixels(overlapFrames(p.latentWindowSize), p.samplingMode === 'f1' ? 'forward' : 'backward');
+  try {
+    return await generateInto(pixels, nets, image, p, hooks);
+  } catch (err) {
+    await pixels.close();
+    throw err;
+  }
+}
+
+async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: RgbImage, p: GenerateParams,
+  hooks: GenerateHooks): Promise<GenerateResult> {
   const { signal, log } = hooks;
   const dump = hooks.dump;
   const mode = p.samplingMode ?? 'inverted';
@@ -317,7 +331,6 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   const guidance = distilledGuidance(p.distilledCfg, nets.halfPrecision);
   const generator = new NormalGenerator(p.seed);
   const history = createHistory(mode, start);
-  const pixels = new VideoPixels(overlapFrames(lws), mode === 'f1' ? 'forward' : 'backward');
   const progress = new SamplingProgress({ sections: plans.length, steps: p.steps, log, progress: hooks.progress });
   type Slice = { section: number; label: string; latents: HostTensor };
   const pending: Slice[] = [];
@@ -331,53 +344,49 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
     hooks.onSection?.(section, plans.length, pixels);
   };
 
-  // The pixels live in a worker thread until the caller closes them; a failure here closes them.
-  try {
-    for (const plan of plans) {
-      signal.throwIfAborted();
-      const label = `section ${plan.index + 1}/${plans.length}`;
-      const count = latentShape.reduce((a, b) => a * b, 1);
-      // The generator advances even when noise is injected, so a partial injection keeps later sections' noise.
-      const drawn = await generator.normalYielding(count);
-      const noise = hooks.noise ? injectedNoise(hooks.noise, plan.index, latentShape) : drawn;
-      if (dump) dump[`noise_${plan.index}`] = f32(latentShape, noise);
+  for (const plan of plans) {
+    signal.throwIfAborted();
+    const label = `section ${plan.index + 1}/${plans.length}`;
+    const count = latentShape.reduce((a, b) => a * b, 1);
+    // The generator advances even when noise is injected, so a partial injection keeps later sections' noise.
+    const drawn = await generator.normalYielding(count);
+    const noise = hooks.noise ? injectedNoise(hooks.noise, plan.index, latentShape) : drawn;
+    if (dump) dump[`noise_${plan.index}`] = f32(latentShape, noise);
 
-      t0 = performance.now();
-      progress.startSection(plan.index + 1);
-      const conditioning = history.conditioning(plan.index === 0 ? endLatent : undefined);
-      await yieldToLoop();
-      const model = await nets.section({
-        mode, plan, steps: p.steps, positive: positives[plan.index], negative, imageEmbeddings, guidance, latentShape, cache: p.cache,
-        conditioning,
-      }, signal);
-      let generated: Float32Array;
-      try {
-        generated = await sampleUniPC({
-          noise, sigmas, velocity: model.velocity, cfg: p.cfg, rescale: p.cfgRescale, halfPrecision: nets.halfPrecision, signal,
-          onStep: (i, _n, state) => {
-            const at = progress.step(i + 1);
-            hooks.onStep?.(at, f32(latentShape, state.x0));
-          },
-        });
-      } finally {
-        await model.close();
-      }
-      const summary = model.summary?.();
-      log(`${label} sampled in ${seconds(t0)} s${summary ? ` (${summary})` : ''}`);
-
-      const chunk = history.push(f32(latentShape, generated), plan);
-      if (dump) dump[`section_${plan.index}_generated_latents`] = chunk;
-      await yieldToLoop(); // each is a copy of the latents so far: tens of milliseconds at 640 px
-      const slice = { section: plan.index + 1, label, latents: history.decodeSlice(plan, lws) }; // a copy: later sections do not change it
-      if (nets.decodeAfterSampling) pending.push(slice);
-      else await decode(slice);
+    t0 = performance.now();
+    progress.startSection(plan.index + 1);
+    const conditioning = history.conditioning(plan.index === 0 ? endLatent : undefined);
+    await yieldToLoop();
+    const model = await nets.section({
+      mode, plan, steps: p.steps, positive: positives[plan.index], negative, imageEmbeddings, guidance, latentShape, cache: p.cache,
+      conditioning,
+    }, signal);
+    let generated: Float32Array;
+    try {
+      generated = await sampleUniPC({
+        noise, sigmas, velocity: model.velocity, cfg: p.cfg, rescale: p.cfgRescale, halfPrecision: nets.halfPrecision, signal,
+        onStep: (i, _n, state) => {
+          const at = progress.step(i + 1);
+          hooks.onStep?.(at, f32(latentShape, state.x0));
+        },
+      });
+    } finally {
+      await model.close();
     }
-    await nets.samplingDone?.();
-    for (const slice of pending) await decode(slice);
-    if (pixels.frameCount !== totalFrames) throw new Error(`assembled ${pixels.frameCount} frames, expected ${totalFrames}`);
-  } catch (err) {
-    await pixels.close();
-    throw err;
+    const summary = model.summary?.();
+    log(`${label} sampled in ${seconds(t0)} s${summary ? ` (${summary})` : ''}`);
+
+    const chunk = history.push(f32(latentShape, generated), plan);
+    if (dump) dump[`section_${plan.index}_generated_latents`] = chunk;
+    await yieldToLoop(); // each is a copy of the latents so far: tens of milliseconds at 640 px
+    const slice = { section: plan.index + 1, label, latents: history.decodeSlice(plan, lws) }; // a copy: later sections do not change it
+    if (nets.decodeAfterSampling) pending.push(slice);
+    else await decode(slice);
+  }
+  await nets.samplingDone?.();
+  for (const slice of pending) await decode(slice);
+  if (pixels.frameCount !== totalFrames) {
+    throw new Error(`assembled ${pixels.frameCount} frames, expected ${totalFrames}`);
   }
   return { pixels, width: pixels.width, height: pixels.height, fps: FPS, bucket: [H, W], sections: plans.length };
 }
