@@ -80,6 +80,7 @@ async function main(argv: string[]): Promise<void> {
       const genMs = performance.now() - t0;
       const t1 = performance.now();
       await writeMp4(join(tmp, 'out.mp4'), result.pixels.chunks(), { width: result.width, height: result.height, crf: 23 });
+      await result.pixels.close();
       const mp4Ms = performance.now() - t1;
 
       console.log(`\nrun ${run + 1}/${runs}`);

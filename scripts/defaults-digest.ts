@@ -79,7 +79,7 @@ async function main(): Promise<void> {
         steps: input.steps as number, cfg: input.cfg_scale as number, distilledCfg: input.distilled_cfg_scale as number,
         cfgRescale: input.cfg_rescale as number, cache: input.use_teacache ? 'teacache' : 'off',
       }, { signal: new AbortController().signal, log: () => {}, noise, dump });
-      cases[name] = { input, sha256: digestOf(dump, result.pixels.frames()) };
+      cases[name] = { input, sha256: digestOf(dump, await result.pixels.frames()) };
     }
   } finally {
     await models.release();

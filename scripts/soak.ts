@@ -4,23 +4,35 @@
  * directory, and the health check's latency (polled every 50 ms throughout, on its own connection, with the
  * CPU time the server's event-loop thread used meanwhile, which tells its own work from waiting for a core).
  *
- *   npm run build && node dist/scripts/soak.js [--predictions 100] [--every 10]
+ *   npm run build && node dist/scripts/soak.js [--predictions 100] [--every 10] [--nice -10] [--profile DIR]
  *
  * Each prediction is 1 s of video with a window of 6 latents (one section, 25 frames) and 1 step at the
  * 640-pixel bucket, so the run exercises every stage (encoders, DiT, VAE decode, ffmpeg) quickly. Prints a
  * row every `--every` predictions and a summary; exits 1 if a prediction failed.
+ *
+ * `--nice N` runs the soak (this client, its poller and the server's event loop, which inherits it) at
+ * niceness N: on a shared machine a negative value (root only) keeps other processes' load from showing up
+ * as stalls of the server. The server's compute threads still lower themselves to FRAMEPACK_WORKER_NICE.
+ * `--profile DIR` writes the server's V8 CPU profiles there (one per thread) for scripts/long-tasks.ts.
  */
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { setPriority, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Worker } from 'node:worker_threads';
 import sharp from 'sharp';
 import { makeTinyModel } from './make-tiny-model.js';
 
-const { values } = parseArgs({ options: { predictions: { type: 'string', default: '100' }, every: { type: 'string', default: '10' } } });
+const { values } = parseArgs({
+  options: {
+    predictions: { type: 'string', default: '100' }, every: { type: 'string', default: '10' },
+    nice: { type: 'string' }, profile: { type: 'string' },
+  },
+});
+// This thread's niceness; the threads and processes started from it (the poller, the server) inherit it.
+if (values.nice !== undefined) setPriority(0, Number(values.nice));
 const total = Number(values.predictions);
 const every = Number(values.every);
 const cli = new URL('../src/cli.js', import.meta.url).pathname;
@@ -58,7 +70,9 @@ const input = {
 
 const port = await freePort();
 const url = `http://127.0.0.1:${port}`;
-const server = spawn(process.execPath, [cli, 'serve', '--host', '127.0.0.1', '--port', String(port), '--models', models], {
+const profile = values.profile
+  ? ['--cpu-prof', `--cpu-prof-dir=${values.profile}`, '--import', new URL('./loop-stalls.js', import.meta.url).href] : [];
+const server = spawn(process.execPath, [...profile, cli, 'serve', '--host', '127.0.0.1', '--port', String(port), '--models', models], {
   env: { ...process.env, FRAMEPACK_PLACEMENT: 'cpu', COG_LOG_LEVEL: 'warning', TMPDIR: serverTmp },
   stdio: ['ignore', 'ignore', 'inherit'],
 });
@@ -109,7 +123,8 @@ const pollerDone = new Promise((r) => poller.once('exit', r));
 interface Row { n: number; rss: number; fds: number; tmp: number; healthMax: number; slow: number; own: number; seconds: number }
 const rows: Row[] = [];
 const start = { rss: await rssMiB(pid), fds: await fdCount(pid), tmp: (await entries(serverTmp)).length };
-console.log(`server pid ${pid} ready: RSS ${start.rss.toFixed(0)} MiB, ${start.fds} fds, ${start.tmp} temp entries; ${total} predictions`);
+console.log(`server pid ${pid} ready: RSS ${start.rss.toFixed(0)} MiB, ${start.fds} fds, ${start.tmp} temp entries; ${total} predictions` +
+  (values.nice !== undefined ? `; soak and server event loop at nice ${values.nice}` : ''));
 console.log('    n   RSS MiB   fds   temp entries   health max ms   > 50 ms (own work)   seconds/prediction');
 let failed = 0;
 let window: Check[] = [];

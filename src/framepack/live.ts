@@ -13,7 +13,8 @@ import { errorMessage } from '../errors.js';
 import type { PredictionEvents } from '../predictor.js';
 import { PreviewRenderer } from './preview-renderer.js';
 import type { StepProgress } from './progress.js';
-import type { Float32Tensor, PixelHistory } from './sections.js';
+import type { Float32Tensor } from './sections.js';
+import type { VideoPixels } from './video-pixels.js';
 import { writeMp4 } from './video.js';
 
 export interface LiveOptions {
@@ -39,7 +40,7 @@ export class LiveEvents {
     this.previews.offer({ section: progress.section, step: progress.step }, denoised);
   }
 
-  section(section: number, sections: number, pixels: PixelHistory): void {
+  section(section: number, sections: number, pixels: VideoPixels): void {
     if (!this.events.watched) return;
     const { width, height, frameCount } = pixels;
     const frames = pixels.chunks(); // the frames now; the next section may be blended in while this encodes

@@ -33,10 +33,11 @@ import { NormalGenerator } from './noise.js';
 import { SamplingProgress, type StepProgress } from './progress.js';
 import { distilledGuidance, sampleUniPC, sectionSigmas, type VelocityFn } from './sampler.js';
 import {
-  FPS, PixelHistory, createHistory, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
+  FPS, createHistory, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
   type Float32Tensor, type SamplingMode, type SectionPlan,
 } from './sections.js';
 import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts, type SectionPrompt } from './timed-prompts.js';
+import { VideoPixels } from './video-pixels.js';
 
 export type { SamplingMode } from './sections.js';
 
@@ -139,7 +140,7 @@ export interface GenerateHooks {
    */
   onStep?(progress: StepProgress, denoised: Float32Tensor): void;
   /** After each section's frames are blended in (`section` from 1): the video so far. */
-  onSection?(section: number, sections: number, pixels: PixelHistory): void;
+  onSection?(section: number, sections: number, pixels: VideoPixels): void;
   /** Initial noise per section (`noise_<i>`), replacing the seeded generator: reproduces a reference run. */
   noise?: Record<string, HostTensor>;
   /** Filled with the intermediate tensors, named as in the reference fixtures. */
@@ -147,7 +148,8 @@ export interface GenerateHooks {
 }
 
 export interface GenerateResult {
-  pixels: PixelHistory;
+  /** the caller closes it */
+  pixels: VideoPixels;
   width: number;
   height: number;
   fps: number;
@@ -244,8 +246,22 @@ async function encodeSectionPrompts(nets: FramePackNets, p: GenerateParams, plan
     ? blendEmbeddings(encoded.get(s.blend.from)!, encoded.get(s.blend.to)!, s.blend.alpha) : encoded.get(s.prompt)!));
 }
 
-/** Runs a whole generation; returns the assembled pixels (earliest frame first). */
+/**
+ * Runs a whole generation; returns the assembled pixels (earliest frame first), which live in a worker thread
+ * until the caller closes them (a failure closes them here).
+ */
 export async function generate(nets: FramePackNets, image: RgbImage, p: GenerateParams, hooks: GenerateHooks): Promise<GenerateResult> {
+  const pixels = new VideoPixels(overlapFrames(p.latentWindowSize), p.samplingMode === 'f1' ? 'forward' : 'backward');
+  try {
+    return await generateInto(pixels, nets, image, p, hooks);
+  } catch (err) {
+    await pixels.close();
+    throw err;
+  }
+}
+
+async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: RgbImage, p: GenerateParams,
+  hooks: GenerateHooks): Promise<GenerateResult> {
   const { signal, log } = hooks;
   const dump = hooks.dump;
   const mode = p.samplingMode ?? 'inverted';
@@ -322,7 +338,6 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
   const guidance = distilledGuidance(p.distilledCfg, nets.halfPrecision);
   const generator = new NormalGenerator(p.seed);
   const history = createHistory(mode, start);
-  const pixels = new PixelHistory(overlapFrames(lws), mode === 'f1' ? 'forward' : 'backward');
   const progress = new SamplingProgress({ sections: plans.length, steps: p.steps, log, progress: hooks.progress });
   type Slice = { section: number; label: string; latents: HostTensor };
   const decodeOrder = nets.decodeOrder ?? 'inline';
@@ -374,6 +389,7 @@ export async function generate(nets: FramePackNets, image: RgbImage, p: Generate
 
     const chunk = history.push(f32(latentShape, generated), plan);
     if (dump) dump[`section_${plan.index}_generated_latents`] = chunk;
+    await yieldToLoop(); // each is a copy of the latents so far: tens of milliseconds at 640 px
     const slice = { section: plan.index + 1, label, latents: history.decodeSlice(plan, lws) }; // a copy: later sections do not change it
     if (decodeOrder === 'after-sampling') pending.push(slice);
     else if (decodeOrder === 'beside-sampling') beside.add(() => decode(slice));

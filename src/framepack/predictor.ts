@@ -41,6 +41,7 @@ import { provenanceOf } from './provenance.js';
 import { encodePrompt, loadTextEncoders, type TextEncoders } from './text.js';
 import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
 import { Vae } from './vae-decode.js';
+import type { VideoPixels } from './video-pixels.js';
 import { findFfmpeg, writeMp4 } from './video.js';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -506,6 +507,7 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
     const dump: Record<string, HostTensor> | undefined = typeof this.options.dump === 'string' ? {} : undefined;
     const live = ctx.events && new LiveEvents(ctx.events, { tmpDir: ctx.tmpDir, crf: input.mp4_crf, signal: ctx.signal, log: (l) => ctx.log(l) });
     const t0 = performance.now();
+    let pixels: VideoPixels | undefined;
     try {
       // per-request networks are released when the generation settles, before the MP4 is written
       const lora = await nets.prepareLoras(input.loras, ctx);
@@ -514,6 +516,7 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
         onStep: live && ((at, denoised) => live.step(at, denoised)),
         onSection: live && ((section, sections, pixels) => live.section(section, sections, pixels)),
       }), lora);
+      pixels = result.pixels;
       await live?.sectionsDone();
 
       const out = join(ctx.tmpDir, 'output.mp4');
@@ -531,6 +534,7 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
       throw mapOrtError(err, nets.placement.ep); // a GPU out-of-memory failure becomes its catalogue error
     } finally {
       await live?.close();
+      await pixels?.close();
       if (dump && typeof this.options.dump === 'string' && Object.keys(dump).length) {
         await saveTensors(this.options.dump, dump);
         ctx.log(`dumped ${Object.keys(dump).length} tensors to ${this.options.dump}`);

@@ -12,7 +12,6 @@
  * Index 0 of every buffer is the earliest frame. Tensors are batch-1 float32, laid out (1, C, T, H, W)
  * like the original.
  */
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
 
 /** Float32 tensor; structurally a HostTensor of dtype float32. */
 export interface Float32Tensor {
@@ -226,12 +225,11 @@ export class LatentHistory implements SectionHistory {
   }
 
   conditioning(post?: Float32Tensor): Conditioning {
-    const head = sliceTime(this.buffer, 0, HISTORY_FRAMES);
-    const [n1, n2] = HISTORY_SIZES;
+    const [n1, n2] = HISTORY_SIZES; // the buffer's first HISTORY_FRAMES frames
     return {
-      cleanLatents: concatTime(this.start, post ?? sliceTime(head, 0, n1)),
-      cleanLatents2x: sliceTime(head, n1, n1 + n2),
-      cleanLatents4x: sliceTime(head, n1 + n2, HISTORY_FRAMES),
+      cleanLatents: concatTime(this.start, post ?? sliceTime(this.buffer, 0, n1)),
+      cleanLatents2x: sliceTime(this.buffer, n1, n1 + n2),
+      cleanLatents4x: sliceTime(this.buffer, n1 + n2, HISTORY_FRAMES),
     };
   }
 
@@ -274,13 +272,12 @@ export class ForwardHistory implements SectionHistory {
 
   conditioning(post?: Float32Tensor): Conditioning {
     if (post) throw new Error('the F1 order has no end-frame slot');
-    const T = this.buffer.dims[2];
-    const tail = sliceTime(this.buffer, T - HISTORY_FRAMES, T);
+    const tail = this.buffer.dims[2] - HISTORY_FRAMES; // the buffer's last HISTORY_FRAMES frames
     const [n4, n2] = F1_HISTORY_SIZES;
     return {
-      cleanLatents: concatTime(this.start, sliceTime(tail, n4 + n2, HISTORY_FRAMES)),
-      cleanLatents2x: sliceTime(tail, n4, n4 + n2),
-      cleanLatents4x: sliceTime(tail, 0, n4),
+      cleanLatents: concatTime(this.start, sliceTime(this.buffer, tail + n4 + n2, tail + HISTORY_FRAMES)),
+      cleanLatents2x: sliceTime(this.buffer, tail + n4, tail + n4 + n2),
+      cleanLatents4x: sliceTime(this.buffer, tail, tail + n4),
     };
   }
 
@@ -362,8 +359,8 @@ export function toUint8Frames(pixels: Float32Tensor, from = 0, to = pixels.dims[
  * The video being assembled, earliest frame first. Only the `overlap` frames at the growing end can still
  * change (the next chunk blends into them): the first ones when chunks are prepended (inverted order), the
  * last ones when they are appended (F1). Everything else is converted to uint8 at once: a quarter of the
- * float memory, and the same bytes as converting at the end. The work goes frame by frame with a yield to
- * the event loop in between (a section at 640 px is ~70 frames of 1.2M values).
+ * float memory, and the same bytes as converting at the end. Synchronous (a section at 640 px is ~70 frames
+ * of 1.2M values): a server runs it in a worker thread (video-pixels.ts).
  */
 export class PixelHistory {
   private live: Float32Tensor | null = null; // float frames at the growing end, which may still be blended
@@ -383,7 +380,7 @@ export class PixelHistory {
    * Adds a decoded chunk (1, 3, F, H, W): softAppend(chunk, video, overlap) when growing backward,
    * softAppend(video, chunk, overlap) when growing forward, computed one output frame at a time.
    */
-  async add(chunk: Float32Tensor): Promise<void> {
+  add(chunk: Float32Tensor): void {
     const [, C, Tc, H, W] = chunk.dims;
     const old = this.live;
     if (old !== null && (old.dims[1] !== C || old.dims[3] !== H || old.dims[4] !== W)) {
@@ -420,12 +417,10 @@ export class PixelHistory {
         }
         if (t >= liveFrom && t < liveFrom + keep) live.data.set(out, (c * keep + t - liveFrom) * plane);
       }
-      await yieldToLoop(); // blending and converting a 640 px frame are each ~10 ms of JavaScript
       if (t < liveFrom || t >= liveFrom + keep) {
         const f = toUint8Frames({ dtype: 'float32', dims: [1, C, 1, H, W], data: frame });
         finals.set(f, (t < liveFrom ? t : t - keep) * plane * C);
       }
-      await yieldToLoop();
     }
     this.live = live;
     if (T > keep) {

@@ -59,7 +59,7 @@ export class CogServer {
     this.runner = new Runner({ ...opts, logger: opts.logger });
     this.events = new EventHubs({ logger: opts.logger, tmpRoot: opts.tmpRoot });
     this.runner.on('started', (p: Prediction) => { p.events = this.events.open(p.state.id); });
-    this.runner.on('finished', (p: Prediction) => this.events.finish(p.state.id, p.state));
+    this.runner.on('finished', (p: Prediction) => this.events.finish(p.state.id, p.snapshot()));
     const requestTimeout = opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     const headersTimeout = Math.min(opts.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS, requestTimeout || Infinity);
     this.app = Fastify({

@@ -55,7 +55,7 @@ export class PredictionEventHub implements PredictionEvents {
   private progressJson?: string;
   private previewJson?: string;
   private readonly sections: { n: number; json: string; file: string }[] = [];
-  private outcome?: { event: string; json: string };
+  private outcome?: { event: string; prediction: PredictionObject; json?: string };
   private dir?: Promise<string>;
   private disposed = false;
 
@@ -103,16 +103,20 @@ export class PredictionEventHub implements PredictionEvents {
   }
 
   /**
-   * Sends the final event (`done`, `failed` or `canceled`) with the prediction object (serialised now) and
-   * ends every stream.
+   * Sends the final event (`done`, `failed` or `canceled`) with the prediction object (a snapshot) and ends
+   * every stream. It is serialised only once someone listens: with a data URL output it is megabytes.
    */
   finish(p: PredictionObject): void {
     if (this.finished) return;
-    this.outcome = { event: p.status === 'succeeded' ? 'done' : p.status, json: JSON.stringify(p) };
+    this.outcome = { event: p.status === 'succeeded' ? 'done' : p.status, prediction: p };
     for (const s of this.streams) {
-      s.send(this.outcome.event, this.outcome.json);
+      s.send(this.outcome.event, this.outcomeJson());
       s.end();
     }
+  }
+
+  private outcomeJson(): string {
+    return (this.outcome!.json ??= JSON.stringify(this.outcome!.prediction));
   }
 
   /** Adds a listener on `res`: the state so far first, then every event until the final one. */
@@ -123,7 +127,7 @@ export class PredictionEventHub implements PredictionEvents {
     if (this.previewJson) stream.send('preview', this.previewJson, { latestOnly: true });
     for (const s of this.sections) stream.send('section', s.json);
     if (this.outcome) {
-      stream.send(this.outcome.event, this.outcome.json);
+      stream.send(this.outcome.event, this.outcomeJson());
       stream.end();
     }
     return stream;

@@ -107,12 +107,23 @@ export class Prediction {
   }
 
   snapshot(): PredictionObject {
-    return structuredClone(this.state);
+    return copyJson(this.state);
   }
 
   appendLog(line: string): void {
     this.state.logs += /[\n\r]$/.test(line) ? line : `${line}\n`;
   }
+}
+
+/**
+ * A copy of a JSON value that later changes of the original do not reach. Strings are immutable, so they are
+ * shared, not copied: an output data URL is megabytes, and copying it (as structuredClone does) at the end
+ * of every prediction held the event loop and fed the garbage collector.
+ */
+function copyJson<T>(v: T): T {
+  if (Array.isArray(v)) return v.map(copyJson) as T;
+  if (v === null || typeof v !== 'object') return v;
+  return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, copyJson(x)])) as T;
 }
 
 /** A 26-character lowercase base32 id, the form Replicate uses. */

@@ -67,7 +67,7 @@ for (const name of cases) {
       const input = inputSchema.parse({ ...caseInput(name), input_image: join(dir, 'input.png') });
       result = await generate(models, image, generateParams(input, params.seed, null),
         { signal: new AbortController().signal, log: (l) => logs.push(l), noise: expected, dump });
-      frames = result.pixels.frames();
+      frames = await result.pixels.frames();
     });
 
     test('a request with every added input at its default produces the recorded bytes', async (t) => {
@@ -89,7 +89,7 @@ for (const name of cases) {
         cfg: params.cfg_scale, distilledCfg: params.distilled_cfg_scale, cfgRescale: params.cfg_rescale,
         cache: params.use_teacache ? 'teacache' : 'off',
       }, { signal: new AbortController().signal, log: () => {}, noise: expected, dump: legacyDump });
-      assert.deepEqual(ours, digestOf(legacyDump, legacy.pixels.frames()));
+      assert.deepEqual(ours, digestOf(legacyDump, await legacy.pixels.frames()));
     });
 
     test('bucket, section count and frame count are exact', () => {

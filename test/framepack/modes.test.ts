@@ -172,9 +172,9 @@ describe('F1 against demo_gradio_f1.py\'s worker', () => {
     });
   });
 
-  test('frames: count exact, means and deviations within 1 level (forward decode and blend order)', (t) => {
+  test('frames: count exact, means and deviations within 1 level (forward decode and blend order)', async (t) => {
     assert.equal(result.pixels.frameCount, p.frames);
-    const { mean, std } = frameStats(result.pixels.frames(), result.width * result.height * 3);
+    const { mean, std } = frameStats(await result.pixels.frames(), result.width * result.height * 3);
     const refMean = expected.frame_mean.data as Float32Array, refStd = expected.frame_std.data as Float32Array;
     assert.equal(mean.length, refMean.length);
     let worst = 0;
@@ -197,7 +197,7 @@ describe('defaults reproduce the output of the code before these inputs, bit for
       { ...base(p), samplingMode: 'inverted', endImage: null, endImageStrength: 1 },
       await loadTensors(join(dir, 'expected.safetensors')));
     const sha = (b: ArrayBufferView) => createHash('sha256').update(new Uint8Array(b.buffer, b.byteOffset, b.byteLength)).digest('hex');
-    const ours: Record<string, string> = { frames: sha(result.pixels.frames()) };
+    const ours: Record<string, string> = { frames: sha(await result.pixels.frames()) };
     for (const k of Object.keys(dump)) ours[k] = sha(dump[k].data);
     assert.deepEqual(ours, recorded.sha256);
   });

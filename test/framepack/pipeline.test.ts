@@ -16,13 +16,16 @@ const f32 = (dims: number[], fill = 0): HostTensor => ({ dtype: 'float32', dims,
 interface FakeOptions {
   abortAt?: { section: number; step: number; ac: AbortController };
   decodeOrder?: DecodeOrder;
-  /** makes the decode of section k wait until section k + 2 starts (or the last has), and fail at `failDecode` */
+  /**
+   * Decode k waits until section k + 1 has started (a decode beside sampling), which waits for decode k to end;
+   * decode `failDecode` fails.
+   */
   slowDecodes?: { sections: number; failDecode?: number };
 }
 
 function fakeNets(events: string[], opts: FakeOptions = {}) {
   const sections: SectionInputs[] = [];
-  let decodes = 0;
+  let decodes = 0, settled = 0;
   const firstInputs: Float32Array[] = [];
   let closed = 0;
   const nets: FramePackNets = {
@@ -50,8 +53,10 @@ function fakeNets(events: string[], opts: FakeOptions = {}) {
       const slow = opts.slowDecodes;
       if (slow) {
         const k = decodes++;
+        events.push(`decoding:${k}`);
         while (sections.length < Math.min(k + 2, slow.sections)) await new Promise((r) => setTimeout(r, 1));
         events.push(`decoded:${k}`);
+        settled++;
         if (k === slow.failDecode) throw new Error('decode failed');
       }
       // pixels that depend on the latents decoded: the first value, clamped into [-1, 1]
@@ -60,6 +65,8 @@ function fakeNets(events: string[], opts: FakeOptions = {}) {
     async section(inputs) {
       sections.push(inputs);
       events.push(`section:${inputs.plan.index}`);
+      // slow decodes: section k + 1 samples only once decode k is done, so that the order is the same every run
+      while (opts.slowDecodes && settled < inputs.plan.index) await new Promise((r) => setTimeout(r, 1));
       return {
         velocity: async (x, _t, call) => {
           if (call.step === 0 && call.branch === 'positive') firstInputs.push(Float32Array.from(x));
@@ -177,7 +184,7 @@ test('decode after sampling: every section sampled, then samplingDone, then the 
   const run = async (decodeOrder: DecodeOrder) => {
     const events: string[] = [];
     const r = await generate(fakeNets(events, { decodeOrder }).nets, image, params, { signal: new AbortController().signal, log: () => {} });
-    return { events, frames: r.pixels.frames() };
+    return { events, frames: await r.pixels.frames() };
   };
   const inline = await run('inline'), deferred = await run('after-sampling');
   assert.deepEqual(deferred.events.slice(3), ['section:0', 'section:1', 'section:2', 'section:3', 'sampling-done',
@@ -192,11 +199,16 @@ test('decode beside sampling: section k decodes while k + 1 samples, in order, w
   const sectionsSeen: number[] = [];
   const r = await generate(fakeNets(events, { decodeOrder: 'beside-sampling', slowDecodes: { sections: 4 } }).nets, image, params,
     { signal: new AbortController().signal, log: () => {}, onSection: (s) => sectionsSeen.push(s) });
-  // each decode finishes only once the next section has started: the overlap, not a serial order
-  assert.deepEqual(events.slice(3), ['section:0', 'decode:2', 'section:1', 'decoded:0', 'section:2', 'decode:4', 'decoded:1',
-    'section:3', 'decode:4', 'decoded:2', 'decode:5', 'decoded:3', 'sampling-done']);
+  const at = (e: string) => { const i = events.indexOf(e); assert.ok(i >= 0, `${e} in ${events.join(' ')}`); return i; };
+  for (let k = 0; k < 4; k++) {
+    // one decode at a time, in order
+    if (k > 0) assert.ok(at(`decoding:${k}`) > at(`decoded:${k - 1}`), events.join(' '));
+    // section k's decode finishes only after section k + 1 started sampling: the overlap
+    if (k < 3) assert.ok(at(`decoded:${k}`) > at(`section:${k + 1}`), events.join(' '));
+  }
+  assert.equal(events.at(-1), 'sampling-done');
   assert.deepEqual(sectionsSeen, [1, 2, 3, 4]);
-  assert.deepEqual(r.pixels.frames(), inline.pixels.frames());
+  assert.deepEqual(await r.pixels.frames(), await inline.pixels.frames());
 });
 
 test('decode beside sampling: a failed decode stops the next section, and nothing is left running', async () => {
@@ -204,7 +216,7 @@ test('decode beside sampling: a failed decode stops the next section, and nothin
   await assert.rejects(generate(fakeNets(events, { decodeOrder: 'beside-sampling', slowDecodes: { sections: 4, failDecode: 0 } }).nets,
     image, params, { signal: new AbortController().signal, log: () => {} }), /decode failed/);
   // decode 0 fails while section 2 samples; section 3 never starts and no later decode runs
-  assert.deepEqual(events.slice(3), ['section:0', 'decode:2', 'section:1', 'decoded:0']);
+  assert.deepEqual(events.slice(3), ['section:0', 'decode:2', 'decoding:0', 'section:1', 'decoded:0']);
 });
 
 test('timestamped prompts: each distinct prompt encoded once, each section conditioned on its own, the change blended', async () => {
@@ -291,7 +303,7 @@ test('end_image_strength scales the end latent and its embedding weight; 0 leave
     const f = imageAwareNets(events);
     const logs: string[] = [];
     const r = await generate(f.nets, image, p, { signal: new AbortController().signal, log: (l) => logs.push(l) });
-    return { f, events, logs, frames: r.pixels.frames() };
+    return { f, events, logs, frames: await r.pixels.frames() };
   };
   const half = await run({ ...params, endImage, endImageStrength: 0.5 });
   const c0 = half.f.sections[0].conditioning.cleanLatents.data as Float32Array;

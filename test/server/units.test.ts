@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { camel, flagBool, parseArgs } from '../../src/cli/flags.js';
 import { decodeDataUrl, filenameFromUrl } from '../../src/server/input-files.js';
+import { Prediction } from '../../src/server/runner.js';
 import { refusedRange } from '../../src/server/ssrf.js';
 import { isoMicros, secondsBetween } from '../../src/server/time.js';
 import { throttleFromEnv } from '../../src/server/webhooks.js';
@@ -89,7 +90,22 @@ describe('server units', () => {
     assert.equal(mimeOf('x.unknown'), 'application/octet-stream');
   });
 
-  it('parses flags the way Cog passes them', () => {
+  it('a prediction snapshot is a copy later changes of the prediction do not reach', () => {
+    const p = new Prediction('id', isoMicros(), { prompt: 'a', loras: [{ url: 'x', scale: 1 }] });
+    p.state.metrics = { predict_time: 1 };
+    const before = p.snapshot();
+    const copy = structuredClone(before);
+    p.appendLog('line');
+    p.state.status = 'succeeded';
+    p.state.output = 'data:video/mp4;base64,AAAA';
+    (p.state.input.loras as { scale: number }[])[0].scale = 2;
+    (p.state.input as Record<string, unknown>).prompt = 'b';
+    p.state.metrics.predict_time = 2;
+    assert.deepEqual(before, copy);
+    assert.deepEqual(p.snapshot(), structuredClone(p.state));
+  });
+
+    it('parses flags the way Cog passes them', () => {
     const a = parseArgs(['--await-explicit-shutdown=true', '--upload-url=http://x/', '--setup-ms', '30', '-i', 'a=1', '-i', 'b=2', 'pos'],
       { optionalBooleans: ['await-explicit-shutdown'], aliases: { i: 'input' } });
     assert.equal(a.flags.get('await-explicit-shutdown'), 'true');

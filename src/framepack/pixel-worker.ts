@@ -1,0 +1,59 @@
+/**
+ * Worker thread that holds the video being assembled (sections.ts PixelHistory): blending a decoded chunk
+ * into it and converting frames to uint8 are hundreds of milliseconds of JavaScript per section at 640 px,
+ * on hundreds of MB of short-lived arrays, none of which may run on (or be collected by) the event loop.
+ * Chunks are transferred in, uint8 frames transferred out. One worker per video (video-pixels.ts).
+ *
+ * Messages: { id, op: 'add', dims, data }      -> { id, frameCount, width, height }
+ *           { op: 'snapshot', snap }            (no reply: the frames as they are now, read with 'next')
+ *           { id, op: 'next', snap }            -> { id, data? } (none when the snapshot is exhausted)
+ *           { op: 'release', snap }
+ * Errors:   { id, error }.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { lowerThisThread } from '../runtime/priority.js';
+import { PixelHistory } from './sections.js';
+
+lowerThisThread();
+
+type Request =
+  | { id: number; op: 'add'; dims: number[]; data: Float32Array }
+  | { id?: undefined; op: 'snapshot'; snap: number }
+  | { id: number; op: 'next'; snap: number }
+  | { id?: undefined; op: 'release'; snap: number };
+
+const { overlap, grows } = workerData as { overlap: number; grows: 'backward' | 'forward' };
+const pixels = new PixelHistory(overlap, grows);
+const snapshots = new Map<number, Iterator<Uint8Array>>();
+
+function handle(msg: Request): { data?: Uint8Array; frameCount?: number; width?: number; height?: number } | null {
+  switch (msg.op) {
+    case 'add':
+      pixels.add({ dtype: 'float32', dims: msg.dims, data: msg.data });
+      return { frameCount: pixels.frameCount, width: pixels.width, height: pixels.height };
+    case 'snapshot':
+      snapshots.set(msg.snap, pixels.chunks()[Symbol.iterator]());
+      return null;
+    case 'next': {
+      const next = snapshots.get(msg.snap)?.next();
+      if (!next || next.done) {
+        snapshots.delete(msg.snap);
+        return {};
+      }
+      // a copy: finished chunks stay in the history and in other snapshots
+      return { data: next.value.slice() };
+    }
+    case 'release':
+      snapshots.delete(msg.snap);
+      return null;
+  }
+}
+
+parentPort!.on('message', (msg: Request) => {
+  try {
+    const res = handle(msg);
+    if (res) parentPort!.postMessage({ id: msg.id, ...res }, res.data ? [res.data.buffer as ArrayBuffer] : []);
+  } catch (err) {
+    parentPort!.postMessage({ id: msg.id, error: (err as Error).message });
+  }
+});
