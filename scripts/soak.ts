@@ -4,7 +4,7 @@
  * directory, and the health check's latency (polled every 50 ms throughout, on its own connection, with the
  * CPU time the server's event-loop thread used meanwhile, which tells its own work from waiting for a core).
  *
- *   npm run build && node dist/scripts/soak.js [--predictions 100] [--every 10] [--nice -10] [--profile DIR]
+ *   npm run build && node dist/scripts/soak.js [--predictions 100] [--every 10] [--nice=-10] [--profile DIR]
  *
  * Each prediction is 1 s of video with a window of 6 latents (one section, 25 frames) and 1 step at the
  * 640-pixel bucket, so the run exercises every stage (encoders, DiT, VAE decode, ffmpeg) quickly. Prints a
