@@ -73,7 +73,7 @@ export interface TeaCacheDecision {
  * One TeaCache state: counter, accumulator, the cached residual and the previous call's modulated input
  * (both in whatever form the runner keeps them: host arrays, or tensors left on the device).
  */
-export class TeaCacheState<R = unknown, M = Float32Array> {
+export class TeaCacheState<R = unknown, M = unknown> {
   private cnt = 0;
   private acc = 0;
   /** the modulated input of the last call, which the next call is measured against */
@@ -86,7 +86,6 @@ export class TeaCacheState<R = unknown, M = Float32Array> {
     if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`TeaCache steps must be a positive integer, got ${steps}`);
     if (!(threshold >= 0)) throw new RangeError(`TeaCache threshold must be >= 0, got ${threshold}`);
   }
-
 
   /**
    * The counter/accumulator arithmetic alone. `measure` is called only on calls that are not forced, and
@@ -129,7 +128,7 @@ export interface TeaCacheSettings {
 }
 
 /** The TeaCache states of one section: one per CFG branch, or one for all calls ('shared', the original). */
-export class TeaCacheBank<R = unknown, M = Float32Array> {
+export class TeaCacheBank<R = unknown, M = unknown> {
   private readonly states = new Map<string, TeaCacheState<R, M>>();
   readonly mode: TeaCacheMode;
   readonly threshold: number;
