@@ -5,10 +5,11 @@
 # TypeScript compiler (dist/ is built here and carried with each call).
 #
 #   scripts/gpu/bundle.sh            from the project root; writes .gpu/1..N and .gpu/unpack.sh
-#   GPU_PART_MB=55 (default)         size of each part; parts + working tree must stay under 64 MiB a call
+#   GPU_PART_MB=16 (default)         size of each part: a part and the tracked tree (~42 MB, most of it
+#                                    test/fixtures) must stay under 64 MiB a call
 # On the GPU machine: copy every part into /tmp/gpu, then `source /tmp/gpu/unpack.sh` in the project root.
 set -euo pipefail
-PART_MB=${GPU_PART_MB:-55}
+PART_MB=${GPU_PART_MB:-16}
 unpack=${GPU_UNPACK:-../shared/scripts/gpu-unpack.sh}
 [ -f "$unpack" ] || { echo "unpacker $unpack not found (set GPU_UNPACK)" >&2; exit 1; }
 ORT_VERSION=$(node -p "require('onnxruntime-node/package.json').version")
