@@ -458,13 +458,17 @@ export class PixelHistory {
 
   /** All frames as one contiguous (F, H, W, 3) uint8 buffer. */
   frames(): Uint8Array {
-    const parts = [...this.chunks()];
-    const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
+    return concatBytes([...this.chunks()]);
   }
+}
+
+/** The parts one after the other in one buffer. */
+export function concatBytes(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
 }

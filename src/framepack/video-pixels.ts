@@ -4,7 +4,7 @@
  * sections.ts PixelHistory, which does the work in the worker. close() ends the worker and frees the frames.
  */
 import { Worker } from 'node:worker_threads';
-import type { Float32Tensor } from './sections.js';
+import { concatBytes, type Float32Tensor } from './sections.js';
 
 interface Reply { id: number; error?: string; data?: Uint8Array; frameCount?: number; width?: number; height?: number }
 
@@ -84,13 +84,7 @@ export class VideoPixels {
     const parts: Uint8Array[] = [];
     for await (const p of this.chunks()) parts.push(p);
     await this.close();
-    const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-    let o = 0;
-    for (const p of parts) {
-      out.set(p, o);
-      o += p.length;
-    }
-    return out;
+    return concatBytes(parts);
   }
 
   /** Ends the worker; the frames are gone. */
