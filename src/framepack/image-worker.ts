@@ -1,10 +1,11 @@
 /**
  * Worker thread for `prepareStartImage` (image.ts): the bucket resize of a large upload is a few hundred
- * million multiply-adds in JavaScript, which must not stall the server's event loop.
+ * million multiply-adds in JavaScript, and the VAE's float input megabytes of fresh memory: neither may stall
+ * the server's event loop.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { lowerThisThread } from '../runtime/priority.js';
-import { findNearestBucket, resizeAndCenterCrop, sigLipPixels, type RgbImage, type SigLipPreprocessor } from './image.js';
+import { findNearestBucket, resizeAndCenterCrop, sigLipPixels, vaePixels, type RgbImage, type SigLipPreprocessor } from './image.js';
 
 lowerThisThread();
 
@@ -12,4 +13,6 @@ const { img, pre, bucket: imposed } = workerData as { img: RgbImage; pre: SigLip
 const bucket = imposed ?? findNearestBucket(img.height, img.width);
 const resized = resizeAndCenterCrop(img, bucket[1], bucket[0]);
 const pixelValues = sigLipPixels(resized, pre);
-parentPort!.postMessage({ bucket, resized, pixelValues }, [resized.data.buffer as ArrayBuffer, pixelValues.data.buffer as ArrayBuffer]);
+const vaeInput = vaePixels(resized);
+parentPort!.postMessage({ bucket, resized, pixelValues, vaeInput },
+  [resized.data, pixelValues.data, vaeInput.data].map((a) => a.buffer as ArrayBuffer));

@@ -242,6 +242,8 @@ export interface StartImage {
   resized: RgbImage;
   /** SigLIP's pixel_values of `resized` */
   pixelValues: HostTensor;
+  /** the VAE's input: vaePixels(resized) */
+  vaeInput: HostTensor;
 }
 
 /**

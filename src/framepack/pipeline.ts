@@ -20,23 +20,25 @@
  * is what PR #167 fed). `end_image_strength` s scales the latent by s (as FramePack-Studio's end frame
  * strength does) and gives the end embedding the weight s/2; s = 0 leaves the end image out.
  *
- * Everything heavy runs in ORT worker threads behind FramePackNets; what runs here is element-wise work on
- * one latent window per step, and the loop yields between steps, so the event loop stays responsive.
+ * Everything heavy runs in worker threads: ONNX Runtime's behind FramePackNets, the latent history
+ * (history-thread.ts) and the video's pixels (video-pixels.ts), which are handed buffers, not copies. What runs
+ * here is element-wise work on one latent window per step, and the loop yields between steps, so the event
+ * loop stays responsive.
  */
-import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { float16ToFloat32 } from '../onnx/half.js';
 import type { HostTensor } from '../onnx/safetensors.js';
 import { appError } from '../errors.js';
 import { RESOLUTION, findNearestBucket } from './buckets.js';
-import { prepareStartImage, vaePixels, type RgbImage, type SigLipPreprocessor } from './image.js';
+import { prepareStartImage, type RgbImage, type SigLipPreprocessor } from './image.js';
 import { NormalGenerator } from './noise.js';
 import { SamplingProgress, type StepProgress } from './progress.js';
 import { distilledGuidance, sampleUniPC, sectionSigmas, type VelocityFn } from './sampler.js';
 import {
-  FPS, createHistory, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
+  FPS, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
   type Float32Tensor, type SamplingMode, type SectionPlan,
 } from './sections.js';
 import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts, type SectionPrompt } from './timed-prompts.js';
+import { HistoryThread } from './history-thread.js';
 import { VideoPixels } from './video-pixels.js';
 
 export type { SamplingMode } from './sections.js';
@@ -85,7 +87,7 @@ export interface FramePackNets {
   encodePrompt(prompt: string, signal: AbortSignal): Promise<PromptEmbeddings>;
   /** SigLIP last_hidden_state of the preprocessed bucket image. */
   encodeImage(pixelValues: HostTensor, signal: AbortSignal): Promise<HostTensor>;
-  /** VAE posterior mean x scaling factor of (1, 3, 1, H, W) pixels in [-1, 1]. */
+  /** VAE posterior mean x scaling factor of (1, 3, 1, H, W) pixels in [-1, 1]; `pixels` are handed over (may be transferred). */
   encodeLatent(pixels: HostTensor, signal: AbortSignal): Promise<HostTensor>;
   /** Scaled latents (1, C, T, h, w) -> pixels (1, 3, 4(T-1)+1, 8h, 8w) float32. */
   decodeLatents(latents: HostTensor, signal: AbortSignal): Promise<HostTensor>;
@@ -294,7 +296,7 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   signal.throwIfAborted();
   // Bucket, Lanczos resize and SigLIP pixels run in a worker: a large upload is ~1 s of JavaScript.
   const resolution = p.resolution ?? RESOLUTION.default;
-  const { bucket: [H, W], resized, pixelValues } = await prepareStartImage(image, nets.sigLip,
+  const { bucket: [H, W], pixelValues, vaeInput } = await prepareStartImage(image, nets.sigLip,
     findNearestBucket(image.height, image.width, resolution));
   log(`input ${image.width}x${image.height} -> bucket ${W}x${H}`);
   if (resolution !== RESOLUTION.default) {
@@ -306,10 +308,6 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   }
   t0 = performance.now();
   log('encoding the start image (VAE)');
-  // Steps of tens of milliseconds of JavaScript each (at 640 px) are separated by a turn of the event loop,
-  // so that health checks and cancels are answered in between.
-  const vaeInput = vaePixels(resized);
-  await yieldToLoop();
   const start = asFloat32(await nets.encodeLatent(vaeInput, signal), 'start latent');
   log(`start latent in ${seconds(t0)} s`);
   t0 = performance.now();
@@ -323,7 +321,7 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
     const end = await prepareStartImage(endImage, nets.sigLip, [H, W]);
     t0 = performance.now();
     log(`encoding the end image (${endImage.width}x${endImage.height} -> ${W}x${H}; strength ${strength})`);
-    endLatent = scaled(asFloat32(await nets.encodeLatent(vaePixels(end.resized), signal), 'end latent'), strength);
+    endLatent = scaled(asFloat32(await nets.encodeLatent(end.vaeInput, signal), 'end latent'), strength);
     imageEmbeddings = mixEmbeddings(imageEmbeddings, await nets.encodeImage(end.pixelValues, signal), strength);
     log(`end image encoded in ${seconds(t0)} s`);
     if (dump) dump.end_latent = endLatent;
@@ -337,7 +335,7 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   const sigmas = sectionSigmas(p.steps, lws, h8, w8);
   const guidance = distilledGuidance(p.distilledCfg, nets.halfPrecision);
   const generator = new NormalGenerator(p.seed);
-  const history = createHistory(mode, start);
+  const history = new HistoryThread(mode, start);
   const progress = new SamplingProgress({ sections: plans.length, steps: p.steps, log, progress: hooks.progress });
   type Slice = { section: number; label: string; latents: HostTensor };
   const decodeOrder = nets.decodeOrder ?? 'inline';
@@ -366,8 +364,7 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
 
     t0 = performance.now();
     progress.startSection(plan.index + 1);
-    const conditioning = history.conditioning(plan.index === 0 ? endLatent : undefined);
-    await yieldToLoop();
+    const conditioning = await history.conditioning(plan.index === 0 ? endLatent : undefined);
     const model = await nets.section({
       mode, plan, steps: p.steps, positive: positives[plan.index], negative, imageEmbeddings, guidance, latentShape, cache: p.cache,
       conditioning,
@@ -387,10 +384,9 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
     const summary = model.summary?.();
     log(`${label} sampled in ${seconds(t0)} s${summary ? ` (${summary})` : ''}`);
 
-    const chunk = history.push(f32(latentShape, generated), plan);
-    if (dump) dump[`section_${plan.index}_generated_latents`] = chunk;
-    await yieldToLoop(); // each is a copy of the latents so far: tens of milliseconds at 640 px
-    const slice = { section: plan.index + 1, label, latents: history.decodeSlice(plan, lws) }; // a copy: later sections do not change it
+    const chunk = await history.push(f32(latentShape, generated), plan, { chunk: !!dump });
+    if (dump) dump[`section_${plan.index}_generated_latents`] = chunk!;
+    const slice = { section: plan.index + 1, label, latents: await history.decodeSlice(plan, lws) }; // a copy: later sections do not change it
     if (decodeOrder === 'after-sampling') pending.push(slice);
     else if (decodeOrder === 'beside-sampling') beside.add(() => decode(slice));
     else await decode(slice);
@@ -398,6 +394,7 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   } finally {
     // a decode still running when sampling failed or was cancelled must finish before the caller frees its sessions
     await beside.settled();
+    await history.close();
   }
   beside.throwIfFailed();
   await nets.samplingDone?.();

@@ -10,8 +10,9 @@
  *           { op: 'release', snap }
  * Errors:   { id, error }.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { workerData } from 'node:worker_threads';
 import { lowerThisThread } from '../runtime/priority.js';
+import { serveThread } from '../runtime/thread-rpc.js';
 import { PixelHistory } from './sections.js';
 
 lowerThisThread();
@@ -49,11 +50,7 @@ function handle(msg: Request): { data?: Uint8Array; frameCount?: number; width?:
   }
 }
 
-parentPort!.on('message', (msg: Request) => {
-  try {
-    const res = handle(msg);
-    if (res) parentPort!.postMessage({ id: msg.id, ...res }, res.data ? [res.data.buffer as ArrayBuffer] : []);
-  } catch (err) {
-    parentPort!.postMessage({ id: msg.id, error: (err as Error).message });
-  }
+serveThread<Request>((msg) => {
+  const res = handle(msg);
+  return res && { reply: res, transfer: res.data ? [res.data.buffer as ArrayBuffer] : [] };
 });

@@ -328,7 +328,7 @@ export class FramePackModels implements FramePackNets {
   }
 
   encodeLatent(pixels: HostTensor, signal: AbortSignal): Promise<HostTensor> {
-    return this.vae.encodeLatent(pixels, { signal });
+    return this.vae.encodeLatent(pixels, { signal, consume: true });
   }
 
   decodeLatents(latents: HostTensor, signal: AbortSignal): Promise<HostTensor> {
@@ -362,6 +362,7 @@ export class FramePackModels implements FramePackNets {
       steps: s.steps,
       teacache: { enabled: s.cache === 'teacache' },
       magcache: { enabled: s.cache === 'magcache', height: h8 * 8, width: w8 * 8, family: s.mode === 'f1' ? 'F1' : 'Original' },
+      handOver: true, // the pipeline's conditioning is made for this section alone
     });
     const fixed = {
       image_embeddings: s.imageEmbeddings,

@@ -10,12 +10,14 @@
  *   TeaCache / MagCache (host)    -> compute or skip
  *   computed: blocks(latents, txt, temb, rope) -> velocity (1, C, T, H, W) float32 [, residual to cache]
  *   skipped:  head(hidden_states, cached residual) -> velocity
- * The rotary tables depend only on the frame indices and the latent grid: they are computed on the host and
- * kept while a section's calls repeat them.
+ * The rotary tables depend only on the frame indices and the latent grid: they are computed on the host, in a
+ * worker thread (rope-worker.ts), and bound while a section's calls repeat them.
  *
  * What crosses to the device: inputs that stay the same for a section (text, image embeddings, clean latents,
  * rotary tables, latent grid) are bound to the sessions once, when they change (compared by identity); per
- * call only the noisy latents and the timestep go up. A request's LoRA weights (`setLora`) are bound the
+ * call only the noisy latents and the timestep go up. The rotary tables, and the clean latents when the
+ * section hands them over (`SectionOptions.handOver`), are transferred to the session worker, not copied:
+ * megabytes that the event loop would otherwise copy once per section. A request's LoRA weights (`setLora`) are bound the
  * same way, once, and unbound when it ends. `txt` and `temb` pass from embed to blocks (or head) on
  * the device, and so do TeaCache's cached residual and block 0's modulated input, whose distance to the previous
  * call's is summed there (two numbers come back); only the velocity returns per call.
@@ -30,7 +32,8 @@ import type { Precision } from '../onnx/graph.js';
 import { cudaProviderOptions } from '../runtime/providers.js';
 import { Session, type DeviceTensor, type ExecutionProvider } from '../runtime/session.js';
 import { LORA_ENABLED, buildDitGraphs, type DitConfig, type DitGraphOptions, type DitGraphs } from '../nets/dit.js';
-import { packedRope } from '../nets/dit-rope.js';
+import type { PackedFrameIndices, RopeConfig, RopeTable } from '../nets/dit-rope.js';
+import { ThreadClient } from '../runtime/thread-rpc.js';
 import type { ForwardNet, NetOptions } from '../nets/registry.js';
 import { relativeL1FromSums, TeaCacheBank, type TeaCacheDecision, type TeaCacheSettings, type TeaCacheState } from './teacache.js';
 import { MagCacheState, type MagCacheDecision, type MagCacheSettings } from './magcache.js';
@@ -57,6 +60,11 @@ export interface SectionOptions {
   teacache?: TeaCacheSettings;
   /** MagCache instead of TeaCache (at most one of them is enabled); its ratios depend on the pixel size */
   magcache?: MagCacheSettings & { enabled: boolean; height: number; width: number };
+  /**
+   * The clean latents of this section's calls are handed over: binding them takes their buffers (the caller
+   * must not read them afterwards; a failed call cannot bind them again, and the section fails with it).
+   */
+  handOver?: boolean;
 }
 
 export interface ForwardResult {
@@ -76,6 +84,7 @@ type Residual = DeviceTensor;
 
 /** Inputs that change on every call; the others are bound once per section. */
 const PER_CALL = new Set(['hidden_states', 'timestep']);
+const CLEAN_LATENTS = ['clean_latents', 'clean_latents_2x', 'clean_latents_4x'] as const;
 
 export class PackedTransformer {
   private bank: TeaCacheBank<Residual, DeviceTensor> | null = null;
@@ -93,6 +102,9 @@ export class PackedTransformer {
   /** forward calls per branch in this section, and the section's step count */
   private calls = new Map<string, number>();
   private steps = 0;
+  private handOver = false;
+  /** computes the rotary tables (started on first use) */
+  private ropeThread: ThreadClient<RopeTable> | null = null;
 
   private constructor(
     readonly config: DitConfig,
@@ -138,6 +150,7 @@ export class PackedTransformer {
     this.dropHeld();
     this.calls.clear();
     this.steps = opts.steps;
+    this.handOver = opts.handOver ?? false;
   }
 
   private magState(branch: string): MagCacheState<Residual> | null {
@@ -161,14 +174,17 @@ export class PackedTransformer {
     try {
       return await this.call(inputs, call);
     } catch (err) {
-      this.bound.clear(); // a failed bind or run may have reset a session's binding: bind everything again next time
+      // a failed bind or run may have reset a session's binding: bind everything again next time (the rotary
+      // tables, whose buffers went to the session worker, computed again)
+      this.bound.clear();
+      this.rope = null;
       throw err;
     }
   }
 
   private async call(inputs: DitInputs, call: { branch?: string; signal?: AbortSignal }): Promise<ForwardResult> {
     const { signal } = call;
-    const { grid, cos, sin } = this.prepare(inputs);
+    const { grid, cos, sin } = await this.prepare(inputs);
     const branch = call.branch ?? 'positive';
     const tea = this.bank?.state(branch) ?? null;
     const mag = this.magState(branch);
@@ -195,7 +211,7 @@ export class PackedTransformer {
         await this.bindChanged(this.blocks, {
           clean_latents: inputs.clean_latents, clean_latents_2x: inputs.clean_latents_2x, clean_latents_4x: inputs.clean_latents_4x,
           latent_grid: grid, rope_cos: cos, rope_sin: sin, ...this.lora.get(this.blocks),
-        }, signal);
+        }, signal, ['rope_cos', 'rope_sin', ...(this.handOver ? CLEAN_LATENTS : [])]);
         const r = await this.blocks.run({ hidden_states: inputs.hidden_states, txt: e.txt, temb: e.temb },
           { signal, outputs: state ? ['output', 'residual'] : ['output'], keep: state ? ['residual'] : [], shrink });
         if (state) {
@@ -271,18 +287,27 @@ export class PackedTransformer {
     this.mag = null;
     this.dropHeld();
     this.bound.clear();
+    this.rope = null;
     this.lora.clear();
     this.loraFeeds = null;
-    await Promise.all([this.embed.release(), this.blocks.release(), this.head.release(), this.teacacheMeasure.release()]);
+    const rope = this.ropeThread;
+    this.ropeThread = null;
+    await Promise.all([rope?.close(), this.embed.release(), this.blocks.release(), this.head.release(), this.teacacheMeasure.release()]);
   }
 
-  /** Binds the inputs of `feeds` whose data differ from what `s` has bound (a new section, a new prompt). */
-  private async bindChanged(s: Session, feeds: Record<string, HostTensor>, signal?: AbortSignal): Promise<void> {
+  /**
+   * Binds the inputs of `feeds` whose data differ from what `s` has bound (a new section, a new prompt). The
+   * buffers of those named in `transfer` go to the session worker.
+   */
+  private async bindChanged(s: Session, feeds: Record<string, HostTensor>, signal?: AbortSignal, transfer: readonly string[] = []): Promise<void> {
     let seen = this.bound.get(s);
     if (!seen) this.bound.set(s, (seen = new Map()));
     const changed = Object.entries(feeds).filter(([name, t]) => seen.get(name) !== t.data);
     if (!changed.length) return;
-    await s.bind(Object.fromEntries(changed), { signal });
+    const handed = changed.filter(([name]) => transfer.includes(name));
+    const kept = changed.filter(([name]) => !transfer.includes(name));
+    if (kept.length) await s.bind(Object.fromEntries(kept), { signal });
+    if (handed.length) await s.bind(Object.fromEntries(handed), { signal, transfer: true });
     for (const [name, t] of changed) seen.set(name, t.data);
   }
 
@@ -302,7 +327,7 @@ export class PackedTransformer {
   }
 
   /** Checks the inputs and returns the noisy token grid (T, h, w) and the rotary table of this call. */
-  private prepare(x: DitInputs): { grid: HostTensor; cos: HostTensor; sin: HostTensor } {
+  private async prepare(x: DitInputs): Promise<{ grid: HostTensor; cos: HostTensor; sin: HostTensor }> {
     const c = this.config;
     for (const name of DIT_INPUTS) {
       if (name === 'guidance' && !c.guidance) continue;
@@ -338,7 +363,7 @@ export class PackedTransformer {
     const h = H / c.patch, w = W / c.patch;
     const key = `${h}x${w}|${latent}|${clean}|${clean2x}|${clean4x}`;
     if (this.rope?.key !== key) {
-      const table = packedRope(c.rope, { latent, clean, clean2x, clean4x }, h, w);
+      const table = await this.ropeTable(c.rope, { latent, clean, clean2x, clean4x }, h, w);
       this.rope = {
         key, grid: { dtype: 'int64', dims: [3], data: BigInt64Array.from([T, h, w].map(BigInt)) },
         cos: { dtype: 'float32', dims: [table.tokens, table.half], data: table.cos },
@@ -346,6 +371,13 @@ export class PackedTransformer {
       };
     }
     return this.rope;
+  }
+
+  private ropeTable(rope: RopeConfig, indices: PackedFrameIndices, h: number, w: number): Promise<RopeTable> {
+    if (!this.ropeThread || this.ropeThread.failed) {
+      this.ropeThread = new ThreadClient(new URL('./rope-worker.js', import.meta.url), 'DiT rotary tables');
+    }
+    return this.ropeThread.call({ rope, indices, h, w });
   }
 }
 

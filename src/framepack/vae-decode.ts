@@ -11,7 +11,7 @@
  * The networks run in ORT sessions (worker thread of src/runtime); tile blending and the assembly of the
  * output run in a second worker (vae-stitch-worker.ts), so the event loop only moves buffers.
  */
-import { Worker } from 'node:worker_threads';
+import { ThreadClient } from '../runtime/thread-rpc.js';
 import { Checkpoint, type HostTensor } from '../onnx/safetensors.js';
 import type { BuiltModel, Precision } from '../onnx/graph.js';
 import type { ForwardNet } from '../nets/registry.js';
@@ -49,6 +49,12 @@ const FIT_GRIDS = [2, 3, 0];
 
 type Dims5 = [number, number, number, number, number];
 
+export interface EncodeOptions {
+  signal?: AbortSignal;
+  /** the input is handed over: the session may take its buffer (no copy; the caller must not use it afterwards) */
+  consume?: boolean;
+}
+
 export interface DecodeOptions {
   signal?: AbortSignal;
   /** default true: diffusers' temporal tiled decode for more than 4 latent frames */
@@ -83,36 +89,14 @@ function crop5(t: HostTensor, t0: number, t1: number, y0: number, y1: number, x0
   return f32([1, C, nt, nh, nw], out);
 }
 
-/** Client of the stitching worker: ordered request/response over one message channel. */
+/** Client of the stitching worker (started on first use, again after a failure). */
 class Stitcher {
-  private worker: Worker | null = null;
-  private seq = 0;
-  private pending = new Map<number, { resolve: (v: any) => void; reject: (e: Error) => void }>();
+  private thread: ThreadClient<{ dims?: number[]; data?: Float32Array }> | null = null;
   private keys = 0;
 
-  private start(): Worker {
-    if (this.worker) return this.worker;
-    const w = new Worker(new URL('./vae-stitch-worker.js', import.meta.url));
-    w.unref();
-    w.on('message', (m: { id: number; error?: string }) => {
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.pending.delete(m.id);
-      if (m.error) p.reject(new Error(`VAE stitching: ${m.error}`));
-      else p.resolve(m);
-    });
-    w.on('error', (err) => { for (const p of this.pending.values()) p.reject(err); this.pending.clear(); this.worker = null; });
-    this.worker = w;
-    return w;
-  }
-
-  private call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<{ dims?: number[]; data?: Float32Array }> {
-    const id = ++this.seq;
-    const w = this.start();
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      w.postMessage({ id, ...msg }, transfer);
-    });
+  private call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []) {
+    if (!this.thread || this.thread.failed) this.thread = new ThreadClient(new URL('./vae-stitch-worker.js', import.meta.url), 'VAE stitching');
+    return this.thread.call(msg, transfer);
   }
 
   newKey(): string { return `s${++this.keys}`; }
@@ -133,9 +117,9 @@ class Stitcher {
   drop(key: string) { return this.call({ op: 'drop', key }); }
 
   async close(): Promise<void> {
-    const w = this.worker;
-    this.worker = null;
-    if (w) await w.terminate();
+    const t = this.thread;
+    this.thread = null;
+    await t?.close();
   }
 }
 
@@ -219,29 +203,35 @@ export class Vae {
   }
 
   /** diffusers `encode(x).latent_dist` (mean, std), with spatial tiling when enabled and the image exceeds 256 px. */
-  async encode(x: HostTensor, { signal }: { signal?: AbortSignal } = {}): Promise<Posterior> {
+  async encode(x: HostTensor, opts: EncodeOptions = {}): Promise<Posterior> {
+    return posterior(await this.moments(x, opts), this.config.latentChannels);
+  }
+
+  /** The encoder's moments (1, 2 latent, t, H/8, W/8): mean, then log-variance. */
+  private async moments(x: HostTensor, { signal, consume = false }: EncodeOptions): Promise<HostTensor> {
     const [B, C, T, H, W] = x.dims;
     if (B !== 1 || C !== this.config.inChannels || x.dims.length !== 5) throw new Error(`VAE encode: expected (1, ${this.config.inChannels}, T, H, W), got (${x.dims.join(', ')})`);
     if (H % 8 || W % 8) throw new Error(`VAE encode: height and width must be multiples of 8, got ${H}x${W}`);
     if (T > 16) throw new Error(`VAE encode: ${T} frames would need temporal tiled encoding, which FramePack never uses`);
-    let moments: HostTensor;
     if (this.opts.spatialTiling && encodeNeedsSpatialTiling(H, W)) {
       const plan = encodeSpatialPlan(H, W);
       const tiles = await runByShape(tilesOf(plan, H, W), (t) => this.encodeChunk(crop5(x, 0, T, t.y0, t.y1, t.x0, t.x1), signal));
-      moments = await this.stitch(plan, tiles);
-    } else {
-      // a copy: the caller keeps x; an encode happens once per request, so its memory goes back afterwards
-      moments = await this.encodeChunk(crop5(x, 0, T, 0, H, 0, W), signal, true);
+      return this.stitch(plan, tiles);
     }
-    return posterior(moments, this.config.latentChannels);
+    // the session takes its input's buffer: a copy unless the caller hands x over. An encode happens once per
+    // request, so its memory goes back afterwards.
+    return this.encodeChunk(consume ? x : crop5(x, 0, T, 0, H, 0, W), signal, true);
   }
 
-  /** FramePack's start latent: posterior mean x scaling factor, (1, latent, 1, H/8, W/8). */
-  async encodeLatent(image: HostTensor, opts: { signal?: AbortSignal } = {}): Promise<HostTensor> {
-    const { mean } = await this.encode(image, opts);
-    const m = mean.data as Float32Array;
-    for (let i = 0; i < m.length; i++) m[i] *= this.config.scalingFactor;
-    return mean;
+  /** FramePack's start latent: posterior mean x scaling factor, (1, latent, 1, H/8, W/8) (the std is not computed). */
+  async encodeLatent(image: HostTensor, opts: EncodeOptions = {}): Promise<HostTensor> {
+    const moments = await this.moments(image, opts);
+    const [B, , ...rest] = moments.dims;
+    const all = asFloat32(moments, 'posterior');
+    // B is 1: the mean is the first half of the moments, scaled in place
+    const mean = all.subarray(0, all.length / 2);
+    for (let i = 0; i < mean.length; i++) mean[i] *= this.config.scalingFactor;
+    return f32([B, this.config.latentChannels, ...rest], mean);
   }
 
   /**

@@ -9,8 +9,8 @@
  *           { id, op: 'finish', key }   { id, op: 'drop', key }
  * Replies:  { id, dims?, data? } or { id, error }.
  */
-import { parentPort } from 'node:worker_threads';
 import { lowerThisThread } from '../runtime/priority.js';
+import { serveThread } from '../runtime/thread-rpc.js';
 import { block, SpatialStitcher, TemporalStitcher, type Block, type SpatialPlan } from './vae-tiling.js';
 
 lowerThisThread();
@@ -52,12 +52,7 @@ function handle(msg: Request): { dims?: Block['dims']; data?: Float32Array } {
   }
 }
 
-parentPort!.on('message', (msg: Request) => {
-  try {
-    const res = handle(msg);
-    parentPort!.postMessage({ id: msg.id, ...res }, res.data ? [res.data.buffer as ArrayBuffer] : []);
-  } catch (err) {
-    if ('key' in msg) stitchers.delete(msg.key);
-    parentPort!.postMessage({ id: msg.id, error: (err as Error).message });
-  }
-});
+serveThread<Request>((msg) => {
+  const res = handle(msg);
+  return { reply: res, transfer: res.data ? [res.data.buffer as ArrayBuffer] : [] };
+}, (msg) => { stitchers.delete(msg.key); });

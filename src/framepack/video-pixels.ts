@@ -3,56 +3,26 @@
  * chunks and converting frames to uint8 never hold the event loop: it only moves buffers. Same frames as
  * sections.ts PixelHistory, which does the work in the worker. close() ends the worker and frees the frames.
  */
-import { Worker } from 'node:worker_threads';
+import { ThreadClient } from '../runtime/thread-rpc.js';
 import { concatBytes, type Float32Tensor } from './sections.js';
 
-interface Reply { id: number; error?: string; data?: Uint8Array; frameCount?: number; width?: number; height?: number }
+interface Reply { data?: Uint8Array; frameCount?: number; width?: number; height?: number }
 
 export class VideoPixels {
-  private readonly worker: Worker;
-  private seq = 0;
+  private readonly thread: ThreadClient<Reply>;
   private snaps = 0;
-  private readonly pending = new Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>();
-  private failure: Error | null = null;
   frameCount = 0;
   width = 0;
   height = 0;
 
   /** `grows` as PixelHistory's: 'backward' when chunks precede the video (inverted order), 'forward' (F1). */
   constructor(overlap: number, grows: 'backward' | 'forward' = 'backward') {
-    this.worker = new Worker(new URL('./pixel-worker.js', import.meta.url), { workerData: { overlap, grows } });
-    this.worker.on('message', (m: Reply) => {
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.pending.delete(m.id);
-      if (!this.pending.size) this.worker.unref();
-      if (m.error) p.reject(new Error(`assembling the video: ${m.error}`));
-      else p.resolve(m);
-    });
-    this.worker.on('error', (err) => this.fail(err));
-    this.worker.on('exit', () => this.fail(new Error('the video was closed')));
-    this.worker.unref(); // kept alive only while a reply is awaited (after the listeners, which ref it)
-  }
-
-  private fail(err: Error): void {
-    this.failure ??= err;
-    for (const p of this.pending.values()) p.reject(err);
-    this.pending.clear();
-  }
-
-  private call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<Reply> {
-    if (this.failure) return Promise.reject(this.failure);
-    const id = ++this.seq;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.ref();
-      this.worker.postMessage({ id, ...msg }, transfer);
-    });
+    this.thread = new ThreadClient(new URL('./pixel-worker.js', import.meta.url), 'assembling the video', { overlap, grows });
   }
 
   /** Blends a decoded chunk (1, 3, F, H, W) in. Transfers its buffer: `chunk` must not be used afterwards. */
   async add(chunk: Float32Tensor): Promise<void> {
-    const r = await this.call({ op: 'add', dims: chunk.dims, data: chunk.data }, [chunk.data.buffer as ArrayBuffer]);
+    const r = await this.thread.call({ op: 'add', dims: chunk.dims, data: chunk.data }, [chunk.data.buffer as ArrayBuffer]);
     this.frameCount = r.frameCount!;
     this.width = r.width!;
     this.height = r.height!;
@@ -64,17 +34,17 @@ export class VideoPixels {
    */
   chunks(): AsyncIterable<Uint8Array> {
     const snap = ++this.snaps;
-    if (!this.failure) this.worker.postMessage({ op: 'snapshot', snap });
+    this.thread.post({ op: 'snapshot', snap });
     const self = this;
     return (async function* () {
       try {
         for (;;) {
-          const { data } = await self.call({ op: 'next', snap });
+          const { data } = await self.thread.call({ op: 'next', snap });
           if (!data) return;
           yield data;
         }
       } finally {
-        if (!self.failure) self.worker.postMessage({ op: 'release', snap });
+        self.thread.post({ op: 'release', snap });
       }
     })();
   }
@@ -89,6 +59,6 @@ export class VideoPixels {
 
   /** Ends the worker; the frames are gone. */
   async close(): Promise<void> {
-    await this.worker.terminate();
+    await this.thread.close();
   }
 }

@@ -341,11 +341,13 @@ export class Session {
 
   /**
    * Binds inputs for every later run until they are bound again: a device session copies host tensors to the
-   * device here, once, instead of on every run. A run's own feeds take precedence.
+   * device here, once, instead of on every run. A run's own feeds take precedence. With `transfer` the host
+   * tensors' buffers go to the worker (detached here): the caller must not read them afterwards.
    */
-  async bind(feeds: Feeds, opts: { signal?: AbortSignal } = {}): Promise<void> {
+  async bind(feeds: Feeds, opts: { signal?: AbortSignal; transfer?: boolean } = {}): Promise<void> {
     this.check();
-    await this.worker.request((id) => ({ id, op: 'bind', session: this.id, feeds: this.wire(feeds) }), [], opts.signal);
+    const wire = this.wire(feeds);
+    await this.worker.request((id) => ({ id, op: 'bind', session: this.id, feeds: wire }), opts.transfer ? buffersOf(wire) : [], opts.signal);
   }
 
   /**

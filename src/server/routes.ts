@@ -6,6 +6,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { appError } from '../errors.js';
 import { methodNotAllowed } from './error-handler.js';
+import { sendJson } from './json-body.js';
 import type { Runner } from './runner.js';
 import { RequestValidationError, validateRequest, type InputOptions, type PredictionRequest } from './validation.js';
 
@@ -68,8 +69,8 @@ export function predictionRoutes(app: FastifyInstance, runner: Runner, opts: Rou
   const create = async (req: FastifyRequest, reply: FastifyReply, request: PredictionRequest) => {
     if (wantsOnlyEventStream(req)) throw appError('STREAMING_NOT_SUPPORTED');
     const prediction = runner.start(request, traceHeaders(req));
-    if (wantsAsync(req)) return reply.code(202).send(prediction.snapshot());
-    return reply.code(200).send(await prediction.done);
+    if (wantsAsync(req)) return sendJson(reply, 202, prediction.snapshot());
+    return sendJson(reply, 200, await prediction.done);
   };
 
   app.post('/predictions', async (req, reply) => create(req, reply, validated(req)));
@@ -81,7 +82,7 @@ export function predictionRoutes(app: FastifyInstance, runner: Runner, opts: Rou
     const request = validated(req, id);
     // A retry of a prediction in flight gets its current state, whatever the Prefer header says.
     const running = runner.find(id);
-    if (running) return reply.code(202).send(running.snapshot());
+    if (running) return sendJson(reply, 202, running.snapshot());
     return create(req, reply, request);
   });
   methodNotAllowed(app, '/predictions/:prediction_id', ['PUT']);
