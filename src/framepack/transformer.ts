@@ -197,10 +197,15 @@ export class PackedTransformer {
     const perCall: Record<string, HostTensor> = {};
     const fixed: Record<string, HostTensor> = {};
     for (const name of this.embed.inputs) {
+      if (CLEAN_LATENTS.includes(name as (typeof CLEAN_LATENTS)[number])) continue;
       const t = name === 'encoder_attention_mask' ? this.int64Mask(inputs[name]) : inputs[name as DitInputName]!;
       (PER_CALL.has(name) ? perCall : fixed)[name] = t;
     }
-    await this.bindChanged(this.embed, { ...fixed, ...this.lora.get(this.embed) }, signal);
+    await this.bindChanged([this.embed], { ...fixed, ...this.lora.get(this.embed) }, signal);
+    // embed (for TeaCache's measure) and blocks both read the clean latents: one message binds them to both
+    await this.bindChanged([this.embed, this.blocks].filter((g) => g.inputs.includes('clean_latents')), {
+      clean_latents: inputs.clean_latents, clean_latents_2x: inputs.clean_latents_2x, clean_latents_4x: inputs.clean_latents_4x,
+    }, signal, this.handOver ? CLEAN_LATENTS : []);
     const outputs = tea ? ['txt', 'temb', 'modulated'] : ['txt', 'temb'];
     const e = await this.embed.run(perCall, { signal, outputs, keep: outputs });
     try {
@@ -208,10 +213,9 @@ export class PackedTransformer {
       const magcache = mag ? mag.decide() : null;
       const decision = teacache ?? magcache;
       if (!decision || decision.compute) {
-        await this.bindChanged(this.blocks, {
-          clean_latents: inputs.clean_latents, clean_latents_2x: inputs.clean_latents_2x, clean_latents_4x: inputs.clean_latents_4x,
+        await this.bindChanged([this.blocks], {
           latent_grid: grid, rope_cos: cos, rope_sin: sin, ...this.lora.get(this.blocks),
-        }, signal, ['rope_cos', 'rope_sin', ...(this.handOver ? CLEAN_LATENTS : [])]);
+        }, signal, ['rope_cos', 'rope_sin']);
         const r = await this.blocks.run({ hidden_states: inputs.hidden_states, txt: e.txt, temb: e.temb },
           { signal, outputs: state ? ['output', 'residual'] : ['output'], keep: state ? ['residual'] : [], shrink });
         if (state) {
@@ -222,7 +226,7 @@ export class PackedTransformer {
         return { output: r.output, teacache, magcache };
       }
       // Skipped: the head on this call's noisy tokens plus the residual of the last computed call.
-      await this.bindChanged(this.head, { latent_grid: grid, ...this.lora.get(this.head) }, signal);
+      await this.bindChanged([this.head], { latent_grid: grid, ...this.lora.get(this.head) }, signal);
       const h = await this.head.run({ hidden_states: inputs.hidden_states, residual: state!.residual!, temb: e.temb }, { signal, shrink });
       return { output: h.output, teacache, magcache };
     } finally {
@@ -278,7 +282,7 @@ export class PackedTransformer {
       this.lora.set(s, mine);
     }
     this.loraFeeds = feeds;
-    await Promise.all([...this.lora].map(([s, mine]) => this.bindChanged(s, mine)));
+    await Promise.all([...this.lora].map(([s, mine]) => this.bindChanged([s], mine)));
     return true;
   }
 
@@ -296,19 +300,23 @@ export class PackedTransformer {
   }
 
   /**
-   * Binds the inputs of `feeds` whose data differ from what `s` has bound (a new section, a new prompt). The
-   * buffers of those named in `transfer` go to the session worker.
+   * Binds the inputs of `feeds` whose data differ from what the sessions have bound (a new section, a new
+   * prompt) to all of `sessions` at once. The buffers of those named in `transfer` go to the session worker.
    */
-  private async bindChanged(s: Session, feeds: Record<string, HostTensor>, signal?: AbortSignal, transfer: readonly string[] = []): Promise<void> {
-    let seen = this.bound.get(s);
-    if (!seen) this.bound.set(s, (seen = new Map()));
-    const changed = Object.entries(feeds).filter(([name, t]) => seen.get(name) !== t.data);
+  private async bindChanged(sessions: Session[], feeds: Record<string, HostTensor>, signal?: AbortSignal, transfer: readonly string[] = []): Promise<void> {
+    const seen = sessions.map((s) => {
+      let m = this.bound.get(s);
+      if (!m) this.bound.set(s, (m = new Map()));
+      return m;
+    });
+    const changed = Object.entries(feeds).filter(([name, t]) => seen.some((m) => m.get(name) !== t.data));
     if (!changed.length) return;
+    const [first, ...also] = sessions;
     const handed = changed.filter(([name]) => transfer.includes(name));
     const kept = changed.filter(([name]) => !transfer.includes(name));
-    if (kept.length) await s.bind(Object.fromEntries(kept), { signal });
-    if (handed.length) await s.bind(Object.fromEntries(handed), { signal, transfer: true });
-    for (const [name, t] of changed) seen.set(name, t.data);
+    if (kept.length) await first.bind(Object.fromEntries(kept), { signal, also });
+    if (handed.length) await first.bind(Object.fromEntries(handed), { signal, also, transfer: true });
+    for (const [name, t] of changed) for (const m of seen) m.set(name, t.data);
   }
 
   private int64Mask(mask: HostTensor): HostTensor {

@@ -49,8 +49,11 @@ export interface RunRequest {
 export type Request =
   | { id: number; op: 'create'; payload: CreatePayload }
   | RunRequest
-  /** inputs bound until bound again: a device session copies them to the device once, here */
-  | { id: number; op: 'bind'; session: number; feeds: Record<string, Feed> }
+  /**
+   * inputs bound until bound again: a device session copies them to the device once, here. `also`: more
+   * sessions of this worker that bind the same tensors (one host copy for all of them)
+   */
+  | { id: number; op: 'bind'; session: number; also?: number[]; feeds: Record<string, Feed> }
   /** inputs with a default bound to it again: what was bound in its place is freed */
   | { id: number; op: 'unbind'; session: number; names: string[] }
   | { id: number; op: 'free'; refs: number[] }

@@ -342,12 +342,19 @@ export class Session {
   /**
    * Binds inputs for every later run until they are bound again: a device session copies host tensors to the
    * device here, once, instead of on every run. A run's own feeds take precedence. With `transfer` the host
-   * tensors' buffers go to the worker (detached here): the caller must not read them afterwards.
+   * tensors' buffers go to the worker (detached here): the caller must not read them afterwards. `also`
+   * binds the same tensors to more sessions of the same worker in the same request.
    */
-  async bind(feeds: Feeds, opts: { signal?: AbortSignal; transfer?: boolean } = {}): Promise<void> {
+  async bind(feeds: Feeds, opts: { signal?: AbortSignal; transfer?: boolean; also?: Session[] } = {}): Promise<void> {
     this.check();
+    const also = opts.also ?? [];
+    for (const s of also) {
+      s.check();
+      if (s.worker !== this.worker) throw new SessionError(`sessions "${this.name}" and "${s.name}" live in different workers: bind them apart`);
+    }
     const wire = this.wire(feeds);
-    await this.worker.request((id) => ({ id, op: 'bind', session: this.id, feeds: wire }), opts.transfer ? buffersOf(wire) : [], opts.signal);
+    await this.worker.request((id) => ({ id, op: 'bind', session: this.id, ...(also.length ? { also: also.map((s) => s.id) } : {}), feeds: wire }),
+      opts.transfer ? buffersOf(wire) : [], opts.signal);
   }
 
   /**

@@ -339,10 +339,13 @@ async function handle(req: Request): Promise<{ result: any; transfer: ArrayBuffe
       return { result: out, transfer: buffersOf(out) };
     }
     case 'bind': {
-      const s = sessionOf(req.session);
-      checkFeeds(s, new Set(s.inputs), req.feeds); // unknown names only: a bind may cover any subset
-      s.bind(req.feeds);
-      for (const n of Object.keys(req.feeds)) s.bound.add(n);
+      const targets = [req.session, ...(req.also ?? [])].map(sessionOf);
+      // unknown names only: a bind may cover any subset
+      for (const s of targets) checkFeeds(s, new Set(s.inputs), req.feeds);
+      for (const s of targets) {
+        s.bind(req.feeds);
+        for (const n of Object.keys(req.feeds)) s.bound.add(n);
+      }
       return { result: null, transfer: [] };
     }
     case 'unbind': {

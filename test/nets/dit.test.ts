@@ -46,6 +46,23 @@ test('packed transformer matches the reference forward (float32, CPU)', async ()
   assert.ok(err <= TOL, `relative L2 ${err} > ${TOL}`);
 });
 
+test('a section that hands its clean latents over: bound once to embed and blocks, not copied, same output', async () => {
+  const copy = (t: HostTensor): HostTensor => ({ ...t, data: t.data.slice() } as HostTensor);
+  const inputs = { ...plainInputs() };
+  for (const name of ['clean_latents', 'clean_latents_2x', 'clean_latents_4x'] as const) inputs[name] = copy(inputs[name]);
+  dit.beginSection({ steps: 2, teacache: { enabled: true }, handOver: true });
+  const first = await dit.forward(inputs, { branch: 'positive' });
+  for (const name of ['clean_latents', 'clean_latents_2x', 'clean_latents_4x'] as const) {
+    assert.equal(inputs[name].data.byteLength, 0, `${name} went to the session worker`);
+  }
+  assert.ok(relL2(first.output.data as Float32Array, ref.output.data as Float32Array) <= TOL, 'the first call as the reference');
+  // the other branch's calls find them bound (TeaCache's measure in embed reads them too)
+  const second = await dit.forward(inputs, { branch: 'negative' });
+  assert.deepEqual(second.output.data, first.output.data);
+  dit.beginSection({ steps: 25 });
+  assert.ok(plainInputs().clean_latents.data.byteLength > 0, 'without handOver the caller keeps its tensors');
+});
+
 test('padded text: the refiner honours the mask and the context is cropped to the valid tokens', async () => {
   dit.beginSection({ steps: 25 });
   const { output } = await dit.forward(maskedInputs());
