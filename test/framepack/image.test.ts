@@ -113,7 +113,7 @@ describe('resize and centre crop', () => {
     });
   }
 
-  it('prepareStartImage (worker thread) gives the same bucket, bytes and pixel_values', async () => {
+  it('prepareStartImage (worker thread) gives the same bucket, bytes, pixel_values and VAE input', async () => {
     const input = await loadImage(fixture('framepack-tiny', 'cases', 'realcfg_rescale', 'input.png'));
     const [h, w] = findNearestBucket(input.height, input.width);
     const resized = resizeAndCenterCrop(input, w, h);
@@ -124,6 +124,7 @@ describe('resize and centre crop', () => {
     assert.deepEqual(prepared.pixelValues.dims, [1, 3, 384, 384]);
     assert.ok(Buffer.from((prepared.pixelValues.data as Float32Array).buffer)
       .equals(Buffer.from((sigLipPixels(resized).data as Float32Array).buffer)));
+    assert.deepEqual(prepared.vaeInput, vaePixels(resized), 'and the VAE input');
   });
 
   it('returns the image itself at the target size and crops the centre after a downscale', () => {
