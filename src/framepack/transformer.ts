@@ -17,8 +17,8 @@
  * rotary tables, latent grid) are bound to the sessions once, when they change (compared by identity); per
  * call only the noisy latents and the timestep go up. The rotary tables, and the clean latents when the
  * section hands them over (`SectionOptions.handOver`), are transferred to the session worker, not copied:
- * megabytes that the event loop would otherwise copy once per section. A request's LoRA weights (`setLora`) are bound the
- * same way, once, and unbound when it ends. `txt` and `temb` pass from embed to blocks (or head) on
+ * megabytes that the event loop would otherwise copy once per section. A request's LoRA weights (`setLora`)
+ * are bound the same way, once, and unbound when it ends. `txt` and `temb` pass from embed to blocks (or head) on
  * the device, and so do TeaCache's cached residual and block 0's modulated input, whose distance to the previous
  * call's is summed there (two numbers come back); only the velocity returns per call.
  *
@@ -193,7 +193,7 @@ export class PackedTransformer {
     this.calls.set(branch, n);
     const shrink = this.shrinkAfterSection && n === this.steps;
 
-    // Feeds are copied to the session worker (never transferred): the latents belong to the caller.
+    // Per-call feeds are copied to the session worker (never transferred): the noisy latents belong to the caller.
     const perCall: Record<string, HostTensor> = {};
     const fixed: Record<string, HostTensor> = {};
     for (const name of this.embed.inputs) {
