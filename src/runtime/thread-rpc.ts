@@ -1,8 +1,9 @@
 /**
  * Request/reply over a worker thread, for the helpers that keep megabytes of host memory off the event loop
- * (the latent history, the video's pixels, the VAE's stitching). The main thread only moves buffers: requests
- * and replies carry them in the transfer list, so neither side copies (a structured clone of 8 MB holds the
- * sending thread about as long as touching 8 MB of fresh memory: tens of milliseconds on a small machine).
+ * (the latent history, the video's pixels, the VAE's stitching, the DiT's rotary tables). The main thread only
+ * moves buffers: requests and replies carry them in the transfer list, so neither side copies (a structured
+ * clone of 8 MB holds the sending thread about as long as touching 8 MB of fresh memory: tens of milliseconds
+ * on a small machine).
  *
  * Wire: the client posts { id, ...msg } and the worker answers { id, ...reply } or { id, error }; a message
  * without an id gets no answer. The worker is referenced only while a reply is awaited, so an idle helper
