@@ -84,8 +84,3 @@ export function serveThread<M extends { id?: number }>(handle: (msg: M) => Threa
     }
   });
 }
-
-/** The distinct ArrayBuffers behind `arrays` (for a transfer list). */
-export function buffersOfArrays(...arrays: Array<ArrayBufferView | undefined>): ArrayBuffer[] {
-  return [...new Set(arrays.filter((a): a is ArrayBufferView => !!a).map((a) => a.buffer as ArrayBuffer))];
-}
