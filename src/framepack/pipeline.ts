@@ -352,45 +352,46 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   };
 
   try {
-  for (const plan of plans) {
-    signal.throwIfAborted();
-    beside.throwIfFailed();
-    const label = `section ${plan.index + 1}/${plans.length}`;
-    const count = latentShape.reduce((a, b) => a * b, 1);
-    // The generator advances even when noise is injected, so a partial injection keeps later sections' noise.
-    const drawn = await generator.normalYielding(count);
-    const noise = hooks.noise ? injectedNoise(hooks.noise, plan.index, latentShape) : drawn;
-    if (dump) dump[`noise_${plan.index}`] = f32(latentShape, noise);
+    for (const plan of plans) {
+      signal.throwIfAborted();
+      beside.throwIfFailed();
+      const label = `section ${plan.index + 1}/${plans.length}`;
+      const count = latentShape.reduce((a, b) => a * b, 1);
+      // The generator advances even when noise is injected, so a partial injection keeps later sections' noise.
+      const drawn = await generator.normalYielding(count);
+      const noise = hooks.noise ? injectedNoise(hooks.noise, plan.index, latentShape) : drawn;
+      if (dump) dump[`noise_${plan.index}`] = f32(latentShape, noise);
 
-    t0 = performance.now();
-    progress.startSection(plan.index + 1);
-    const conditioning = await history.conditioning(plan.index === 0 ? endLatent : undefined);
-    const model = await nets.section({
-      mode, plan, steps: p.steps, positive: positives[plan.index], negative, imageEmbeddings, guidance, latentShape, cache: p.cache,
-      conditioning,
-    }, signal);
-    let generated: Float32Array;
-    try {
-      generated = await sampleUniPC({
-        noise, sigmas, velocity: model.velocity, cfg: p.cfg, rescale: p.cfgRescale, halfPrecision: nets.halfPrecision, signal,
-        onStep: (i, _n, state) => {
-          const at = progress.step(i + 1);
-          hooks.onStep?.(at, f32(latentShape, state.x0));
-        },
-      });
-    } finally {
-      await model.close();
+      t0 = performance.now();
+      progress.startSection(plan.index + 1);
+      const conditioning = await history.conditioning(plan.index === 0 ? endLatent : undefined);
+      const model = await nets.section({
+        mode, plan, steps: p.steps, positive: positives[plan.index], negative, imageEmbeddings, guidance, latentShape, cache: p.cache,
+        conditioning,
+      }, signal);
+      let generated: Float32Array;
+      try {
+        generated = await sampleUniPC({
+          noise, sigmas, velocity: model.velocity, cfg: p.cfg, rescale: p.cfgRescale, halfPrecision: nets.halfPrecision, signal,
+          onStep: (i, _n, state) => {
+            const at = progress.step(i + 1);
+            hooks.onStep?.(at, f32(latentShape, state.x0));
+          },
+        });
+      } finally {
+        await model.close();
+      }
+      const summary = model.summary?.();
+      log(`${label} sampled in ${seconds(t0)} s${summary ? ` (${summary})` : ''}`);
+
+      const chunk = await history.push(f32(latentShape, generated), plan, { chunk: !!dump });
+      if (dump) dump[`section_${plan.index}_generated_latents`] = chunk!;
+      // a copy: later sections do not change it
+      const slice = { section: plan.index + 1, label, latents: await history.decodeSlice(plan, lws) };
+      if (decodeOrder === 'after-sampling') pending.push(slice);
+      else if (decodeOrder === 'beside-sampling') beside.add(() => decode(slice));
+      else await decode(slice);
     }
-    const summary = model.summary?.();
-    log(`${label} sampled in ${seconds(t0)} s${summary ? ` (${summary})` : ''}`);
-
-    const chunk = await history.push(f32(latentShape, generated), plan, { chunk: !!dump });
-    if (dump) dump[`section_${plan.index}_generated_latents`] = chunk!;
-    const slice = { section: plan.index + 1, label, latents: await history.decodeSlice(plan, lws) }; // a copy: later sections do not change it
-    if (decodeOrder === 'after-sampling') pending.push(slice);
-    else if (decodeOrder === 'beside-sampling') beside.add(() => decode(slice));
-    else await decode(slice);
-  }
   } finally {
     // a decode still running when sampling failed or was cancelled must finish before the caller frees its sessions
     await beside.settled();
