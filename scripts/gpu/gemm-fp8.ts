@@ -21,7 +21,7 @@ import { Session, terminateWorkers } from '../../src/runtime/session.js';
 
 const D = 3072, F = 4 * D;
 const FP8_MAX = 448;
-const FLOAT8 = 17, BF16 = 16, FLOAT = 1;
+const FLOAT8 = 17, BF16 = 16, FLOAT16 = 10, FLOAT = 1;
 
 interface Shape { name: string; m: number; k: number; n: number }
 
@@ -42,10 +42,14 @@ function shapes(tokens: number, text: number): Shape[] {
 type Variant = 'bf16' | 'fp8' | 'fp8+quant' | 'fp8-f32out';
 const VARIANTS: Variant[] = ['bf16', 'fp8', 'fp8+quant', 'fp8-f32out'];
 
-/** Random bf16 (rows, cols) on the device, uniform in +-scale; `seed` input keeps it from being folded. */
+/**
+ * Random bf16 (rows, cols) on the device, uniform in +-scale; the `seed` input keeps it from being folded.
+ * Drawn in float16 (the dtype the CUDA EP's RandomUniformLike surely has) and cast.
+ */
 function random(g: Graph, seed: Value, rows: number, cols: number, scale: number): Value {
-  const like = g.op('Expand', [g.cast(seed, 'bfloat16'), g.ints([rows, cols])], {}, { shape: [rows, cols] })[0];
-  return g.op('RandomUniformLike', [like], { low: -scale, high: scale, dtype: BF16 }, { dtype: 'bfloat16', shape: [rows, cols] })[0];
+  const like = g.op('Expand', [g.cast(seed, 'float16'), g.ints([rows, cols])], {}, { shape: [rows, cols] })[0];
+  const r = g.op('RandomUniformLike', [like], { low: -scale, high: scale, dtype: FLOAT16 }, { dtype: 'float16', shape: [rows, cols] })[0];
+  return g.cast(r, 'bfloat16');
 }
 
 /** Per-tensor E4M3FN codes and float32 scale of x, as graph.ts quantizes activations. */

@@ -407,12 +407,13 @@ export class Graph {
         return bias ? this.add(y, bias) : y;
       }
       const lead = x.shape.slice(0, -1);
-      const x2 = x.shape.length === 2 ? x : this.reshape(x, [-1, inF]);
+      const flat = () => (x.shape.length === 2 ? x : this.reshape(x, [-1, inF]));
       if (this.fp8 && (opts.fp8 ?? this.fp8.layers?.(prefix))) {
-        let y2 = this.linearFp8(x, x2, we, `${prefix}.weight`);
+        let y2 = this.linearFp8(x, flat, we, `${prefix}.weight`);
         if (bias) y2 = this.add(y2, bias);
         return x.shape.length === 2 ? y2 : this.reshapeTo(y2, [...lead, out], x, x.shape.length - 1);
       }
+      const x2 = flat();
       const w = this.param(ckpt, `${prefix}.weight`, { dtype: x.dtype });
       const y2 = this.op('Gemm', bias ? [x2, w, bias] : [x2, w], { transB: 1 })[0];
       if (x.shape.length === 2) return y2;
@@ -703,23 +704,23 @@ export class Graph {
   }
 
   /**
-   * x2 (M, K) W^T in FP8: W's E4M3FN codes and scale from the cache, x quantized once per value `x` (the
+   * x (..., K) W^T as (M, K) x (K, N) in FP8 (`flat` gives x as (M, K)): W's E4M3FN codes and scale from the cache, x quantized once per value `x` (the
    * linears reading the same activation share its codes). y = (xq wq^T) sx sw in float32 accumulation.
    * GemmFloat8 (ORT 1.29, float8 operands): row-major Y = op(A) op(B) computed as the column-major
    * transpose; cuBLASLt's FP8 kernels take only the "TN" form, which is A (M, K) with transA 0 and B = W
    * (N, K) with transB 1: W is used as stored. Its optional bias must be a full (M, N) matrix, so the bias
    * is added after (as Gemm's broadcast would).
    */
-  private linearFp8(x: Value, x2: Value, we: TensorEntry, key: string): Value {
+  private linearFp8(x: Value, flat: () => Value, we: TensorEntry, key: string): Value {
     const o = this.fp8!;
     const n = we.shape[0];
     const w = this.fp8Weight(we, key, o);
     let a = this.fp8Inputs.get(x.name);
     if (!a) {
-      a = this.scope('fp8_input', () => this.quantizeFp8(x2, o));
+      a = this.scope('fp8_input', () => this.quantizeFp8(flat(), o));
       this.fp8Inputs.set(x.name, a);
     }
-    const m = x2.shape[0];
+    const m = a.q.shape[0];
     if (o.mode === 'gemm') {
       const out = o.output ?? 'bfloat16';
       const y = this.op('GemmFloat8', [a.q, w.w, null, a.scale, w.scale], { transA: 0, transB: 1, dtype: ONNX_TYPE[out] },
