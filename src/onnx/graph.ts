@@ -734,9 +734,11 @@ export class Graph {
 
   /** Per-tensor activation quantization of x2: scale = amax / 448, codes = E4M3FN(x2 / scale). */
   private quantizeFp8(x2: Value, o: Fp8Options): { q: Value; scale: Value } {
-    // max(max(x), -min(x)) reads x twice but writes nothing, where Abs would write a copy of it
-    const hi = this.op('ReduceMax', [x2], { keepdims: 0 }, { shape: [] })[0];
-    const lo = this.op('ReduceMin', [x2], { keepdims: 0 }, { shape: [] })[0];
+    // max(max(x), -min(x)) reads x twice but writes nothing, where Abs would write a copy of it. The CUDA EP has
+    // no bfloat16 ReduceMax/ReduceMin at this opset (the session would not load), so bf16 reduces a float32 copy.
+    const xr = x2.dtype === 'bfloat16' ? this.cast(x2, 'float32') : x2;
+    const hi = this.op('ReduceMax', [xr], { keepdims: 0 }, { shape: [] })[0];
+    const lo = this.op('ReduceMin', [xr], { keepdims: 0 }, { shape: [] })[0];
     const amax = this.op('Max', [this.cast(hi, 'float32'), this.neg(this.cast(lo, 'float32')), this.scalar(1e-30, 'float32')])[0];
     const scale = this.div(amax, FP8_MAX);
     const inv = this.cast(this.div(this.scalar(FP8_MAX, 'float32'), amax), x2.dtype);
@@ -1105,7 +1107,8 @@ function attribute(name: string, v: AttrValue) {
 }
 
 // Attributes that are floats even when given an integral value (epsilon: 1 would otherwise become INT).
-const FLOAT_ATTRS = new Set(['epsilon', 'alpha', 'beta', 'scale', 'mask_filter_value', 'cubic_coeff_a', 'extrapolation_value', 'value', 'gamma', 'bias', 'lambd']);
+const FLOAT_ATTRS = new Set(['epsilon', 'alpha', 'beta', 'scale', 'mask_filter_value', 'cubic_coeff_a', 'extrapolation_value', 'value', 'gamma', 'bias', 'lambd',
+  'low', 'high', 'mean', 'seed']);
 
 function encodeRaw(values: number[], dtype: DType): Uint8Array<ArrayBuffer> {
   switch (dtype) {
