@@ -3,6 +3,7 @@
  * make-full-weights.ts): the 640x608 bucket (latents 80x76), latent_window_size 9, a 40-token prompt.
  *
  *   npm run bench -- [--weights bench/tmp/full] [--policy high,low] [--ep cuda] [--repeats 5] [--profile]
+ * A `+fp8` policy (high+fp8, profile+fp8) builds the DiT with FP8 linears (FRAMEPACK_DIT_FP8=on, GemmFloat8).
  *                    [--out bench/results/<date>-<gpu>.json] [--limit-gib n]
  *
  * Each policy runs in a child process, as the server would run it, while this process samples the GPU's
@@ -101,6 +102,9 @@ async function primeQuantCache(model: import('../src/onnx/graph.js').BuiltModel)
   return linked;
 }
 
+/** `+fp8` policies: the DiT's FP8 linears (GemmFloat8) on CUDA. */
+const ditFp8 = (ep: string) => (process.env.FRAMEPACK_DIT_FP8 === 'on' && ep === 'cuda' ? { mode: 'gemm' as const } : undefined);
+
 async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; repeats: number; profileOut?: string; only: Set<string> | null }): Promise<Record<string, unknown>> {
   const { Checkpoint } = await import('../src/onnx/safetensors.js');
   const { Session, terminateWorkers } = await import('../src/runtime/session.js');
@@ -136,8 +140,8 @@ async function child(policy: string, o: { weights: string; ep: 'cpu' | 'cuda'; r
     mark('create:dit');
     const t0 = performance.now();
     let linked = 0;
-    if (q8) linked = await primeQuantCache(buildDitGraphs(await Checkpoint.open(dir('transformer')), { precision: ditPrecision, quantize: q8 }).blocks);
-    const d = want('dit') ? await PackedTransformer.load(dir('transformer'), { precision: ditPrecision, ep, quantize: q8 }) : null;
+    if (q8 || ditFp8(ep)) linked = await primeQuantCache(buildDitGraphs(await Checkpoint.open(dir('transformer')), { precision: ditPrecision, quantize: q8, fp8: ditFp8(ep) }).blocks);
+    const d = want('dit') ? await PackedTransformer.load(dir('transformer'), { precision: ditPrecision, ep, quantize: q8, fp8: ditFp8(ep) }) : null;
     return { dit: d, ditCreate: secs(t0), linked };
   };
   // high: every network resident from the start; low: the DiT exists only between the encoding and the decodes
@@ -244,8 +248,9 @@ async function profileBlocks(o: { weights: string; ep: 'cpu' | 'cuda'; profileOu
   const { packedRope } = await import('../src/nets/dit-rope.js');
   const { precisionFor } = await import('../src/onnx/precision.js');
   const ck = await Checkpoint.open(join(o.weights, 'transformer'));
-  const graphs = buildDitGraphs(ck, { precision: precisionFor(o.ep, 'dit') });
+  const graphs = buildDitGraphs(ck, { precision: precisionFor(o.ep, 'dit'), fp8: ditFp8(o.ep) });
   const m = graphs.blocks;
+  await primeQuantCache(m);
   const prefix = o.profileOut ?? join(process.cwd(), 'dit-blocks-profile');
   const extra: Record<string, any> = { session: {} };
   if (m.externalFolder) extra.session.model_external_initializers_file_folder_path = m.externalFolder;
@@ -347,7 +352,8 @@ async function runPolicy(policy: string, args: string[], sample: boolean): Promi
   const finished: Stage[] = [];
   const t0 = performance.now();
   const [base, variant] = policy.split('+');
-  const env = variant === 'cudnn' ? { ...process.env, ORT_ENABLE_CUDNN_FLASH_ATTENTION: '1', ORT_DISABLE_FLASH_ATTENTION: '1' } : process.env;
+  const env = variant === 'cudnn' ? { ...process.env, ORT_ENABLE_CUDNN_FLASH_ATTENTION: '1', ORT_DISABLE_FLASH_ATTENTION: '1' }
+    : variant === 'fp8' ? { ...process.env, FRAMEPACK_DIT_FP8: 'on' } : process.env;
   const c = spawn(process.execPath, [fileURLToPath(import.meta.url), '--child', base, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env });
   createInterface({ input: c.stdout! }).on('line', (l) => {
     if (l.startsWith('@mark ')) { marks.push([performance.now(), l.slice(6)]); process.stdout.write(`  [${policy} ${((performance.now() - t0) / 1000).toFixed(1)} s] ${l.slice(6)}\n`); }

@@ -2,7 +2,7 @@
  * Writes a full-size FramePack transformer checkpoint (the real config of lllyasviel/FramePackI2V_HY, all
  * 1274 tensors at their real shapes, 12.87 B parameters) with random bfloat16 weights, for benchmarks.
  *
- *   node dist/scripts/make-full-dit.js [--out bench/tmp/framepack-dit-full] [--seed 1] [--distinct]
+ *   node dist/scripts/make-full-dit.js [--out bench/tmp/framepack-dit-full] [--seed 1] [--distinct] [--dual N] [--single N]
  *
  * To save disk, the 20 dual-stream blocks read one shared region of the file and so do the 40 single-stream
  * blocks (about 2 GB on disk instead of 25.75 GB). Block i's tensors start i bf16 elements (2 i bytes) after
@@ -10,6 +10,9 @@
  * initializer per block and sessions load 60 blocks' worth of weights, as with the real checkpoint.
  * (Overlapping tensors are legal for this project's reader and for ONNX Runtime's external data; the
  * reference safetensors library rejects such files.) `--distinct` writes every tensor separately instead.
+ *
+ * `--dual` / `--single` keep the full width but change the block counts (20 and 40 by default): a reduced
+ * checkpoint for quality tests at the real widths.
  *
  * Values: uniform in +-1/sqrt(fan_in) for weights and biases, 1 +- 0.1 for norm weights (torch's Linear init
  * scale, so activations stay finite through 60 blocks). Numbers are meaningless: only time and memory count.
@@ -93,10 +96,17 @@ async function main(): Promise<void> {
       out: { type: 'string', default: 'bench/tmp/framepack-dit-full' },
       seed: { type: 'string', default: '1' },
       distinct: { type: 'boolean', default: false },
+      dual: { type: 'string' },
+      single: { type: 'string' },
     },
   });
   const out = resolve(values.out!);
-  const cfg = ditConfig(FULL_DIT_CONFIG);
+  const config = {
+    ...FULL_DIT_CONFIG,
+    ...(values.dual ? { num_layers: Number(values.dual) } : {}),
+    ...(values.single ? { num_single_layers: Number(values.single) } : {}),
+  };
+  const cfg = ditConfig(config);
   const shapes = ditParameterShapes(cfg);
 
   // Regions of data actually written. Shared blocks: the tensors of block i map to block 0's region + 2 i bytes.
@@ -141,7 +151,7 @@ async function main(): Promise<void> {
     { format: 'pt', note: 'random weights for benchmarks; blocks share data' });
 
   await mkdir(out, { recursive: true });
-  await writeFile(join(out, 'config.json'), JSON.stringify(FULL_DIT_CONFIG, null, 2) + '\n');
+  await writeFile(join(out, 'config.json'), JSON.stringify(config, null, 2) + '\n');
   const file = join(out, 'diffusion_pytorch_model.safetensors');
   const fh = await open(file, 'w');
   const t0 = performance.now();

@@ -142,6 +142,12 @@ export const catalogue = {
       'does), or unset FRAMEPACK_EP / FRAMEPACK_PLACEMENT to fall back to what is available.',
   },
 
+  FP8_UNAVAILABLE: {
+    message:
+      'FRAMEPACK_DIT_FP8=on was asked for, but {detail}. FP8 linears need the CUDA provider on a GPU of compute ' +
+      'capability 8.9 or newer (Ada, Hopper) and a placement whose DiT is not 8-bit quantized; use auto or off.',
+  },
+
   ORT_BINDING_UNAVAILABLE: { message: "ONNX Runtime's C API cannot be used here: {detail}" },
   ORT_CALL_FAILED: { message: 'ONNX Runtime {call} failed ({code}): {detail}' },
   ORT_RELEASED: { message: 'ONNX Runtime {what} was used after it was released' },

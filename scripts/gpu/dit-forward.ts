@@ -4,10 +4,13 @@
  * off), for the graph variants of src/nets/dit.ts built and compared in one process:
  *   unfused  the blocks as the plain formulas (DitGraphOptions.fuse false)
  *   fused    the default: fewer passes over the image stream (docs/transformer.md, "Fused ops")
+ *   fp8      fused, with the 'attention' FP8 linears (GemmFloat8; weights prepared into the quantized-weight
+ *            cache when the session is created), the activation amax by ReduceMax; fp8-pool: by GlobalMaxPool;
+ *            fp8-all: the 'all' layer set
  *
  *   node dist/scripts/make-full-weights.js --out bench/tmp/full           # random full-size weights, once
  *   FRAMEPACK_CUDA_OPTIONS='dit:sdpa_kernel=8' node dist/scripts/gpu/dit-forward.js --weights bench/tmp/full \
- *       [--variant both|fused|unfused] [--runs 5] [--warmup 2] [--ep cuda] [--out bench/tmp/dit-forward.json]
+ *       [--variant both|fused|unfused|fp8|fp8-pool|fp8-all|a,b,...] [--runs 5] [--warmup 2] [--ep cuda] [--out bench/tmp/dit-forward.json]
  *       [--latent 80x76]   # other latent sizes, e.g. 8x8 for a quick check on the CPU with the tiny model
  *
  * Per variant, one after the other (each variant's sessions are released before the next is created):
@@ -22,7 +25,7 @@ import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { opCounts, type Precision } from '../../src/onnx/graph.js';
 import { Checkpoint, type HostTensor } from '../../src/onnx/safetensors.js';
-import { buildDitGraphs } from '../../src/nets/dit.js';
+import { buildDitGraphs, type DitGraphOptions } from '../../src/nets/dit.js';
 import { PackedTransformer, type DitInputs } from '../../src/framepack/transformer.js';
 import { cudaProviderOptions } from '../../src/runtime/providers.js';
 import { terminateWorkers, type ExecutionProvider } from '../../src/runtime/session.js';
@@ -30,7 +33,13 @@ import { relL2 } from '../../test/numerics.js';
 import { gpuInfo } from '../gpu-memory.js';
 import { ditInputs, LATENT, PROMPT_TOKENS, WINDOW } from '../dit-request.js';
 
-const VARIANTS = { unfused: false, fused: true } as const;
+const VARIANTS = {
+  unfused: { fuse: false },
+  fused: { fuse: true },
+  fp8: { fuse: true, fp8: { mode: 'gemm', set: 'attention' } },
+  'fp8-pool': { fuse: true, fp8: { mode: 'gemm', set: 'attention', amax: 'pool' } },
+  'fp8-all': { fuse: true, fp8: { mode: 'gemm', set: 'all' } },
+} satisfies Record<string, Pick<DitGraphOptions, 'fuse' | 'fp8'>>;
 type Variant = keyof typeof VARIANTS;
 
 const secs = (t0: number) => +((performance.now() - t0) / 1000).toFixed(4);
@@ -45,7 +54,7 @@ function transformerDir(dir: string): string {
 
 async function timeVariant(ck: Checkpoint, variant: Variant, o: { ep: ExecutionProvider; precision: Precision; warmup: number; runs: number; latent: { h: number; w: number } }) {
   let t = performance.now();
-  const graphs = buildDitGraphs(ck, { precision: o.precision, castWeightsAt: 'load', fuse: VARIANTS[variant] });
+  const graphs = buildDitGraphs(ck, { precision: o.precision, castWeightsAt: 'load', ...VARIANTS[variant] });
   const buildS = secs(t);
   const ops = opCounts(graphs.blocks);
   t = performance.now();
@@ -94,8 +103,8 @@ async function main(): Promise<void> {
       latent: { type: 'string' }, // HxW latents instead of the bucket's 80x76 (a quick run on the CPU)
     },
   });
-  const variants: Variant[] = values.variant === 'both' ? ['unfused', 'fused'] : [values.variant as Variant];
-  for (const v of variants) if (!(v in VARIANTS)) throw new Error(`--variant ${v}: use both, fused or unfused`);
+  const variants = (values.variant === 'both' ? ['unfused', 'fused'] : values.variant!.split(',')) as Variant[];
+  for (const v of variants) if (!(v in VARIANTS)) throw new Error(`--variant ${v}: use both or some of ${Object.keys(VARIANTS).join(', ')}`);
   const ep = values.ep as ExecutionProvider;
   const precision = (values.precision ?? (ep === 'cpu' ? 'float32' : 'bfloat16')) as Precision;
   const [h, w] = values.latent ? values.latent.split('x').map(Number) : [LATENT.h, LATENT.w];

@@ -13,6 +13,7 @@
  * FRAMEPACK_F1=first-use|setup: when the F1 transformer (sampling_mode f1) is found (downloaded if missing,
  * 25.7 GB) and its graphs built: at its first request (default; that request pays for it) or during setup.
  * FRAMEPACK_LORA=auto|on|off: whether the DiT graphs have LoRA inputs (`loraSupport`; auto: on the CPU only).
+ * FRAMEPACK_DIT_FP8=auto|on|off: FP8 linears in the DiT (runtime/fp8-choice.ts; default off).
  */
 import { join } from 'node:path';
 import { appError } from '../errors.js';
@@ -21,6 +22,7 @@ import { buildSiglipVision } from '../nets/siglip.js';
 import { fusedBlocks, type DitGraphs } from '../nets/dit.js';
 import { Checkpoint, loadTensors, saveTensors, type HostTensor } from '../onnx/safetensors.js';
 import type { Predictor, PredictorContext, PredictorOptions, SetupContext } from '../predictor.js';
+import { chooseDitFp8 } from '../runtime/fp8-choice.js';
 import { gpuPlacements } from '../runtime/gpu-placements.js';
 import { choosePlacement, mapOrtError, samplingPeakGiB, sizeProblem, type Placement } from '../runtime/placement.js';
 import type { ExecutionProvider } from '../runtime/protocol.js';
@@ -105,6 +107,7 @@ export class FramePackModels implements FramePackNets {
     private readonly ditGraphs: DitGraphs,
     private readonly setupLog: (line: string) => void,
     private readonly f1Dir: (log: (line: string) => void) => Promise<string>,
+    private readonly fp8: boolean,
   ) {
     this.halfPrecision = placement.precision.dit !== 'float32';
     this.log = setupLog;
@@ -115,8 +118,8 @@ export class FramePackModels implements FramePackNets {
     })));
     this.siglip = new Slot(this.timed('SigLIP', 'encoders', async () =>
       Session.create(buildSiglipVision(await Checkpoint.open(dirs.imageEncoder), encoders), { ep: p.ep, deviceId: p.deviceId })));
-    this.dit = new Slot(this.timed('DiT', 'dit', () => PackedTransformer.create(ditGraphs, ditOptions(p))));
-    this.ditF1 = new Slot(this.timed('F1 DiT', 'dit', async () => PackedTransformer.create(await this.f1TransformerGraphs(), ditOptions(p))));
+    this.dit = new Slot(this.timed('DiT', 'dit', () => PackedTransformer.create(ditGraphs, ditOptions(p, fp8))));
+    this.ditF1 = new Slot(this.timed('F1 DiT', 'dit', async () => PackedTransformer.create(await this.f1TransformerGraphs(), ditOptions(p, fp8))));
   }
 
   /** The F1 transformer's graphs, built once (its folder found, or downloaded, first). */
@@ -126,7 +129,7 @@ export class FramePackModels implements FramePackNets {
         const t0 = performance.now();
         const dir = await this.f1Dir(this.log);
         const t1 = performance.now();
-        const graphs = await buildTransformerGraphs(dir, ditOptions(this.placement));
+        const graphs = await buildTransformerGraphs(dir, ditOptions(this.placement, this.fp8));
         this.log(`F1 transformer found in ${since(t0)} and its graphs built in ${since(t1)} (${dir})`);
         return graphs;
       })();
@@ -147,7 +150,9 @@ export class FramePackModels implements FramePackNets {
     const { ep, deviceId } = placement;
     const t0 = performance.now();
     const sigLip = loadSigLipPreprocessor(dirs.featureExtractor);
-    const ditGraphs = await buildTransformerGraphs(dirs.transformer, ditOptions(placement));
+    const fp8 = await chooseDitFp8(placement);
+    log(fp8.line);
+    const ditGraphs = await buildTransformerGraphs(dirs.transformer, ditOptions(placement, fp8.enabled));
     // told through the models' current log: the request's while one runs
     const tell = { log };
     const vae = await Vae.load(dirs.vae, {
@@ -158,7 +163,7 @@ export class FramePackModels implements FramePackNets {
       if (!dirs.transformerF1) throw appError('MODELS_MISSING', { detail: 'transformerF1: not resolved', hint: 'sampling_mode f1 needs lllyasviel/FramePack_F1_I2V_HY_20250503.' });
       return dirs.transformerF1;
     });
-    const models = new FramePackModels(dirs, placement, sigLip, vae, ditGraphs, log, f1Dir);
+    const models = new FramePackModels(dirs, placement, sigLip, vae, ditGraphs, log, f1Dir, fp8.enabled);
     tell.log = (line) => models.log(line);
     try {
       await models.textEncoders();
@@ -425,10 +430,10 @@ export function loraSupport(ep: ExecutionProvider, env: NodeJS.ProcessEnv = proc
   throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_LORA', value: env.FRAMEPACK_LORA, allowed: 'auto, on, off' });
 }
 
-function ditOptions(p: Placement): TransformerOptions {
+function ditOptions(p: Placement, fp8: boolean): TransformerOptions {
   return {
     ep: p.ep, deviceId: p.deviceId, precision: p.precision.dit, quantize: p.quantize.dit ? { bits: p.quantize.dit } : undefined,
-    shrinkAfterSection: p.shrinkDitAfterSection, lora: loraSupport(p.ep),
+    shrinkAfterSection: p.shrinkDitAfterSection, lora: loraSupport(p.ep), ...(fp8 ? { fp8: { mode: 'gemm' as const } } : {}),
   };
 }
 

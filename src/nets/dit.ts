@@ -35,9 +35,12 @@
  * blocks rotate the whole joint sequence with one op.
  *
  * LoRA (`lora`): every linear layer can take a low-rank update given as session inputs; see the LoRA section.
+ *
+ * FP8 (`fp8`): the blocks' image-stream linears that fp8Layer names multiply in float8 E4M3FN (graph.ts,
+ * linearFp8); a LoRA branch stays in the graph's precision and adds to their output as to any other.
  */
 import type { Checkpoint } from '../onnx/safetensors.js';
-import { Graph, type BuiltModel, type Dim, type Precision, type Value } from '../onnx/graph.js';
+import { Graph, type BuiltModel, type Dim, type Fp8Options, type Precision, type Value } from '../onnx/graph.js';
 import { ropeConfig, type RopeConfig } from './dit-rope.js';
 
 export interface DitConfig {
@@ -108,6 +111,8 @@ export interface DitGraphOptions {
    * plain formulas and bit for bit what they computed before.
    */
   fuse?: boolean;
+  /** FP8 linears in the blocks graph: those `layers` names, default fp8Layer of `set` ('attention') */
+  fp8?: Fp8Options & { set?: Fp8LayerSet };
 }
 
 export interface DitGraphs {
@@ -503,8 +508,25 @@ function singleBlock(ctx: Ctx, i: number, zIn: Stream, temb: Value, cos: Value, 
   });
 }
 
+/**
+ * Which linears go FP8, chosen by measured error (test/nets/dit-fp8.test.ts, emulated on the tiny fixtures,
+ * relative L2 of one forward to the float32 reference): 'attention' = q, k, v of every block's image stream and
+ * the dual blocks' output projection, 1.2e-2; 'all' adds the MLPs (dual ff, single proj_mlp / proj_out),
+ * 3.0e-2, above the 2e-2 bound. The text stream (~750 tokens: too few for FP8 to pay for its per-call
+ * overhead), the one-token modulation linears, the embedders, the refiner and the float32 final projection
+ * stay in the graph's precision, as does every linear of the embed and head graphs.
+ */
+export type Fp8LayerSet = 'attention' | 'all';
+
+export function fp8Layer(layer: string, set: Fp8LayerSet = 'attention'): boolean {
+  if (/^(single_)?transformer_blocks\.\d+\.attn\.to_[qkv]$/.test(layer) || /^transformer_blocks\.\d+\.attn\.to_out\.0$/.test(layer)) return true;
+  return set === 'all' && (/^transformer_blocks\.\d+\.ff\.net\.(0\.proj|2)$/.test(layer)
+    || /^single_transformer_blocks\.\d+\.(proj_mlp|proj_out)$/.test(layer));
+}
+
 function buildBlocks(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
-  const g = new Graph({ name: 'dit-blocks', precision: o.precision, castWeightsAt: o.castWeightsAt, quantize: o.quantize });
+  const fp8 = o.fp8 ? { ...o.fp8, layers: o.fp8.layers ?? ((layer: string) => fp8Layer(layer, o.fp8!.set)) } : undefined;
+  const g = new Graph({ name: 'dit-blocks', precision: o.precision, castWeightsAt: o.castWeightsAt, quantize: o.quantize, fp8 });
   const half = c.headDim / 2;
   const latents = latentInputs(g, c);
   const txt32 = g.input('txt', 'float32', [1, 'txt_tokens', c.dim]);

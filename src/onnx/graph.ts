@@ -31,6 +31,12 @@
  * weights are prepared once per source tensor into a cache folder keyed by the source file's hash and
  * reused; preparation happens off the main thread when the session is created (see BuiltModel.prepare).
  *
+ * FP8 (`fp8`, for the linears a caller marks with `linear(..., {fp8: true})`): weights float8 E4M3FN with a
+ * per-tensor scale, prepared into the same cache; activations quantized per tensor on every run (amax ->
+ * scale amax/448 -> Cast to E4M3FN). mode 'gemm' multiplies with com.microsoft.GemmFloat8 (cuBLASLt, CUDA
+ * sm89+); 'emulate' dequantizes both operands to float32 and multiplies with Gemm, the same quantization
+ * on any provider, so its error can be measured on the CPU.
+ *
  * Ops use the default domain at opset 23 (RMSNormalization, Gelu with `approximate`, Resize/Pad as inputs)
  * and com.microsoft v1 for MultiHeadAttention, RotaryEmbedding, MatMulNBits, SkipLayerNormalization and
  * FastGelu.
@@ -43,19 +49,36 @@ import { basename, dirname, join, relative, sep } from 'node:path';
 import {
   AttributeProto_AttributeType as AT, ModelProtoSchema, TensorProto_DataLocation, TensorProto_DataType as TP,
 } from 'onnx-buf';
-import { float32ToBFloat16 as float32ToBf16, float32ToFloat16 as float32ToHalf } from './half.js';
+import { float32ToBFloat16 as float32ToBf16, float32ToFloat16 as float32ToHalf, float32ToFloat8e4m3 } from './half.js';
 import type { Checkpoint, HostTensor, StDType, TensorEntry } from './safetensors.js';
-import { quantizedLayout, type QuantJob } from './quantize.js';
+import { FP8_MAX, fp8Layout, quantizedLayout, type QuantJob } from './quantize.js';
 
-export type DType = 'float32' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool';
+export type DType = 'float32' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int8' | 'uint8' | 'bool' | 'float8e4m3fn';
 export type Dim = number | string;
 export interface Value { readonly name: string; readonly dtype: DType; readonly shape: Dim[] }
 export type Precision = 'float32' | 'float16' | 'bfloat16';
+
+/**
+ * FP8 linears (see the file comment). `output`: the dtype GemmFloat8 writes (bfloat16 default; float32 for a
+ * cuBLASLt that refuses bf16 output), cast to the input's dtype after. `amax`: how an activation's absolute
+ * maximum is reduced, always over a float32 copy (exact for every input dtype): 'reduce' (ReduceMax and
+ * ReduceMin, the default) or 'pool' (GlobalMaxPool of |x|, per row then over the rows' maxima) for a provider
+ * that does not place ReduceMax at the graph's opset.
+ */
+export interface Fp8Options {
+  mode: 'gemm' | 'emulate';
+  /** which linears (by checkpoint prefix) go FP8 when `linear()` is not told; default none */
+  layers?: (prefix: string) => boolean;
+  output?: 'bfloat16' | 'float32';
+  amax?: 'reduce' | 'pool';
+  cacheDir?: string;
+}
 
 export interface GraphOptions {
   name: string;
   precision: Precision;
   quantize?: { bits: 4 | 8; blockSize?: number; cacheDir?: string };
+  fp8?: Fp8Options;
   /** when stored-dtype casts of weights are evaluated; see the file comment. Default 'load'. */
   castWeightsAt?: 'load' | 'run';
 }
@@ -81,7 +104,7 @@ export class GraphError extends Error {
 
 const ONNX_TYPE: Record<DType, number> = {
   float32: TP.FLOAT, float16: TP.FLOAT16, bfloat16: TP.BFLOAT16, int64: TP.INT64, int32: TP.INT32,
-  int8: TP.INT8, uint8: TP.UINT8, bool: TP.BOOL,
+  int8: TP.INT8, uint8: TP.UINT8, bool: TP.BOOL, float8e4m3fn: TP.FLOAT8E4M3FN,
 };
 const ST_ONNX: Record<StDType, number> = {
   F64: TP.DOUBLE, F32: TP.FLOAT, F16: TP.FLOAT16, BF16: TP.BFLOAT16, I64: TP.INT64, I32: TP.INT32,
@@ -89,6 +112,7 @@ const ST_ONNX: Record<StDType, number> = {
 };
 const ST_DTYPE: Partial<Record<StDType, DType>> = {
   F32: 'float32', F16: 'float16', BF16: 'bfloat16', I64: 'int64', I32: 'int32', I8: 'int8', U8: 'uint8', BOOL: 'bool',
+  F8_E4M3: 'float8e4m3fn',
 };
 export const isFloat = (d: DType): boolean => d === 'float32' || d === 'float16' || d === 'bfloat16';
 
@@ -104,6 +128,7 @@ export class Graph {
   readonly name: string;
   readonly precision: Precision;
   readonly quantize?: GraphOptions['quantize'];
+  readonly fp8?: Fp8Options;
   readonly castWeightsAt: 'load' | 'run';
 
   private nodes: any[] = [];
@@ -118,6 +143,9 @@ export class Graph {
   private counter = 0;
   private params = new Map<string, Value>();
   private quantized = new Map<string, { b: Value; scales: Value; zeros: Value }>();
+  private fp8Weights = new Map<string, { w: Value; scale: Value }>();
+  /** per activation value: its E4M3FN codes (2-D) and float32 scale, shared by the linears that read it */
+  private fp8Inputs = new Map<string, { q: Value; scale: Value }>();
   private defaults: Record<string, HostTensor> = {};
   /** the main graph's nodes; `nodes` is another list while an If branch is built */
   private readonly rootNodes = this.nodes;
@@ -129,6 +157,7 @@ export class Graph {
     this.name = opts.name;
     this.precision = opts.precision;
     this.quantize = opts.quantize;
+    this.fp8 = opts.fp8;
     this.castWeightsAt = opts.castWeightsAt ?? 'load';
   }
 
@@ -368,9 +397,10 @@ export class Graph {
    * y = x W^T + b with W = `${prefix}.weight` of shape [out, in] and optional `${prefix}.bias` [out], as in
    * torch.nn.Linear. Float path: Gemm with transB (no transposed copy of W is ever made), x flattened to 2-D
    * and reshaped back. With `quantize` set on the graph: MatMulNBits over prepared packed weights.
-   * `opts.bias: false` ignores a bias present in the checkpoint.
+   * `opts.bias: false` ignores a bias present in the checkpoint. With `fp8` set on the graph, the linears it
+   * names (or `opts.fp8`) are FP8 products (linearFp8).
    */
-  linear(x: Value, ckpt: Checkpoint, prefix: string, opts: { bias?: boolean; quantize?: boolean } = {}): Value {
+  linear(x: Value, ckpt: Checkpoint, prefix: string, opts: { bias?: boolean; quantize?: boolean; fp8?: boolean } = {}): Value {
     const we = ckpt.entry(`${prefix}.weight`);
     if (we.shape.length !== 2) throw new GraphError(`linear ${prefix}: weight is [${we.shape}], expected [out, in]`);
     const [out, inF] = we.shape;
@@ -385,9 +415,15 @@ export class Graph {
         const y = this.matmulNBits(x, we, `${prefix}.weight`);
         return bias ? this.add(y, bias) : y;
       }
-      const w = this.param(ckpt, `${prefix}.weight`, { dtype: x.dtype });
       const lead = x.shape.slice(0, -1);
-      const x2 = x.shape.length === 2 ? x : this.reshape(x, [-1, inF]);
+      const flat = () => (x.shape.length === 2 ? x : this.reshape(x, [-1, inF]));
+      if (this.fp8 && (opts.fp8 ?? this.fp8.layers?.(prefix))) {
+        let y2 = this.linearFp8(x, flat, we, `${prefix}.weight`);
+        if (bias) y2 = this.add(y2, bias);
+        return x.shape.length === 2 ? y2 : this.reshapeTo(y2, [...lead, out], x, x.shape.length - 1);
+      }
+      const x2 = flat();
+      const w = this.param(ckpt, `${prefix}.weight`, { dtype: x.dtype });
       const y2 = this.op('Gemm', bias ? [x2, w, bias] : [x2, w], { transB: 1 })[0];
       if (x.shape.length === 2) return y2;
       return this.reshapeTo(y2, [...lead, out], x, x.shape.length - 1);
@@ -689,6 +725,82 @@ export class Graph {
       { K: k, N: n, bits, block_size: blockSize, accuracy_level: 0 },
       { domain: 'com.microsoft', dtype: x.dtype, shape: [...x.shape.slice(0, -1), n] })[0];
     return y;
+  }
+
+  /**
+   * x (..., K) W^T as (M, K) x (K, N) in FP8 (`flat` gives x as (M, K)): W's E4M3FN codes and scale from the cache, x quantized once per value `x` (the
+   * linears reading the same activation share its codes). y = (xq wq^T) sx sw in float32 accumulation.
+   * GemmFloat8 (ORT 1.29, float8 operands): row-major Y = op(A) op(B) computed as the column-major
+   * transpose; cuBLASLt's FP8 kernels take only the "TN" form, which is A (M, K) with transA 0 and B = W
+   * (N, K) with transB 1: W is used as stored. Its optional bias must be a full (M, N) matrix, so the bias
+   * is added after (as Gemm's broadcast would).
+   */
+  private linearFp8(x: Value, flat: () => Value, we: TensorEntry, key: string): Value {
+    const o = this.fp8!;
+    const n = we.shape[0];
+    const w = this.fp8Weight(we, key, o);
+    let a = this.fp8Inputs.get(x.name);
+    if (!a) {
+      a = this.scope('fp8_input', () => this.quantizeFp8(flat(), o));
+      this.fp8Inputs.set(x.name, a);
+    }
+    const m = a.q.shape[0];
+    if (o.mode === 'gemm') {
+      const out = o.output ?? 'bfloat16';
+      const y = this.op('GemmFloat8', [a.q, w.w, null, a.scale, w.scale], { transA: 0, transB: 1, dtype: ONNX_TYPE[out] },
+        { domain: 'com.microsoft', dtype: out, shape: [m, n] })[0];
+      return this.cast(y, x.dtype);
+    }
+    const wf = this.atRoot(() => this.cast(w.w, 'float32'));
+    const y = this.op('Gemm', [this.cast(a.q, 'float32'), wf], { transB: 1 })[0];
+    return this.cast(this.mul(y, this.mul(a.scale, w.scale)), x.dtype);
+  }
+
+  /** Per-tensor activation quantization of x2 (M, K): scale = amax / 448, codes = E4M3FN(x2 / scale). */
+  private quantizeFp8(x2: Value, o: Fp8Options): { q: Value; scale: Value } {
+    const xf = x2.dtype === 'float32' ? x2 : this.cast(x2, 'float32');
+    const amax = this.op('Max', [o.amax === 'pool' ? this.poolAmax(xf) : this.reduceAmax(xf), this.scalar(1e-30, 'float32')])[0];
+    const scale = this.div(amax, FP8_MAX);
+    const scaled = this.mul(x2, this.cast(this.div(this.scalar(FP8_MAX, 'float32'), amax), x2.dtype));
+    // ONNX Runtime's CUDA Cast to float8 reads float32 and float16 only (bfloat16 fails at run time). Scaled
+    // values lie within +-448, where float16 holds every bfloat16 exactly.
+    const src = x2.dtype === 'bfloat16' ? this.cast(scaled, 'float16') : scaled;
+    const q = this.op('Cast', [src], { to: TP.FLOAT8E4M3FN, saturate: 1 }, { dtype: 'float8e4m3fn' })[0];
+    return { q, scale };
+  }
+
+  /** max |x| as max(max(x), -min(x)): two reads of x, where Abs would also write a copy. */
+  private reduceAmax(xf: Value): Value {
+    const hi = this.op('ReduceMax', [xf], { keepdims: 0 }, { shape: [] })[0];
+    const lo = this.op('ReduceMin', [xf], { keepdims: 0 }, { shape: [] })[0];
+    return this.op('Max', [hi, this.neg(lo)])[0];
+  }
+
+  /** max |x| of (M, K) by GlobalMaxPool: (1, M, K) -> (1, M, 1) row maxima -> (1, 1, M) -> (1, 1, 1). */
+  private poolAmax(xf: Value): Value {
+    const k = xf.shape[1];
+    const rows = this.op('GlobalMaxPool', [this.reshape(this.op('Abs', [xf])[0], [1, -1, k as number])], {}, { shape: [1, xf.shape[0], 1] })[0];
+    const all = this.op('GlobalMaxPool', [this.reshape(rows, [1, 1, -1])], {}, { shape: [1, 1, 1] })[0];
+    return this.reshape(all, []);
+  }
+
+  /** W's E4M3FN codes (N, K) and float32 scale, external initializers over the prepared cache file. */
+  private fp8Weight(we: TensorEntry, key: string, o: Fp8Options): { w: Value; scale: Value } {
+    const [n, k] = we.shape;
+    const cacheDir = o.cacheDir ?? process.env.FRAMEPACK_QUANT_CACHE ?? join(homedir(), '.cache', 'framepack', 'quantized');
+    const file = join(cacheDir, sourceHash(we.file), `${key.replace(/[^A-Za-z0-9._-]/g, '_')}.fp8e4m3.bin`);
+    let w = this.fp8Weights.get(file);
+    if (!w) {
+      const L = fp8Layout(n, k);
+      this.jobs.push({ source: { ...we }, bits: 'fp8', blockSize: 0, file, size: L.total });
+      const wName = this.valueName(`${key}:fp8`);
+      this.externals.push({ name: wName, dataType: TP.FLOAT8E4M3FN, dims: [n, k], file, offset: 0, length: L.codeBytes });
+      const sName = this.valueName(`${key}:fp8_scale`);
+      this.externals.push({ name: sName, dataType: TP.FLOAT, dims: [], file, offset: L.codeBytes, length: 4 });
+      w = { w: { name: wName, dtype: 'float8e4m3fn', shape: [n, k] }, scale: { name: sName, dtype: 'float32', shape: [] } };
+      this.fp8Weights.set(file, w);
+    }
+    return w;
   }
 
   /** Emits what `fn` builds into the main graph even while an If branch is built (weights' casts, shared by both). */
@@ -1049,7 +1161,8 @@ function attribute(name: string, v: AttrValue) {
 }
 
 // Attributes that are floats even when given an integral value (epsilon: 1 would otherwise become INT).
-const FLOAT_ATTRS = new Set(['epsilon', 'alpha', 'beta', 'scale', 'mask_filter_value', 'cubic_coeff_a', 'extrapolation_value', 'value', 'gamma', 'bias', 'lambd']);
+const FLOAT_ATTRS = new Set(['epsilon', 'alpha', 'beta', 'scale', 'mask_filter_value', 'cubic_coeff_a', 'extrapolation_value', 'value', 'gamma', 'bias', 'lambd',
+  'low', 'high', 'mean', 'seed']);
 
 function encodeRaw(values: number[], dtype: DType): Uint8Array<ArrayBuffer> {
   switch (dtype) {
@@ -1060,5 +1173,6 @@ function encodeRaw(values: number[], dtype: DType): Uint8Array<ArrayBuffer> {
     case 'int32': return new Uint8Array(Int32Array.from(values).buffer);
     case 'int8': return new Uint8Array(Int8Array.from(values).buffer);
     case 'uint8': case 'bool': return Uint8Array.from(values);
+    case 'float8e4m3fn': return float32ToFloat8e4m3(values, new Uint8Array(values.length)) as Uint8Array<ArrayBuffer>;
   }
 }

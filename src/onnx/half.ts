@@ -84,21 +84,31 @@ export function float8e4m3ToFloat32(src: Uint8Array, out = new Float32Array(src.
   return out;
 }
 
-/** Nearest E4M3FN encoding (saturating at ±448), for making test checkpoints. */
+/**
+ * Nearest E4M3FN encoding, ties to even, saturating: magnitudes above 448 (infinities too) become ±448, as
+ * ONNX Cast with saturate=1 does; NaN becomes 0x7f. Used for test checkpoints and the FP8 weight cache.
+ */
 export function float32ToFloat8e4m3(src: ArrayLike<number>, out = new Uint8Array(src.length)): Uint8Array {
-  // Exhaustive nearest search over the 126 finite magnitudes: simple and only used on small tensors.
-  const mags: number[] = [];
-  for (let b = 0; b < 0x7f; b++) mags.push(float8e4m3ToFloat32(new Uint8Array([b]))[0]);
   for (let i = 0; i < src.length; i++) {
-    const v = src[i];
-    if (Number.isNaN(v)) { out[i] = 0x7f; continue; }
-    const a = Math.abs(v);
-    let best = 0;
-    for (let b = 1; b < mags.length; b++) {
-      const d = Math.abs(mags[b] - a), db = Math.abs(mags[best] - a);
-      if (d < db || (d === db && (b & 1) === 0)) best = b;
+    f32[0] = src[i];
+    const x = u32[0];
+    const sign = (x >>> 24) & 0x80;
+    if ((x & 0x7fffffff) > 0x7f800000) { out[i] = 0x7f; continue; }
+    const e = ((x >>> 23) & 0xff) - 127 + 7; // E4M3 biased exponent
+    let r: number;
+    if (e >= 1) {
+      const mant = x & 0x7fffff;
+      r = (e << 3) | (mant >>> 20);
+      const rem = mant & 0xfffff;
+      if (rem > 0x80000 || (rem === 0x80000 && (r & 1))) r++; // may carry into the exponent, which is correct
+    } else {
+      // subnormal: multiples of 2^-9; exact in float64, rounded half to even (8 carries to the smallest normal)
+      const m = Math.abs(f32[0]) * 512;
+      r = Math.floor(m);
+      const rem = m - r;
+      if (rem > 0.5 || (rem === 0.5 && (r & 1))) r++;
     }
-    out[i] = (v < 0 || Object.is(v, -0) ? 0x80 : 0) | best;
+    out[i] = sign | Math.min(r, 0x7e);
   }
   return out;
 }

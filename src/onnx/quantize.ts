@@ -10,15 +10,22 @@
  *
  * Prepared files hold B, then the scales as float32, then the zero points, back to back; they are written
  * once (to a temp name, then renamed) and reused by every later session.
+ *
+ * FP8 (`bits: 'fp8'`, for com.microsoft.GemmFloat8): W [N, K] as float8 E4M3FN with one float32 scale for
+ * the whole tensor, s = amax(|W|) / 448 (the largest finite E4M3FN value), q = saturate(round(W / s)). The
+ * file holds the N*K codes in W's own layout, then s. cuBLASLt's FP8 GEMM on Hopper/Ada takes one scale per
+ * operand (a device scalar), so per-channel scales would cost an extra pass over every output.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import { float32ToFloat8e4m3 } from './half.js';
 import { decodeToFloat32, ST_ITEM_SIZE, type TensorEntry } from './safetensors.js';
 
 export interface QuantJob {
   source: TensorEntry;
-  bits: 4 | 8;
+  bits: 4 | 8 | 'fp8';
+  /** MatMulNBits block size (unused for fp8) */
   blockSize: number;
   /** absolute path of the prepared file */
   file: string;
@@ -86,12 +93,30 @@ export function dequantizeRows(B: Uint8Array, scales: Float32Array, zps: Uint8Ar
   return w;
 }
 
+/** The largest finite float8 E4M3FN value: a per-tensor scale maps amax onto it. */
+export const FP8_MAX = 448;
+
+/** Bytes of a prepared FP8 file: the codes, then the float32 scale. */
+export const fp8Layout = (n: number, k: number) => ({ codeBytes: n * k, total: n * k + 4 });
+
+/** The per-tensor scale amax / 448 (1 for an all-zero tensor, so that dividing by it stays finite). */
+export function fp8Scale(amax: number): number {
+  return amax > 0 ? Math.fround(amax / FP8_MAX) : 1;
+}
+
+/** E4M3FN codes of w / scale (saturating), in w's layout. */
+export function quantizeFp8(w: Float32Array, scale: number): Uint8Array {
+  const inv = 1 / scale;
+  const scaled = new Float32Array(w.length);
+  for (let i = 0; i < w.length; i++) scaled[i] = w[i] * inv;
+  return float32ToFloat8e4m3(scaled);
+}
+
 /** Writes the prepared file of `job` unless a complete one exists. Reads the source a slab of rows at a time. */
 export async function prepareQuantized(job: QuantJob): Promise<'cached' | 'written'> {
   const existing = await stat(job.file).catch(() => null);
   if (existing && existing.size === job.size) return 'cached';
   const [n, k] = job.source.shape;
-  const L = quantizedLayout(n, k, job.bits, job.blockSize);
   const item = ST_ITEM_SIZE[job.source.dtype];
   await mkdir(dirname(job.file), { recursive: true });
   // unique per writer: the session workers of several GPUs may prepare the same file at the same moment
@@ -100,21 +125,36 @@ export async function prepareQuantized(job: QuantJob): Promise<'cached' | 'writt
   const dst = await open(tmp, 'w');
   try {
     const rowsPerSlab = Math.max(1, Math.floor((64 << 20) / (k * item))); // ~64 MB of source per read
-    const scalesAll = new Float32Array(n * L.blocks);
-    const zpsAll = new Uint8Array(L.zpBytes);
-    for (let r0 = 0; r0 < n; r0 += rowsPerSlab) {
-      const rows = Math.min(rowsPerSlab, n - r0);
-      const bytes = new Uint8Array(rows * k * item);
-      const { bytesRead } = await src.read(bytes, 0, bytes.length, job.source.offset + r0 * k * item);
-      if (bytesRead !== bytes.length) throw new Error(`${job.source.file}: truncated while reading ${job.source.key}`);
-      const q = quantizeRows(decodeToFloat32(job.source.dtype, bytes), rows, k, job.bits, job.blockSize);
-      await dst.write(q.B, 0, q.B.length, r0 * L.blocks * L.blobSize);
-      scalesAll.set(q.scales, r0 * L.blocks);
-      zpsAll.set(q.zps, r0 * L.zpCols);
+    const slabs = async (each: (w: Float32Array, r0: number, rows: number) => Promise<void>) => {
+      for (let r0 = 0; r0 < n; r0 += rowsPerSlab) {
+        const rows = Math.min(rowsPerSlab, n - r0);
+        const bytes = new Uint8Array(rows * k * item);
+        const { bytesRead } = await src.read(bytes, 0, bytes.length, job.source.offset + r0 * k * item);
+        if (bytesRead !== bytes.length) throw new Error(`${job.source.file}: truncated while reading ${job.source.key}`);
+        await each(decodeToFloat32(job.source.dtype, bytes), r0, rows);
+      }
+    };
+    if (job.bits === 'fp8') {
+      let amax = 0;
+      await slabs(async (w) => { for (let i = 0; i < w.length; i++) amax = Math.max(amax, Math.abs(w[i])); });
+      const scale = fp8Scale(amax);
+      await slabs(async (w, r0) => { const q = quantizeFp8(w, scale); await dst.write(q, 0, q.length, r0 * k); });
+      await dst.write(new Uint8Array(Float32Array.of(scale).buffer), 0, 4, n * k);
+    } else {
+      const bits = job.bits;
+      const L = quantizedLayout(n, k, bits, job.blockSize);
+      const scalesAll = new Float32Array(n * L.blocks);
+      const zpsAll = new Uint8Array(L.zpBytes);
+      await slabs(async (w, r0, rows) => {
+        const q = quantizeRows(w, rows, k, bits, job.blockSize);
+        await dst.write(q.B, 0, q.B.length, r0 * L.blocks * L.blobSize);
+        scalesAll.set(q.scales, r0 * L.blocks);
+        zpsAll.set(q.zps, r0 * L.zpCols);
+      });
+      const sb = new Uint8Array(scalesAll.buffer);
+      await dst.write(sb, 0, sb.length, L.bBytes);
+      await dst.write(zpsAll, 0, zpsAll.length, L.bBytes + L.scaleBytes);
     }
-    const sb = new Uint8Array(scalesAll.buffer);
-    await dst.write(sb, 0, sb.length, L.bBytes);
-    await dst.write(zpsAll, 0, zpsAll.length, L.bBytes + L.scaleBytes);
     await dst.close();
     await rename(tmp, job.file);
     return 'written';

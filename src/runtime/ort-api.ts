@@ -38,6 +38,7 @@ const ENTRIES = {
   CreateEnv: [3, 'void* f(int level, const char* logid, _Out_ void** out)'],
   CreateSessionFromArray: [8, 'void* f(void* env, const void* data, size_t len, void* options, _Out_ void** out)'],
   CreateSessionOptions: [10, 'void* f(_Out_ void** out)'],
+  EnableProfiling: [14, 'void* f(void* options, const char* prefix)'],
   DisableMemPattern: [17, 'void* f(void* options)'],
   DisableCpuMemArena: [19, 'void* f(void* options)'],
   SetSessionLogSeverityLevel: [22, 'void* f(void* options, int level)'],
@@ -67,6 +68,7 @@ const ENTRIES = {
   ReleaseRunOptions: [97, 'void f(void* p)'],
   ReleaseTensorTypeAndShapeInfo: [99, 'void f(void* p)'],
   ReleaseSessionOptions: [100, 'void f(void* p)'],
+  SessionEndProfiling: [110, 'void* f(void* session, void* allocator, _Out_ void** out)'],
   AddSessionConfigEntry: [130, 'void* f(void* options, const char* key, const char* value)'],
   RunWithBinding: [133, 'void* f(void* session, void* runOptions, void* binding)'],
   CreateIoBinding: [134, 'void* f(void* session, _Out_ void** out)'],
@@ -323,6 +325,8 @@ export interface SessionSettings {
   memoryPattern?: boolean;
   /** present: the CUDA provider with these options (device_id among them) */
   cuda?: Record<string, string>;
+  /** present: ONNX Runtime's profiler on, its JSON file named `${profile}_<date>.json` (Session.endProfiling) */
+  profile?: string;
 }
 
 export class SessionOptions extends Handle {
@@ -337,6 +341,7 @@ export class SessionOptions extends Handle {
       if (s.logSeverityLevel !== undefined) check('SetSessionLogSeverityLevel', a.SetSessionLogSeverityLevel(o.ptr, s.logSeverityLevel));
       if (s.memoryArena === false) check('DisableCpuMemArena', a.DisableCpuMemArena(o.ptr));
       if (s.memoryArena === false || s.memoryPattern === false) check('DisableMemPattern', a.DisableMemPattern(o.ptr));
+      if (s.profile) check('EnableProfiling', a.EnableProfiling(o.ptr, s.profile));
       for (const [k, v] of Object.entries(s.config ?? {})) check('AddSessionConfigEntry', a.AddSessionConfigEntry(o.ptr, k, v));
       if (s.cuda) {
         const cuda = CudaProviderOptions.create(s.cuda);
@@ -389,6 +394,11 @@ export class Session extends Handle {
       api().ReleaseSession(ptr);
       throw e;
     }
+  }
+
+  /** Stops the profiler of a session created with `profile` and returns the file it wrote. */
+  endProfiling(): string {
+    return takeString(out('SessionEndProfiling', this.ptr, defaultAllocator()));
   }
 
   private names(count: 'SessionGetInputCount' | 'SessionGetOutputCount', name: 'SessionGetInputName' | 'SessionGetOutputName'): string[] {

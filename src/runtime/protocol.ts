@@ -25,6 +25,8 @@ export interface CreatePayload {
   cuda?: Record<string, string>;
   /** inputs with a default: bound to it at creation, and again when unbound (BuiltModel.inputDefaults) */
   inputDefaults?: Record<string, HostTensor>;
+  /** ONNX Runtime's profiler: the file prefix (C API sessions; the file is complete once the session is released) */
+  profile?: string;
 }
 
 /** A tensor kept in the worker (on the session's device) by an earlier run, named by its reference. */

@@ -18,7 +18,7 @@
  * <dir>/<name>.onnx for Netron.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { BuiltModel } from '../onnx/graph.js';
 import type { HostTensor } from '../onnx/safetensors.js';
@@ -224,6 +224,17 @@ process.env.CUDA_DEVICE_ORDER ??= 'PCI_BUS_ID';
  * Which runtime drives CPU sessions: FRAMEPACK_ORT_RUNTIME=auto (default: ONNX Runtime's C API, onnxruntime-node
  * where the C API cannot be loaded), c-api, or onnxruntime-node. CUDA sessions always need the C API.
  */
+/**
+ * FRAMEPACK_ORT_PROFILE=DIR: every session driven through the C API runs with ONNX Runtime's profiler, one
+ * JSON file per session in DIR (`<graph name>_<date>.json`, complete once the session is released; read it
+ * with scripts/ort-profile.ts). Node timings are host-side: on CUDA they measure kernels only when launches
+ * are synchronous (CUDA_LAUNCH_BLOCKING=1).
+ */
+async function profilePrefix(dir: string, name: string): Promise<string> {
+  await mkdir(dir, { recursive: true });
+  return join(resolve(dir), name.replace(/[^A-Za-z0-9._-]/g, '_'));
+}
+
 function ortRuntime(): 'auto' | 'c-api' | 'onnxruntime-node' {
   const v = (process.env.FRAMEPACK_ORT_RUNTIME ?? 'auto').trim().toLowerCase() || 'auto';
   if (v === 'auto' || v === 'c-api' || v === 'onnxruntime-node') return v;
@@ -326,6 +337,7 @@ export class Session {
       intraOpThreads: opts.threads, logSeverityLevel: opts.logSeverityLevel, memoryArena: opts.memoryArena, memoryPattern: opts.memoryPattern,
       ...(opts.ep === 'cuda' ? { cuda: { ...(opts.cuda ?? cudaProviderOptions('default')), device_id: String(deviceId) } } : {}),
       ...(model.inputDefaults ? { inputDefaults: model.inputDefaults } : {}),
+      ...(process.env.FRAMEPACK_ORT_PROFILE ? { profile: await profilePrefix(process.env.FRAMEPACK_ORT_PROFILE, model.name) } : {}),
     };
     const w = workerFor(opts.ep, deviceId);
     try {

@@ -83,13 +83,14 @@ class NativeSession implements WorkerSession {
   /** the arena a run's `shrink` empties: the device's, or the CPU's when it has one (none without memoryArena) */
   private readonly arena: string | null;
   readonly providerOptions?: string;
+  private readonly profiled: boolean;
 
   constructor(p: CreatePayload, config: Record<string, string>, readonly defaults: Record<string, HostTensor>) {
     const handles: { release(): void }[] = [this.host];
     try {
       this.device = p.cuda ? capi.MemoryInfo.cuda(p.deviceId) : this.host;
       if (p.cuda) handles.push(this.device);
-      this.options = capi.SessionOptions.create({ config, intraOpThreads: p.intraOpThreads, logSeverityLevel: p.logSeverityLevel, memoryArena: p.memoryArena, memoryPattern: p.memoryPattern, cuda: p.cuda });
+      this.options = capi.SessionOptions.create({ config, intraOpThreads: p.intraOpThreads, logSeverityLevel: p.logSeverityLevel, memoryArena: p.memoryArena, memoryPattern: p.memoryPattern, cuda: p.cuda, profile: p.profile });
       handles.push(this.options);
       this.session = capi.Session.create(p.bytes, this.options);
       handles.push(this.session);
@@ -98,6 +99,7 @@ class NativeSession implements WorkerSession {
       for (const h of handles.reverse()) h.release();
       throw e;
     }
+    this.profiled = Boolean(p.profile);
     this.arena = p.cuda ? `gpu:${p.deviceId}` : p.memoryArena === false ? null : 'cpu:0';
     if (p.cuda) {
       const o = capi.CudaProviderOptions.create(p.cuda);
@@ -172,6 +174,9 @@ class NativeSession implements WorkerSession {
   release(): void {
     this.held.clear();
     this.binding.release();
+    if (this.profiled) {
+      try { this.session.endProfiling(); } catch { /* the profile is lost, the session still goes */ }
+    }
     this.session.release();
     this.options.release();
     if (this.device !== this.host) this.device.release();
