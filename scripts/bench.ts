@@ -12,8 +12,10 @@
  *   low   as the server's low placement, one large network at a time: LLaMA (8-bit), CLIP and SigLIP created,
  *         run and released; then the 8-bit DiT, released after its stage; then the VAE (spatially tiled unless
  *         FRAMEPACK_VAE_TILING=off), released after its stages; a second encoding at the end (the next request).
- *   profile  the DiT's blocks graph once more under ONNX Runtime's profiler: time per operator type, per
- *         execution provider and the heaviest nodes (where the time goes), written next to --out.
+ *   profile  the DiT's blocks graph once more under ONNX Runtime's profiler (through onnxruntime-node): the
+ *         last of three runs per operator type, per execution provider and per graph place
+ *         (src/runtime/ort-profile.ts), written next to --out. The runtime the server uses on CUDA is profiled
+ *         with FRAMEPACK_ORT_PROFILE (scripts/ort-profile.ts).
  * --limit-gib n leaves only n GiB of the device free while each policy runs (gpu/hold-memory.ts holds the
  * rest), as on a smaller card; the table's peaks then leave out the held memory.
  * Stage figures: session creation time, then `repeats` timed runs after warm-up runs (min and median), and
@@ -285,7 +287,8 @@ async function profileBlocks(o: { weights: string; ep: 'cpu' | 'cuda'; profileOu
   const found = readdirSync(dirname(prefix)).filter((f) => f.startsWith(base) && f.endsWith('.json')).map((f) => join(dirname(prefix), f));
   const file = found.sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)[0];
   mark('end');
-  return { policy: 'profile', createS, runsS: runs, profileFile: file, summary: summarizeProfile(file) };
+  const { summarizeProfile } = await import('../src/runtime/ort-profile.js');
+  return { policy: 'profile', createS, runsS: runs, profileFile: file, summary: summarizeProfile(JSON.parse(readFileSync(file, 'utf8')), { skip: 2 }) };
 }
 
 /**
@@ -316,29 +319,6 @@ async function attentionMicro(o: { ep: 'cpu' | 'cuda' }): Promise<Record<string,
   await terminateWorkers();
   mark('end');
   return { policy: 'attention', stages: [stage] };
-}
-
-/** Per-op-type, per-provider and per-node kernel time of the last model_run in an ORT profile file. */
-function summarizeProfile(file: string): Record<string, unknown> {
-  const events = JSON.parse(readFileSync(file, 'utf8')) as Array<{ cat: string; name: string; ts: number; dur: number; args?: Record<string, string> }>;
-  const runs = events.filter((e) => e.cat === 'Session' && e.name === 'model_run');
-  const last = runs[runs.length - 1];
-  const nodes = events.filter((e) => e.cat === 'Node' && e.name.endsWith('_kernel_time') && (!last || (e.ts >= last.ts && e.ts <= last.ts + last.dur)));
-  const byType: Record<string, number> = {}, byProvider: Record<string, number> = {}, count: Record<string, number> = {};
-  for (const e of nodes) {
-    const op = e.args?.op_name ?? '?';
-    byType[op] = (byType[op] ?? 0) + e.dur / 1000;
-    count[op] = (count[op] ?? 0) + 1;
-    const p = e.args?.provider ?? '?';
-    byProvider[p] = (byProvider[p] ?? 0) + e.dur / 1000;
-  }
-  const top = [...nodes].sort((a, b) => b.dur - a.dur).slice(0, 25).map((e) => ({ node: e.name.replace(/_kernel_time$/, ''), op: e.args?.op_name, ms: e.dur / 1000, provider: e.args?.provider }));
-  const cpuNodes = nodes.filter((e) => e.args?.provider === 'CPUExecutionProvider').map((e) => `${e.args?.op_name}:${e.name.replace(/_kernel_time$/, '')}`);
-  const round = (r: Record<string, number>) => Object.fromEntries(Object.entries(r).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, +v.toFixed(2)]));
-  return {
-    modelRunMs: last ? last.dur / 1000 : null, kernelMs: +nodes.reduce((a, e) => a + e.dur / 1000, 0).toFixed(1),
-    msByOpType: round(byType), nodesByOpType: count, msByProvider: round(byProvider), cpuNodes: [...new Set(cpuNodes)].slice(0, 50), top,
-  };
 }
 
 // ---------------------------------------------------------------------------------------------------------
