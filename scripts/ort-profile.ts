@@ -34,5 +34,6 @@ for (const file of positionals) {
   table('by operator', s.byOp);
   table('by provider', s.byProvider);
   table(`by place (top ${values.top})`, s.byPlace);
+  if (s.byKernel.length) table(`device kernels (top ${values.top})`, s.byKernel);
 }
 if (values.out) writeFileSync(values.out, JSON.stringify(out, null, 1));

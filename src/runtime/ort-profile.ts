@@ -10,7 +10,8 @@
  *
  * Node times are host-side. On the CPU they are the kernels' times; on CUDA launches are asynchronous, so
  * they measure kernels only when every launch waits for its kernel (CUDA_LAUNCH_BLOCKING=1, which adds a few
- * microseconds per node).
+ * microseconds per node). A build of ONNX Runtime with its CUDA profiler also writes `Kernel` events (the
+ * device's own kernel times): those are summed by kernel name in `byKernel`.
  */
 
 export interface TraceEvent {
@@ -42,6 +43,8 @@ export interface ProfileSummary {
   byProvider: ProfileLine[];
   /** the `top` heaviest graph places */
   byPlace: ProfileLine[];
+  /** the `top` heaviest device kernels, when the profile has `Kernel` events (else empty) */
+  byKernel: ProfileLine[];
 }
 
 /**
@@ -57,11 +60,12 @@ export function summarizeProfile(events: readonly TraceEvent[], opts: { skip?: n
     .sort((a, b) => a.ts! - b.ts!).slice(opts.skip ?? 0);
   const within = (ts: number) => runs.some((r) => ts >= r.ts! && ts <= r.ts! + r.dur!);
   const nodes = events.filter((e) => e.cat === 'Node' && e.name?.endsWith('_kernel_time') && e.ts !== undefined && within(e.ts));
+  const kernels = events.filter((e) => e.cat === 'Kernel' && e.name && e.ts !== undefined && within(e.ts));
   const n = Math.max(runs.length, 1);
-  const total = nodes.reduce((a, e) => a + (e.dur ?? 0), 0);
-  const group = (keyOf: (e: TraceEvent) => string): ProfileLine[] => {
+  const group = (keyOf: (e: TraceEvent) => string, of = nodes): ProfileLine[] => {
+    const total = of.reduce((a, e) => a + (e.dur ?? 0), 0);
     const sums = new Map<string, { us: number; count: number }>();
-    for (const e of nodes) {
+    for (const e of of) {
       const k = keyOf(e);
       const s = sums.get(k) ?? { us: 0, count: 0 };
       s.us += e.dur ?? 0;
@@ -74,9 +78,10 @@ export function summarizeProfile(events: readonly TraceEvent[], opts: { skip?: n
   return {
     runs: runs.length,
     runMs: runs.reduce((a, r) => a + r.dur!, 0) / n / 1e3,
-    nodeMs: total / n / 1e3,
+    nodeMs: nodes.reduce((a, e) => a + (e.dur ?? 0), 0) / n / 1e3,
     byOp: group((e) => e.args?.op_name ?? '?'),
     byProvider: group((e) => e.args?.provider ?? '?'),
     byPlace: group((e) => place(e.name!)).slice(0, opts.top ?? 25),
+    byKernel: group((e) => e.name!.slice(0, 120), kernels).slice(0, opts.top ?? 25),
   };
 }

@@ -73,4 +73,24 @@ test('a profiled session writes its file on release; the summary counts every no
   // the three blocks' nodes fold into one line per op
   const mlp = kept.byPlace.find((l) => l.key === 'blocks.*.mlp/MatMul');
   assert.equal(mlp?.nodes, 3, JSON.stringify(kept.byPlace));
+  assert.deepEqual(kept.byKernel, [], 'the CPU provider writes no device kernel events');
+});
+
+test('device kernel events are summed by name within the kept runs', () => {
+  const events = [
+    { cat: 'Session', name: 'model_run', ts: 0, dur: 100 },
+    { cat: 'Kernel', name: 'warm_up_kernel', ts: 10, dur: 50 },
+    { cat: 'Session', name: 'model_run', ts: 200, dur: 100 },
+    { cat: 'Node', name: 'a/Gemm_1_kernel_time', ts: 205, dur: 60, args: { op_name: 'Gemm', provider: 'CUDAExecutionProvider' } },
+    { cat: 'Kernel', name: 'sm90_gemm', ts: 210, dur: 30 },
+    { cat: 'Kernel', name: 'sm90_gemm', ts: 250, dur: 10 },
+    { cat: 'Kernel', name: 'elementwise', ts: 270, dur: 20 },
+    { cat: 'Kernel', name: 'after_the_runs', ts: 400, dur: 99 },
+  ];
+  const s = summarizeProfile(events, { skip: 1 });
+  assert.equal(s.runs, 1);
+  assert.deepEqual(s.byKernel.map((l) => [l.key, l.ms, l.nodes]), [['sm90_gemm', 0.04, 2], ['elementwise', 0.02, 1]]);
+  assert.ok(Math.abs(s.byKernel[0].share - 2 / 3) < 1e-12);
+  assert.equal(s.nodeMs, 0.06);
+  assert.deepEqual(s.byOp.map((l) => [l.key, l.share]), [['Gemm', 1]]);
 });
