@@ -89,8 +89,10 @@ for (;;) {
 // thread: parsing a prediction's answer (a data URL) here must not delay or slow down the polling. Beside
 // each latency, the CPU time the server's event-loop thread used meanwhile (/proc, 10 ms ticks): a slow
 // answer with the thread busy is the server's own work; with it idle, the thread was waiting for a CPU
-// (other processes on the machine).
-interface Check { ms: number; cpuMs: number }
+// (other processes on the machine). The busy time is split into user and kernel time (`sysMs`: page
+// faults, mapping and unmapping memory), with the thread's minor page faults, which tell JavaScript from
+// memory the kernel hands out or takes back.
+interface Check { ms: number; cpuMs: number; sysMs: number; faults: number }
 const latencies: number[] = [];
 const checks: Check[] = [];
 const poller = new Worker(`
@@ -98,8 +100,8 @@ const poller = new Worker(`
   const { parentPort, workerData } = require('node:worker_threads');
   const cpu = () => {
     const stat = readFileSync('/proc/' + workerData.pid + '/task/' + workerData.pid + '/stat', 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) * 10;
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // f[0] is field 3 (state) of proc(5)
+    return { user: Number(f[11]) * 10, sys: Number(f[12]) * 10, faults: Number(f[7]) };
   };
   let polling = true;
   parentPort.on('message', () => { polling = false; });
@@ -108,7 +110,8 @@ const poller = new Worker(`
       const c0 = cpu();
       const t0 = performance.now();
       await fetch(workerData.url + '/health-check').then((r) => r.json());
-      parentPort.postMessage({ ms: performance.now() - t0, cpuMs: cpu() - c0 });
+      const ms = performance.now() - t0, c1 = cpu();
+      parentPort.postMessage({ ms, cpuMs: c1.user + c1.sys - c0.user - c0.sys, sysMs: c1.sys - c0.sys, faults: c1.faults - c0.faults });
       await new Promise((r) => setTimeout(r, 50));
     }
     parentPort.close();
@@ -170,6 +173,12 @@ const slow = checks.filter((c) => c.ms > 50).sort((a, b) => b.ms - a.ms);
 const busy = slow.filter((c) => c.cpuMs >= c.ms / 2);
 console.log(`  over 50 ms with the server's event-loop thread on the CPU at least half the time (its own work): ${busy.length}` +
   `${busy.length ? ` (${busy.slice(0, 10).map((c) => `${c.ms.toFixed(0)} ms/${c.cpuMs} ms CPU`).join(', ')})` : ''}`);
+if (busy.length) {
+  const sys = busy.reduce((a, c) => a + c.sysMs, 0), all = busy.reduce((a, c) => a + c.cpuMs, 0);
+  const faults = busy.map((c) => c.faults).sort((a, b) => a - b);
+  console.log(`    of their CPU time ${(100 * sys / all).toFixed(0)} % in the kernel; minor page faults per check: median ${faults[faults.length >> 1]}, max ${faults.at(-1)}` +
+    ` (all checks: median ${[...checks].map((c) => c.faults).sort((a, b) => a - b)[checks.length >> 1]})`);
+}
 console.log(`  over 50 ms with the thread mostly off the CPU (waiting for a core): ${slow.length - busy.length}` +
   `${slow.length > busy.length ? ` (worst: ${slow.filter((c) => c.cpuMs < c.ms / 2).slice(0, 10).map((c) => `${c.ms.toFixed(0)} ms/${c.cpuMs} ms CPU`).join(', ')})` : ''}`);
 
