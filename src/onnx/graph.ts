@@ -728,8 +728,9 @@ export class Graph {
   }
 
   /**
-   * x (..., K) W^T as (M, K) x (K, N) in FP8 (`flat` gives x as (M, K)): W's E4M3FN codes and scale from the cache, x quantized once per value `x` (the
-   * linears reading the same activation share its codes). y = (xq wq^T) sx sw in float32 accumulation.
+   * x (..., K) W^T as (M, K) x (K, N) in FP8 (`flat` gives x as (M, K)): W's E4M3FN codes and scale from the
+   * cache, x quantized once per value `x` (the linears reading the same activation share its codes).
+   * y = (xq wq^T) sx sw in float32 accumulation.
    * GemmFloat8 (ORT 1.29, float8 operands): row-major Y = op(A) op(B) computed as the column-major
    * transpose; cuBLASLt's FP8 kernels take only the "TN" form, which is A (M, K) with transA 0 and B = W
    * (N, K) with transB 1: W is used as stored. Its optional bias must be a full (M, N) matrix, so the bias
