@@ -7,6 +7,12 @@
 #   scripts/gpu/round.sh parity        the CUDA parity suite (float32 with TF32 off at 1e-4)
 #   scripts/gpu/round.sh high|medium|low [request.js args]   the default request through the server
 #   scripts/gpu/round.sh dit [dit-forward.js args]   the DiT forward alone, unfused against fused graphs
+#   scripts/gpu/round.sh fp8           which FP8 ops the CUDA EP runs, bf16 vs FP8 GEMMs, the FP8 DiT's GPU test,
+#                                      and the DiT forward bf16 against FP8 (amax by ReduceMax and by GlobalMaxPool)
+#   scripts/gpu/round.sh profile [variants]   ONNX Runtime's profile of the DiT forward (fused by default) with
+#                                      synchronous launches, summed per operator and graph place
+#   scripts/gpu/round.sh vae           one section's tiled decode under the default provider options, prefer_nhwc
+#                                      and EXHAUSTIVE search, then untiled
 # Run from the folder that holds dist/ (the project root, or a copy of the build); results go to $OUT.
 # Parts go to $GPU_TMP (default /tmp/gpu), so that rounds of different checkouts on one machine stay apart.
 set -uo pipefail
@@ -46,5 +52,25 @@ case "$step" in
   dit)
     runtime
     node dist/scripts/gpu/dit-forward.js --weights bench/tmp/full --out "$out/dit-forward.json" "$@" 2>&1 | tail -80 ;;
+  fp8)
+    runtime
+    node dist/scripts/gpu/gemm-fp8.js --only 'dual.img.qkv|out,dual.img.ff.up,dual.img.ff.down' --runs 3 --out "$out/gemm-fp8.json" 2>&1 | cut -c1-900 | tail -16
+    FRAMEPACK_GPU_REPORT="$out/fp8-dit.json" node --test dist/test/gpu/dit-fp8.test.js > "$out/fp8-test.txt" 2>&1
+    grep -E '^# |^not ok|^ok' "$out/fp8-test.txt" | head -30
+    node dist/scripts/gpu/dit-forward.js --weights bench/tmp/full --variant fused,fp8,fp8-pool --runs 3 --warmup 2 \
+      --out "$out/dit-forward-fp8.json" 2>&1 | grep -E '"variant"|medianS|"value"|error' | cut -c1-300 ;;
+  profile)
+    runtime
+    rm -rf "$tmp/prof"
+    FRAMEPACK_ORT_PROFILE="$tmp/prof" CUDA_LAUNCH_BLOCKING=1 node dist/scripts/gpu/dit-forward.js --weights bench/tmp/full \
+      --variant "${1:-fused}" --runs 2 --warmup 1 --out "$out/dit-profiled.json" > "$out/dit-profiled.log" 2>&1
+    node dist/scripts/ort-profile.js "$tmp"/prof/dit-blocks_*.json --skip 1 --top 40 --out "$out/profile-summary.json" | tee "$out/profile.txt" | head -75 ;;
+  vae)
+    runtime
+    for o in "" "vae:prefer_nhwc=1" "vae:cudnn_conv_algo_search=EXHAUSTIVE"; do
+      echo "-- tiled, FRAMEPACK_CUDA_OPTIONS='$o'"; FRAMEPACK_CUDA_OPTIONS="$o" node dist/scripts/gpu/vae-tiles.js --vae bench/tmp/full/vae 2>&1 | tail -8
+    done > "$out/vae.txt" 2>&1
+    { echo "-- untiled"; node dist/scripts/gpu/vae-tiles.js --vae bench/tmp/full/vae --tiling off 2>&1 | tail -8; } >> "$out/vae.txt"
+    cat "$out/vae.txt" ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac
