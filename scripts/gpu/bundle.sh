@@ -6,7 +6,11 @@
 #
 #   scripts/gpu/bundle.sh            from the project root; writes .gpu/1..N and .gpu/unpack.sh
 #   GPU_PART_MB=16 (default)         size of each part: a part and the tracked tree (~42 MB, most of it
-#                                    test/fixtures) must stay under 64 MiB a call
+#                                    test/fixtures) must stay under 64 MiB a call. Fewer calls: take the
+#                                    fixtures out of the index for the GPU calls (`git rm -r -q --cached
+#                                    test/fixtures` and `/test/fixtures/` in .git/info/exclude; the tree is
+#                                    then ~2 MB), use GPU_PART_MB=52 (4 parts), and `git reset -q --
+#                                    test/fixtures` afterwards, before any commit.
 # On the GPU machine: copy every part into /tmp/gpu, then `source /tmp/gpu/unpack.sh` in the project root.
 set -euo pipefail
 PART_MB=${GPU_PART_MB:-16}
