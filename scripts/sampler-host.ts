@@ -9,14 +9,19 @@
  *              is taken off, so what remains is what the main thread and the message passing add per step
  * Compare the second figure with a DiT forward (about 1.05 s on an H100) for the share of host overhead.
  *
- * Usage: node dist/scripts/sampler-host.js [--runs 5] [--cfg 1]
+ * --threads N splits the passes over N sampler threads (sampler-threads.ts; default FRAMEPACK_SAMPLER_THREADS
+ * or the machine's default); the figures then include the messages to and from the threads.
+ *
+ * Usage: node dist/scripts/sampler-host.js [--runs 5] [--cfg 1] [--threads N]
  */
 import { parseArgs } from 'node:util';
 import { Graph } from '../src/onnx/graph.js';
 import { Session, terminateWorkers } from '../src/runtime/session.js';
 import { sampleUniPC, sectionSigmas, type VelocityFn } from '../src/framepack/sampler.js';
+import { samplerThreadCount } from '../src/framepack/sampler-threads.js';
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, cfg: { type: 'string', default: '1' } } });
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, cfg: { type: 'string', default: '1' }, threads: { type: 'string' } } });
+const threads = values.threads === undefined ? samplerThreadCount() : Number(values.threads);
 const runs = Number(values.runs);
 const cfg = Number(values.cfg);
 const shape = [1, 16, 9, 80, 76];
@@ -38,7 +43,7 @@ const fixedVelocity = gaussian(n, 2);
 async function perStep(velocity: VelocityFn, busyMs: () => number): Promise<number> {
   const t0 = performance.now();
   const b0 = busyMs();
-  await sampleUniPC({ noise, sigmas, velocity, cfg, rescale: 0, halfPrecision: true });
+  await sampleUniPC({ noise, sigmas, velocity, cfg, rescale: 0, halfPrecision: true, threads });
   return (performance.now() - t0 - (busyMs() - b0)) / steps;
 }
 
@@ -51,7 +56,7 @@ async function measure(label: string, velocity: VelocityFn, busyMs: () => number
   console.log(`${label.padEnd(10)} ${median(ms).toFixed(2)} ms per step (median of ${runs}; min ${Math.min(...ms).toFixed(2)}, max ${Math.max(...ms).toFixed(2)})`);
 }
 
-console.log(`latents [${shape}] (${n} floats), ${steps} steps, cfg ${cfg}, bf16 model input`);
+console.log(`latents [${shape}] (${n} floats), ${steps} steps, cfg ${cfg}, bf16 model input, ${threads} sampler threads`);
 await measure('sampler', () => Promise.resolve(fixedVelocity), () => 0);
 
 // A session whose run costs next to nothing: output = hidden_states * 0.5, on the CPU worker.

@@ -14,7 +14,9 @@
  * checks the abort signal before every model call.
  */
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { SamplerThreads, samplerThreadCount, sharedFloat32, sharedFloat64 } from './sampler-threads.js';
 import { linspace } from './sections.js';
+import { runPass, type Pass } from './unipc-passes.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // Sigma schedule
@@ -203,8 +205,9 @@ export function unipcCoefficients(ss: ArrayLike<number>, s: number, p: number): 
 // The element-wise work between two DiT calls is two fused passes over the window (about 0.9M floats at
 // 640 px) into buffers allocated once per section: the predictor pass writes the DDIM base (kept for the
 // corrector) and the model input, bf16-rounded in place; the corrector pass turns the velocity into the new
-// x0 prediction and corrects the state with it. Every value is rounded to float32 exactly where the
-// reference stores a float32 tensor, so the results equal those of separate tensor operations bit for bit.
+// x0 prediction and corrects the state with it (unipc-passes.ts). Every value is rounded to float32 exactly
+// where the reference stores a float32 tensor, so the results equal those of separate tensor operations bit
+// for bit. With sampler threads (sampler-threads.ts) each pass is split over them, on shared buffers.
 
 export interface SampleOptions extends GuidanceOptions {
   noise: Float32Array;       // initial latents at sigma = 1, (1,16,T,h8,w8)
@@ -217,15 +220,43 @@ export interface SampleOptions extends GuidanceOptions {
    * both are views of buffers the next step overwrites.
    */
   onStep?: (step: number, steps: number, state: { x: Float32Array; x0: Float32Array }) => void;
+  /** threads for the element-wise passes (sampler-threads.ts); default FRAMEPACK_SAMPLER_THREADS */
+  threads?: number;
 }
 
 /** Rounds every element of `x` to the nearest bfloat16 (ties to even) in place; inf and nan unchanged. */
 export function roundBf16InPlace(x: Float32Array): void {
-  const u = new Uint32Array(x.buffer, x.byteOffset, x.length);
-  for (let i = 0; i < u.length; i++) {
-    const bits = u[i];
-    if ((bits & 0x7f800000) !== 0x7f800000) u[i] = ((bits + 0x7fff + ((bits >>> 16) & 1)) & 0xffff0000) >>> 0;
+  runPass({ op: 'round', a: x }, 0, x.length);
+}
+
+/**
+ * Where the passes run: whole on this thread, or split over the sampler's threads on shared buffers
+ * (sampler-threads.ts); `f32`/`f64` make the buffers the passes read and write.
+ */
+interface Passes {
+  run(pass: Pass): Promise<void> | void;
+  f32(n: number): Float32Array;
+  f64(n: number): Float64Array;
+  /** `a` itself when the threads can read it, else a copy of it in `into()` */
+  readable(a: Float32Array, into: () => Float32Array): Float32Array;
+}
+
+function passesFor(n: number, threads: number): Passes {
+  if (threads < 1) {
+    return { run: (pass) => runPass(pass, 0, n), f32: (len) => new Float32Array(len), f64: (len) => new Float64Array(len), readable: (a) => a };
   }
+  const pool = SamplerThreads.get(threads);
+  return {
+    run: (pass) => pool.run(pass, n),
+    f32: sharedFloat32,
+    f64: sharedFloat64,
+    readable: (a, into) => {
+      if (a.buffer instanceof SharedArrayBuffer) return a;
+      const copy = into();
+      copy.set(a);
+      return copy;
+    },
+  };
 }
 
 /**
@@ -237,25 +268,26 @@ export async function sampleUniPC(opts: SampleOptions): Promise<Float32Array> {
   const steps = sigmas.length - 1;
   const order = Math.min(3, steps - 1);
   const n = opts.noise.length;
-  const model = new ModelInput(n, opts);
+  const passes = passesFor(n, opts.threads ?? samplerThreadCount());
+  const model = new ModelInput(n, opts, passes);
   // x0 predictions, most recent last; `order` of them are kept, plus the one being computed
-  const free: Float32Array[] = Array.from({ length: Math.max(order, 1) + 1 }, () => new Float32Array(n));
+  const free: Float32Array[] = Array.from({ length: Math.max(order, 1) + 1 }, () => passes.f32(n));
   const ms: Float32Array[] = [];
   const ss: number[] = [];
-  let x = opts.noise; // the caller's noise is only read; the state lives in `state` from step 1 on
-  const state = steps > 1 ? new Float32Array(n) : x;
-  const partial = new Float64Array(order > 1 ? n : 0);
+  // the state starts as a copy of the caller's noise, which is only read
+  const state = steps > 1 ? passes.f32(n) : opts.noise;
+  if (steps > 1) state.set(opts.noise);
+  const partial = passes.f64(order > 1 ? n : 0);
 
   for (let i = 0; i < steps; i++) {
     signal?.throwIfAborted();
     const s = sigmas[i];
     const m = free.pop()!;
     if (i === 0) {
-      model.input.set(x);
+      model.input.set(opts.noise);
       await model.predictX0(s, i, steps, m);
     } else {
-      await unipcStep(x, state, ms, ss, s, i < order ? i : order, model, i, steps, m, partial);
-      x = state;
+      await unipcStep(state, ms, ss, s, i < order ? i : order, model, i, steps, m, partial);
     }
     ms.push(m);
     ss.push(s);
@@ -265,92 +297,71 @@ export async function sampleUniPC(opts: SampleOptions): Promise<Float32Array> {
       ss.shift();
     }
     signal?.throwIfAborted(); // a cancel during the model call ends the section without reporting the step
-    opts.onStep?.(i, steps, { x, x0: m });
+    opts.onStep?.(i, steps, { x: i === 0 ? opts.noise : state, x0: m });
     await yieldToLoop();
   }
-  return ms[ms.length - 1];
+  const last = ms[ms.length - 1];
+  // the caller may hand the result to another thread (transfer), which a shared buffer cannot be
+  return last.buffer instanceof SharedArrayBuffer ? new Float32Array(last) : last;
 }
 
 /** The model input buffer and M(x, sigma): one (or, with real CFG, two) DiT calls turned into x0. */
 class ModelInput {
   readonly input: Float32Array;
   private readonly guided: Float32Array | null;
+  /** the velocity copied where the passes' threads can read it, when the model's buffer is not shared */
+  private velocityCopy: Float32Array | null = null;
 
-  constructor(n: number, private readonly g: GuidanceOptions & { velocity: VelocityFn }) {
-    this.input = new Float32Array(n);
-    this.guided = g.cfg === 1 ? null : new Float32Array(n);
+  constructor(private readonly n: number, private readonly g: GuidanceOptions & { velocity: VelocityFn }, readonly passes: Passes) {
+    this.input = passes.f32(n);
+    this.guided = g.cfg === 1 ? null : passes.f32(n);
   }
 
   /** The velocity at `input` (rounded to bf16 here in half precision), guidance combined. */
   async velocity(sigma: number, step: number, steps: number): Promise<Float32Array> {
     const { g, input } = this;
-    if (g.halfPrecision) roundBf16InPlace(input);
+    if (g.halfPrecision) await this.passes.run({ op: 'round', a: input });
     const timestep = g.halfPrecision ? toBf16(sigma * 1000) : Math.fround(sigma * 1000);
     const vPos = await g.velocity(input, timestep, { step, steps, branch: 'positive' });
-    if (!this.guided) return vPos;
-    const vNeg = await g.velocity(input, timestep, { step, steps, branch: 'negative' });
-    return combineGuidance(vPos, vNeg, g.cfg, g.rescale, this.guided);
+    const v = this.guided
+      ? combineGuidance(vPos, await g.velocity(input, timestep, { step, steps, branch: 'negative' }), g.cfg, g.rescale, this.guided)
+      : vPos;
+    return this.passes.readable(v, () => (this.velocityCopy ??= this.passes.f32(this.n)));
   }
 
   /** x0 = input - sigma v into `out`; x0 uses the (possibly bf16-rounded) model input, not the state (trap 9). */
   async predictX0(sigma: number, step: number, steps: number, out: Float32Array): Promise<void> {
     const v = await this.velocity(sigma, step, steps);
-    const xb = this.input;
-    for (let j = 0; j < out.length; j++) out[j] = xb[j] - Math.fround(v[j] * sigma);
+    await this.passes.run({ op: 'x0', out, xin: this.input, v, sigma });
   }
 }
 
 /**
- * One predictor-corrector update from ss[-1] to s of order p: x -> `state` (which may be x itself), the new
+ * One predictor-corrector update from ss[-1] to s of order p: `state` (x) -> the next state in place, the new
  * x0 prediction into `mNew`. `partial` (float64, one per element) carries the corrector's sum over D_1..D_{p-1}
  * from the first pass to the second, so each D_k is computed once.
  */
 async function unipcStep(
-  x: Float32Array, state: Float32Array, ms: Float32Array[], ss: number[], s: number, p: number,
+  state: Float32Array, ms: Float32Array[], ss: number[], s: number, p: number,
   model: ModelInput, step: number, steps: number, mNew: Float32Array, partial: Float64Array,
 ): Promise<void> {
   const c = unipcCoefficients(ss, s, p);
-  const n = x.length;
   const m0 = ms[ms.length - 1];
   const s0 = ss[ss.length - 1];
-  const ratio = Math.fround(s / s0);
-  const hPhi1 = Math.fround(Math.expm1(-c.h));
   const Bh = Math.fround(-c.h);
   const xin = model.input;
 
   // Predictor: the DDIM base step (kept in `state` for the corrector), then the higher-order correction
   // with D_k = (m_{-(k+1)} - m0) / r_k, k = 1 .. p-1.
-  if (p === 1) {
-    for (let j = 0; j < n; j++) xin[j] = state[j] = Math.fround(ratio * x[j]) - Math.fround(hPhi1 * m0[j]);
-  } else {
-    const m1 = ms[ms.length - 2], r1 = Math.fround(c.rks[0]), pP1 = c.rhoP[0], pC1 = c.rhoC[0];
-    const m2 = p > 2 ? ms[ms.length - 3] : m0, r2 = p > 2 ? Math.fround(c.rks[1]) : 1;
-    const pP2 = p > 2 ? c.rhoP[1] : 0, pC2 = p > 2 ? c.rhoC[1] : 0;
-    for (let j = 0; j < n; j++) {
-      const base = Math.fround(Math.fround(ratio * x[j]) - Math.fround(hPhi1 * m0[j]));
-      state[j] = base;
-      const d1 = Math.fround((m1[j] - m0[j]) / r1);
-      // sums start at 0 as the reference's do (0 + -0 is +0)
-      let pred = 0 + pP1 * d1;
-      let corr = 0 + pC1 * d1;
-      if (p > 2) {
-        const d2 = Math.fround((m2[j] - m0[j]) / r2);
-        pred += pP2 * d2;
-        corr += pC2 * d2;
-      }
-      partial[j] = corr;
-      xin[j] = base - Bh * Math.fround(pred);
-    }
-  }
+  await model.passes.run({
+    op: 'predict', p, x: state, state, xin, m0, ratio: Math.fround(s / s0), hPhi1: Math.fround(Math.expm1(-c.h)), Bh,
+    m1: p > 1 ? ms[ms.length - 2] : null, r1: p > 1 ? Math.fround(c.rks[0]) : 1, pP1: c.rhoP[0] ?? 0, pC1: c.rhoC[0],
+    m2: p > 2 ? ms[ms.length - 3] : null, r2: p > 2 ? Math.fround(c.rks[1]) : 1, pP2: p > 2 ? c.rhoP[1] : 0, pC2: p > 2 ? c.rhoC[1] : 0,
+    partial: p > 1 ? partial : null,
+  });
 
   const v = await model.velocity(s, step, steps);
 
   // x0 at the predicted point, and the corrector with D_t = m_new - m0.
-  const rhoT = c.rhoC[p - 1];
-  for (let j = 0; j < n; j++) {
-    const m = Math.fround(xin[j] - Math.fround(v[j] * s));
-    mNew[j] = m;
-    const acc = (p > 1 ? partial[j] : 0) + rhoT * (m - m0[j]);
-    state[j] = state[j] - Bh * Math.fround(acc);
-  }
+  await model.passes.run({ op: 'correct', p, xin, v, mNew, m0, state, partial: p > 1 ? partial : null, s, rhoT: c.rhoC[p - 1], Bh });
 }

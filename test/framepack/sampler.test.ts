@@ -6,6 +6,8 @@ import {
   unipcCoefficients, type ModelCall,
 } from '../../src/framepack/sampler.js';
 import { fixture } from '../fixtures.js';
+import { samplerThreadCount } from '../../src/framepack/sampler-threads.js';
+import type { AppError } from '../../src/errors.js';
 
 const close = (a: number, b: number, tol: number, what = '') =>
   assert.ok(Math.abs(a - b) <= tol, `${what}: ${a} vs ${b} (tol ${tol})`);
@@ -230,15 +232,28 @@ test('the fused passes give the bits of one tensor per operation (bf16 input, re
   // a velocity that depends on the input, the timestep and the branch, so every term of the update matters
   const velocity = (x: Float32Array, t: number, call: ModelCall) =>
     Promise.resolve(Float32Array.from(x, (v, j) => Math.sin(3 * v + w[j]) * (call.branch === 'positive' ? 1 : 0.7) + (t / 1000) * w[j]));
-  for (const g of [{ cfg: 1, rescale: 0, halfPrecision: true }, { cfg: 3, rescale: 0.7, halfPrecision: true }, { cfg: 1, rescale: 0, halfPrecision: false }]) {
-    for (const steps of [1, 2, 3, 25]) {
-      const sigmas = flowSigmas(steps, Math.log(7));
-      const ours = await sampleUniPC({ noise, sigmas, velocity, ...g });
-      const ref = await unipcByTensors(noise, sigmas, velocity, g);
-      assert.deepEqual(new Uint32Array(ours.buffer, ours.byteOffset, ours.length), new Uint32Array(ref.buffer, ref.byteOffset, ref.length),
-        `cfg ${g.cfg}, bf16 ${g.halfPrecision}, ${steps} steps`);
+  // on this thread, and split over three sampler threads (uneven ranges: 4096 = 1366 + 1366 + 1364)
+  for (const threads of [0, 3]) {
+    for (const g of [{ cfg: 1, rescale: 0, halfPrecision: true }, { cfg: 3, rescale: 0.7, halfPrecision: true }, { cfg: 1, rescale: 0, halfPrecision: false }]) {
+      for (const steps of [1, 2, 3, 25]) {
+        const sigmas = flowSigmas(steps, Math.log(7));
+        const ours = await sampleUniPC({ noise, sigmas, velocity, ...g, threads });
+        const ref = await unipcByTensors(noise, sigmas, velocity, g);
+        assert.deepEqual(new Uint32Array(ours.buffer, ours.byteOffset, ours.length), new Uint32Array(ref.buffer, ref.byteOffset, ref.length),
+          `${threads} threads, cfg ${g.cfg}, bf16 ${g.halfPrecision}, ${steps} steps`);
+        assert.ok(!(ours.buffer instanceof SharedArrayBuffer), 'the result can be transferred');
+      }
     }
   }
   assert.deepEqual(noise, Float32Array.from({ length: 4096 }, (() => { let s = 7; return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) * 2 - 1; })()),
     'the caller\'s noise is left unchanged');
+});
+
+test('sampler threads: FRAMEPACK_SAMPLER_THREADS, none by default; a bad value is a setting error', () => {
+  assert.equal(samplerThreadCount({}), 0);
+  assert.equal(samplerThreadCount({ FRAMEPACK_SAMPLER_THREADS: '0' }), 0);
+  assert.equal(samplerThreadCount({ FRAMEPACK_SAMPLER_THREADS: ' 6 ' }), 6);
+  for (const bad of ['-1', '1.5', 'many', '65']) {
+    assert.throws(() => samplerThreadCount({ FRAMEPACK_SAMPLER_THREADS: bad }), (e: AppError) => e.code === 'RUNTIME_SETTING_INVALID', bad);
+  }
 });
