@@ -6,33 +6,27 @@
 import { fromBinary } from '@bufbuild/protobuf';
 import assert from 'node:assert/strict';
 import { ModelProtoSchema, TensorProto_DataType as TP } from 'onnx-buf';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Graph, sourceHash } from '../../src/onnx/graph.js';
 import { float32ToFloat8e4m3, float8e4m3ToFloat32 } from '../../src/onnx/half.js';
 import { FP8_MAX, fp8Scale, quantizeFp8 } from '../../src/onnx/quantize.js';
-import { Checkpoint, saveRaw } from '../../src/onnx/safetensors.js';
+import type { Checkpoint } from '../../src/onnx/safetensors.js';
 import { Session, terminateWorkers } from '../../src/runtime/session.js';
-import { assertClose, f32, rand, relL2, tempDir } from './helpers.js';
+import { assertClose, bytesOf, f32, linearCheckpoint, rand, relL2, tempDir } from './helpers.js';
 import * as ref from './reference.js';
 
 const N = 24, K = 40, M = 5;
 const W = rand(N * K, 51, -0.3, 0.3);
 const Bias = rand(N, 52);
-const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 let dir: string;
 let cleanup: () => Promise<void>;
 let ckpt: Checkpoint;
 before(async () => {
   ({ dir, cleanup } = await tempDir());
-  await mkdir(join(dir, 'ck'));
-  await saveRaw(join(dir, 'ck', 'model.safetensors'), [
-    { key: 'proj.weight', dtype: 'F32', shape: [N, K], bytes: bytesOf(W) },
-    { key: 'proj.bias', dtype: 'F32', shape: [N], bytes: bytesOf(Bias) },
-  ]);
-  ckpt = await Checkpoint.open(join(dir, 'ck'));
+  ckpt = await linearCheckpoint(dir, { dtype: 'F32', shape: [N, K], bytes: bytesOf(W) }, Bias);
 });
 after(async () => {
   await terminateWorkers();

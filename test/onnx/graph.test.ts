@@ -14,7 +14,7 @@ import { bfloat16ToFloat32, float16ToFloat32, float32ToBFloat16, float32ToFloat1
 import { Checkpoint, saveRaw, type HostTensor } from '../../src/onnx/safetensors.js';
 import { Session, terminateWorkers } from '../../src/runtime/session.js';
 import { tinyModels } from '../fixtures.js';
-import { assertClose, f32, rand, runGraph, tempDir } from './helpers.js';
+import { assertClose, bytesOf, f32, rand, runGraph, tempDir } from './helpers.js';
 import * as ref from './reference.js';
 
 let dir: string;
@@ -22,7 +22,6 @@ let cleanup: () => Promise<void>;
 let ckpt: Checkpoint;
 const W = rand(6 * 4, 11); // linear weight (out 6, in 4)
 const B = rand(6, 12);
-const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 before(async () => {
   ({ dir, cleanup } = await tempDir());

@@ -1,10 +1,10 @@
 /** Shared pieces of the toolkit tests: seeded data, tolerant comparisons, one-shot graph runs, temp dirs. */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Graph } from '../../src/onnx/graph.js';
-import type { HostTensor } from '../../src/onnx/safetensors.js';
+import { Checkpoint, saveRaw, type HostTensor, type StDType } from '../../src/onnx/safetensors.js';
 import { Session, type SessionOptions } from '../../src/runtime/session.js';
 
 /** Deterministic uniform values in [lo, hi) (mulberry32). */
@@ -54,4 +54,17 @@ export async function runGraph(g: Graph, feeds: Record<string, HostTensor>, opts
 export async function tempDir(prefix = 'framepack-test-'): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** The bytes of a typed array (a view, not a copy), as safetensors files hold them. */
+export const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+
+/** A checkpoint in `dir`/ck holding one linear layer `proj`: its weight (N, K) as given and a float32 bias. */
+export async function linearCheckpoint(dir: string, weight: { dtype: StDType; shape: [number, number]; bytes: Uint8Array }, bias: Float32Array): Promise<Checkpoint> {
+  await mkdir(join(dir, 'ck'));
+  await saveRaw(join(dir, 'ck', 'model.safetensors'), [
+    { key: 'proj.weight', ...weight },
+    { key: 'proj.bias', dtype: 'F32', shape: [bias.length], bytes: bytesOf(bias) },
+  ]);
+  return Checkpoint.open(join(dir, 'ck'));
 }

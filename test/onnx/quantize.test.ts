@@ -5,33 +5,27 @@
  * below 10% at 4 bits.
  */
 import assert from 'node:assert/strict';
-import { mkdir, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Graph, sourceHash } from '../../src/onnx/graph.js';
 import { bfloat16ToFloat32, float32ToBFloat16 } from '../../src/onnx/half.js';
 import { dequantizeRows, quantizeRows, quantizedLayout } from '../../src/onnx/quantize.js';
-import { Checkpoint, saveRaw } from '../../src/onnx/safetensors.js';
+import type { Checkpoint } from '../../src/onnx/safetensors.js';
 import { Session, terminateWorkers } from '../../src/runtime/session.js';
-import { assertClose, f32, rand, relL2, tempDir } from './helpers.js';
+import { assertClose, bytesOf, f32, linearCheckpoint, rand, relL2, tempDir } from './helpers.js';
 import * as ref from './reference.js';
 
 const N = 16, K = 40; // K is not a multiple of the block: the last block is zero-padded
 const W = bfloat16ToFloat32(float32ToBFloat16(rand(N * K, 41)));
 const Bias = rand(N, 42);
-const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 let dir: string;
 let cleanup: () => Promise<void>;
 let ckpt: Checkpoint;
 before(async () => {
   ({ dir, cleanup } = await tempDir());
-  await mkdir(join(dir, 'ck'));
-  await saveRaw(join(dir, 'ck', 'model.safetensors'), [
-    { key: 'proj.weight', dtype: 'BF16', shape: [N, K], bytes: bytesOf(float32ToBFloat16(W)) },
-    { key: 'proj.bias', dtype: 'F32', shape: [N], bytes: bytesOf(Bias) },
-  ]);
-  ckpt = await Checkpoint.open(join(dir, 'ck'));
+  ckpt = await linearCheckpoint(dir, { dtype: 'BF16', shape: [N, K], bytes: bytesOf(float32ToBFloat16(W)) }, Bias);
 });
 after(async () => {
   await terminateWorkers();

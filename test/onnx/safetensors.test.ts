@@ -7,14 +7,13 @@ import {
 } from '../../src/onnx/half.js';
 import { Checkpoint, loadTensors, readHeader, saveRaw, saveTensors, type HostTensor } from '../../src/onnx/safetensors.js';
 import { tinyModels } from '../fixtures.js';
-import { assertClose, rand, tempDir } from './helpers.js';
+import { assertClose, bytesOf, rand, tempDir } from './helpers.js';
 
 let dir: string;
 let cleanup: () => Promise<void>;
 before(async () => ({ dir, cleanup } = await tempDir()));
 after(() => cleanup());
 
-const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 describe('narrow float conversions', () => {
   test('float16 round trip is exact on representable values and rounds to nearest even', () => {

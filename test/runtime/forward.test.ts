@@ -10,13 +10,12 @@ import { registerNet, type ForwardNet } from '../../src/nets/registry.js';
 import { Graph } from '../../src/onnx/graph.js';
 import { Checkpoint, loadTensors, saveRaw, saveTensors } from '../../src/onnx/safetensors.js';
 import { Session } from '../../src/runtime/session.js';
-import { assertClose, f32, rand, tempDir } from '../onnx/helpers.js';
+import { assertClose, bytesOf, f32, rand, tempDir } from '../onnx/helpers.js';
 import * as ref from '../onnx/reference.js';
 
 let dir: string;
 let cleanup: () => Promise<void>;
 const W = rand(3 * 4, 51), B = rand(3, 52);
-const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
 
 /** A one-layer network in the shape every real one has: weights folder in, named tensors out. */
 const tinyNet: ForwardNet = {
