@@ -20,7 +20,6 @@ import { Graph, type BuiltModel, type Value } from '../../src/onnx/graph.js';
 import { Session, terminateWorkers } from '../../src/runtime/session.js';
 
 const D = 3072, F = 4 * D;
-const FP8_MAX = 448;
 const FLOAT8 = 17, BF16 = 16, FLOAT16 = 10, FLOAT = 1;
 
 interface Shape { name: string; m: number; k: number; n: number }
@@ -52,17 +51,6 @@ function random(g: Graph, seed: Value, rows: number, cols: number, scale: number
   return g.cast(r, 'bfloat16');
 }
 
-/** Per-tensor E4M3FN codes and float32 scale of x, as graph.ts quantizes activations ('reduce' amax). */
-function quantize(g: Graph, x: Value): { q: Value; scale: Value } {
-  const xf = g.cast(x, 'float32');
-  const hi = g.op('ReduceMax', [xf], { keepdims: 0 }, { shape: [] })[0];
-  const lo = g.op('ReduceMin', [xf], { keepdims: 0 }, { shape: [] })[0];
-  const amax = g.op('Max', [hi, g.neg(lo), g.scalar(1e-30, 'float32')])[0];
-  const inv = g.cast(g.div(g.scalar(FP8_MAX, 'float32'), amax), 'bfloat16');
-  const q = g.op('Cast', [g.cast(g.mul(x, inv), 'float16')], { to: FLOAT8, saturate: 1 }, { dtype: 'float8e4m3fn' })[0];
-  return { q, scale: g.div(amax, FP8_MAX) };
-}
-
 function gemmFp8(g: Graph, a: { q: Value; scale: Value }, w: { q: Value; scale: Value }, m: number, n: number, alpha: number, out: 'bfloat16' | 'float32'): Value {
   const y = g.op('GemmFloat8', [a.q, w.q, null, a.scale, w.scale], { transA: 0, transB: 1, alpha, dtype: out === 'bfloat16' ? BF16 : FLOAT },
     { domain: 'com.microsoft', dtype: out, shape: [m, n] })[0];
@@ -77,14 +65,14 @@ function build(s: Shape, v: Variant, reps: number): BuiltModel {
   const seed = g.input('seed', 'float32', [1]);
   const x = random(g, seed, s.m, s.k, 2);
   const w = random(g, seed, s.n, s.k, 1 / Math.sqrt(s.k));
-  const xq = v === 'fp8' || v === 'fp8-f32out' ? quantize(g, x) : null;
-  const wq = v === 'bf16' ? null : quantize(g, w);
+  const xq = v === 'fp8' || v === 'fp8-f32out' ? g.quantizeFp8(x) : null;
+  const wq = v === 'bf16' ? null : g.quantizeFp8(w);
   let acc = g.add(corner(g, x), corner(g, w));
   for (let r = 0; r < reps; r++) {
     const alpha = 1 + r / 1024; // distinct nodes, whatever the optimizer thinks of identical ones
     let y: Value;
     if (v === 'bf16') y = g.op('Gemm', [x, w], { transB: 1, alpha })[0];
-    else if (v === 'fp8+quant') y = gemmFp8(g, quantize(g, x), wq!, s.m, s.n, alpha, 'bfloat16');
+    else if (v === 'fp8+quant') y = gemmFp8(g, g.quantizeFp8(x), wq!, s.m, s.n, alpha, 'bfloat16');
     else y = gemmFp8(g, xq!, wq!, s.m, s.n, alpha, v === 'fp8' ? 'bfloat16' : 'float32');
     acc = g.add(acc, corner(g, y));
   }
@@ -99,7 +87,7 @@ function buildError(s: Shape): BuiltModel {
   const x = random(g, seed, s.m, s.k, 2);
   const w = random(g, seed, s.n, s.k, 1 / Math.sqrt(s.k));
   const ref = g.cast(g.op('Gemm', [x, w], { transB: 1 })[0], 'float32');
-  const y8 = g.cast(gemmFp8(g, quantize(g, x), quantize(g, w), s.m, s.n, 1, 'bfloat16'), 'float32');
+  const y8 = g.cast(gemmFp8(g, g.quantizeFp8(x), g.quantizeFp8(w), s.m, s.n, 1, 'bfloat16'), 'float32');
   const d = g.sub(y8, ref);
   const sq = (t: Value) => g.op('ReduceSum', [g.mul(t, t)], { keepdims: 0 }, { shape: [] })[0];
   g.output(g.sqrt(g.div(sq(d), sq(ref))), 'rel');

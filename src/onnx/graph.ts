@@ -742,7 +742,7 @@ export class Graph {
     const w = this.fp8Weight(we, key, o);
     let a = this.fp8Inputs.get(x.name);
     if (!a) {
-      a = this.scope('fp8_input', () => this.quantizeFp8(flat(), o));
+      a = this.scope('fp8_input', () => this.quantizeFp8(flat(), o.amax));
       this.fp8Inputs.set(x.name, a);
     }
     const m = a.q.shape[0];
@@ -757,10 +757,13 @@ export class Graph {
     return this.cast(this.mul(y, this.mul(a.scale, w.scale)), x.dtype);
   }
 
-  /** Per-tensor activation quantization of x2 (M, K): scale = amax / 448, codes = E4M3FN(x2 / scale). */
-  private quantizeFp8(x2: Value, o: Fp8Options): { q: Value; scale: Value } {
+  /**
+   * Per-tensor activation quantization of x2 (M, K): scale = amax / 448, codes = E4M3FN(x2 / scale), the amax
+   * reduced as Fp8Options.amax says. What linearFp8 multiplies; public for the GEMM benchmark.
+   */
+  quantizeFp8(x2: Value, amaxBy: Fp8Options['amax'] = 'reduce'): { q: Value; scale: Value } {
     const xf = x2.dtype === 'float32' ? x2 : this.cast(x2, 'float32');
-    const amax = this.op('Max', [o.amax === 'pool' ? this.poolAmax(xf) : this.reduceAmax(xf), this.scalar(1e-30, 'float32')])[0];
+    const amax = this.op('Max', [amaxBy === 'pool' ? this.poolAmax(xf) : this.reduceAmax(xf), this.scalar(1e-30, 'float32')])[0];
     const scale = this.div(amax, FP8_MAX);
     const scaled = this.mul(x2, this.cast(this.div(this.scalar(FP8_MAX, 'float32'), amax), x2.dtype));
     // ONNX Runtime's CUDA Cast to float8 reads float32 and float16 only (bfloat16 fails at run time). Scaled
