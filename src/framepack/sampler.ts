@@ -237,26 +237,16 @@ interface Passes {
   run(pass: Pass): Promise<void> | void;
   f32(n: number): Float32Array;
   f64(n: number): Float64Array;
-  /** `a` itself when the threads can read it, else a copy of it in `into()` */
-  readable(a: Float32Array, into: () => Float32Array): Float32Array;
+  /** whether the passes run on threads, which read only buffers in shared memory */
+  shared: boolean;
 }
 
 function passesFor(n: number, threads: number): Passes {
   if (threads < 1) {
-    return { run: (pass) => runPass(pass, 0, n), f32: (len) => new Float32Array(len), f64: (len) => new Float64Array(len), readable: (a) => a };
+    return { run: (pass) => runPass(pass, 0, n), f32: (len) => new Float32Array(len), f64: (len) => new Float64Array(len), shared: false };
   }
   const pool = SamplerThreads.get(threads);
-  return {
-    run: (pass) => pool.run(pass, n),
-    f32: sharedFloat32,
-    f64: sharedFloat64,
-    readable: (a, into) => {
-      if (a.buffer instanceof SharedArrayBuffer) return a;
-      const copy = into();
-      copy.set(a);
-      return copy;
-    },
-  };
+  return { run: (pass) => pool.run(pass, n), f32: sharedFloat32, f64: sharedFloat64, shared: true };
 }
 
 /**
@@ -326,7 +316,10 @@ class ModelInput {
     const v = this.guided
       ? combineGuidance(vPos, await g.velocity(input, timestep, { step, steps, branch: 'negative' }), g.cfg, g.rescale, this.guided)
       : vPos;
-    return this.passes.readable(v, () => (this.velocityCopy ??= this.passes.f32(this.n)));
+    if (!this.passes.shared || v.buffer instanceof SharedArrayBuffer) return v;
+    const copy = (this.velocityCopy ??= this.passes.f32(this.n));
+    copy.set(v);
+    return copy;
   }
 
   /** x0 = input - sigma v into `out`; x0 uses the (possibly bf16-rounded) model input, not the state (trap 9). */
