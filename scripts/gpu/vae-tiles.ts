@@ -1,7 +1,8 @@
 /**
  * Where a spatially tiled VAE decode spends its time: decodes one section (18 latents at the 640x608 bucket)
  * with spatial tiling, twice (the first run includes session creation and cuDNN's algorithm search), and
- * prints the second run's session runs grouped by session and input shape: count, total and mean seconds.
+ * prints the second run's session runs grouped by session and input shape: count, total and mean seconds; then
+ * encodes one 640 x 608 image three times (a request's start latent).
  *
  *   node dist/scripts/gpu/vae-tiles.js [--vae bench/tmp/full/vae] [--ep cuda] [--tiling on|off]
  */
@@ -31,6 +32,15 @@ async function main(): Promise<void> {
     const inRuns = runs.reduce((a, r) => a + r.s, 0);
     console.log(`${label} decode: ${total.toFixed(2)} s, of which session runs ${inRuns.toFixed(2)} s (${runs.length} runs)`);
     for (const [key, e] of [...by].sort((a, b) => b[1].s - a[1].s)) console.log(`  ${e.s.toFixed(2)} s  ${e.count} x ${(e.s / e.count).toFixed(3)} s  ${key}`);
+  }
+  // the start image's encode at the same bucket (608 x 640), as a request does it once
+  for (const label of ['first', 'second', 'third']) {
+    runs.length = 0;
+    const image = { dtype: 'float32' as const, dims: [1, 3, 1, 640, 608], data: Float32Array.from({ length: 3 * 640 * 608 }, (_, i) => Math.sin(i * 0.37)) };
+    const t0 = performance.now();
+    await vae.encodeLatent(image, { consume: true });
+    const inRuns = runs.reduce((a, r) => a + r.s, 0);
+    console.log(`${label} encode: ${((performance.now() - t0) / 1000).toFixed(3)} s, of which session runs ${inRuns.toFixed(3)} s (${runs.map((r) => `${r.key.split(' ')[0]} ${r.s.toFixed(3)}`).join(', ')})`);
   }
   await vae.release();
   await terminateWorkers();

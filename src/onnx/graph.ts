@@ -124,6 +124,20 @@ const OPSET = 23;
 /** LayerNormalization epsilon when only its row statistics are used: keeps 1/sqrt(var + eps) finite for a constant row. */
 const ROW_EPS = 1e-20;
 
+/** Graph.linear's choices. */
+export interface LinearOptions {
+  /** default true when the checkpoint has `<prefix>.bias` */
+  bias?: boolean;
+  /** false: this linear stays unquantized in a graph with 8-bit weights */
+  quantize?: boolean;
+  /** FP8 for this linear, overriding GraphOptions.fp8.layers */
+  fp8?: boolean;
+  /** only the weight's input features [from, to): x W[:, from:to]^T (plain Gemm only) */
+  columns?: [number, number];
+  /** a (..., out) tensor added by the Gemm itself (its C input, beta 1) in place of the bias (plain Gemm only) */
+  accumulate?: Value;
+}
+
 export class Graph {
   readonly name: string;
   readonly precision: Precision;
@@ -400,16 +414,22 @@ export class Graph {
    * `opts.bias: false` ignores a bias present in the checkpoint. With `fp8` set on the graph, the linears it
    * names (or `opts.fp8`) are FP8 products (linearFp8).
    */
-  linear(x: Value, ckpt: Checkpoint, prefix: string, opts: { bias?: boolean; quantize?: boolean; fp8?: boolean } = {}): Value {
+  linear(x: Value, ckpt: Checkpoint, prefix: string, opts: LinearOptions = {}): Value {
     const we = ckpt.entry(`${prefix}.weight`);
     if (we.shape.length !== 2) throw new GraphError(`linear ${prefix}: weight is [${we.shape}], expected [out, in]`);
-    const [out, inF] = we.shape;
+    const [out, inAll] = we.shape;
+    const [from, to] = opts.columns ?? [0, inAll];
+    if (from < 0 || to > inAll || from >= to) throw new GraphError(`linear ${prefix}: columns [${from}, ${to}) outside the weight's ${inAll}`);
+    const inF = to - from;
     const k = x.shape[x.shape.length - 1];
     if (typeof k === 'number' && k !== inF) {
-      throw new GraphError(`linear ${prefix}: input last dim ${k}, weight ${prefix}.weight in ${we.file} is [${out}, ${inF}]`);
+      throw new GraphError(`linear ${prefix}: input last dim ${k}, weight ${prefix}.weight in ${we.file} is [${out}, ${inAll}]${opts.columns ? ` (columns ${from}..${to})` : ''}`);
     }
     const useBias = opts.bias !== false && ckpt.has(`${prefix}.bias`);
     const bias = useBias ? this.param(ckpt, `${prefix}.bias`, { shape: [out], dtype: x.dtype }) : null;
+    const plainGemm = !(this.quantize && opts.quantize !== false) && !(this.fp8 && (opts.fp8 ?? this.fp8.layers?.(prefix)));
+    if ((opts.columns || opts.accumulate) && !plainGemm) throw new GraphError(`linear ${prefix}: columns and accumulate need a plain Gemm (no 8-bit or FP8 weights)`);
+    if (opts.accumulate && bias) throw new GraphError(`linear ${prefix}: accumulate takes the place of the bias`);
     return this.scope(prefix, () => {
       if (this.quantize && opts.quantize !== false) {
         const y = this.matmulNBits(x, we, `${prefix}.weight`);
@@ -423,8 +443,11 @@ export class Graph {
         return x.shape.length === 2 ? y2 : this.reshapeTo(y2, [...lead, out], x, x.shape.length - 1);
       }
       const x2 = flat();
-      const w = this.param(ckpt, `${prefix}.weight`, { dtype: x.dtype });
-      const y2 = this.op('Gemm', bias ? [x2, w, bias] : [x2, w], { transB: 1 })[0];
+      let w = this.param(ckpt, `${prefix}.weight`, { dtype: x.dtype });
+      // constant folding slices the stored weight once, at session creation ('load')
+      if (opts.columns) w = this.slice(w, [from], [to], [1]);
+      const c = opts.accumulate ? (opts.accumulate.shape.length === 2 ? opts.accumulate : this.reshape(opts.accumulate, [-1, out])) : bias;
+      const y2 = this.op('Gemm', c ? [x2, w, c] : [x2, w], { transB: 1 })[0];
       if (x.shape.length === 2) return y2;
       return this.reshapeTo(y2, [...lead, out], x, x.shape.length - 1);
     });

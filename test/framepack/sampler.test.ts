@@ -249,10 +249,13 @@ test('the fused passes give the bits of one tensor per operation (bf16 input, re
     'the caller\'s noise is left unchanged');
 });
 
-test('sampler threads: FRAMEPACK_SAMPLER_THREADS, none by default; a bad value is a setting error', () => {
-  assert.equal(samplerThreadCount({}), 0);
-  assert.equal(samplerThreadCount({ FRAMEPACK_SAMPLER_THREADS: '0' }), 0);
-  assert.equal(samplerThreadCount({ FRAMEPACK_SAMPLER_THREADS: ' 6 ' }), 6);
+test('sampler threads: FRAMEPACK_SAMPLER_THREADS, by default 4 from 8 cores and none below; a bad value is a setting error', () => {
+  assert.equal(samplerThreadCount({}, 2), 0);
+  assert.equal(samplerThreadCount({}, 7), 0);
+  assert.equal(samplerThreadCount({}, 8), 4);
+  assert.equal(samplerThreadCount({ FRAMEPACK_SAMPLER_THREADS: '' }, 16), 4);
+  assert.equal(samplerThreadCount({ FRAMEPACK_SAMPLER_THREADS: '0' }, 16), 0);
+  assert.equal(samplerThreadCount({ FRAMEPACK_SAMPLER_THREADS: ' 6 ' }, 2), 6);
   for (const bad of ['-1', '1.5', 'many', '65']) {
     assert.throws(() => samplerThreadCount({ FRAMEPACK_SAMPLER_THREADS: bad }), (e: AppError) => e.code === 'RUNTIME_SETTING_INVALID', bad);
   }

@@ -66,7 +66,10 @@ test('full-size blocks graph: the fused ops replace the passes they stand for (n
     assert.equal(n(fused.graph, 'Gelu'), 0);
     assert.equal(n(fused.graph, 'com.microsoft.FastGelu'), n(unfused.graph, 'Gelu'));
     assert.equal(n(fused.graph, 'com.microsoft.FastGelu'), 2 * D + S);
-    assert.equal(n(fused.graph, 'Gemm'), n(unfused.graph, 'Gemm'));
+    // single blocks: proj_out as two GEMMs over its column blocks instead of one over a concatenation
+    assert.equal(n(fused.graph, 'Gemm'), n(unfused.graph, 'Gemm') + S);
+    assert.equal(n(fused.graph, 'Concat'), n(unfused.graph, 'Concat') - S);
+    assert.equal(n(fused.singleBlock, 'Concat'), n(unfused.singleBlock, 'Concat') - 1);
     assert.equal(n(fused.graph, 'com.microsoft.RotaryEmbedding'), n(unfused.graph, 'com.microsoft.RotaryEmbedding'));
   }
   // bfloat16: q and k rotate in bf16 (no float32 round trip); float32 graphs had no casts to drop

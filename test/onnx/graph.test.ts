@@ -125,6 +125,25 @@ describe('linear algebra', () => {
     assertClose(r.nobias.data as Float32Array, ref.linear(x.subarray(0, 12), W, null, 3, 4, 6));
   });
 
+  test('linear over column blocks of the weight, the second accumulating onto the first, equals linear of the concatenation', async () => {
+    const a = rand(3 * 1, 21), b = rand(3 * 3, 22);
+    const cat = new Float32Array(12);
+    for (let r = 0; r < 3; r++) { cat[r * 4] = a[r]; cat.set(b.subarray(r * 3, r * 3 + 3), r * 4 + 1); }
+    const r = await check({ a: f32([1, 3, 1], a), b: f32([1, 3, 3], b) }, (g, { a, b }) => {
+      const first = g.linear(a, ckpt, 'f32', { columns: [0, 1] });
+      return { y: g.linear(b, ckpt, 'f32', { columns: [1, 4], bias: false, accumulate: first }) };
+    });
+    assert.deepEqual(r.y.dims, [1, 3, 6]);
+    assertClose(r.y.data as Float32Array, ref.linear(cat, W, B, 3, 4, 6));
+    const g = new Graph({ name: 't', precision: 'float32', quantize: { bits: 8, blockSize: 32 } });
+    const x = g.input('x', 'float32', [3, 3]);
+    assert.throws(() => g.linear(x, ckpt, 'f32', { columns: [1, 4] }), /need a plain Gemm/);
+    const g2 = new Graph({ name: 't', precision: 'float32' });
+    const x2 = g2.input('x', 'float32', [3, 3]);
+    assert.throws(() => g2.linear(x2, ckpt, 'f32', { columns: [2, 4] }), /input last dim 3.*columns 2\.\.4/);
+    assert.throws(() => g2.linear(x2, ckpt, 'f32', { columns: [1, 4], accumulate: x2 }), /takes the place of the bias/);
+  });
+
   test('linear rejects an input of the wrong width, naming weight and file', () => {
     const g = new Graph({ name: 't', precision: 'float32' });
     const x = g.input('x', 'float32', [2, 5]);
