@@ -55,6 +55,29 @@ const scalar = (v: number): HostTensor => ({ dtype: 'float32', dims: [1], data: 
 
 const since = (t0: number) => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
 
+/**
+ * FRAMEPACK_WARMUP (on | off): one short generation at the end of setup (the warm-up below), so that the
+ * first request does not pay the device's first-run costs (arenas growing to a request's shapes, cuBLAS and
+ * cuDNN plans). On the H100 in `high` the first request took 65.7 s and the next 62.8 s. Default: on where
+ * the DiT stays on a GPU between requests; elsewhere every request creates networks again anyway.
+ */
+export function warmupWanted(placement: Pick<Placement, 'ep' | 'lifetime'>, env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = (env.FRAMEPACK_WARMUP ?? '').trim().toLowerCase();
+  if (!v) return placement.ep !== 'cpu' && placement.lifetime.dit === 'resident';
+  if (v === 'on' || v === 'off') return v === 'on';
+  throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_WARMUP', value: env.FRAMEPACK_WARMUP, allowed: 'on, off' });
+}
+
+/**
+ * The warm-up: the default request's shapes (the 640 bucket of a 608 x 640 image, latent_window_size 9) for
+ * one section of one step, so every network runs once at the sizes most requests use.
+ */
+export const WARMUP: { params: GenerateParams; width: number; height: number } = {
+  params: { prompt: 'warm-up', negativePrompt: '', seed: 0, seconds: 1, latentWindowSize: 9, steps: 1, cfg: 1, distilledCfg: 10, cfgRescale: 0, cache: 'off' },
+  width: 608,
+  height: 640,
+};
+
 /** When the F1 transformer is found and its graphs built (FRAMEPACK_F1). */
 export type F1Loading = 'first-use' | 'setup';
 
@@ -209,6 +232,20 @@ export class FramePackModels implements FramePackNets {
         this.log = this.setupLog;
       }
     }
+  }
+
+  /**
+   * Runs the warm-up generation (or `warmup`'s) and drops its frames; returns its seconds and frame count.
+   * Its own log lines are not kept: setup logs one line for it.
+   */
+  async warmUp(signal: AbortSignal, warmup = WARMUP): Promise<{ seconds: number; frames: number }> {
+    const image: RgbImage = { width: warmup.width, height: warmup.height, data: new Uint8Array(warmup.width * warmup.height * 3).fill(128) };
+    const t0 = performance.now();
+    const quiet = () => {};
+    const { pixels } = await this.request(quiet, (nets) => generate(nets, image, warmup.params, { signal, log: quiet }));
+    const frames = pixels.frameCount;
+    await pixels.close();
+    return { seconds: (performance.now() - t0) / 1000, frames };
   }
 
   /** Releases the per-request networks (`request()` does this itself). */
@@ -480,7 +517,19 @@ async function openNets(opts: { models?: unknown; deviceId?: number; log: (line:
   // At first use the F1 folder is resolved then, downloading into the cache if needed (logged to that request).
   const f1Dir = async (log: (line: string) => void) => dirs.transformerF1
     ?? (await resolveModels({ models, log, optional: ['transformerF1'] })).transformerF1!;
-  return FramePackModels.open(dirs, placement, opts.log, { f1, f1Dir });
+  const warm = warmupWanted(placement);
+  const nets = await FramePackModels.open(dirs, placement, opts.log, { f1, f1Dir });
+  if (warm) {
+    try {
+      const { seconds, frames } = await nets.warmUp(opts.signal ?? new AbortController().signal);
+      opts.log(`warm-up generation (${WARMUP.width}x${WARMUP.height}, ${WARMUP.params.steps} step, ${frames} frames) in ${seconds.toFixed(1)} s ` +
+        '(FRAMEPACK_WARMUP=off skips it)');
+    } catch (err) {
+      await nets.release();
+      throw err;
+    }
+  }
+  return nets;
 }
 
 export class FramePackPredictor implements Predictor<typeof inputSchema> {

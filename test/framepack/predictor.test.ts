@@ -15,7 +15,7 @@ import { choosePlacement, type Placement } from '../../src/runtime/placement.js'
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { findNearestBucket, loadImage, type RgbImage } from '../../src/framepack/image.js';
 import { generate, type FramePackNets, type GenerateParams, type GenerateResult } from '../../src/framepack/pipeline.js';
-import { FramePackModels, f1Loading, loraSupport } from '../../src/framepack/predictor.js';
+import { FramePackModels, WARMUP, f1Loading, loraSupport, warmupWanted } from '../../src/framepack/predictor.js';
 import { fixture, tinyModels } from '../fixtures.js';
 
 /** 2 sections of 2 latents, 2 steps, one CFG branch: the shortest request that samples more than one section. */
@@ -290,6 +290,37 @@ describe('resident placement', () => {
       await models.release();
     }
     assert.deepEqual(models.created(), NONE);
+  });
+});
+
+describe('warm-up at setup', () => {
+  test('FRAMEPACK_WARMUP: on by default where the DiT stays on a GPU only; on and off everywhere; a bad value is a setting error', () => {
+    const gpu = (dit: 'resident' | 'per-request') => ({ ep: 'cuda' as const, lifetime: { encoders: 'per-request' as const, dit, vae: 'resident' as const } });
+    assert.equal(warmupWanted(gpu('resident'), {}), true);
+    assert.equal(warmupWanted(gpu('per-request'), {}), false);
+    assert.equal(warmupWanted(cpu, {}), false);
+    assert.equal(warmupWanted(cpu, { FRAMEPACK_WARMUP: ' ON ' }), true);
+    assert.equal(warmupWanted(gpu('resident'), { FRAMEPACK_WARMUP: 'off' }), false);
+    assert.throws(() => warmupWanted(cpu, { FRAMEPACK_WARMUP: 'yes' }), (e: { code?: string }) => e.code === 'RUNTIME_SETTING_INVALID');
+  });
+
+  test('one generation at the default shapes, its frames dropped; the networks stay as they were and a request follows', async () => {
+    const models = await FramePackModels.open(dirs, cpu, () => {});
+    try {
+      // the tiny model at class 320 (the real 640 bucket's decode would be most of the CPU test's time): 2 sections of 2 latents
+      const { seconds, frames } = await models.warmUp(new AbortController().signal,
+        { ...WARMUP, params: { ...WARMUP.params, seconds: 0.5, latentWindowSize: 2, resolution: 320 } });
+      assert.equal(frames, 17);
+      assert.ok(seconds > 0);
+      assert.deepEqual(models.created(), ALL);
+      const logs: string[] = [];
+      const r = await models.request((l) => logs.push(l), (nets) => generate(nets, image, { ...PARAMS, resolution: 320 }, { signal: new AbortController().signal, log: (l) => logs.push(l) }));
+      assert.equal(r.pixels.frameCount, 17);
+      await r.pixels.close();
+      assert.equal(count(logs, 'DiT created in'), 0);
+    } finally {
+      await models.release();
+    }
   });
 });
 
