@@ -12,7 +12,11 @@ import { execFile } from 'node:child_process';
 import { appError } from '../errors.js';
 import type { Placement } from './placement.js';
 
-/** Whether the GPU benchmarks showed the FP8 DiT faster end to end than bfloat16; not measured yet. */
+/**
+ * Whether the GPU benchmarks showed the FP8 DiT faster end to end than bfloat16. Measured on the H100
+ * (2026-12-06, docs/gpu.md): 1.038 s per forward against 1.011 s, so no. GemmFloat8 itself is 1.1-1.6x
+ * faster than the bf16 GEMM, but quantizing each activation (amax, scale, two casts) costs more than that.
+ */
 export const FP8_MEASURED_FASTER = false;
 
 export interface Fp8Choice {
@@ -50,7 +54,7 @@ export async function chooseDitFp8(p: Placement, env: NodeJS.ProcessEnv = proces
   }
   if (problem && v === 'on') throw appError('FP8_UNAVAILABLE', { detail: problem });
   if (problem) return off(`FRAMEPACK_DIT_FP8=auto: ${problem}`);
-  if (v === 'auto' && !FP8_MEASURED_FASTER) return off('FRAMEPACK_DIT_FP8=auto: FP8 has not been measured faster than bfloat16 end to end');
+  if (v === 'auto' && !FP8_MEASURED_FASTER) return off('FRAMEPACK_DIT_FP8=auto: FP8 was measured slower than bfloat16 end to end (docs/gpu.md)');
   return {
     enabled: true,
     line: `DiT linears: fp8 (GemmFloat8, E4M3FN, per-tensor scales; the blocks' attention projections; ` +
