@@ -515,8 +515,7 @@ function singleBlock(ctx: Ctx, i: number, zIn: Stream, temb: Value, cos: Value, 
  */
 function projOut(ctx: Ctx, a: Value, mlp: Value, layer: string): Value {
   const { g, ck, c } = ctx;
-  const plain = !g.quantize && !(g.fp8 && g.fp8.layers?.(layer));
-  if (!ctx.fuse || ctx.lora || !plain) return linear(ctx, g.concat([a, mlp], 2), layer);
+  if (!ctx.fuse || ctx.lora || !g.plainLinear(layer)) return linear(ctx, g.concat([a, mlp], 2), layer);
   const inF = ck.entry(`${layer}.weight`).shape[1];
   const y = g.linear(g.reshape(a, [-1, c.dim]), ck, layer, { columns: [0, c.dim] }); // (N, D): no shape plumbing
   return g.linear(mlp, ck, layer, { columns: [c.dim, inF], bias: false, accumulate: y });

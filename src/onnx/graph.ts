@@ -427,8 +427,7 @@ export class Graph {
     }
     const useBias = opts.bias !== false && ckpt.has(`${prefix}.bias`);
     const bias = useBias ? this.param(ckpt, `${prefix}.bias`, { shape: [out], dtype: x.dtype }) : null;
-    const plainGemm = !(this.quantize && opts.quantize !== false) && !(this.fp8 && (opts.fp8 ?? this.fp8.layers?.(prefix)));
-    if ((opts.columns || opts.accumulate) && !plainGemm) throw new GraphError(`linear ${prefix}: columns and accumulate need a plain Gemm (no 8-bit or FP8 weights)`);
+    if ((opts.columns || opts.accumulate) && !this.plainLinear(prefix, opts)) throw new GraphError(`linear ${prefix}: columns and accumulate need a plain Gemm (no 8-bit or FP8 weights)`);
     if (opts.accumulate && bias) throw new GraphError(`linear ${prefix}: accumulate takes the place of the bias`);
     return this.scope(prefix, () => {
       if (this.quantize && opts.quantize !== false) {
@@ -451,6 +450,11 @@ export class Graph {
       if (x.shape.length === 2) return y2;
       return this.reshapeTo(y2, [...lead, out], x, x.shape.length - 1);
     });
+  }
+
+  /** Whether linear(..., prefix, opts) is one plain Gemm: neither 8-bit (MatMulNBits) nor FP8 weights. */
+  plainLinear(prefix: string, opts: Pick<LinearOptions, 'quantize' | 'fp8'> = {}): boolean {
+    return !(this.quantize && opts.quantize !== false) && !(this.fp8 && (opts.fp8 ?? this.fp8.layers?.(prefix)));
   }
 
   /**
