@@ -11,8 +11,8 @@
 #                                      and the DiT forward bf16 against FP8 (amax by ReduceMax and by GlobalMaxPool)
 #   scripts/gpu/round.sh profile [variants]   ONNX Runtime's profile of the DiT forward (fused by default) with
 #                                      synchronous launches, summed per operator and graph place
-#   scripts/gpu/round.sh vae           one section's tiled decode under the default provider options, prefer_nhwc
-#                                      and EXHAUSTIVE search, then untiled
+#   scripts/gpu/round.sh vae           one section's decode, tiled and untiled, and the start image's encode, each
+#                                      under the default provider options, prefer_nhwc and EXHAUSTIVE search
 # Run from the folder that holds dist/ (the project root, or a copy of the build); results go to $OUT.
 # Parts go to $GPU_TMP (default /tmp/gpu), so that rounds of different checkouts on one machine stay apart.
 set -uo pipefail
@@ -66,11 +66,14 @@ case "$step" in
       --variant "${1:-fused}" --runs 2 --warmup 1 --out "$out/dit-profiled.json" > "$out/dit-profiled.log" 2>&1
     node dist/scripts/ort-profile.js "$tmp"/prof/dit-blocks_*.json --skip 1 --top 40 --out "$out/profile-summary.json" | tee "$out/profile.txt" | head -75 ;;
   vae)
+    # every option, tiled and untiled; the whole output is kept (a tail of it once lost the summaries)
     runtime
-    for o in "" "vae:prefer_nhwc=1" "vae:cudnn_conv_algo_search=EXHAUSTIVE"; do
-      echo "-- tiled, FRAMEPACK_CUDA_OPTIONS='$o'"; FRAMEPACK_CUDA_OPTIONS="$o" node dist/scripts/gpu/vae-tiles.js --vae bench/tmp/full/vae 2>&1 | tail -8
+    for tiling in on off; do
+      for o in "" "vae:prefer_nhwc=1" "vae:cudnn_conv_algo_search=EXHAUSTIVE"; do
+        echo "-- tiling $tiling, FRAMEPACK_CUDA_OPTIONS='$o'"
+        FRAMEPACK_CUDA_OPTIONS="$o" node dist/scripts/gpu/vae-tiles.js --vae bench/tmp/full/vae --tiling $tiling 2>&1 | grep -v 'onnxruntime:'
+      done
     done > "$out/vae.txt" 2>&1
-    { echo "-- untiled"; node dist/scripts/gpu/vae-tiles.js --vae bench/tmp/full/vae --tiling off 2>&1 | tail -8; } >> "$out/vae.txt"
-    cat "$out/vae.txt" ;;
+    grep -E '^--|decode:|encode:|vae_decoder_tail' "$out/vae.txt" | cut -c1-200 ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac
