@@ -347,7 +347,7 @@ async function unipcStep(
   // Predictor: the DDIM base step (kept in `state` for the corrector), then the higher-order correction
   // with D_k = (m_{-(k+1)} - m0) / r_k, k = 1 .. p-1.
   await model.passes.run({
-    op: 'predict', p, x: state, state, xin, m0, ratio: Math.fround(s / s0), hPhi1: Math.fround(Math.expm1(-c.h)), Bh,
+    op: 'predict', p, state, xin, m0, ratio: Math.fround(s / s0), hPhi1: Math.fround(Math.expm1(-c.h)), Bh,
     m1: p > 1 ? ms[ms.length - 2] : null, r1: p > 1 ? Math.fround(c.rks[0]) : 1, pP1: c.rhoP[0] ?? 0, pC1: c.rhoC[0],
     m2: p > 2 ? ms[ms.length - 3] : null, r2: p > 2 ? Math.fround(c.rks[1]) : 1, pP2: p > 2 ? c.rhoP[1] : 0, pC2: p > 2 ? c.rhoC[1] : 0,
     partial: p > 1 ? partial : null,

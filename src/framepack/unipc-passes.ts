@@ -5,8 +5,9 @@
  *
  *   round    a := bf16(a) in place (ties to even; inf and nan unchanged)
  *   x0       out := xin - f32(v sigma)                                   (the first step's x0 prediction)
- *   predict  state := f32(f32(ratio x) - f32(hPhi1 m0)), the DDIM base step; with p > 1 also the predictor's
- *            correction from D_k = (m_k - m0) / r_k into xin, and the corrector's D_1..D_{p-1} sum into partial
+ *   predict  state := f32(f32(ratio state) - f32(hPhi1 m0)) in place, the DDIM base step; with p > 1 also
+ *            the predictor's correction from D_k = (m_k - m0) / r_k into xin, and the corrector's
+ *            D_1..D_{p-1} sum into partial
  *   correct  mNew := f32(xin - f32(v s)); state -= Bh f32(partial + rhoT (mNew - m0))
  */
 
@@ -14,7 +15,7 @@ export type Pass =
   | { op: 'round'; a: Float32Array }
   | { op: 'x0'; out: Float32Array; xin: Float32Array; v: Float32Array; sigma: number }
   | {
-    op: 'predict'; p: number; x: Float32Array; state: Float32Array; xin: Float32Array; m0: Float32Array;
+    op: 'predict'; p: number; state: Float32Array; xin: Float32Array; m0: Float32Array;
     ratio: number; hPhi1: number; Bh: number;
     /** p > 1: D_1's buffer and weights; p > 2: D_2's; `partial` carries the corrector's sum */
     m1: Float32Array | null; r1: number; pP1: number; pC1: number;
@@ -48,16 +49,16 @@ function x0({ out, xin, v, sigma }: Extract<Pass, { op: 'x0' }>, j0: number, j1:
 }
 
 function predict(a: Extract<Pass, { op: 'predict' }>, j0: number, j1: number): void {
-  const { p, x, state, xin, m0, ratio, hPhi1, Bh } = a;
+  const { p, state, xin, m0, ratio, hPhi1, Bh } = a;
   if (p === 1) {
-    for (let j = j0; j < j1; j++) xin[j] = state[j] = Math.fround(ratio * x[j]) - Math.fround(hPhi1 * m0[j]);
+    for (let j = j0; j < j1; j++) xin[j] = state[j] = Math.fround(ratio * state[j]) - Math.fround(hPhi1 * m0[j]);
     return;
   }
   const { m1, r1, pP1, pC1, r2, pP2, pC2 } = a;
   const m2 = a.m2 ?? m0;
   const partial = a.partial!;
   for (let j = j0; j < j1; j++) {
-    const base = Math.fround(Math.fround(ratio * x[j]) - Math.fround(hPhi1 * m0[j]));
+    const base = Math.fround(Math.fround(ratio * state[j]) - Math.fround(hPhi1 * m0[j]));
     state[j] = base;
     const d1 = Math.fround((m1![j] - m0[j]) / r1);
     // sums start at 0 as the reference's do (0 + -0 is +0)
