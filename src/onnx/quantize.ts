@@ -43,7 +43,13 @@ export function quantizedLayout(n: number, k: number, bits: number, blockSize: n
   return { blocks, blobSize, zpCols, bBytes, scaleBytes, zpBytes, total: bBytes + scaleBytes + zpBytes };
 }
 
-/** Quantizes rows [N, K] of float32 weights into the packed buffers. */
+/**
+ * Quantizes rows [N, K] of float32 weights into the packed buffers. Every weight of a large network passes
+ * through here once (21 billion for `low`'s DiT and LLaMA), so the inner loops stay branch-light.
+ * round(v / scale) + zp is computed as trunc(v * (1 / scale) + zp + 0.5): the range includes 0 and zp is
+ * round(-lo / scale), so the sum is never below 0 (beyond float error, which truncates to 0) and at most one
+ * past qmax, the one clamp left.
+ */
 export function quantizeRows(w: Float32Array, n: number, k: number, bits: 4 | 8, blockSize: number) {
   const L = quantizedLayout(n, k, bits, blockSize);
   const B = new Uint8Array(L.bBytes);
@@ -51,26 +57,36 @@ export function quantizeRows(w: Float32Array, n: number, k: number, bits: 4 | 8,
   const zps = new Uint8Array(L.zpBytes);
   const qmax = (1 << bits) - 1;
   for (let r = 0; r < n; r++) {
+    const row = r * k;
     for (let b = 0; b < L.blocks; b++) {
-      const start = b * blockSize, end = Math.min(k, start + blockSize);
+      const start = row + b * blockSize, end = Math.min(row + k, start + blockSize);
       let lo = 0, hi = 0;
       for (let i = start; i < end; i++) {
-        const v = w[r * k + i];
+        const v = w[i];
         if (v < lo) lo = v;
-        if (v > hi) hi = v;
+        else if (v > hi) hi = v;
       }
       const scale = hi > lo ? (hi - lo) / qmax : 1;
-      const zp = Math.min(qmax, Math.max(0, Math.round(-lo / scale)));
+      const inv = 1 / scale;
+      const zp = Math.min(qmax, Math.max(0, Math.round(-lo * inv)));
+      const zpHalf = zp + 0.5;
       scales[r * L.blocks + b] = scale;
       if (bits === 8) zps[r * L.zpCols + b] = zp;
       else zps[r * L.zpCols + (b >> 1)] |= zp << ((b & 1) * 4);
       const base = (r * L.blocks + b) * L.blobSize;
-      for (let i = 0; i < blockSize; i++) {
-        const col = start + i;
-        const v = col < end ? w[r * k + col] : 0;
-        const q = Math.min(qmax, Math.max(0, Math.round(v / scale) + zp));
-        if (bits === 8) B[base + i] = q;
-        else B[base + (i >> 1)] |= q << ((i & 1) * 4);
+      // columns past K (the last block's zero padding) quantize to zp
+      const filled = end - start;
+      if (bits === 8) {
+        for (let i = 0; i < filled; i++) {
+          const q = (w[start + i] * inv + zpHalf) | 0;
+          B[base + i] = q > 255 ? 255 : q;
+        }
+        for (let i = filled; i < blockSize; i++) B[base + i] = zp;
+      } else {
+        for (let i = 0; i < blockSize; i++) {
+          const q = i < filled ? (w[start + i] * inv + zpHalf) | 0 : zp;
+          B[base + (i >> 1)] |= (q > 15 ? 15 : q) << ((i & 1) * 4);
+        }
       }
     }
   }

@@ -71,12 +71,15 @@ export interface ThreadReply { reply: Record<string, unknown>; transfer?: ArrayB
 
 /**
  * The worker's side: runs `handle` for each message and posts its reply (none for messages without an id).
- * A throw is answered as { id, error } after `onError` (e.g. to drop the state the message named).
+ * A throw (or a rejection, for a handler that does I/O) is answered as { id, error } after `onError` (e.g. to
+ * drop the state the message named). A synchronous handler still runs as its message arrives, in order.
  */
-export function serveThread<M extends { id?: number }>(handle: (msg: M) => ThreadReply | null, onError?: (msg: M) => void): void {
-  parentPort!.on('message', (msg: M) => {
+export function serveThread<M extends { id?: number }>(
+  handle: (msg: M) => ThreadReply | null | Promise<ThreadReply | null>, onError?: (msg: M) => void,
+): void {
+  parentPort!.on('message', async (msg: M) => {
     try {
-      const res = handle(msg);
+      const res = await handle(msg);
       if (res && msg.id !== undefined) parentPort!.postMessage({ id: msg.id, ...res.reply }, res.transfer ?? []);
     } catch (err) {
       onError?.(msg);

@@ -18,10 +18,10 @@ import { join } from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { appError, AppError } from '../errors.js';
-import { prepareQuantized } from '../onnx/quantize.js';
 import type { HostDType, HostTensor } from '../onnx/safetensors.js';
 import * as capi from './ort-api.js';
 import { lowerThisThread } from './priority.js';
+import { prepareAll } from './quantize-threads.js';
 import {
   buffersOf, isRef, nest, type CreatePayload, type CreateResult, type Feed, type KeptTensor, type Request, type Response,
   type RunRequest, type RunResult,
@@ -255,8 +255,7 @@ function removeTelemetryLog(): void {
 }
 
 async function create(p: CreatePayload): Promise<CreateResult> {
-  const prepared: CreateResult['prepared'] = [];
-  for (const job of p.prepare) prepared.push({ file: job.file, status: await prepareQuantized(job) });
+  const prepared = await prepareAll(p.prepare);
   const config = { ...p.config };
   if (p.externalFolder) config['session.model_external_initializers_file_folder_path'] = p.externalFolder;
   const defaults = p.inputDefaults ?? {};
