@@ -80,7 +80,11 @@ export type CudaNetwork = 'default' | 'dit' | 'vae' | 'encoders';
  *                                           graphs have only small float32 islands, so this costs nothing there;
  *   cudnn_conv_algo_search HEURISTIC        cuDNN's heuristic picks a convolution algorithm in milliseconds; the
  *                                           exhaustive search (ONNX Runtime's default) took 0.5-1.2 s per new
- *                                           input shape and sizes its workspaces from the free device memory.
+ *                                           input shape and sizes its workspaces from the free device memory;
+ *                                           for the VAE's untiled decode it was also 5x slower once searched
+ *                                           (28.0 s against 5.17 s on the H100).
+ * Measured and left unset: prefer_nhwc (the VAE's decode 5.51 s against 5.17 s), sdpa_kernel (ORT's default
+ * attention kernel is the fastest at the DiT's shapes).
  * FRAMEPACK_CUDA_OPTIONS overrides them: "key=value;..." for every network, "vae:key=value" for one
  * (networks: dit, vae, encoders, default).
  */
