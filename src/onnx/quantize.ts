@@ -19,7 +19,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { float32ToFloat8e4m3 } from './half.js';
+import { bfloat16ToFloat32, float32ToFloat8e4m3 } from './half.js';
 import { decodeToFloat32, ST_ITEM_SIZE, type TensorEntry } from './safetensors.js';
 
 export interface QuantJob {
@@ -50,9 +50,10 @@ export function quantizedLayout(n: number, k: number, bits: number, blockSize: n
  * round(-lo / scale), so the sum is never below 0 (beyond float error, which truncates to 0) and at most one
  * past qmax, the one clamp left.
  */
-export function quantizeRows(w: Float32Array, n: number, k: number, bits: 4 | 8, blockSize: number) {
+export function quantizeRows(w: Float32Array, n: number, k: number, bits: 4 | 8, blockSize: number, scratch?: Scratch) {
   const L = quantizedLayout(n, k, bits, blockSize);
-  const B = new Uint8Array(L.bBytes);
+  const B = scratch ? scratch.take('packed', L.bBytes) : new Uint8Array(L.bBytes);
+  if (scratch && bits === 4) B.fill(0); // 4-bit codes are OR-ed into place
   const scales = new Float32Array(n * L.blocks);
   const zps = new Uint8Array(L.zpBytes);
   const qmax = (1 << bits) - 1;
@@ -128,8 +129,34 @@ export function quantizeFp8(w: Float32Array, scale: number): Uint8Array {
   return float32ToFloat8e4m3(scaled);
 }
 
-/** Writes the prepared file of `job` unless a complete one exists. Reads the source a slab of rows at a time. */
-export async function prepareQuantized(job: QuantJob): Promise<'cached' | 'written'> {
+/**
+ * Slab memory reused from slab to slab and file to file. Fresh memory costs a page fault per 4 KiB at first
+ * touch: with a new read buffer, float32 copy and packed output for every 64 MB slab, decoding bf16 ran at
+ * ~55M weights/s where the loop itself does ~900M/s, and the whole file at ~27M/s.
+ */
+export class Scratch {
+  private readonly views = new Map<string, Uint8Array<ArrayBuffer>>();
+  /** `bytes` bytes of the buffer named `name` (contents undefined), grown when too small. */
+  take(name: string, bytes: number): Uint8Array<ArrayBuffer> {
+    let v = this.views.get(name);
+    if (!v || v.length < bytes) this.views.set(name, v = new Uint8Array(bytes));
+    return v.subarray(0, bytes);
+  }
+}
+
+/** Source bytes (of `dtype`) as float32, into the scratch's memory. */
+function decodeSlab(dtype: TensorEntry['dtype'], bytes: Uint8Array, scratch: Scratch): Float32Array {
+  if (dtype !== 'BF16') return decodeToFloat32(dtype, bytes);
+  const n = bytes.length / 2;
+  const out = scratch.take('floats', n * 4);
+  return bfloat16ToFloat32(new Uint16Array(bytes.buffer, bytes.byteOffset, n), new Float32Array(out.buffer, out.byteOffset, n));
+}
+
+/**
+ * Writes the prepared file of `job` unless a complete one exists. Reads the source a slab of rows at a time,
+ * into `scratch` (pass one to reuse its memory across files; by default a new one per file).
+ */
+export async function prepareQuantized(job: QuantJob, scratch = new Scratch()): Promise<'cached' | 'written'> {
   const existing = await stat(job.file).catch(() => null);
   if (existing && existing.size === job.size) return 'cached';
   const [n, k] = job.source.shape;
@@ -144,10 +171,11 @@ export async function prepareQuantized(job: QuantJob): Promise<'cached' | 'writt
     const slabs = async (each: (w: Float32Array, r0: number, rows: number) => Promise<void>) => {
       for (let r0 = 0; r0 < n; r0 += rowsPerSlab) {
         const rows = Math.min(rowsPerSlab, n - r0);
-        const bytes = new Uint8Array(rows * k * item);
+        // 8-byte aligned (a fresh buffer's start) for the typed views of any dtype
+        const bytes = scratch.take('source', rows * k * item);
         const { bytesRead } = await src.read(bytes, 0, bytes.length, job.source.offset + r0 * k * item);
         if (bytesRead !== bytes.length) throw new Error(`${job.source.file}: truncated while reading ${job.source.key}`);
-        await each(decodeToFloat32(job.source.dtype, bytes), r0, rows);
+        await each(decodeSlab(job.source.dtype, bytes, scratch), r0, rows);
       }
     };
     if (job.bits === 'fp8') {
@@ -162,7 +190,7 @@ export async function prepareQuantized(job: QuantJob): Promise<'cached' | 'writt
       const scalesAll = new Float32Array(n * L.blocks);
       const zpsAll = new Uint8Array(L.zpBytes);
       await slabs(async (w, r0, rows) => {
-        const q = quantizeRows(w, rows, k, bits, job.blockSize);
+        const q = quantizeRows(w, rows, k, bits, job.blockSize, scratch);
         await dst.write(q.B, 0, q.B.length, r0 * L.blocks * L.blobSize);
         scalesAll.set(q.scales, r0 * L.blocks);
         zpsAll.set(q.zps, r0 * L.zpCols);

@@ -1,7 +1,8 @@
 /**
  * Prepares a network's quantized weight files (8-bit MatMulNBits, FP8) over several threads. The first
  * session of `low` quantizes every linear of the DiT and of LLaMA, 21 billion weights: on one thread that
- * took about 11 minutes of the H100 host's first setup (LLaMA alone 225 s), while the host had 15 idle cores.
+ * took over 10 minutes of the H100 host's first setup (LLaMA alone 225 s), while the host had 15 idle cores
+ * (`node dist/scripts/quantize-speed.js` measures the rate).
  * Files are independent, so each thread takes the next unprepared file until none is left; files already
  * prepared are only checked (`cached`), which costs a stat.
  *
@@ -9,7 +10,7 @@
  * float32 copy at a time); on a machine of 1 or 2 cores the files are prepared on the calling thread.
  */
 import { availableParallelism } from 'node:os';
-import { prepareQuantized, type QuantJob } from '../onnx/quantize.js';
+import { prepareQuantized, Scratch, type QuantJob } from '../onnx/quantize.js';
 import { ThreadClient } from './thread-rpc.js';
 
 export type Prepared = { file: string; status: 'cached' | 'written' };
@@ -20,7 +21,8 @@ export async function prepareAll(jobs: QuantJob[], threads = quantizeThreadCount
   const status: Prepared['status'][] = new Array(jobs.length);
   const count = Math.min(threads, jobs.length);
   if (count < 2) {
-    for (let i = 0; i < jobs.length; i++) status[i] = await prepareQuantized(jobs[i]);
+    const scratch = new Scratch();
+    for (let i = 0; i < jobs.length; i++) status[i] = await prepareQuantized(jobs[i], scratch);
   } else {
     const clients = Array.from({ length: count }, () => new ThreadClient(new URL('./quantize-worker.js', import.meta.url), 'quantizing weights'));
     let next = 0;

@@ -4,10 +4,11 @@
  *
  * Messages: { id, job } -> { status: 'cached' | 'written' }
  */
-import { prepareQuantized, type QuantJob } from '../onnx/quantize.js';
+import { prepareQuantized, Scratch, type QuantJob } from '../onnx/quantize.js';
 import { lowerThisThread } from './priority.js';
 import { serveThread } from './thread-rpc.js';
 
 lowerThisThread();
 
-serveThread<{ id: number; job: QuantJob }>(async (msg) => ({ reply: { status: await prepareQuantized(msg.job) } }));
+const scratch = new Scratch(); // this thread's slab memory, for every file it writes
+serveThread<{ id: number; job: QuantJob }>(async (msg) => ({ reply: { status: await prepareQuantized(msg.job, scratch) } }));

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Graph, sourceHash } from '../../src/onnx/graph.js';
 import { bfloat16ToFloat32, float32ToBFloat16 } from '../../src/onnx/half.js';
-import { dequantizeRows, quantizeRows, quantizedLayout } from '../../src/onnx/quantize.js';
+import { dequantizeRows, quantizeRows, quantizedLayout, Scratch } from '../../src/onnx/quantize.js';
 import type { Checkpoint } from '../../src/onnx/safetensors.js';
 import { Session, terminateWorkers } from '../../src/runtime/session.js';
 import { assertClose, bytesOf, f32, linearCheckpoint, rand, relL2, tempDir } from './helpers.js';
@@ -48,6 +48,18 @@ describe('block quantization', () => {
       assert.equal(back[3], 0);
     });
   }
+
+  test('packing into reused scratch memory gives the fresh-memory result, whatever the memory held', () => {
+    for (const bits of [8, 4] as const) {
+      const scratch = new Scratch();
+      scratch.take('packed', 4096).fill(0xa5);
+      const reused = quantizeRows(W, N, K, bits, 16, scratch);
+      const fresh = quantizeRows(W, N, K, bits, 16);
+      assert.deepEqual(reused.B, fresh.B, `${bits}-bit codes`);
+      assert.deepEqual(reused.scales, fresh.scales);
+      assert.deepEqual(reused.zps, fresh.zps);
+    }
+  });
 
   test('layout rejects block sizes MatMulNBits does not take', () => {
     assert.throws(() => quantizedLayout(4, 32, 4, 24), /power of two >= 16/);
