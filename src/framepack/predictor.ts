@@ -20,6 +20,7 @@ import { appError } from '../errors.js';
 import { resolveModels, type ModelDirs } from '../hub/resolve.js';
 import { buildSiglipVision } from '../nets/siglip.js';
 import { fusedBlocks, type DitGraphs } from '../nets/dit.js';
+import type { BuiltModel } from '../onnx/graph.js';
 import { Checkpoint, loadTensors, saveTensors, type HostTensor } from '../onnx/safetensors.js';
 import type { Predictor, PredictorContext, PredictorOptions, SetupContext } from '../predictor.js';
 import { chooseDitFp8 } from '../runtime/fp8-choice.js';
@@ -40,7 +41,7 @@ import {
 import { combineLoras, fetchLora, type LoraInput } from './lora-files.js';
 import { imageTokens } from './sections.js';
 import { provenanceOf } from './provenance.js';
-import { encodePrompt, loadTextEncoders, type TextEncoders } from './text.js';
+import { encodePrompt, textEncoderLoader, type TextEncoders } from './text.js';
 import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
 import { Vae } from './vae-decode.js';
 import type { VideoPixels } from './video-pixels.js';
@@ -136,11 +137,15 @@ export class FramePackModels implements FramePackNets {
     this.log = setupLog;
     const p = placement;
     const encoders = { ep: p.ep, deviceId: p.deviceId, precision: p.precision.encoders };
-    this.text = new Slot(this.timed('text encoders', 'encoders', () => loadTextEncoders(dirs, {
+    // graphs (and tokenizers) are built once: placements that release the encoders recreate only the sessions
+    this.text = new Slot(this.timed('text encoders', 'encoders', textEncoderLoader(dirs, {
       ...encoders, quantize: p.quantize.llama ? { bits: p.quantize.llama } : undefined,
     })));
-    this.siglip = new Slot(this.timed('SigLIP', 'encoders', async () =>
-      Session.create(buildSiglipVision(await Checkpoint.open(dirs.imageEncoder), encoders), { ep: p.ep, deviceId: p.deviceId })));
+    let siglipGraph: BuiltModel | null = null;
+    this.siglip = new Slot(this.timed('SigLIP', 'encoders', async () => {
+      siglipGraph ??= buildSiglipVision(await Checkpoint.open(dirs.imageEncoder), encoders);
+      return Session.create(siglipGraph, { ep: p.ep, deviceId: p.deviceId });
+    }));
     this.dit = new Slot(this.timed('DiT', 'dit', () => PackedTransformer.create(ditGraphs, ditOptions(p, fp8))));
     this.ditF1 = new Slot(this.timed('F1 DiT', 'dit', async () => PackedTransformer.create(await this.f1TransformerGraphs(), ditOptions(p, fp8))));
   }

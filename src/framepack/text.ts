@@ -17,7 +17,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Tokenizer } from 'tokenizers';
-import type { Precision } from '../onnx/graph.js';
+import type { BuiltModel, Precision } from '../onnx/graph.js';
 import { Checkpoint, type HostTensor } from '../onnx/safetensors.js';
 import { buildClipText } from '../nets/clip.js';
 import { buildLlama } from '../nets/llama.js';
@@ -253,24 +253,47 @@ export interface TextEncoders {
   release(): Promise<void>;
 }
 
-export async function loadTextEncoders(dirs: TextEncoderDirs, opts: EncoderSessionOptions): Promise<TextEncoders> {
-  const llamaTokenizer = loadLlamaTokenizer(dirs.tokenizer);
-  const clipTokenizer = loadClipTokenizer(dirs.tokenizer2);
-  const session = { ep: opts.ep, deviceId: opts.deviceId };
-  const llama = await Session.create(buildLlama(await Checkpoint.open(dirs.textEncoder), opts), session);
-  let clip: Session;
-  try {
-    clip = await Session.create(buildClipText(await Checkpoint.open(dirs.textEncoder2), opts), session);
-  } catch (err) {
-    await llama.release();
-    throw err;
-  }
-  return {
-    llamaTokenizer, clipTokenizer, llama, clip,
-    async release() {
-      await Promise.all([llama.release(), clip.release()]);
-    },
+/**
+ * The text encoders' maker: tokenizers and graphs are made on the first call and kept, sessions on every call.
+ * A placement that releases the encoders between requests calls it once per request, and loading LLaMA-3's
+ * tokenizer.json and building the two graphs are hundreds of milliseconds of blocking JavaScript (0.4-0.8 s
+ * for the tokenizer alone on a 2-core machine) that would stall the event loop in every request. What is kept
+ * is host memory of a few MB: the weights stay external, in the checkpoint files.
+ */
+export function textEncoderLoader(dirs: TextEncoderDirs, opts: EncoderSessionOptions): () => Promise<TextEncoders> {
+  let made: Promise<{ llamaTokenizer: PromptTokenizer; clipTokenizer: PromptTokenizer; llama: BuiltModel; clip: BuiltModel }> | null = null;
+  const make = async () => ({
+    llamaTokenizer: loadLlamaTokenizer(dirs.tokenizer),
+    clipTokenizer: loadClipTokenizer(dirs.tokenizer2),
+    llama: buildLlama(await Checkpoint.open(dirs.textEncoder), opts),
+    clip: buildClipText(await Checkpoint.open(dirs.textEncoder2), opts),
+  });
+  return async () => {
+    if (!made) {
+      made = make();
+      made.catch(() => { made = null; }); // a broken folder is read again next time
+    }
+    const { llamaTokenizer, clipTokenizer, llama: llamaModel, clip: clipModel } = await made;
+    const session = { ep: opts.ep, deviceId: opts.deviceId };
+    const llama = await Session.create(llamaModel, session);
+    let clip: Session;
+    try {
+      clip = await Session.create(clipModel, session);
+    } catch (err) {
+      await llama.release();
+      throw err;
+    }
+    return {
+      llamaTokenizer, clipTokenizer, llama, clip,
+      async release() {
+        await Promise.all([llama.release(), clip.release()]);
+      },
+    };
   };
+}
+
+export function loadTextEncoders(dirs: TextEncoderDirs, opts: EncoderSessionOptions): Promise<TextEncoders> {
+  return textEncoderLoader(dirs, opts)();
 }
 
 const int64 = (values: number[]): HostTensor =>

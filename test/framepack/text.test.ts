@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   CLIP_MAX_LENGTH, CROP_START, LLAMA_MAX_PROMPT_TOKENS, LLAMA_PADDED_LENGTH, LLAMA_TEMPLATE, cropOrPadYieldMask,
-  encodePrompt, loadClipTokenizer, loadLlamaTokenizer, loadTextEncoders, tokenizeClip, tokenizeLlama, type TextEncoders,
+  encodePrompt, loadClipTokenizer, loadLlamaTokenizer, loadTextEncoders, textEncoderLoader, tokenizeClip, tokenizeLlama, type TextEncoders,
 } from '../../src/framepack/text.js';
 import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
@@ -135,5 +135,29 @@ describe('encodePrompt against the cases', () => {
   it('the empty prompt keeps only <|eot_id|> (one row)', async () => {
     const cond = await encodePrompt(await load(), '');
     assert.equal((cond.llamaMask.data as BigInt64Array).reduce((n, v) => n + Number(v), 0), 1);
+  });
+});
+
+describe('text encoders made again (placements that release them between requests)', () => {
+  it('keeps the tokenizers and graphs, makes new sessions, and encodes the same', async () => {
+    const dirs = {
+      textEncoder: join(hunyuan(), 'text_encoder'), tokenizer: join(hunyuan(), 'tokenizer'),
+      textEncoder2: join(hunyuan(), 'text_encoder_2'), tokenizer2: join(hunyuan(), 'tokenizer_2'),
+    };
+    const make = textEncoderLoader(dirs, { ep: 'cpu', precision: 'float32' });
+    const first = await make();
+    const a = await encodePrompt(first, 'a fox in the snow');
+    await first.release();
+    const second = await make();
+    try {
+      assert.equal(second.llamaTokenizer, first.llamaTokenizer);
+      assert.equal(second.clipTokenizer, first.clipTokenizer);
+      assert.notEqual(second.llama, first.llama);
+      const b = await encodePrompt(second, 'a fox in the snow');
+      assert.deepEqual(b.llamaVec.data, a.llamaVec.data);
+      assert.deepEqual(b.clipPooler.data, a.clipPooler.data);
+    } finally {
+      await second.release();
+    }
   });
 });
