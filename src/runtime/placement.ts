@@ -60,8 +60,8 @@ export const MEDIUM_MIN_FREE_MIB = 44 * 1024;
 
 /**
  * Free VRAM for `low`: the whole default request ran on an H100 with all but 19.5 GiB held by another process,
- * peaking at 17.4 GiB (2026-11-25, onnxruntime-node). Still an estimate on the C API: its run within 24 GiB did
- * not finish for lack of device time. Below this the CPU is the only safe choice.
+ * peaking at 17.4 GiB on onnxruntime-node (2026-11-25) and at 18.7 GiB on the C API (2026-12-06, 94.2 s).
+ * Below this the CPU is the only safe choice.
  */
 export const LOW_MIN_FREE_MIB = 20 * 1024;
 
