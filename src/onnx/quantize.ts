@@ -152,13 +152,18 @@ function decodeSlab(dtype: TensorEntry['dtype'], bytes: Uint8Array, scratch: Scr
   return bfloat16ToFloat32(new Uint16Array(bytes.buffer, bytes.byteOffset, n), new Float32Array(out.buffer, out.byteOffset, n));
 }
 
+/** Whether `job`'s file is there and complete (files are renamed into place whole, so its size tells). */
+export async function isPrepared(job: QuantJob): Promise<boolean> {
+  const existing = await stat(job.file).catch(() => null);
+  return existing?.size === job.size;
+}
+
 /**
  * Writes the prepared file of `job` unless a complete one exists. Reads the source a slab of rows at a time,
  * into `scratch` (pass one to reuse its memory across files; by default a new one per file).
  */
 export async function prepareQuantized(job: QuantJob, scratch = new Scratch()): Promise<'cached' | 'written'> {
-  const existing = await stat(job.file).catch(() => null);
-  if (existing && existing.size === job.size) return 'cached';
+  if (await isPrepared(job)) return 'cached';
   const [n, k] = job.source.shape;
   const item = ST_ITEM_SIZE[job.source.dtype];
   await mkdir(dirname(job.file), { recursive: true });
