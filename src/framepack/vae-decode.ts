@@ -37,7 +37,9 @@ export interface VaeOptions {
   spatialTiling?: boolean;
   /**
    * How a tiled decode tiles: 'diffusers' (default; the original's tiles), or 'fit': 2 x 2 equal tiles, then
-   * 3 x 3, then diffusers' tiles, each next one only after the device ran out of memory (remembered).
+   * 3 x 3, then diffusers' tiles, each next one only after the device ran out of memory (remembered). Under
+   * 'fit' the encode (one image) runs untiled, as the original's high-VRAM path runs it, and tiles only after
+   * running out of memory (remembered).
    */
   tiles?: 'diffusers' | 'fit';
   /** told when a decode moves to smaller tiles after running out of device memory */
@@ -138,6 +140,8 @@ export class Vae {
   private stitcher = new Stitcher();
   /** index into FIT_GRIDS of the layout a tiled decode uses now */
   private fit = 0;
+  /** under 'fit': an untiled encode ran out of device memory, so encodes tile from now on */
+  private encodeTiles = false;
 
   private constructor(readonly ckpt: Checkpoint, readonly opts: VaeOptions) {
     this.config = vaeConfig(ckpt.config);
@@ -202,7 +206,7 @@ export class Vae {
     return this.chunk('decoder', z, signal, shrink);
   }
 
-  /** diffusers `encode(x).latent_dist` (mean, std), with spatial tiling when enabled and the image exceeds 256 px. */
+  /** diffusers `encode(x).latent_dist` (mean, std), with spatial tiling when enabled (see VaeOptions.tiles) and the image exceeds 256 px. */
   async encode(x: HostTensor, opts: EncodeOptions = {}): Promise<Posterior> {
     return posterior(await this.moments(x, opts), this.config.latentChannels);
   }
@@ -213,14 +217,23 @@ export class Vae {
     if (B !== 1 || C !== this.config.inChannels || x.dims.length !== 5) throw new Error(`VAE encode: expected (1, ${this.config.inChannels}, T, H, W), got (${x.dims.join(', ')})`);
     if (H % 8 || W % 8) throw new Error(`VAE encode: height and width must be multiples of 8, got ${H}x${W}`);
     if (T > 16) throw new Error(`VAE encode: ${T} frames would need temporal tiled encoding, which FramePack never uses`);
-    if (this.opts.spatialTiling && encodeNeedsSpatialTiling(H, W)) {
+    const tiled = async () => {
       const plan = encodeSpatialPlan(H, W);
       const tiles = await runByShape(tilesOf(plan, H, W), (t) => this.encodeChunk(crop5(x, 0, T, t.y0, t.y1, t.x0, t.x1), signal));
       return this.stitch(plan, tiles);
+    };
+    const mayTile = !!this.opts.spatialTiling && encodeNeedsSpatialTiling(H, W);
+    if (mayTile && (this.opts.tiles !== 'fit' || this.encodeTiles)) return tiled();
+    // The session takes its input's buffer: a copy unless the caller hands x over (and not when a tiled retry
+    // may still need x). An encode happens once per request, so its memory goes back afterwards.
+    try {
+      return await this.encodeChunk(consume && !mayTile ? x : crop5(x, 0, T, 0, H, 0, W), signal, true);
+    } catch (err) {
+      if (!mayTile || !isGpuOutOfMemory(err)) throw err;
+      this.encodeTiles = true;
+      this.opts.onTiles?.('VAE encode untiled ran out of device memory; now diffusers\' 256-pixel tiles');
+      return tiled();
     }
-    // the session takes its input's buffer: a copy unless the caller hands x over. An encode happens once per
-    // request, so its memory goes back afterwards.
-    return this.encodeChunk(consume ? x : crop5(x, 0, T, 0, H, 0, W), signal, true);
   }
 
   /** FramePack's start latent: posterior mean x scaling factor, (1, latent, 1, H/8, W/8) (the std is not computed). */

@@ -319,6 +319,41 @@ describe('VAE spatial tiling (low-VRAM mode)', () => {
   });
 });
 
+describe('VAE encode under fit tiles (high and medium placements)', () => {
+  it('runs untiled as the original\'s high-VRAM path; out of device memory -> diffusers\' tiles, told once, remembered', async () => {
+    const x = wave([1, 3, 1, 288, 320], 0.011, 0.9); // diffusers would tile this: 2 x 2 tiles of 256 px
+    const plain = await Vae.load(vaeDir(), { ep: 'cpu', precision: 'float32' });
+    const tiled = await Vae.load(vaeDir(), { ep: 'cpu', precision: 'float32', spatialTiling: true });
+    const told: string[] = [];
+    const fit = await Vae.load(vaeDir(), { ep: 'cpu', precision: 'float32', spatialTiling: true, tiles: 'fit', onTiles: (m) => told.push(m) });
+    try {
+      const untiledMean = (await plain.encode(x)).mean;
+      const tiledMean = (await tiled.encode(x)).mean;
+      assert.ok(relL2(tiledMean, untiledMean) > 0, 'the tiled encode must differ for this test to tell them apart');
+      assert.equal(relL2((await fit.encode(x)).mean, untiledMean), 0);
+
+      const shapes: number[][] = [];
+      const real = (fit as any).encodeChunk.bind(fit);
+      (fit as any).encodeChunk = (xx: HostTensor, ...rest: unknown[]) => {
+        shapes.push(xx.dims.slice(3));
+        if (shapes.length === 1) throw new Error('ONNX Runtime RunWithBinding failed: Failed to allocate memory for requested buffer of size 4294967296');
+        return real(xx, ...rest);
+      };
+      const image = Float32Array.from(x.data as Float32Array);
+      assert.equal(relL2((await fit.encode(x, { consume: true })).mean, tiledMean), 0);
+      assert.deepEqual(x.data, image, 'the input survives the failed untiled try');
+      assert.equal(relL2((await fit.encode(x)).mean, tiledMean), 0);
+      // the untiled try, then 2 x 2 tiles of at most 256 px for each of the two encodes
+      assert.deepEqual(shapes[0], [288, 320]);
+      assert.equal(shapes.length, 9);
+      assert.ok(shapes.slice(1).every(([h, w]) => h <= 256 && w <= 256), JSON.stringify(shapes));
+      assert.deepEqual(told, ['VAE encode untiled ran out of device memory; now diffusers\' 256-pixel tiles']);
+    } finally {
+      await Promise.all([plain.release(), tiled.release(), fit.release()]);
+    }
+  });
+});
+
 describe('VAE parameter list', () => {
   it('matches the fixture checkpoint key for key, and the real VAE has 246,478,803 parameters (spec 1.7)', async () => {
     const { Checkpoint } = await import('../../src/onnx/safetensors.js');
