@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # One measurement round on the GPU machine, in steps that fit one call each (device time is scarce):
 #   scripts/gpu/round.sh part DIR      copy a bundle part (scripts/gpu/bundle.sh) into /tmp/gpu
-#   scripts/gpu/round.sh anchor        the original's whole request (../shared/scripts/anchor/framepack_request.py,
-#                                      copied next to this script) on FramePack/diffusers unpacked from upstream.tar.xz
+#   scripts/gpu/round.sh anchor ARCHIVE [REPEAT] [framepack_request.py args]   the original's whole request
+#                                      (../shared/scripts/anchor/framepack_request.py, copied next to this script) on
+#                                      FramePack/diffusers unpacked from ARCHIVE, into $ANCHOR_OUT.json (anchor.json);
+#                                      TeaCache on: ANCHOR_OUT=anchor-teacache round.sh anchor ARCHIVE 1 --teacache 1
 #   scripts/gpu/round.sh setup         node + node_modules + CUDA provider, a static ffmpeg, random full weights
 #   scripts/gpu/round.sh parity        the CUDA parity suite (float32 with TF32 off at 1e-4)
-#   scripts/gpu/round.sh high|medium|low [request.js args]   the default request through the server
+#   scripts/gpu/round.sh high|medium|low [request.js args]   the default request through the server; the caches:
+#                                      round.sh high --input '{"use_teacache":true}' --then-input '{"cache":"magcache"}' --then-repeat 1
 #   scripts/gpu/round.sh dit [dit-forward.js args]   the DiT forward alone, unfused against fused graphs
 #   scripts/gpu/round.sh fp8           which FP8 ops the CUDA EP runs, bf16 vs FP8 GEMMs, the FP8 DiT's GPU test,
 #                                      and the DiT forward bf16 against FP8 (amax by ReduceMax and by GlobalMaxPool)
@@ -33,7 +36,7 @@ case "$step" in
   anchor)
     mkdir -p "$tmp/up" && tar -xJf "$1" -C "$tmp/up"
     nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv > "$out/gpu.txt"
-    PYTHONUNBUFFERED=1 python3 framepack_request.py --src "$tmp/up" --repeat "${2:-2}" --out "$out/anchor.json" 2>&1 | tail -20 ;;
+    PYTHONUNBUFFERED=1 python3 framepack_request.py --src "$tmp/up" --repeat "${2:-2}" "${@:3}" --out "$out/${ANCHOR_OUT:-anchor}.json" 2>&1 | tail -20 ;;
   setup)
     sed "s#/tmp/gpu#$tmp#g" "$tmp/unpack.sh" > "$tmp/unpack-here.sh" && source "$tmp/unpack-here.sh" || exit 1
     [ -x "$tmp/ffmpeg" ] || { xz -dc ffmpeg.xz > "$tmp/ffmpeg" && chmod +x "$tmp/ffmpeg"; }
