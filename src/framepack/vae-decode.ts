@@ -42,7 +42,7 @@ export interface VaeOptions {
    * running out of memory (remembered).
    */
   tiles?: 'diffusers' | 'fit';
-  /** told when a decode moves to smaller tiles after running out of device memory */
+  /** told when a decode moves to smaller tiles, or the encode to tiles, after running out of device memory */
   onTiles?: (message: string) => void;
 }
 
