@@ -236,7 +236,7 @@ async function choosePolicy(inputs: PlacementInputs, env: NodeJS.ProcessEnv): Pr
 /** One log line naming the policy and what it implies. */
 export function describePlacement(p: Placement): string {
   const device = p.ep === 'cpu' ? 'cpu' : `${p.ep}:${p.deviceId}`;
-  const tiling = (!p.vaeTiling ? 'VAE untiled' : p.vaeTiles === 'fit' ? 'VAE in 2 x 2 tiles (smaller on out of memory)' : 'VAE tiled') +
+  const tiling = (!p.vaeTiling ? 'VAE untiled' : p.vaeTiles === 'fit' ? 'VAE decode in 2 x 2 tiles (smaller on out of memory), encode untiled' : 'VAE tiled') +
     (p.decodeBesideSampling ? ', decoding beside sampling' : '');
   const what = p.policy === 'high' ? `every session resident; ${tiling}`
     : p.policy === 'medium' ? `DiT and VAE resident, encoders created per request; ${tiling}`
