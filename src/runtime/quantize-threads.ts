@@ -12,9 +12,10 @@
  */
 import { availableParallelism } from 'node:os';
 import { isPrepared, prepareQuantized, Scratch, type QuantJob } from '../onnx/quantize.js';
+import type { CreateResult } from './protocol.js';
 import { ThreadClient } from './thread-rpc.js';
 
-export type Prepared = { file: string; status: 'cached' | 'written' };
+type Prepared = CreateResult['prepared'][number];
 
 export const quantizeThreadCount = (cores = availableParallelism()): number => Math.min(8, Math.max(0, cores - 1));
 
