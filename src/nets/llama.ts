@@ -10,7 +10,7 @@
  *
  * Inputs: input_ids int64 (B, S); attention_mask int64 (B, S), 1 = token, 0 = padding (keys only, as
  * transformers does; positions are always 0..S-1). Output: hidden_states_minus_3 float32 (B, S, D).
- * FramePack runs only the real tokens with a mask of ones (padding on the right never influences them).
+ * FramePack feeds the tokenizer's whole padded length (src/framepack/text.ts).
  */
 import { Graph, type BuiltModel, type Precision, type Value } from '../onnx/graph.js';
 import { Checkpoint, type HostTensor } from '../onnx/safetensors.js';

@@ -132,6 +132,30 @@ describe('encodePrompt against the cases', () => {
     assert.ok(pooled <= TOLERANCE, `clip_l_pooler_n relative L2 ${pooled} > ${TOLERANCE}`);
   });
 
+  it('runs the LLaMA on one input shape for every prompt, and its real rows equal a run on them alone', async () => {
+    const e = await load();
+    const shapes: number[][] = [];
+    const spy = { ...e, llama: { run: (feeds: Record<string, HostTensor>, o: object) => {
+      shapes.push(feeds.input_ids.dims);
+      return e.llama.run(feeds, o);
+    } } } as unknown as TextEncoders;
+    const prompt = 'a fox trots across the snow';
+    const cond = await encodePrompt(spy, prompt);
+    await encodePrompt(spy, 'a much longer prompt about a red fox that trots across a snowy clearing at dawn');
+    assert.deepEqual(shapes, [[1, e.llamaTokenizer.maxLength], [1, e.llamaTokenizer.maxLength]]);
+
+    const ll = await tokenizeLlama(e.llamaTokenizer, prompt);
+    const ids = ll.ids.slice(0, ll.length);
+    const int64 = (v: number[]): HostTensor => ({ dtype: 'int64', dims: [1, v.length], data: BigInt64Array.from(v, BigInt) });
+    const alone = (await e.llama.run({ input_ids: int64(ids), attention_mask: int64(ids.map(() => 1)) },
+      { outputs: ['hidden_states_minus_3'] })).hidden_states_minus_3;
+    const D = alone.dims[2];
+    const rows = ll.length - CROP_START;
+    const expected: HostTensor = { dtype: 'float32', dims: [1, rows, D], data: (alone.data as Float32Array).subarray(CROP_START * D) };
+    const got: HostTensor = { dtype: 'float32', dims: [1, rows, D], data: (cond.llamaVec.data as Float32Array).subarray(0, rows * D) };
+    assert.ok(relL2(got, expected) <= 1e-6, `padded and unpadded runs differ: ${relL2(got, expected)}`);
+  });
+
   it('the empty prompt keeps only <|eot_id|> (one row)', async () => {
     const cond = await encodePrompt(await load(), '');
     assert.equal((cond.llamaMask.data as BigInt64Array).reduce((n, v) => n + Number(v), 0), 1);
