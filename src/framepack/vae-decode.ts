@@ -282,38 +282,59 @@ export class Vae {
     }
   }
 
-  /** The temporal windows of one decode, each untiled or in the tiles of `plan`. */
+  /**
+   * The temporal windows of one decode, each untiled or in the tiles of `plan`. The device runs every window's
+   * tiles back to back, grouped by shape (runByShape); a window is stitched, in the stitching worker, as soon as
+   * its last tile is in, so the host's blending overlaps the device's next runs and only the last window's
+   * follows the last run. The last run gives the transient memory back to the device.
+   */
   private async decodeWindows(z: HostTensor, divisor: number, plan: SpatialPlan | null, temporalTiling: boolean, signal?: AbortSignal): Promise<HostTensor> {
     const [, , T, h, w] = z.dims as Dims5;
     const windows = temporalTiling ? temporalWindows(T) : [[0, T] as [number, number]];
-    // Every window's spatial tiles are decoded up front, grouped by shape (runByShape), then stitched in
-    // order: the host holds them all meanwhile (about 1.3 GB of float32 for a section at the 640 bucket).
-    // The last tile gives the transient memory back to the device.
-    const skipped = (t0: number, t1: number) => windows.length > 1 && t1 - t0 === 1;
-    const tiles = plan
-      ? await runByShape(windows.flatMap(([t0, t1]) => (skipped(t0, t1) ? [] : tilesOf(plan, h, w).map((t) => ({ ...t, t0, t1 })))),
-        (t, last) => this.decodeChunk(crop5(z, t.t0, t.t1, t.y0, t.y1, t.x0, t.x1, divisor), signal, last))
-      : [];
-    const perWindow = plan ? plan.rows.length * plan.cols.length : 1;
-    // the untiled decode's activations are a transient peak: the last window gives them back to the device
-    const lastWindow = windows.length - (skipped(...windows[windows.length - 1]) ? 2 : 1);
-    // window i's tiles are tiles[i * perWindow ...]: only a trailing window is ever skipped
-    const decodeWindow = (i: number, t0: number, t1: number): Promise<HostTensor> => plan
-      ? this.stitch(plan, tiles.slice(i * perWindow, (i + 1) * perWindow))
-      : this.decodeChunk(crop5(z, t0, t1, 0, h, 0, w, divisor), signal, i === lastWindow);
-    if (windows.length === 1) return decodeWindow(0, 0, T);
+    // a trailing 1-latent window decodes to 1 frame, which the temporal blend drops: only its slot matters
+    const skipped = (i: number) => windows.length > 1 && windows[i][1] - windows[i][0] === 1;
+    const areas = plan ? tilesOf(plan, h, w) : [{ y0: 0, y1: h, x0: 0, x1: w }];
+    const jobs = windows.flatMap(([t0, t1], window) => (skipped(window) ? [] : areas.map((a, tile) => ({ ...a, t0, t1, window, tile }))));
     const s = this.config.spatialCompression, C = this.config.outChannels;
+    const temporal = windows.length > 1;
     const key = this.stitcher.newKey();
-    await this.stitcher.openTemporal(key, C, T, h * s, w * s);
-    try {
-      for (const [i, [t0, t1]] of windows.entries()) {
-        // a trailing 1-latent window decodes to 1 frame, which the tiling drops: only its slot matters
-        const tile = skipped(t0, t1) ? f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s)) : await decodeWindow(i, t0, t1);
-        await this.stitcher.push(key, i, tile);
+    if (temporal) await this.stitcher.openTemporal(key, C, T, h * s, w * s);
+
+    const tiles: HostTensor[][] = windows.map(() => []);
+    const whole: HostTensor[] = []; // the result when there is a single window
+    const finishWindow = async (i: number): Promise<void> => {
+      const got = tiles[i];
+      tiles[i] = [];
+      const t = skipped(i) ? f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s)) : plan ? await this.stitch(plan, got) : got[0];
+      if (temporal) await this.stitcher.push(key, i, t);
+      else whole[0] = t;
+    };
+    // windows go to the stitcher in order, each once all its tiles are in
+    let next = 0;
+    let stitching: Promise<void> = Promise.resolve();
+    let stitchError: { error: unknown } | null = null;
+    const handOver = () => {
+      while (next < windows.length && (skipped(next) || tiles[next].filter(Boolean).length === areas.length)) {
+        const i = next++;
+        stitching = stitching.then(() => finishWindow(i));
+        // observed at once (no unhandled rejection while the device works on), thrown by the next tile or below
+        stitching.catch((error) => { stitchError ??= { error }; });
       }
-      return await this.stitcher.finish(key);
+    };
+    try {
+      handOver();
+      await runByShape(jobs, (j, last) => {
+        if (stitchError) throw stitchError.error;
+        return this.decodeChunk(crop5(z, j.t0, j.t1, j.y0, j.y1, j.x0, j.x1, divisor), signal, last);
+      }, (k, t) => {
+        tiles[jobs[k].window][jobs[k].tile] = t;
+        handOver();
+      });
+      await stitching;
+      return temporal ? await this.stitcher.finish(key) : whole[0];
     } catch (err) {
-      await this.stitcher.drop(key).catch(() => {});
+      await stitching.catch(() => {});
+      if (temporal) await this.stitcher.drop(key).catch(() => {});
       throw err;
     }
   }
@@ -391,17 +412,24 @@ function tilesOf(plan: SpatialPlan, h: number, w: number): Array<{ y0: number; y
 }
 
 /**
- * Runs `run` on every job, one input shape after the other, and returns the results in job order. On the
- * CUDA EP a VAE run whose input shape differs from the same session's previous run took ~1 s at the 640
- * bucket, whatever the tile's size, against 0.05-0.1 s when the shape repeats; row-major order changes the
- * shape at 3 of every 4 tiles, this order once per distinct shape.
+ * Runs `run` on every job, one input shape after the other (the shapes in the order they first appear), and
+ * returns the results in job order; `onResult` hears of each as it comes. On the CUDA EP a VAE run whose input
+ * shape differs from the same session's previous run took ~1 s at the 640 bucket, whatever the tile's size,
+ * against 0.05-0.1 s when the shape repeats; row-major order changes the shape at 3 of every 4 tiles, this
+ * order once per distinct shape.
  */
 export async function runByShape<J extends { y0: number; y1: number; x0: number; x1: number; t0?: number; t1?: number }>(
-  jobs: J[], run: (job: J, last: boolean) => Promise<HostTensor>): Promise<HostTensor[]> {
+  jobs: J[], run: (job: J, last: boolean) => Promise<HostTensor>, onResult?: (index: number, result: HostTensor) => void,
+): Promise<HostTensor[]> {
   const keys = jobs.map((j) => `${(j.t1 ?? 0) - (j.t0 ?? 0)}x${j.y1 - j.y0}x${j.x1 - j.x0}`);
-  const order = jobs.map((_, i) => i).sort((a, b) => (keys[a] < keys[b] ? -1 : keys[a] > keys[b] ? 1 : a - b));
+  const first = new Map<string, number>();
+  keys.forEach((k, i) => { if (!first.has(k)) first.set(k, i); });
+  const order = jobs.map((_, i) => i).sort((a, b) => first.get(keys[a])! - first.get(keys[b])! || a - b);
   const out: HostTensor[] = new Array(jobs.length);
-  for (const [k, i] of order.entries()) out[i] = await run(jobs[i], k === order.length - 1);
+  for (const [k, i] of order.entries()) {
+    out[i] = await run(jobs[i], k === order.length - 1);
+    onResult?.(i, out[i]);
+  }
   return out;
 }
 

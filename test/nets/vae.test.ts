@@ -294,6 +294,53 @@ describe('VAE spatial tiling (low-VRAM mode)', () => {
     assert.ok(untiled > 0 && untiled <= 0.2, `rel L2 ${untiled}`);
   });
 
+  it('stitches a window while the device runs the later ones; a failed stitch stops the decode', async () => {
+    const z = wave([1, 16, 6, 8, 40], 0.29, 1.2); // windows [0,5), [3,6); 2 tiles each (5x8x32, 5x8x16, 3x8x32, 3x8x16)
+    const v = await Vae.load(vaeDir(), { ep: 'cpu', precision: 'float32', spatialTiling: true });
+    const stitcher = (v as any).stitcher;
+    const realPush = stitcher.push.bind(stitcher);
+    const realChunk = (v as any).decodeChunk.bind(v);
+    try {
+      // the last tile's run waits for window 0 to reach the temporal stitcher: without the overlap it never would
+      let pushed0!: () => void;
+      const window0 = new Promise<void>((resolve) => { pushed0 = resolve; });
+      let temporalKey = '';
+      stitcher.openTemporal = ((open) => (key: string, ...rest: unknown[]) => { temporalKey = key; return open(key, ...rest); })(stitcher.openTemporal.bind(stitcher));
+      stitcher.push = (key: string, index: number, t: HostTensor) => {
+        if (key === temporalKey && index === 0) pushed0();
+        return realPush(key, index, t);
+      };
+      let runs = 0;
+      (v as any).decodeChunk = async (x: HostTensor, ...rest: unknown[]) => {
+        if (++runs === 4) {
+          await Promise.race([window0, new Promise((_, reject) => setTimeout(() => reject(new Error('the last run began before window 0 was stitched')), 10_000))]);
+        }
+        return realChunk(x, ...rest);
+      };
+      const out = await v.decode(z);
+      assert.equal(runs, 4);
+      assert.equal(relL2(out, await tiled.decode(z)), 0);
+
+      // window 0's stitch fails while the third tile runs: the fourth never starts, the error is the decode's
+      runs = 0;
+      let failed!: () => void;
+      const failure = new Promise<void>((resolve) => { failed = resolve; });
+      stitcher.push = (key: string, index: number, t: HostTensor) => {
+        if (key !== temporalKey) return realPush(key, index, t);
+        failed();
+        return Promise.reject(new Error('stitching failed'));
+      };
+      (v as any).decodeChunk = async (x: HostTensor, ...rest: unknown[]) => {
+        if (++runs === 3) await failure;
+        return realChunk(x, ...rest);
+      };
+      await assert.rejects(v.decode(z), /stitching failed/);
+      assert.equal(runs, 3);
+    } finally {
+      await v.release();
+    }
+  });
+
   it('encode equals diffusers tiled_encode (blend of the moments), and stays near the untiled encode', async () => {
     const x = wave([1, 3, 1, 288, 320], 0.011, 0.9); // 2 x 2 tiles of 256 px, stride 192
     const { mean, std } = await tiled.encode(x);
