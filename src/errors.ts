@@ -152,7 +152,7 @@ export const catalogue = {
   ORT_CALL_FAILED: { message: 'ONNX Runtime {call} failed ({code}): {detail}' },
   ORT_RELEASED: { message: 'ONNX Runtime {what} was used after it was released' },
   ORT_TENSOR_INVALID: { message: '{name}: {detail}' },
-  DEVICE_TENSOR_RELEASED: { message: 'device tensor {ref} ({what}) was released or belongs to another device' },
+  DEVICE_TENSOR_RELEASED: { message: 'device tensor {ref} ({what}) was released or belongs to another session worker' },
 
   // ---- command line ----
   CLI_USAGE: { message: '{detail}' },

@@ -186,6 +186,8 @@ export class FramePackModels implements FramePackNets {
     const vae = await Vae.load(dirs.vae, {
       ep, deviceId, precision: placement.precision.vae, spatialTiling: placement.vaeTiling, tiles: placement.vaeTiles,
       onTiles: (line) => tell.log(line),
+      // a decode beside sampling runs at the same time as the DiT, not between its calls
+      ...(placement.decodeBesideSampling ? { worker: 'vae' } : {}),
     });
     const f1Dir = opts.f1Dir ?? (async () => {
       if (!dirs.transformerF1) throw appError('MODELS_MISSING', { detail: 'transformerF1: not resolved', hint: 'sampling_mode f1 needs lllyasviel/FramePack_F1_I2V_HY_20250503.' });

@@ -44,6 +44,8 @@ export interface VaeOptions {
   tiles?: 'diffusers' | 'fit';
   /** told when a decode moves to smaller tiles, or the encode to tiles, after running out of device memory */
   onTiles?: (message: string) => void;
+  /** a session worker of the VAE's own (runtime/session.ts), so that its runs overlap other networks' */
+  worker?: string;
 }
 
 /** Decode tile layouts of `tiles: 'fit'`, largest first: n x n equal tiles, then diffusers' tiles (0). */
@@ -164,7 +166,7 @@ export class Vae {
       if (!graph) this.graphs.set(name, graph = build());
       s = Session.create(graph, {
         ep: this.opts.ep, deviceId: this.opts.deviceId, memoryArena: !this.opts.spatialTiling, memoryPattern: this.opts.ep !== 'cpu',
-        cuda: cudaProviderOptions('vae'),
+        cuda: cudaProviderOptions('vae'), worker: this.opts.worker,
       });
       s.catch(() => this.sessions.delete(name));
       this.sessions.set(name, s);

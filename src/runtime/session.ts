@@ -1,6 +1,7 @@
 /**
  * ONNX Runtime sessions living in worker threads: one worker per device ("cpu", "cuda:0", ...), shared by
- * every session on that device, so the event loop never blocks on `create` or `run`.
+ * every session on that device, so the event loop never blocks on `create` or `run`; a session may ask for a
+ * named worker of its own (`worker`), whose runs then overlap the shared worker's.
  *
  * Requests to a worker are queued here and sent one at a time. A run whose AbortSignal fires while queued is
  * dropped before it starts; one already running finishes in the worker (ONNX Runtime cannot be interrupted
@@ -58,6 +59,12 @@ export interface SessionOptions {
    * shape seen, at no measurable cost in speed on the CPU. Default true.
    */
   memoryPattern?: boolean;
+  /**
+   * A worker of its own on the device, by name (default: the device's shared worker). Runs of sessions in
+   * different workers overlap (on a GPU each session has its own stream); device tensors pass between sessions
+   * of one worker only.
+   */
+  worker?: string;
 }
 
 export interface RunOptions {
@@ -243,8 +250,8 @@ function ortRuntime(): 'auto' | 'c-api' | 'onnxruntime-node' {
 
 const workers = new Map<string, DeviceWorker>();
 
-function workerFor(ep: ExecutionProvider, deviceId: number): DeviceWorker {
-  const key = ep === 'cpu' ? 'cpu' : `${ep}:${deviceId}`;
+function workerFor(ep: ExecutionProvider, deviceId: number, name?: string): DeviceWorker {
+  const key = (ep === 'cpu' ? 'cpu' : `${ep}:${deviceId}`) + (name ? `/${name}` : '');
   let w = workers.get(key);
   if (!w) workers.set(key, (w = new DeviceWorker(key)));
   return w;
@@ -281,7 +288,7 @@ export class DeviceTensor {
     readonly name: string,
   ) {}
 
-  /** The reference the worker knows it by; refuses a released tensor or one from another device. */
+  /** The reference the worker knows it by; refuses a released tensor or one from another worker. */
   feed(worker: DeviceWorker): Feed {
     if (this.released || worker !== this.worker || this.worker.generation !== this.generation) {
       throw appError('DEVICE_TENSOR_RELEASED', { ref: this.ref, what: this.name });
@@ -339,7 +346,7 @@ export class Session {
       ...(model.inputDefaults ? { inputDefaults: model.inputDefaults } : {}),
       ...(process.env.FRAMEPACK_ORT_PROFILE ? { profile: await profilePrefix(process.env.FRAMEPACK_ORT_PROFILE, model.name) } : {}),
     };
-    const w = workerFor(opts.ep, deviceId);
+    const w = workerFor(opts.ep, deviceId, opts.worker);
     try {
       const r = await w.request<CreateResult>((id) => ({ id, op: 'create', payload }));
       return new Session(w, r.session, w.generation, model.name, r.inputs, r.optionalInputs, r.outputs, r.prepared, r.runtime,

@@ -149,6 +149,29 @@ describe('Session', () => {
     await assert.rejects(s.run({ x: f32([1, 512], new Float32Array(512)) }), /terminated|lost|released/);
   });
 
+  test('a session in a named worker runs while the shared worker is busy; device tensors stay in their worker', async () => {
+    const slow = await Session.create(heavy(), { ep: 'cpu', threads: 1 });
+    const own = await Session.create(doubler('own'), { ep: 'cpu', worker: 'second' });
+    const shared = await Session.create(doubler('shared'), { ep: 'cpu' });
+    try {
+      let rows = 64;
+      while ((await timeRun(slow, rows)) < 300 && rows < 1 << 16) rows *= 2;
+      const order: string[] = [];
+      const long = slow.run({ x: f32([rows, 512], rand(rows * 512, 12)) }).then(() => order.push('slow'));
+      const beside = own.run({ x: f32([1], [3]) }).then(() => order.push('own worker'));
+      const behind = shared.run({ x: f32([1], [3]) }).then(() => order.push('shared worker'));
+      await Promise.all([long, beside, behind]);
+      // the shared worker takes one request at a time: its small run waits for the slow one, the other worker's not
+      assert.deepEqual(order, ['own worker', 'slow', 'shared worker']);
+
+      const kept = (await own.run({ x: f32([2], [1, 2]) }, { keep: ['y'] })).y;
+      await assert.rejects(shared.run({ x: kept }), /belongs to another session worker/);
+      await kept.release();
+    } finally {
+      await Promise.all([slow.release(), own.release(), shared.release()]);
+    }
+  });
+
   test('the event loop keeps running while a worker computes', async (t) => {
     // Were the run on this thread, no timer could fire until it returned: the longest gap between ticks
     // would span the whole run. The assertions compare the gap with the run itself, whatever this
