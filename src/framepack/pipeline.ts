@@ -89,11 +89,8 @@ export interface FramePackNets {
   encodeImage(pixelValues: HostTensor, signal: AbortSignal): Promise<HostTensor>;
   /** VAE posterior mean x scaling factor of (1, 3, 1, H, W) pixels in [-1, 1]; `pixels` are handed over (may be transferred). */
   encodeLatent(pixels: HostTensor, signal: AbortSignal): Promise<HostTensor>;
-  /**
-   * Scaled latents (1, C, T, h, w) -> pixels (1, 3, 4(T-1)+1, 8h, 8w) float32. `besideSampling`: the decode runs
-   * while the next section samples (decodeOrder 'beside-sampling', every section but the last).
-   */
-  decodeLatents(latents: HostTensor, signal: AbortSignal, opts?: { besideSampling?: boolean }): Promise<HostTensor>;
+  /** Scaled latents (1, C, T, h, w) -> pixels (1, 3, 4(T-1)+1, 8h, 8w) float32. */
+  decodeLatents(latents: HostTensor, signal: AbortSignal): Promise<HostTensor>;
   section(inputs: SectionInputs, signal: AbortSignal): Promise<SectionModel>;
   /** Called once the prompt and image conditioning exist: a low-memory placement frees the encoders here. */
   encodingDone?(): Promise<void>;
@@ -340,14 +337,14 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   const generator = new NormalGenerator(p.seed);
   const history = new HistoryThread(mode, start);
   const progress = new SamplingProgress({ sections: plans.length, steps: p.steps, log, progress: hooks.progress });
-  type Slice = { section: number; label: string; latents: HostTensor; besideSampling?: boolean };
+  type Slice = { section: number; label: string; latents: HostTensor };
   const decodeOrder = nets.decodeOrder ?? 'inline';
   const pending: Slice[] = [];
   const beside = new DecodeQueue();
-  const decode = async ({ section, label, latents, besideSampling }: Slice) => {
+  const decode = async ({ section, label, latents }: Slice) => {
     signal.throwIfAborted();
     const t = performance.now();
-    const decoded = asFloat32(await nets.decodeLatents(latents, signal, { besideSampling }), 'decoded pixels');
+    const decoded = asFloat32(await nets.decodeLatents(latents, signal), 'decoded pixels');
     await pixels.add(decoded);
     log(`${label} decoded ${latents.dims[2]} latents to ${decoded.dims[2]} frames in ${seconds(t)} s; ` +
       `${pixels.frameCount}/${totalFrames} frames`);
@@ -390,9 +387,9 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
       const chunk = await history.push(f32(latentShape, generated), plan, { chunk: !!dump });
       if (dump) dump[`section_${plan.index}_generated_latents`] = chunk!;
       // a copy: later sections do not change it
-      const slice: Slice = { section: plan.index + 1, label, latents: await history.decodeSlice(plan, lws) };
+      const slice = { section: plan.index + 1, label, latents: await history.decodeSlice(plan, lws) };
       if (decodeOrder === 'after-sampling') pending.push(slice);
-      else if (decodeOrder === 'beside-sampling') beside.add(() => decode({ ...slice, besideSampling: plan.index < plans.length - 1 }));
+      else if (decodeOrder === 'beside-sampling') beside.add(() => decode(slice));
       else await decode(slice);
     }
   } finally {

@@ -380,8 +380,8 @@ export class FramePackModels implements FramePackNets {
     return this.vae.encodeLatent(pixels, { signal, consume: true });
   }
 
-  decodeLatents(latents: HostTensor, signal: AbortSignal, opts: { besideSampling?: boolean } = {}): Promise<HostTensor> {
-    return this.vae.decodeLatents(latents, { signal, besideSampling: opts.besideSampling });
+  decodeLatents(latents: HostTensor, signal: AbortSignal): Promise<HostTensor> {
+    return this.vae.decodeLatents(latents, { signal });
   }
 
   /** Frees the encoders when they are per-request (called once the conditioning exists). */

@@ -36,8 +36,8 @@ export interface VaeOptions {
   /** Spatial tiling of encode and decode (the original's low-VRAM mode). */
   spatialTiling?: boolean;
   /**
-   * How a tiled decode tiles: 'diffusers' (default; the original's tiles), or 'fit': the first layout of
-   * FIT_LAYOUTS that fits the device (each next one only after running out of memory, remembered). Under
+   * How a tiled decode tiles: 'diffusers' (default; the original's tiles), or 'fit': 2 x 2 equal tiles, then
+   * 3 x 3, then diffusers' tiles, each next one only after the device ran out of memory (remembered). Under
    * 'fit' the encode (one image) runs untiled, as the original's high-VRAM path runs it, and tiles only after
    * running out of memory (remembered).
    */
@@ -48,14 +48,8 @@ export interface VaeOptions {
   worker?: string;
 }
 
-/**
- * Decode tile layouts of `tiles: 'fit'` as [rows, columns], largest tiles first; null is diffusers' tiles. A
- * decode beside sampling, which shares the device with the DiT's activations, starts at 2 x 2 (BESIDE_FIT).
- * At the 640 bucket 2 x 1 tiles are 1.10x the untiled area in 2 runs per window, 2 x 2 tiles 1.22x in 4.
- */
-const FIT_LAYOUTS: Array<[number, number] | null> = [[2, 1], [2, 2], [3, 3], null];
-const BESIDE_FIT = 1;
-const layoutName = (l: [number, number] | null) => (l ? `${l[0]} x ${l[1]} tiles` : 'diffusers\' 32-latent tiles');
+/** Decode tile layouts of `tiles: 'fit'`, largest first: n x n equal tiles, then diffusers' tiles (0). */
+const FIT_GRIDS = [2, 3, 0];
 
 type Dims5 = [number, number, number, number, number];
 
@@ -69,8 +63,6 @@ export interface DecodeOptions {
   signal?: AbortSignal;
   /** default true: diffusers' temporal tiled decode for more than 4 latent frames */
   temporalTiling?: boolean;
-  /** the decode runs while the DiT samples (its activations on the device too): fit tiles start at 2 x 2 */
-  besideSampling?: boolean;
 }
 
 /** Posterior of an encode: mean and std (exp(0.5 clamp(logvar, -30, 20))), each (1, latent, t, h, w). */
@@ -148,7 +140,7 @@ export class Vae {
    */
   private graphs = new Map<string, BuiltModel>();
   private stitcher = new Stitcher();
-  /** index into FIT_LAYOUTS of the largest layout a tiled decode may use now */
+  /** index into FIT_GRIDS of the layout a tiled decode uses now */
   private fit = 0;
   /** under 'fit': an untiled encode ran out of device memory, so encodes tile from now on */
   private encodeTiles = false;
@@ -271,24 +263,23 @@ export class Vae {
     return this.decodeScaled(latents, this.config.scalingFactor, opts);
   }
 
-  private async decodeScaled(z: HostTensor, divisor: number, { signal, temporalTiling = true, besideSampling = false }: DecodeOptions): Promise<HostTensor> {
+  private async decodeScaled(z: HostTensor, divisor: number, { signal, temporalTiling = true }: DecodeOptions): Promise<HostTensor> {
     const [B, L, T, h, w] = z.dims as Dims5;
     if (B !== 1 || L !== this.config.latentChannels || z.dims.length !== 5) throw new Error(`VAE decode: expected (1, ${this.config.latentChannels}, T, h, w), got (${z.dims.join(', ')})`);
     if (T < 1 || h < 1 || w < 1) throw new Error(`VAE decode: empty latent (${z.dims.join(', ')})`);
     const tiled = this.decodesInTiles(h, w);
-    const fit = this.opts.tiles === 'fit';
     for (;;) {
-      const at = besideSampling ? Math.max(this.fit, BESIDE_FIT) : this.fit;
-      const layout = fit ? FIT_LAYOUTS[at] : null;
-      const plan = layout ? gridSpatialPlan(h, w, layout[0], layout[1]) : decodeSpatialPlan(h, w);
+      const grid = this.opts.tiles === 'fit' ? FIT_GRIDS[this.fit] : 0;
+      const plan = grid ? gridSpatialPlan(h, w, grid) : decodeSpatialPlan(h, w);
       try {
         return await this.decodeWindows(z, divisor, tiled ? plan : null, temporalTiling, signal);
       } catch (err) {
-        if (!tiled || !fit || at === FIT_LAYOUTS.length - 1 || !isGpuOutOfMemory(err)) throw err;
+        if (!tiled || this.opts.tiles !== 'fit' || this.fit === FIT_GRIDS.length - 1 || !isGpuOutOfMemory(err)) throw err;
         // a failed run leaves its arena grown: new decoder sessions start with an empty one
         await this.releaseDecoder();
-        this.fit = at + 1;
-        this.opts.onTiles?.(`VAE decode in ${layoutName(layout)} ran out of device memory; now ${layoutName(FIT_LAYOUTS[this.fit])}`);
+        this.fit++;
+        const next = FIT_GRIDS[this.fit];
+        this.opts.onTiles?.(`VAE decode in ${grid} x ${grid} tiles ran out of device memory; now ${next ? `${next} x ${next} tiles` : 'diffusers\' 32-latent tiles'}`);
       }
     }
   }

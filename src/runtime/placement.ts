@@ -3,7 +3,7 @@
  *
  *   high    every session created once and kept (LLaMA, CLIP, SigLIP, VAE, DiT): FramePack's own
  *           "high_vram" mode. The VAE decodes untiled only with UNTILED_VAE_MIN_FREE_MIB free (an 80 GB
- *           card decodes in 2 x 1 spatial tiles, 2 x 2 beside sampling: the untiled decode ran out of memory there).
+ *           card decodes in 2 x 2 spatial tiles: the untiled decode ran out of memory there).
  *   medium  the bf16 DiT and the VAE resident (VAE tiled); LLaMA, CLIP and SigLIP created per request
  *           and released once the conditioning exists. The DiT gives its activations back to the device after
  *           each section and the VAE after each decode (arena shrinkage), so the encoders of the next request
@@ -98,8 +98,7 @@ export interface Placement {
   vaeTiling: boolean;
   /**
    * How a tiled decode tiles: 'diffusers' (the original's low-VRAM tiles: 32 latents, 16 per window at the
-   * 640 bucket) or 'fit' (2 x 1 equal tiles, 2 x 2 beside sampling, then 3 x 3 and diffusers' after running out of
-   * memory).
+   * 640 bucket) or 'fit' (2 x 2 equal tiles, 3 x 3 and then diffusers' after running out of memory).
    */
   vaeTiles: 'diffusers' | 'fit';
   /** the DiT's activations go back to the device after each section (arena shrinkage) */
@@ -237,7 +236,7 @@ async function choosePolicy(inputs: PlacementInputs, env: NodeJS.ProcessEnv): Pr
 /** One log line naming the policy and what it implies. */
 export function describePlacement(p: Placement): string {
   const device = p.ep === 'cpu' ? 'cpu' : `${p.ep}:${p.deviceId}`;
-  const tiling = (!p.vaeTiling ? 'VAE untiled' : p.vaeTiles === 'fit' ? 'VAE decode in 2 x 1 tiles, 2 x 2 beside sampling (smaller on out of memory), encode untiled' : 'VAE tiled') +
+  const tiling = (!p.vaeTiling ? 'VAE untiled' : p.vaeTiles === 'fit' ? 'VAE decode in 2 x 2 tiles (smaller on out of memory), encode untiled' : 'VAE tiled') +
     (p.decodeBesideSampling ? ', decoding beside sampling' : '');
   const what = p.policy === 'high' ? `every session resident; ${tiling}`
     : p.policy === 'medium' ? `DiT and VAE resident, encoders created per request; ${tiling}`

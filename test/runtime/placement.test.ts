@@ -51,7 +51,7 @@ test('an 80 GB GPU: high with the VAE tiled; 40-48 GB: medium; 24 GB: low', asyn
   assert.equal(h100.vaeTiling, true);
   assert.equal(h100.vaeTiles, 'fit');
   assert.equal(h100.decodeBesideSampling, true);
-  assert.match(describePlacement(h100), /placement: high on cuda:0 \(every session resident; VAE decode in 2 x 1 tiles, 2 x 2 beside sampling \(smaller on out of memory\), encode untiled, decoding beside sampling/);
+  assert.match(describePlacement(h100), /placement: high on cuda:0 \(every session resident; VAE decode in 2 x 2 tiles \(smaller on out of memory\), encode untiled, decoding beside sampling/);
   for (const [total, free] of [[49140, 48000], [40960, MEDIUM_MIN_FREE_MIB]]) {
     const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, total, free, 'NVIDIA L40S') }), cuda: cudaOk });
     assert.equal(p.policy, 'medium');
