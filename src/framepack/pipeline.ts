@@ -34,7 +34,7 @@ import { NormalGenerator } from './noise.js';
 import { SamplingProgress, type StepProgress } from './progress.js';
 import { distilledGuidance, sampleUniPC, sectionSigmas, type VelocityFn } from './sampler.js';
 import {
-  FPS, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
+  FPS, imageTokens, overlapFrames, planSections, sliceTime, totalPixelFrames, type Conditioning,
   type Float32Tensor, type SamplingMode, type SectionPlan,
 } from './sections.js';
 import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts, type SectionPrompt } from './timed-prompts.js';
@@ -89,8 +89,16 @@ export interface FramePackNets {
   encodeImage(pixelValues: HostTensor, signal: AbortSignal): Promise<HostTensor>;
   /** VAE posterior mean x scaling factor of (1, 3, 1, H, W) pixels in [-1, 1]; `pixels` are handed over (may be transferred). */
   encodeLatent(pixels: HostTensor, signal: AbortSignal): Promise<HostTensor>;
-  /** Scaled latents (1, C, T, h, w) -> pixels (1, 3, 4(T-1)+1, 8h, 8w) float32. */
-  decodeLatents(latents: HostTensor, signal: AbortSignal): Promise<HostTensor>;
+  /**
+   * Scaled latents (1, C, T, h, w) -> pixels (1, 3, 4(T-1)+1, 8h, 8w) float32. `ahead`: what decodeAhead made
+   * for this decode (used only where it matches).
+   */
+  decodeLatents(latents: HostTensor, signal: AbortSignal, opts?: { ahead?: unknown }): Promise<HostTensor>;
+  /**
+   * Optional: decodes now what a later decode of `frames` latents can take from its latents [offset, ...)
+   * given in `known` (their scaled values), for decodeLatents' `ahead`.
+   */
+  decodeAhead?(known: HostTensor, offset: number, frames: number, signal: AbortSignal): Promise<unknown>;
   section(inputs: SectionInputs, signal: AbortSignal): Promise<SectionModel>;
   /** Called once the prompt and image conditioning exist: a low-memory placement frees the encoders here. */
   encodingDone?(): Promise<void>;
@@ -341,10 +349,14 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   const decodeOrder = nets.decodeOrder ?? 'inline';
   const pending: Slice[] = [];
   const beside = new DecodeQueue();
+  /** what decodeAhead made for a section's decode (the queue runs it first), by section number */
+  const aheads = new Map<number, unknown>();
   const decode = async ({ section, label, latents }: Slice) => {
     signal.throwIfAborted();
     const t = performance.now();
-    const decoded = asFloat32(await nets.decodeLatents(latents, signal), 'decoded pixels');
+    const ahead = aheads.get(section);
+    aheads.delete(section);
+    const decoded = asFloat32(await nets.decodeLatents(latents, signal, { ahead }), 'decoded pixels');
     await pixels.add(decoded);
     log(`${label} decoded ${latents.dims[2]} latents to ${decoded.dims[2]} frames in ${seconds(t)} s; ` +
       `${pixels.frameCount}/${totalFrames} frames`);
@@ -387,10 +399,26 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
       const chunk = await history.push(f32(latentShape, generated), plan, { chunk: !!dump });
       if (dump) dump[`section_${plan.index}_generated_latents`] = chunk!;
       // a copy: later sections do not change it
-      const slice = { section: plan.index + 1, label, latents: await history.decodeSlice(plan, lws) };
+      const slice: Slice = { section: plan.index + 1, label, latents: await history.decodeSlice(plan, lws) };
       if (decodeOrder === 'after-sampling') pending.push(slice);
-      else if (decodeOrder === 'beside-sampling') beside.add(() => decode(slice));
-      else await decode(slice);
+      else if (decodeOrder === 'beside-sampling') {
+        beside.add(() => decode(slice));
+        const next = plans[plan.index + 1];
+        if (next && mode === 'inverted' && nets.decodeAhead) {
+          // The next section's slice is its own latents (and the start latent if it is the last), then this
+          // section's lws: its decode windows within those can run now, beside the next section's sampling.
+          const own = lws + (next.isLast ? 1 : 0);
+          const known = sliceTime(slice.latents as Float32Tensor, 0, lws);
+          beside.add(async () => {
+            try {
+              aheads.set(next.index + 1, await nets.decodeAhead!(known, own, own + lws, signal));
+            } catch (err) {
+              signal.throwIfAborted();
+              log(`decoding part of the next section's decode ahead failed (that decode will make it): ${(err as Error).message}`);
+            }
+          });
+        }
+      } else await decode(slice);
     }
   } finally {
     // a decode still running when sampling failed or was cancelled must finish before the caller frees its sessions

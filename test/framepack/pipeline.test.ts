@@ -21,6 +21,8 @@ interface FakeOptions {
    * decode `failDecode` fails.
    */
   slowDecodes?: { sections: number; failDecode?: number };
+  /** the nets decode ahead: what they were given is kept, and each decode says whether its ahead fits it */
+  decodeAhead?: boolean;
 }
 
 function fakeNets(events: string[], opts: FakeOptions = {}) {
@@ -47,9 +49,17 @@ function fakeNets(events: string[], opts: FakeOptions = {}) {
       const [, , , H, W] = px.dims;
       return f32([1, 16, 1, H / 8, W / 8], -3);
     },
-    async decodeLatents(z) {
+    async decodeLatents(z, _signal, o) {
       const [, , T, h, w] = z.dims;
       events.push(`decode:${T}`);
+      if (o?.ahead) {
+        // the latents given ahead must be this decode's frames [offset, frames), exactly
+        const a = o.ahead as { known: HostTensor; offset: number; frames: number };
+        const [, C, K, hh, ww] = a.known.dims, hw = hh * ww, zd = z.data as Float32Array, kd = a.known.data as Float32Array;
+        let same = a.frames === T && a.offset + K === T;
+        for (let c = 0; c < C && same; c++) for (let i = 0; i < K * hw && same; i++) same = kd[c * K * hw + i] === zd[(c * T + a.offset) * hw + i];
+        events.push(same ? 'ahead fits' : 'ahead does not fit');
+      }
       const slow = opts.slowDecodes;
       if (slow) {
         const k = decodes++;
@@ -62,6 +72,12 @@ function fakeNets(events: string[], opts: FakeOptions = {}) {
       // pixels that depend on the latents decoded: the first value, clamped into [-1, 1]
       return f32([1, 3, 4 * (T - 1) + 1, 8 * h, 8 * w], Math.max(-1, Math.min(1, (z.data as Float32Array)[0] / 4)));
     },
+    ...(opts.decodeAhead ? {
+      async decodeAhead(known: HostTensor, offset: number, frames: number) {
+        events.push(`ahead:${offset}-${frames}`);
+        return { known, offset, frames };
+      },
+    } : {}),
     async section(inputs) {
       sections.push(inputs);
       events.push(`section:${inputs.plan.index}`);
@@ -208,6 +224,19 @@ test('decode beside sampling: section k decodes while k + 1 samples, in order, w
   }
   assert.equal(events.at(-1), 'sampling-done');
   assert.deepEqual(sectionsSeen, [1, 2, 3, 4]);
+  assert.deepEqual(await r.pixels.frames(), await inline.pixels.frames());
+});
+
+test('decode beside sampling: the next decode\'s windows over this section\'s latents are decoded ahead, then handed to it', async () => {
+  const inline = await generate(fakeNets([]).nets, image, params, { signal: new AbortController().signal, log: () => {} });
+  const events: string[] = [];
+  const r = await generate(fakeNets(events, { decodeOrder: 'beside-sampling', decodeAhead: true }).nets, image, params,
+    { signal: new AbortController().signal, log: () => {} });
+  // lws 2, 4 sections: slices of 2, 4, 4 and 5 latents (the last with the start latent first); the latents after
+  // a slice's own are the previous section's 2, known one section early
+  const decodes = events.filter((e) => /^(decode|ahead)/.test(e));
+  assert.deepEqual(decodes, ['decode:2', 'ahead:2-4', 'decode:4', 'ahead fits', 'ahead:2-4', 'decode:4', 'ahead fits', 'ahead:3-5',
+    'decode:5', 'ahead fits']);
   assert.deepEqual(await r.pixels.frames(), await inline.pixels.frames());
 });
 
