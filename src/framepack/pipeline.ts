@@ -411,7 +411,9 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
           const known = sliceTime(slice.latents as Float32Tensor, 0, lws);
           beside.add(async () => {
             try {
+              const t = performance.now();
               aheads.set(next.index + 1, await nets.decodeAhead!(known, own, own + lws, signal));
+              log(`part of section ${next.index + 1}/${plans.length}'s decode done ahead in ${seconds(t)} s`);
             } catch (err) {
               signal.throwIfAborted();
               log(`decoding part of the next section's decode ahead failed (that decode will make it): ${(err as Error).message}`);

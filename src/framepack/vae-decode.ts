@@ -333,7 +333,7 @@ export class Vae {
       const grid = this.opts.tiles === 'fit' ? FIT_GRIDS[this.fit] : 0;
       const plan = grid ? gridSpatialPlan(h, w, grid) : decodeSpatialPlan(h, w);
       try {
-        const done = divisor === this.config.scalingFactor && ahead?.frames === T ? this.takeAhead(ahead, z) : new Map<number, HostTensor>();
+        const done = temporalTiling && divisor === this.config.scalingFactor && ahead?.frames === T ? this.takeAhead(ahead, z) : new Map<number, HostTensor>();
         return await this.decodeWindows(z, divisor, tiled ? plan : null, temporalTiling, signal, done);
       } catch (err) {
         if (!tiled || this.opts.tiles !== 'fit' || this.fit === FIT_GRIDS.length - 1 || !isGpuOutOfMemory(err)) throw err;

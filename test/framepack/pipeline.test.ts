@@ -230,8 +230,11 @@ test('decode beside sampling: section k decodes while k + 1 samples, in order, w
 test('decode beside sampling: the next decode\'s windows over this section\'s latents are decoded ahead, then handed to it', async () => {
   const inline = await generate(fakeNets([]).nets, image, params, { signal: new AbortController().signal, log: () => {} });
   const events: string[] = [];
+  const logs: string[] = [];
   const r = await generate(fakeNets(events, { decodeOrder: 'beside-sampling', decodeAhead: true }).nets, image, params,
-    { signal: new AbortController().signal, log: () => {} });
+    { signal: new AbortController().signal, log: (l) => logs.push(l) });
+  assert.deepEqual(logs.filter((l) => l.includes('ahead')).map((l) => l.replace(/in [\d.]+ s/, 'in N s')),
+    [2, 3, 4].map((k) => `part of section ${k}/4's decode done ahead in N s`));
   // lws 2, 4 sections: slices of 2, 4, 4 and 5 latents (the last with the start latent first); the latents after
   // a slice's own are the previous section's 2, known one section early
   const decodes = events.filter((e) => /^(decode|ahead)/.test(e));
