@@ -304,20 +304,15 @@ export class Vae {
 
   /** The windows of `ahead` that this decode of `z` would make the same (latents and layout), taken from it. */
   private takeAhead(ahead: DecodedAhead, z: HostTensor): Map<number, HostTensor> {
-    const [, C, T, h, w] = z.dims as Dims5;
+    const [, , T, h, w] = z.dims as Dims5;
     const windows = temporalWindows(T);
-    const data = z.data as Float32Array, hw = h * w;
+    const bytes = (f: Float32Array) => Buffer.from(f.buffer, f.byteOffset, f.byteLength);
     const taken = new Map<number, HostTensor>();
     for (const [i, a] of ahead.windows) {
-      const [t0, t1] = windows[i] ?? [0, 0];
-      const n = (t1 - t0) * hw;
-      if (!n || a.layout !== this.layout(h, w) || a.latents.length !== C * n) continue;
-      let same = true;
-      for (let c = 0; c < C && same; c++) {
-        const mine = data.subarray((c * T + t0) * hw, (c * T + t1) * hw), theirs = a.latents.subarray(c * n, (c + 1) * n);
-        for (let k = 0; k < n; k++) if (mine[k] !== theirs[k]) { same = false; break; }
-      }
-      if (!same) continue;
+      if (!windows[i] || a.layout !== this.layout(h, w)) continue;
+      // the window's latents cut as decodeAhead cut them, compared byte for byte
+      const mine = crop5(z, windows[i][0], windows[i][1], 0, h, 0, w).data as Float32Array;
+      if (!bytes(mine).equals(bytes(a.latents))) continue;
       taken.set(i, a.pixels);
       ahead.windows.delete(i);
     }
