@@ -34,7 +34,7 @@ import { NormalGenerator } from './noise.js';
 import { SamplingProgress, type StepProgress } from './progress.js';
 import { distilledGuidance, sampleUniPC, sectionSigmas, type VelocityFn } from './sampler.js';
 import {
-  FPS, imageTokens, overlapFrames, planSections, sliceTime, totalPixelFrames, type Conditioning,
+  FPS, imageTokens, invertedSliceFrames, overlapFrames, planSections, sliceTime, totalPixelFrames, type Conditioning,
   type Float32Tensor, type SamplingMode, type SectionPlan,
 } from './sections.js';
 import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts, type SectionPrompt } from './timed-prompts.js';
@@ -405,14 +405,14 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
         beside.add(() => decode(slice));
         const next = plans[plan.index + 1];
         if (next && mode === 'inverted' && nets.decodeAhead) {
-          // The next section's slice is its own latents (and the start latent if it is the last), then this
-          // section's lws: its decode windows within those can run now, beside the next section's sampling.
-          const own = lws + (next.isLast ? 1 : 0);
+          // The next section's slice ends with this section's lws latents (the newest of this slice): its
+          // decode windows within those can run now, beside the next section's sampling.
+          const frames = invertedSliceFrames(next, lws);
           const known = sliceTime(slice.latents as Float32Tensor, 0, lws);
           beside.add(async () => {
             try {
               const t = performance.now();
-              aheads.set(next.index + 1, await nets.decodeAhead!(known, own, own + lws, signal));
+              aheads.set(next.index + 1, await nets.decodeAhead!(known, frames - lws, frames, signal));
               log(`part of section ${next.index + 1}/${plans.length}'s decode done ahead in ${seconds(t)} s`);
             } catch (err) {
               signal.throwIfAborted();

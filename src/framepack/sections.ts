@@ -252,9 +252,15 @@ export class LatentHistory implements SectionHistory {
    */
   decodeSlice(plan: SectionPlan, lws: number): Float32Tensor {
     if (plan.index === 0) return this.real();
-    return sliceTime(this.buffer, 0, Math.min(plan.isLast ? 2 * lws + 1 : 2 * lws, this.generated));
+    return sliceTime(this.buffer, 0, Math.min(invertedSliceFrames(plan, lws), this.generated));
   }
 }
+
+/**
+ * Latent frames of the slice decoded after a section past the first in the inverted order: its own lws (with
+ * the start latent in front in the last section), then the previous section's lws.
+ */
+export const invertedSliceFrames = (plan: SectionPlan, lws: number): number => (plan.isLast ? 2 * lws + 1 : 2 * lws);
 
 /**
  * F1's forward order: 19 zero frames, the start latent, then every section's latents appended. The last 19
