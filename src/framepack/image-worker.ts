@@ -5,7 +5,8 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { lowerThisThread } from '../runtime/priority.js';
-import { findNearestBucket, resizeAndCenterCrop, sigLipPixels, vaePixels, type RgbImage, type SigLipPreprocessor } from './image.js';
+import { findNearestBucket } from './buckets.js';
+import { resizeAndCenterCrop, sigLipPixels, vaePixels, type RgbImage, type SigLipPreprocessor } from './image-pixels.js';
 
 lowerThisThread();
 

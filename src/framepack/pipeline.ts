@@ -285,6 +285,12 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   const order = mode === 'f1' ? 'forward order, F1 transformer' : `paddings ${plans.map((s) => s.padding).join(', ')}`;
   log(`seed ${p.seed}; ${plans.length} section(s) of ${lws} latent frames (${order}), ${totalFrames} frames at ${FPS} fps`);
 
+  // The bucket, Lanczos resize and SigLIP pixels run in a worker (a large upload is ~0.1 s of JavaScript per
+  // megapixel) while the prompt is encoded; a failure there is raised where the image is awaited.
+  const resolution = p.resolution ?? RESOLUTION.default;
+  const preparing = prepareStartImage(image, nets.sigLip, findNearestBucket(image.height, image.width, resolution));
+  preparing.catch(() => {});
+
   // ---- text
   let t0 = performance.now();
   log('encoding the prompt');
@@ -302,10 +308,7 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
 
   // ---- image
   signal.throwIfAborted();
-  // Bucket, Lanczos resize and SigLIP pixels run in a worker: a large upload is ~1 s of JavaScript.
-  const resolution = p.resolution ?? RESOLUTION.default;
-  const { bucket: [H, W], pixelValues, vaeInput } = await prepareStartImage(image, nets.sigLip,
-    findNearestBucket(image.height, image.width, resolution));
+  const { bucket: [H, W], pixelValues, vaeInput } = await preparing;
   log(`input ${image.width}x${image.height} -> bucket ${W}x${H}`);
   if (resolution !== RESOLUTION.default) {
     const [h640, w640] = findNearestBucket(image.height, image.width);

@@ -184,6 +184,27 @@ test('real CFG encodes the negative prompt; injected noise and the dump use the 
     noise: { noise_0: f32([1, 16, 2, 8, 8]) } }), /noise_0 has shape/);
 });
 
+test('the start image is prepared while the prompt is encoded: either failure is raised, none goes unhandled', async () => {
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown) => unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    // an image the worker cannot read: its error comes after the prompt, at the image stage
+    const broken = { width: 64, height: 48, data: undefined } as unknown as RgbImage;
+    const events: string[] = [];
+    await assert.rejects(generate(fakeNets(events).nets, broken, params, { signal: new AbortController().signal, log: () => {} }));
+    assert.deepEqual(events, ['prompt:a cat'], 'the prompt was encoded, nothing after the image');
+    // a failing prompt while the broken image is being prepared: the prompt's error, and the image's is handled
+    const f = fakeNets([]);
+    f.nets.encodePrompt = async () => { throw new Error('prompt failed'); };
+    await assert.rejects(generate(f.nets, broken, params, { signal: new AbortController().signal, log: () => {} }), /prompt failed/);
+    await new Promise((r) => setTimeout(r, 500)); // the worker's failure arrives after the prompt's
+    assert.deepEqual(unhandled, []);
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
+});
+
 test('a cancel stops within the step and frees the section', async () => {
   const ac = new AbortController();
   const events: string[] = [];
