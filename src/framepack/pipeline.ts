@@ -39,6 +39,7 @@ import {
 } from './sections.js';
 import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts, type SectionPrompt } from './timed-prompts.js';
 import { HistoryThread } from './history-thread.js';
+import type { FrameStream } from './vae-decode.js';
 import { VideoPixels } from './video-pixels.js';
 
 export type { SamplingMode } from './sections.js';
@@ -91,9 +92,10 @@ export interface FramePackNets {
   encodeLatent(pixels: HostTensor, signal: AbortSignal): Promise<HostTensor>;
   /**
    * Scaled latents (1, C, T, h, w) -> pixels (1, 3, 4(T-1)+1, 8h, 8w) float32. `ahead`: what decodeAhead made
-   * for this decode (used only where it matches).
+   * for this decode (used only where it matches). `stream`: the output's first frames as uint8 video frames as
+   * the decode completes them (vae-decode.ts FrameStream; a decode may hand over none).
    */
-  decodeLatents(latents: HostTensor, signal: AbortSignal, opts?: { ahead?: unknown }): Promise<HostTensor>;
+  decodeLatents(latents: HostTensor, signal: AbortSignal, opts?: { ahead?: unknown; stream?: FrameStream }): Promise<HostTensor>;
   /**
    * Optional: decodes now what a later decode of `frames` latents can take from its latents [offset, ...)
    * given in `known` (their scaled values), for decodeLatents' `ahead`.
@@ -151,6 +153,12 @@ export interface GenerateHooks {
   onStep?(progress: StepProgress, denoised: Float32Tensor): void;
   /** After each section's frames are blended in (`section` from 1): the video so far. */
   onSection?(section: number, sections: number, pixels: VideoPixels): void;
+  /**
+   * The video's first frames as (F, H, W, 3) uint8 buffers, earliest first, as soon as nothing can change them,
+   * before generate() returns: in the inverted order, the frames of the last decode that no blend touches, while
+   * that decode runs. GenerateResult.streamed counts them; `pixels.chunks(streamed)` gives the rest.
+   */
+  onFrames?(frames: Uint8Array, size: { width: number; height: number }): void;
   /** Initial noise per section (`noise_<i>`), replacing the seeded generator: reproduces a reference run. */
   noise?: Record<string, HostTensor>;
   /** Filled with the intermediate tensors, named as in the reference fixtures. */
@@ -165,6 +173,8 @@ export interface GenerateResult {
   fps: number;
   bucket: [number, number];
   sections: number;
+  /** frames already handed to GenerateHooks.onFrames (the video's first ones) */
+  streamed: number;
 }
 
 const f32 = (dims: number[], data: Float32Array): Float32Tensor => ({ dtype: 'float32', dims, data });
@@ -354,12 +364,25 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   const beside = new DecodeQueue();
   /** what decodeAhead made for a section's decode (the queue runs it first), by section number */
   const aheads = new Map<number, unknown>();
+  let streamed = 0;
+  /**
+   * The last decode in the inverted order makes the video's first frames: all but its last `overlap` (which
+   * blend into the frames after them) are final as they come.
+   */
+  const streamOf = (section: number, latents: HostTensor): FrameStream | undefined => {
+    const onFrames = hooks.onFrames;
+    if (!onFrames || mode !== 'inverted' || section !== plans.length) return undefined;
+    const [, , T, h, w] = latents.dims;
+    const size = { width: 8 * w, height: 8 * h }, frameBytes = 3 * size.width * size.height;
+    const frames = 4 * (T - 1) + 1 - (pixels.frameCount ? overlapFrames(lws) : 0);
+    return frames > 0 ? { frames, take: (f) => { streamed += f.length / frameBytes; onFrames(f, size); } } : undefined;
+  };
   const decode = async ({ section, label, latents }: Slice) => {
     signal.throwIfAborted();
     const t = performance.now();
     const ahead = aheads.get(section);
     aheads.delete(section);
-    const decoded = asFloat32(await nets.decodeLatents(latents, signal, { ahead }), 'decoded pixels');
+    const decoded = asFloat32(await nets.decodeLatents(latents, signal, { ahead, stream: streamOf(section, latents) }), 'decoded pixels');
     await pixels.add(decoded);
     log(`${label} decoded ${latents.dims[2]} latents to ${decoded.dims[2]} frames in ${seconds(t)} s; ` +
       `${pixels.frameCount}/${totalFrames} frames`);
@@ -436,7 +459,7 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   if (pixels.frameCount !== totalFrames) {
     throw new Error(`assembled ${pixels.frameCount} frames, expected ${totalFrames}`);
   }
-  return { pixels, width: pixels.width, height: pixels.height, fps: FPS, bucket: [H, W], sections: plans.length };
+  return { pixels, width: pixels.width, height: pixels.height, fps: FPS, bucket: [H, W], sections: plans.length, streamed };
 }
 
 /** Mean and (population) standard deviation of every frame's uint8 values. */

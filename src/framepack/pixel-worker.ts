@@ -5,7 +5,7 @@
  * Chunks are transferred in, uint8 frames transferred out. One worker per video (video-pixels.ts).
  *
  * Messages: { id, op: 'add', dims, data }      -> { id, frameCount, width, height }
- *           { op: 'snapshot', snap }            (no reply: the frames as they are now, read with 'next')
+ *           { op: 'snapshot', snap, from }      (no reply: the frames from `from` on as they are now, read with 'next')
  *           { id, op: 'next', snap }            -> { id, data? } (none when the snapshot is exhausted)
  *           { op: 'release', snap }
  * Errors:   { id, error }.
@@ -19,7 +19,7 @@ lowerThisThread();
 
 type Request =
   | { id: number; op: 'add'; dims: number[]; data: Float32Array }
-  | { id?: undefined; op: 'snapshot'; snap: number }
+  | { id?: undefined; op: 'snapshot'; snap: number; from: number }
   | { id: number; op: 'next'; snap: number }
   | { id?: undefined; op: 'release'; snap: number };
 
@@ -33,7 +33,7 @@ function handle(msg: Request): { data?: Uint8Array; frameCount?: number; width?:
       pixels.add({ dtype: 'float32', dims: msg.dims, data: msg.data });
       return { frameCount: pixels.frameCount, width: pixels.width, height: pixels.height };
     case 'snapshot':
-      snapshots.set(msg.snap, pixels.chunks()[Symbol.iterator]());
+      snapshots.set(msg.snap, pixels.chunks(msg.from)[Symbol.iterator]());
       return null;
     case 'next': {
       const next = snapshots.get(msg.snap)?.next();

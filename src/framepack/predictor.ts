@@ -39,13 +39,13 @@ import {
   type SectionModel, type StepCacheKind,
 } from './pipeline.js';
 import { combineLoras, fetchLora, type LoraInput } from './lora-files.js';
-import { imageTokens } from './sections.js';
+import { FPS, imageTokens } from './sections.js';
 import { provenanceOf } from './provenance.js';
 import { encodePrompt, textEncoderLoader, type TextEncoders } from './text.js';
 import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
-import { Vae, type DecodedAhead } from './vae-decode.js';
+import { Vae, type DecodedAhead, type FrameStream } from './vae-decode.js';
 import type { VideoPixels } from './video-pixels.js';
-import { findFfmpeg, writeMp4 } from './video.js';
+import { FrameQueue, findFfmpeg, writeMp4 } from './video.js';
 
 // ---------------------------------------------------------------------------------------------------------
 // The networks behind FramePackNets
@@ -380,8 +380,8 @@ export class FramePackModels implements FramePackNets {
     return this.vae.encodeLatent(pixels, { signal, consume: true });
   }
 
-  decodeLatents(latents: HostTensor, signal: AbortSignal, opts: { ahead?: unknown } = {}): Promise<HostTensor> {
-    return this.vae.decodeLatents(latents, { signal, ahead: opts.ahead as DecodedAhead | undefined });
+  decodeLatents(latents: HostTensor, signal: AbortSignal, opts: { ahead?: unknown; stream?: FrameStream } = {}): Promise<HostTensor> {
+    return this.vae.decodeLatents(latents, { signal, ahead: opts.ahead as DecodedAhead | undefined, stream: opts.stream });
   }
 
   decodeAhead(known: HostTensor, offset: number, frames: number, signal: AbortSignal): Promise<DecodedAhead> {
@@ -573,30 +573,51 @@ export class FramePackPredictor implements Predictor<typeof inputSchema> {
     const dump: Record<string, HostTensor> | undefined = typeof this.options.dump === 'string' ? {} : undefined;
     const live = ctx.events && new LiveEvents(ctx.events, { tmpDir: ctx.tmpDir, crf: input.mp4_crf, signal: ctx.signal, log: (l) => ctx.log(l) });
     const t0 = performance.now();
+    const out = join(ctx.tmpDir, 'output.mp4');
+    const provenance = JSON.stringify(await provenanceOf(input, seed, nets.placement));
+    const encode = (frames: AsyncIterable<Uint8Array>, size: { width: number; height: number }) => writeMp4(out, frames, {
+      ...size, fps: FPS, crf: input.mp4_crf, signal: ctx.signal, log: (l) => ctx.log(l), metadata: { comment: provenance },
+    });
+    // The video's first frames are final while the last section still decodes: ffmpeg starts on them then.
+    const early: { encode?: { queue: FrameQueue; encoded: Promise<number>; since: number } } = {};
+    const onFrames = (frames: Uint8Array, size: { width: number; height: number }) => {
+      if (!early.encode) {
+        ctx.log('encoding the video from its first frames while the last section decodes');
+        const queue = new FrameQueue();
+        early.encode = { queue, encoded: encode(queue, size), since: performance.now() };
+        early.encode.encoded.catch(() => {}); // awaited below; a failure now must not go unhandled meanwhile
+      }
+      early.encode.queue.push(frames);
+    };
     let pixels: VideoPixels | undefined;
     try {
-      // per-request networks are released when the generation settles, before the MP4 is written
+      // per-request networks are released when the generation settles, before the MP4 is finished
       const lora = await nets.prepareLoras(input.loras, ctx);
       const result = await nets.request((l) => ctx.log(l), (n) => generate(n, image, generateParams(input, seed, endImage), {
-        signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump,
+        signal: ctx.signal, log: (l) => ctx.log(l), progress: ctx.progress?.bind(ctx), noise, dump, onFrames,
         onStep: live && ((at, denoised) => live.step(at, denoised)),
         onSection: live && ((section, sections, pixels) => live.section(section, sections, pixels)),
       }), lora);
       pixels = result.pixels;
       await live?.sectionsDone();
 
-      const out = join(ctx.tmpDir, 'output.mp4');
-      ctx.log(`encoding ${result.pixels.frameCount} frames (${result.width}x${result.height}, ${result.fps} fps, crf ${input.mp4_crf})`);
+      ctx.log(`encoding ${result.pixels.frameCount} frames (${result.width}x${result.height}, ${result.fps} fps, crf ${input.mp4_crf})` +
+        (result.streamed ? `, the first ${result.streamed} already with the encoder` : ''));
       const t1 = performance.now();
-      const provenance = JSON.stringify(await provenanceOf(input, seed, nets.placement));
-      await writeMp4(out, result.pixels.chunks(), {
-        width: result.width, height: result.height, fps: result.fps, crf: input.mp4_crf, signal: ctx.signal, log: (l) => ctx.log(l),
-        metadata: { comment: provenance },
-      });
-      ctx.log(`video encoded in ${((performance.now() - t1) / 1000).toFixed(1)} s; total ${((performance.now() - t0) / 1000).toFixed(1)} s; ` +
+      const begun = early.encode;
+      if (begun) {
+        begun.queue.end(result.pixels.chunks(result.streamed));
+        await begun.encoded;
+      } else await encode(result.pixels.chunks(), result);
+      const took = (since: number) => ((performance.now() - since) / 1000).toFixed(1);
+      ctx.log(`video encoded in ${took(t1)} s${begun ? ` after the last frame (begun ${took(begun.since)} s ago)` : ''}; total ${took(t0)} s; ` +
         `seed ${seed}; provenance ${provenance}`);
       return out;
     } catch (err) {
+      if (early.encode) {
+        early.encode.queue.fail(err);
+        await early.encode.encoded.catch(() => {}); // ffmpeg stopped and the partial file removed
+      }
       throw mapOrtError(err, nets.placement.ep); // a GPU out-of-memory failure becomes its catalogue error
     } finally {
       await live?.close();

@@ -439,24 +439,36 @@ export class PixelHistory {
   }
 
   /**
-   * All frames so far, earliest first, as (F, H, W, 3) uint8 buffers: the float frames one at a time (converted
-   * when asked for) and the finished chunks, in time order. Taken when called: a later add() (which replaces the
+   * All frames so far from frame `from` on, earliest first, as (F, H, W, 3) uint8 buffers: the float frames one
+   * at a time (converted when asked for) and the finished chunks, in time order. Taken when called: a later add() (which replaces the
    * float frames and adds a chunk, never changing a buffer) does not change what an encoder still reading them gets.
    */
-  chunks(): Iterable<Uint8Array> {
+  chunks(from = 0): Iterable<Uint8Array> {
     const live = this.live;
     const finals = this.finals.slice();
     const backward = this.grows === 'backward';
+    const frameBytes = 3 * this.width * this.height;
     return (function* () {
       if (live === null) return;
+      let skip = from; // frames still to leave out
       const liveFrames = function* () {
-        for (let t = 0; t < live.dims[2]; t++) yield toUint8Frames(live, t, t + 1);
+        for (let t = 0; t < live.dims[2]; t++) {
+          if (skip > 0) skip--;
+          else yield toUint8Frames(live, t, t + 1);
+        }
+      };
+      const finalFrames = function* () {
+        for (const f of finals) {
+          const n = f.length / frameBytes;
+          if (skip < n) yield skip ? f.subarray(skip * frameBytes) : f;
+          skip = Math.max(0, skip - n);
+        }
       };
       if (backward) {
         yield* liveFrames();
-        yield* finals;
+        yield* finalFrames();
       } else {
-        yield* finals;
+        yield* finalFrames();
         yield* liveFrames();
       }
     })();

@@ -65,6 +65,19 @@ export interface DecodeOptions {
   temporalTiling?: boolean;
   /** windows of this decode decoded earlier (Vae.decodeAhead); each is used only if its latents are the same */
   ahead?: DecodedAhead | null;
+  /** the output's first frames as video frames, as soon as the temporal stitch completes them */
+  stream?: FrameStream;
+}
+
+/**
+ * Frames [0, frames) of a decode's output handed over as uint8 (F, H, W, 3) video frames (sections.ts
+ * toUint8Frames), in order, while the decode goes on: an encoder can start on the frames that are final. Only a
+ * temporal tiled decode streams; a shorter one hands over nothing. When a 'fit' decode is repeated in smaller
+ * tiles after running out of memory, the frames already handed over are not sent again.
+ */
+export interface FrameStream {
+  readonly frames: number;
+  take(frames: Uint8Array): void;
 }
 
 /**
@@ -108,7 +121,7 @@ function crop5(t: HostTensor, t0: number, t1: number, y0: number, y1: number, x0
 
 /** Client of the stitching worker (started on first use, again after a failure). */
 class Stitcher {
-  private thread: ThreadClient<{ dims?: number[]; data?: Float32Array }> | null = null;
+  private thread: ThreadClient<{ dims?: number[]; data?: Float32Array; frames?: Uint8Array }> | null = null;
   private keys = 0;
 
   private call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []) {
@@ -117,15 +130,16 @@ class Stitcher {
   }
 
   newKey(): string { return `s${++this.keys}`; }
-  openTemporal(key: string, channels: number, latentFrames: number, height: number, width: number) {
-    return this.call({ op: 'open', key, kind: 'temporal', channels, latentFrames, height, width });
+  /** `streamFrames`: the output frames that come back (as uint8 video frames) with the pushes that complete them */
+  openTemporal(key: string, channels: number, latentFrames: number, height: number, width: number, streamFrames = 0) {
+    return this.call({ op: 'open', key, kind: 'temporal', channels, latentFrames, height, width, streamFrames });
   }
   openSpatial(key: string, plan: SpatialPlan) { return this.call({ op: 'open', key, kind: 'spatial', plan }); }
-  /** Transfers the tensor's buffer: `t` must not be used afterwards. */
-  push(key: string, index: number, t: HostTensor) {
+  /** Transfers the tensor's buffer: `t` must not be used afterwards. Returns the streamed frames it completed. */
+  async push(key: string, index: number, t: HostTensor): Promise<Uint8Array | undefined> {
     const data = asFloat32(t, 'stitch');
     const dims = t.dims.slice(1) as Block['dims'];
-    return this.call({ op: 'push', key, index, dims, data }, [data.buffer as ArrayBuffer]);
+    return (await this.call({ op: 'push', key, index, dims, data }, [data.buffer as ArrayBuffer])).frames;
   }
   async finish(key: string): Promise<HostTensor> {
     const r = await this.call({ op: 'finish', key });
@@ -319,17 +333,28 @@ export class Vae {
     return taken;
   }
 
-  private async decodeScaled(z: HostTensor, divisor: number, { signal, temporalTiling = true, ahead }: DecodeOptions): Promise<HostTensor> {
+  private async decodeScaled(z: HostTensor, divisor: number, { signal, temporalTiling = true, ahead, stream }: DecodeOptions): Promise<HostTensor> {
     const [B, L, T, h, w] = z.dims as Dims5;
     if (B !== 1 || L !== this.config.latentChannels || z.dims.length !== 5) throw new Error(`VAE decode: expected (1, ${this.config.latentChannels}, T, h, w), got (${z.dims.join(', ')})`);
     if (T < 1 || h < 1 || w < 1) throw new Error(`VAE decode: empty latent (${z.dims.join(', ')})`);
     const tiled = this.decodesInTiles(h, w);
+    let sent = 0; // bytes handed to `stream`, over every attempt
     for (;;) {
+      let mine = 0; // bytes this attempt streamed
+      const attempt: FrameStream | undefined = stream && {
+        frames: stream.frames,
+        take: (frames) => {
+          const skip = Math.max(0, sent - mine);
+          mine += frames.length;
+          if (skip < frames.length) stream.take(skip ? frames.subarray(skip) : frames);
+          sent = Math.max(sent, mine);
+        },
+      };
       const grid = this.opts.tiles === 'fit' ? FIT_GRIDS[this.fit] : 0;
       const plan = grid ? gridSpatialPlan(h, w, grid) : decodeSpatialPlan(h, w);
       try {
         const done = temporalTiling && divisor === this.config.scalingFactor && ahead?.frames === T ? this.takeAhead(ahead, z) : new Map<number, HostTensor>();
-        return await this.decodeWindows(z, divisor, tiled ? plan : null, temporalTiling, signal, done);
+        return await this.decodeWindows(z, divisor, tiled ? plan : null, temporalTiling, signal, done, attempt);
       } catch (err) {
         if (!tiled || this.opts.tiles !== 'fit' || this.fit === FIT_GRIDS.length - 1 || !isGpuOutOfMemory(err)) throw err;
         // a failed run leaves its arena grown: new decoder sessions start with an empty one
@@ -348,7 +373,7 @@ export class Vae {
    * follows the last run. The last run gives the transient memory back to the device.
    */
   private async decodeWindows(z: HostTensor, divisor: number, plan: SpatialPlan | null, temporalTiling: boolean, signal?: AbortSignal,
-    done = new Map<number, HostTensor>()): Promise<HostTensor> {
+    done = new Map<number, HostTensor>(), stream?: FrameStream): Promise<HostTensor> {
     const [, , T, h, w] = z.dims as Dims5;
     const windows = temporalTiling ? temporalWindows(T) : [[0, T] as [number, number]];
     // a trailing 1-latent window decodes to 1 frame, which the temporal blend drops: only its slot matters
@@ -359,7 +384,7 @@ export class Vae {
     const s = this.config.spatialCompression, C = this.config.outChannels;
     const temporal = windows.length > 1;
     const key = this.stitcher.newKey();
-    if (temporal) await this.stitcher.openTemporal(key, C, T, h * s, w * s);
+    if (temporal) await this.stitcher.openTemporal(key, C, T, h * s, w * s, stream?.frames);
 
     const tiles: HostTensor[][] = windows.map(() => []);
     const whole: HostTensor[] = []; // the result when there is a single window
@@ -368,8 +393,11 @@ export class Vae {
       tiles[i] = [];
       const t = skipped(i) ? f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s))
         : done.get(i) ?? (plan ? await this.stitch(plan, got) : got[0]);
-      if (temporal) await this.stitcher.push(key, i, t);
-      else whole[0] = t;
+      if (!temporal) whole[0] = t;
+      else {
+        const frames = await this.stitcher.push(key, i, t);
+        if (frames) stream!.take(frames);
+      }
     };
     // windows go to the stitcher in order, each once all its tiles are in
     let next = 0;

@@ -134,7 +134,8 @@ export function blend(prev: Block, cur: Block, axis: 1 | 2 | 3, extent: number):
 export class TemporalStitcher {
   readonly out: Block;
   private next = 0; // index of the next tile expected
-  private written = 0; // output frames written so far
+  /** output frames written so far: frames [0, written) of `out` are final */
+  written = 0;
   private tail: Block | null = null; // last frames of the previous (blended) tile
 
   constructor(channels: number, latentFrames: number, height: number, width: number) {

@@ -29,12 +29,12 @@ export class VideoPixels {
   }
 
   /**
-   * All frames so far, earliest first, as (F, H, W, 3) uint8 buffers, taken when called: a later add() does
-   * not change what a reader still iterating gets.
+   * All frames so far from frame `from` on, earliest first, as (F, H, W, 3) uint8 buffers, taken when called: a
+   * later add() does not change what a reader still iterating gets.
    */
-  chunks(): AsyncIterable<Uint8Array> {
+  chunks(from = 0): AsyncIterable<Uint8Array> {
     const snap = ++this.snaps;
-    this.thread.post({ op: 'snapshot', snap });
+    this.thread.post({ op: 'snapshot', snap, from });
     const self = this;
     return (async function* () {
       try {

@@ -158,3 +158,49 @@ export async function writeMp4(path: string, frames: Iterable<Uint8Array> | Asyn
   }
   return count;
 }
+
+/**
+ * Frames that arrive over time, as writeMp4's input: push() them as they come, then end() with the rest, or
+ * fail() to stop the encode (writeMp4 then stops ffmpeg and removes the file). Holds what the encoder has not
+ * taken yet.
+ */
+export class FrameQueue implements AsyncIterable<Uint8Array> {
+  private readonly items: Uint8Array[] = [];
+  private rest: AsyncIterable<Uint8Array> | Iterable<Uint8Array> | null = null;
+  private error: { cause: unknown } | null = null;
+  private wake: (() => void) | null = null;
+
+  push(frames: Uint8Array): void {
+    this.items.push(frames);
+    this.notify();
+  }
+
+  /** No more pushes: the frames after the pushed ones are `rest`. */
+  end(rest: AsyncIterable<Uint8Array> | Iterable<Uint8Array> = []): void {
+    this.rest = rest;
+    this.notify();
+  }
+
+  fail(cause: unknown): void {
+    this.error = { cause };
+    this.notify();
+  }
+
+  private notify(): void {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Uint8Array> {
+    for (;;) {
+      if (this.error) throw this.error.cause;
+      const next = this.items.shift();
+      if (next) yield next;
+      else if (this.rest) {
+        yield* this.rest;
+        return;
+      } else await new Promise<void>((resolve) => { this.wake = resolve; });
+    }
+  }
+}

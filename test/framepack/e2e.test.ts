@@ -60,14 +60,26 @@ for (const name of cases) {
     let frames: Uint8Array;
     const dump: Record<string, HostTensor> = {};
     const logs: string[] = [];
+    const handed: Uint8Array[] = [];
 
     before(async () => {
       expected = await loadTensors(join(dir, 'expected.safetensors'));
       const image = await loadImage(join(dir, 'input.png'));
       const input = inputSchema.parse({ ...caseInput(name), input_image: join(dir, 'input.png') });
       result = await generate(models, image, generateParams(input, params.seed, null),
-        { signal: new AbortController().signal, log: (l) => logs.push(l), noise: expected, dump });
+        { signal: new AbortController().signal, log: (l) => logs.push(l), noise: expected, dump, onFrames: (f) => handed.push(f) });
       frames = await result.pixels.frames();
+    });
+
+    test('the frames handed over while the last section decoded are the video\'s first frames', () => {
+      // a decode of more than 4 latents is tiled in time and streams all its frames but those blended into later ones
+      const last = Number([...logs].reverse().find((l) => / decoded \d+ latents/.test(l))!.match(/decoded (\d+) latents/)![1]);
+      const overlap = result.sections > 1 ? 4 * params.latent_window_size - 3 : 0;
+      assert.equal(result.streamed, last > 4 ? 4 * (last - 1) + 1 - overlap : 0);
+      const frameBytes = 3 * result.width * result.height;
+      const bytes = Buffer.concat(handed);
+      assert.equal(bytes.length, result.streamed * frameBytes);
+      assert.ok(bytes.equals(frames.subarray(0, bytes.length)));
     });
 
     test('a request with every added input at its default produces the recorded bytes', async (t) => {

@@ -8,6 +8,7 @@ import type { HostTensor } from '../../src/onnx/safetensors.js';
 import { SIGLIP_384, type RgbImage } from '../../src/framepack/image.js';
 import { generate, type DecodeOrder, type FramePackNets, type GenerateParams, type SectionInputs } from '../../src/framepack/pipeline.js';
 import { NormalGenerator } from '../../src/framepack/noise.js';
+import { overlapFrames, toUint8Frames, type Float32Tensor } from '../../src/framepack/sections.js';
 import type { StepProgress } from '../../src/framepack/progress.js';
 import { float32ToFloat16 } from '../../src/onnx/half.js';
 
@@ -70,7 +71,12 @@ function fakeNets(events: string[], opts: FakeOptions = {}) {
         if (k === slow.failDecode) throw new Error('decode failed');
       }
       // pixels that depend on the latents decoded: the first value, clamped into [-1, 1]
-      return f32([1, 3, 4 * (T - 1) + 1, 8 * h, 8 * w], Math.max(-1, Math.min(1, (z.data as Float32Array)[0] / 4)));
+      const out = f32([1, 3, 4 * (T - 1) + 1, 8 * h, 8 * w], Math.max(-1, Math.min(1, (z.data as Float32Array)[0] / 4)));
+      if (o?.stream) {
+        events.push(`stream:${o.stream.frames}`);
+        o.stream.take(toUint8Frames(out as Float32Tensor, 0, o.stream.frames));
+      }
+      return out;
     },
     ...(opts.decodeAhead ? {
       async decodeAhead(known: HostTensor, offset: number, frames: number) {
@@ -228,6 +234,38 @@ test('decode after sampling: every section sampled, then samplingDone, then the 
     'decode:2', 'decode:4', 'decode:4', 'decode:5']);
   assert.ok(new Set(inline.frames).size > 1, 'the fake decode gives frames that differ by section');
   assert.deepEqual(deferred.frames, inline.frames);
+});
+
+test('the last decode of the inverted order hands over the video\'s first frames as they come; the rest follow from the pixels', async () => {
+  const whole = async (r: { pixels: { frames(): Promise<Uint8Array> } }) => Buffer.from(await r.pixels.frames());
+  for (const [seconds, sections] of [[1, 4], [0.2, 1]] as const) {
+    const p = { ...params, seconds };
+    const plain = await generate(fakeNets([]).nets, image, p, { signal: new AbortController().signal, log: () => {} });
+    const events: string[] = [];
+    const handed: Buffer[] = [];
+    const sizes = new Set<string>();
+    const r = await generate(fakeNets(events).nets, image, p, {
+      signal: new AbortController().signal, log: () => {},
+      onFrames: (f, size) => { handed.push(Buffer.from(f)); sizes.add(`${size.width}x${size.height}`); },
+    });
+    assert.equal(r.sections, sections);
+    // only the last decode streams: all its frames but the overlap blended into the next ones (all when it is the only one)
+    const lastFrames = 4 * (events.filter((e) => e.startsWith('decode:')).map((e) => Number(e.slice(7))).at(-1)! - 1) + 1;
+    const expected = sections > 1 ? lastFrames - overlapFrames(params.latentWindowSize) : lastFrames;
+    assert.deepEqual(events.filter((e) => e.startsWith('stream:')), [`stream:${expected}`]);
+    assert.equal(r.streamed, expected);
+    assert.deepEqual([...sizes], [`${r.width}x${r.height}`]);
+    const rest: Buffer[] = [];
+    for await (const c of r.pixels.chunks(r.streamed)) rest.push(Buffer.from(c));
+    assert.ok(Buffer.concat([...handed, ...rest]).equals(await whole(plain)), 'the handed frames and the rest are the video');
+    await r.pixels.close();
+  }
+  // F1 appends: the last decode's frames end the video, so nothing streams (the video is encoded at the end)
+  const handed: Uint8Array[] = [];
+  const f1 = await generate(fakeNets([]).nets, image, { ...params, samplingMode: 'f1' },
+    { signal: new AbortController().signal, log: () => {}, onFrames: (f) => handed.push(f) });
+  assert.deepEqual([handed.length, f1.streamed], [0, 0]);
+  await f1.pixels.close();
 });
 
 test('decode beside sampling: section k decodes while k + 1 samples, in order, with the same frames', async () => {

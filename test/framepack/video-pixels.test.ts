@@ -42,6 +42,11 @@ for (const grows of ['backward', 'forward'] as const) {
     }
     assert.deepEqual(await collect(early!), earlyFrames, 'taken after the second chunk, read after the last');
     assert.deepEqual(await collect(there.chunks()), here.frames());
+    // from frame k on: within the float frames, within a uint8 chunk, at a boundary, none left
+    const frameBytes = 3 * here.width * here.height;
+    for (const from of [1, O + 2, O, here.frameCount - 1, here.frameCount]) {
+      assert.deepEqual(await collect(there.chunks(from)), here.frames().subarray(from * frameBytes), `from ${from}`);
+    }
     assert.deepEqual(await there.frames(), here.frames());
     await assert.rejects(collect(there.chunks()), /closed/, 'frames() closed it');
   });

@@ -5,7 +5,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { effectiveCrf, findFfmpeg, writeMp4, FfmpegSetupError } from '../../src/framepack/video.js';
+import { effectiveCrf, findFfmpeg, writeMp4, FfmpegSetupError, FrameQueue } from '../../src/framepack/video.js';
 
 function ffprobe(path: string) {
   const r = spawnSync('ffprobe', ['-v', 'error', '-count_frames', '-select_streams', 'v:0', '-show_entries',
@@ -75,6 +75,49 @@ test('bad input and a failing ffmpeg leave no file behind; odd sizes are refused
     await assert.rejects(stat(out), { code: 'ENOENT' });
     await assert.rejects(writeMp4(out, [], { width: 63, height: 32, crf: 23 }), RangeError);
     await assert.rejects(writeMp4(join(dir, 'no', 'such', 'dir.mp4'), frames(2, 64, 32, 1), { width: 64, height: 32, crf: 23 }), /ffmpeg failed/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+/** The decoded rgb24 frames of an MP4. */
+function decodedFrames(path: string): Buffer {
+  const r = spawnSync('ffmpeg', ['-v', 'error', '-i', path, '-f', 'rawvideo', '-pix_fmt', 'rgb24', 'pipe:1'], { maxBuffer: 1 << 28 });
+  assert.equal(r.status, 0, String(r.stderr));
+  return r.stdout;
+}
+
+test('a frame queue: frames pushed while ffmpeg runs, then the rest, give the same video as all frames at once', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
+  try {
+    const all = [...frames(41, 96, 64, 4)];
+    const whole = join(dir, 'whole.mp4'), queued = join(dir, 'queued.mp4');
+    await writeMp4(whole, all, { width: 96, height: 64, crf: 23 });
+    const queue = new FrameQueue();
+    const encoded = writeMp4(queued, queue, { width: 96, height: 64, crf: 23 });
+    for (const f of all.slice(0, 5)) {
+      queue.push(f);
+      await new Promise((r) => setTimeout(r, 20)); // the encoder waits for the next frames meanwhile
+    }
+    queue.end((async function* () { yield* all.slice(5); })());
+    assert.equal(await encoded, 41);
+    assert.ok(decodedFrames(queued).equals(decodedFrames(whole)));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a frame queue that fails stops the encoder with its error and leaves no file', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
+  try {
+    const out = join(dir, 'failed.mp4');
+    const queue = new FrameQueue();
+    const encoded = writeMp4(out, queue, { width: 96, height: 64, crf: 23 });
+    queue.push([...frames(3, 96, 64, 3)][0]);
+    await new Promise((r) => setTimeout(r, 50));
+    queue.fail(new Error('the decode failed'));
+    await assert.rejects(encoded, /the decode failed/);
+    await assert.rejects(stat(out), { code: 'ENOENT' });
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

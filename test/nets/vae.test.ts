@@ -9,6 +9,7 @@ import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { runByShape, Vae } from '../../src/framepack/vae-decode.js';
 import { blend, block, decodeSpatialPlan, gridSpatialPlan, pixelFrames, temporalWindows, TemporalStitcher } from '../../src/framepack/vae-tiling.js';
+import { toUint8Frames, type Float32Tensor } from '../../src/framepack/sections.js';
 import { fixture, tinyModels } from '../fixtures.js';
 import { relL2 } from '../numerics.js';
 
@@ -336,6 +337,48 @@ describe('VAE spatial tiling (low-VRAM mode)', () => {
       };
       await assert.rejects(v.decode(z), /stitching failed/);
       assert.equal(runs, 3);
+    } finally {
+      await v.release();
+    }
+  });
+
+  it('stream: the first frames come as video frames as their windows are stitched; a repeat in smaller tiles sends none twice', async () => {
+    const z = wave([1, 16, 8, 8, 40], 0.27, 1.2); // windows [0,5) [3,8) [6,8): 13 + 12 + 4 frames, 2 tiles each
+    const frames = 20, frameBytes = 3 * 64 * 320;
+    const v = await Vae.load(vaeDir(), { ep: 'cpu', precision: 'float32', spatialTiling: true, tiles: 'fit', onTiles: () => {} });
+    const realChunk = (v as any).decodeChunk.bind(v);
+    try {
+      let runs = 0;
+      (v as any).decodeChunk = (...a: unknown[]) => { runs++; return realChunk(...a); };
+      const taken: Array<{ bytes: Uint8Array; runs: number }> = [];
+      const out = await v.decode(z, { stream: { frames, take: (f) => taken.push({ bytes: f.slice(), runs }) } });
+      const total = runs;
+      assert.deepEqual(taken.map((t) => t.bytes.length / frameBytes), [13, 7]);
+      assert.ok(taken[0].runs < total, 'window 0 came before the last run');
+      const all = Buffer.concat(taken.map((t) => t.bytes));
+      assert.ok(all.equals(toUint8Frames(out as Float32Tensor, 0, frames)), 'the frames of the decode\'s output');
+
+      // out of memory in window 1's first run, after window 0 was streamed: the 3 x 3 repeat sends frames 13.. only
+      const again: Uint8Array[] = [];
+      let first = true;
+      runs = 0;
+      (v as any).decodeChunk = async (...a: unknown[]) => {
+        if (first && ++runs === 3) {
+          while (again.length === 0) await new Promise((r) => setTimeout(r, 5));
+          first = false;
+          throw new Error('ONNX Runtime RunWithBinding failed: Failed to allocate memory for requested buffer of size 4294967296');
+        }
+        return realChunk(...a);
+      };
+      const smaller = await v.decode(z, { stream: { frames, take: (f) => again.push(f.slice()) } });
+      assert.deepEqual(again.map((f) => f.length / frameBytes), [13, 7]); // 13 from 2 x 2; then 13 + 12 from 3 x 3, 13 left out
+      assert.ok(relL2(smaller, out) > 0, 'the layouts differ, so the test tells the attempts apart');
+      assert.ok(Buffer.from(again[0]).equals(toUint8Frames(out as Float32Tensor, 0, 13)));
+      assert.ok(Buffer.from(again[1]).equals(toUint8Frames(smaller as Float32Tensor, 13, frames)));
+      // a decode of 4 latents or fewer is one window: nothing streams
+      const short: Uint8Array[] = [];
+      await v.decode({ ...z, dims: [1, 16, 3, 8, 40], data: framesOf(z, 0, 3) }, { stream: { frames: 5, take: (f) => short.push(f) } });
+      assert.equal(short.length, 0);
     } finally {
       await v.release();
     }
