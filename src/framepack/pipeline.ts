@@ -34,7 +34,7 @@ import { NormalGenerator } from './noise.js';
 import { SamplingProgress, type StepProgress } from './progress.js';
 import { distilledGuidance, sampleUniPC, sectionSigmas, type VelocityFn } from './sampler.js';
 import {
-  FPS, imageTokens, invertedSliceFrames, overlapFrames, planSections, sliceTime, totalPixelFrames, type Conditioning,
+  FPS, imageTokens, overlapFrames, planSections, totalPixelFrames, type Conditioning,
   type Float32Tensor, type SamplingMode, type SectionPlan,
 } from './sections.js';
 import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts, type SectionPrompt } from './timed-prompts.js';
@@ -91,16 +91,11 @@ export interface FramePackNets {
   /** VAE posterior mean x scaling factor of (1, 3, 1, H, W) pixels in [-1, 1]; `pixels` are handed over (may be transferred). */
   encodeLatent(pixels: HostTensor, signal: AbortSignal): Promise<HostTensor>;
   /**
-   * Scaled latents (1, C, T, h, w) -> pixels (1, 3, 4(T-1)+1, 8h, 8w) float32. `ahead`: what decodeAhead made
-   * for this decode (used only where it matches). `stream`: the output's first frames as uint8 video frames as
-   * the decode completes them (vae-decode.ts FrameStream; a decode may hand over none).
+   * Scaled latents (1, C, T, h, w) -> pixels (1, 3, 4(T-1)+1, 8h, 8w) float32. `stream`: the output's first
+   * frames as uint8 video frames as the decode completes them (vae-decode.ts FrameStream; a decode may hand over
+   * none).
    */
-  decodeLatents(latents: HostTensor, signal: AbortSignal, opts?: { ahead?: unknown; stream?: FrameStream }): Promise<HostTensor>;
-  /**
-   * Optional: decodes now what a later decode of `frames` latents can take from its latents [offset, ...)
-   * given in `known` (their scaled values), for decodeLatents' `ahead`.
-   */
-  decodeAhead?(known: HostTensor, offset: number, frames: number, signal: AbortSignal): Promise<unknown>;
+  decodeLatents(latents: HostTensor, signal: AbortSignal, opts?: { stream?: FrameStream }): Promise<HostTensor>;
   section(inputs: SectionInputs, signal: AbortSignal): Promise<SectionModel>;
   /** Called once the prompt and image conditioning exist: a low-memory placement frees the encoders here. */
   encodingDone?(): Promise<void>;
@@ -362,8 +357,6 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   const decodeOrder = nets.decodeOrder ?? 'inline';
   const pending: Slice[] = [];
   const beside = new DecodeQueue();
-  /** what decodeAhead made for a section's decode (the queue runs it first), by section number */
-  const aheads = new Map<number, unknown>();
   let streamed = 0;
   /**
    * The last decode in the inverted order makes the video's first frames: all but its last `overlap` (which
@@ -380,9 +373,7 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   const decode = async ({ section, label, latents }: Slice) => {
     signal.throwIfAborted();
     const t = performance.now();
-    const ahead = aheads.get(section);
-    aheads.delete(section);
-    const decoded = asFloat32(await nets.decodeLatents(latents, signal, { ahead, stream: streamOf(section, latents) }), 'decoded pixels');
+    const decoded = asFloat32(await nets.decodeLatents(latents, signal, { stream: streamOf(section, latents) }), 'decoded pixels');
     await pixels.add(decoded);
     log(`${label} decoded ${latents.dims[2]} latents to ${decoded.dims[2]} frames in ${seconds(t)} s; ` +
       `${pixels.frameCount}/${totalFrames} frames`);
@@ -427,26 +418,8 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
       // a copy: later sections do not change it
       const slice: Slice = { section: plan.index + 1, label, latents: await history.decodeSlice(plan, lws) };
       if (decodeOrder === 'after-sampling') pending.push(slice);
-      else if (decodeOrder === 'beside-sampling') {
-        beside.add(() => decode(slice));
-        const next = plans[plan.index + 1];
-        if (next && mode === 'inverted' && nets.decodeAhead) {
-          // The next section's slice ends with this section's lws latents (the newest of this slice): its
-          // decode windows within those can run now, beside the next section's sampling.
-          const frames = invertedSliceFrames(next, lws);
-          const known = sliceTime(slice.latents as Float32Tensor, 0, lws);
-          beside.add(async () => {
-            try {
-              const t = performance.now();
-              aheads.set(next.index + 1, await nets.decodeAhead!(known, frames - lws, frames, signal));
-              log(`part of section ${next.index + 1}/${plans.length}'s decode done ahead in ${seconds(t)} s`);
-            } catch (err) {
-              signal.throwIfAborted();
-              log(`decoding part of the next section's decode ahead failed (that decode will make it): ${(err as Error).message}`);
-            }
-          });
-        }
-      } else await decode(slice);
+      else if (decodeOrder === 'beside-sampling') beside.add(() => decode(slice));
+      else await decode(slice);
     }
   } finally {
     // a decode still running when sampling failed or was cancelled must finish before the caller frees its sessions

@@ -43,7 +43,7 @@ import { FPS, imageTokens } from './sections.js';
 import { provenanceOf } from './provenance.js';
 import { encodePrompt, textEncoderLoader, type TextEncoders } from './text.js';
 import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
-import { Vae, type DecodedAhead, type FrameStream } from './vae-decode.js';
+import { Vae, type FrameStream } from './vae-decode.js';
 import type { VideoPixels } from './video-pixels.js';
 import { FrameQueue, findFfmpeg, writeMp4 } from './video.js';
 
@@ -380,12 +380,8 @@ export class FramePackModels implements FramePackNets {
     return this.vae.encodeLatent(pixels, { signal, consume: true });
   }
 
-  decodeLatents(latents: HostTensor, signal: AbortSignal, opts: { ahead?: unknown; stream?: FrameStream } = {}): Promise<HostTensor> {
-    return this.vae.decodeLatents(latents, { signal, ahead: opts.ahead as DecodedAhead | undefined, stream: opts.stream });
-  }
-
-  decodeAhead(known: HostTensor, offset: number, frames: number, signal: AbortSignal): Promise<DecodedAhead> {
-    return this.vae.decodeAhead(known, offset, frames, { signal });
+  decodeLatents(latents: HostTensor, signal: AbortSignal, opts: { stream?: FrameStream } = {}): Promise<HostTensor> {
+    return this.vae.decodeLatents(latents, { signal, stream: opts.stream });
   }
 
   /** Frees the encoders when they are per-request (called once the conditioning exists). */

@@ -63,8 +63,6 @@ export interface DecodeOptions {
   signal?: AbortSignal;
   /** default true: diffusers' temporal tiled decode for more than 4 latent frames */
   temporalTiling?: boolean;
-  /** windows of this decode decoded earlier (Vae.decodeAhead); each is used only if its latents are the same */
-  ahead?: DecodedAhead | null;
   /** the output's first frames as video frames, as soon as the temporal stitch completes them */
   stream?: FrameStream;
 }
@@ -78,17 +76,6 @@ export interface DecodeOptions {
 export interface FrameStream {
   readonly frames: number;
   take(frames: Uint8Array): void;
-}
-
-/**
- * Temporal windows of a later decode, decoded before the rest of its latents exist (Vae.decodeAhead). Each keeps
- * the latents it was decoded from and the tile layout it was decoded in, so that a decode takes a window only
- * when both are the same as its own, bit for bit; the window's pixels are then handed over (taken once).
- */
-export interface DecodedAhead {
-  /** latent frames of the decode these windows belong to */
-  readonly frames: number;
-  readonly windows: Map<number, { latents: Float32Array; layout: string; pixels: HostTensor }>;
 }
 
 /** Posterior of an encode: mean and std (exp(0.5 clamp(logvar, -30, 20))), each (1, latent, t, h, w). */
@@ -290,50 +277,7 @@ export class Vae {
     return this.decodeScaled(latents, this.config.scalingFactor, opts);
   }
 
-  /**
-   * Decodes now the temporal windows of a later decode of `frames` scaled latents that lie wholly within
-   * `known`, its latents [offset, offset + known's frames): in the inverted order the next section's decode ends
-   * with this section's latents, so those windows can run while the next section samples. Diffusers' temporal
-   * tiled decode decodes each window on its own, so a window decoded now is the one the later decode would make.
-   */
-  async decodeAhead(known: HostTensor, offset: number, frames: number, { signal }: { signal?: AbortSignal } = {}): Promise<DecodedAhead> {
-    const [, , K, h, w] = known.dims as Dims5;
-    const ahead: DecodedAhead = { frames, windows: new Map() };
-    const windows = temporalWindows(frames);
-    if (windows.length < 2) return ahead;
-    for (const [i, [t0, t1]] of windows.entries()) {
-      if (t0 < offset || t1 > offset + K || t1 - t0 === 1) continue;
-      const latents = crop5(known, t0 - offset, t1 - offset, 0, h, 0, w);
-      const pixels = await this.decodeScaled(latents, this.config.scalingFactor, { signal, temporalTiling: false });
-      ahead.windows.set(i, { latents: latents.data as Float32Array, layout: this.layout(h, w), pixels });
-    }
-    return ahead;
-  }
-
-  /** How a decode of h x w latents tiles now (changes when a 'fit' decode runs out of memory). */
-  private layout(h: number, w: number): string {
-    if (!this.decodesInTiles(h, w)) return 'untiled';
-    return this.opts.tiles === 'fit' ? `fit ${FIT_GRIDS[this.fit]}` : 'diffusers';
-  }
-
-  /** The windows of `ahead` that this decode of `z` would make the same (latents and layout), taken from it. */
-  private takeAhead(ahead: DecodedAhead, z: HostTensor): Map<number, HostTensor> {
-    const [, , T, h, w] = z.dims as Dims5;
-    const windows = temporalWindows(T);
-    const bytes = (f: Float32Array) => Buffer.from(f.buffer, f.byteOffset, f.byteLength);
-    const taken = new Map<number, HostTensor>();
-    for (const [i, a] of ahead.windows) {
-      if (!windows[i] || a.layout !== this.layout(h, w)) continue;
-      // the window's latents cut as decodeAhead cut them, compared byte for byte
-      const mine = crop5(z, windows[i][0], windows[i][1], 0, h, 0, w).data as Float32Array;
-      if (!bytes(mine).equals(bytes(a.latents))) continue;
-      taken.set(i, a.pixels);
-      ahead.windows.delete(i);
-    }
-    return taken;
-  }
-
-  private async decodeScaled(z: HostTensor, divisor: number, { signal, temporalTiling = true, ahead, stream }: DecodeOptions): Promise<HostTensor> {
+  private async decodeScaled(z: HostTensor, divisor: number, { signal, temporalTiling = true, stream }: DecodeOptions): Promise<HostTensor> {
     const [B, L, T, h, w] = z.dims as Dims5;
     if (B !== 1 || L !== this.config.latentChannels || z.dims.length !== 5) throw new Error(`VAE decode: expected (1, ${this.config.latentChannels}, T, h, w), got (${z.dims.join(', ')})`);
     if (T < 1 || h < 1 || w < 1) throw new Error(`VAE decode: empty latent (${z.dims.join(', ')})`);
@@ -353,8 +297,7 @@ export class Vae {
       const grid = this.opts.tiles === 'fit' ? FIT_GRIDS[this.fit] : 0;
       const plan = grid ? gridSpatialPlan(h, w, grid) : decodeSpatialPlan(h, w);
       try {
-        const done = temporalTiling && divisor === this.config.scalingFactor && ahead?.frames === T ? this.takeAhead(ahead, z) : new Map<number, HostTensor>();
-        return await this.decodeWindows(z, divisor, tiled ? plan : null, temporalTiling, signal, done, attempt);
+        return await this.decodeWindows(z, divisor, tiled ? plan : null, temporalTiling, signal, attempt);
       } catch (err) {
         if (!tiled || this.opts.tiles !== 'fit' || this.fit === FIT_GRIDS.length - 1 || !isGpuOutOfMemory(err)) throw err;
         // a failed run leaves its arena grown: new decoder sessions start with an empty one
@@ -373,14 +316,13 @@ export class Vae {
    * follows the last run. The last run gives the transient memory back to the device.
    */
   private async decodeWindows(z: HostTensor, divisor: number, plan: SpatialPlan | null, temporalTiling: boolean, signal?: AbortSignal,
-    done = new Map<number, HostTensor>(), stream?: FrameStream): Promise<HostTensor> {
+    stream?: FrameStream): Promise<HostTensor> {
     const [, , T, h, w] = z.dims as Dims5;
     const windows = temporalTiling ? temporalWindows(T) : [[0, T] as [number, number]];
     // a trailing 1-latent window decodes to 1 frame, which the temporal blend drops: only its slot matters
     const skipped = (i: number) => windows.length > 1 && windows[i][1] - windows[i][0] === 1;
     const areas = plan ? tilesOf(plan, h, w) : [{ y0: 0, y1: h, x0: 0, x1: w }];
-    // windows decoded ahead (done) run no tiles
-    const jobs = windows.flatMap(([t0, t1], window) => (skipped(window) || done.has(window) ? [] : areas.map((a, tile) => ({ ...a, t0, t1, window, tile }))));
+    const jobs = windows.flatMap(([t0, t1], window) => (skipped(window) ? [] : areas.map((a, tile) => ({ ...a, t0, t1, window, tile }))));
     const s = this.config.spatialCompression, C = this.config.outChannels;
     const temporal = windows.length > 1;
     const key = this.stitcher.newKey();
@@ -391,8 +333,7 @@ export class Vae {
     const finishWindow = async (i: number): Promise<void> => {
       const got = tiles[i];
       tiles[i] = [];
-      const t = skipped(i) ? f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s))
-        : done.get(i) ?? (plan ? await this.stitch(plan, got) : got[0]);
+      const t = skipped(i) ? f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s)) : plan ? await this.stitch(plan, got) : got[0];
       if (!temporal) whole[0] = t;
       else {
         const frames = await this.stitcher.push(key, i, t);
@@ -404,7 +345,7 @@ export class Vae {
     let stitching: Promise<void> = Promise.resolve();
     let stitchError: { error: unknown } | null = null;
     const handOver = () => {
-      while (next < windows.length && (skipped(next) || done.has(next) || tiles[next].filter(Boolean).length === areas.length)) {
+      while (next < windows.length && (skipped(next) || tiles[next].filter(Boolean).length === areas.length)) {
         const i = next++;
         stitching = stitching.then(() => finishWindow(i));
         // observed at once (no unhandled rejection while the device works on), thrown by the next tile or below

@@ -22,8 +22,6 @@ interface FakeOptions {
    * decode `failDecode` fails.
    */
   slowDecodes?: { sections: number; failDecode?: number };
-  /** the nets decode ahead: what they were given is kept, and each decode says whether its ahead fits it */
-  decodeAhead?: boolean;
 }
 
 function fakeNets(events: string[], opts: FakeOptions = {}) {
@@ -53,14 +51,6 @@ function fakeNets(events: string[], opts: FakeOptions = {}) {
     async decodeLatents(z, _signal, o) {
       const [, , T, h, w] = z.dims;
       events.push(`decode:${T}`);
-      if (o?.ahead) {
-        // the latents given ahead must be this decode's frames [offset, frames), exactly
-        const a = o.ahead as { known: HostTensor; offset: number; frames: number };
-        const [, C, K, hh, ww] = a.known.dims, hw = hh * ww, zd = z.data as Float32Array, kd = a.known.data as Float32Array;
-        let same = a.frames === T && a.offset + K === T;
-        for (let c = 0; c < C && same; c++) for (let i = 0; i < K * hw && same; i++) same = kd[c * K * hw + i] === zd[(c * T + a.offset) * hw + i];
-        events.push(same ? 'ahead fits' : 'ahead does not fit');
-      }
       const slow = opts.slowDecodes;
       if (slow) {
         const k = decodes++;
@@ -78,12 +68,6 @@ function fakeNets(events: string[], opts: FakeOptions = {}) {
       }
       return out;
     },
-    ...(opts.decodeAhead ? {
-      async decodeAhead(known: HostTensor, offset: number, frames: number) {
-        events.push(`ahead:${offset}-${frames}`);
-        return { known, offset, frames };
-      },
-    } : {}),
     async section(inputs) {
       sections.push(inputs);
       events.push(`section:${inputs.plan.index}`);
@@ -283,22 +267,6 @@ test('decode beside sampling: section k decodes while k + 1 samples, in order, w
   }
   assert.equal(events.at(-1), 'sampling-done');
   assert.deepEqual(sectionsSeen, [1, 2, 3, 4]);
-  assert.deepEqual(await r.pixels.frames(), await inline.pixels.frames());
-});
-
-test('decode beside sampling: the next decode\'s windows over this section\'s latents are decoded ahead, then handed to it', async () => {
-  const inline = await generate(fakeNets([]).nets, image, params, { signal: new AbortController().signal, log: () => {} });
-  const events: string[] = [];
-  const logs: string[] = [];
-  const r = await generate(fakeNets(events, { decodeOrder: 'beside-sampling', decodeAhead: true }).nets, image, params,
-    { signal: new AbortController().signal, log: (l) => logs.push(l) });
-  assert.deepEqual(logs.filter((l) => l.includes('ahead')).map((l) => l.replace(/in [\d.]+ s/, 'in N s')),
-    [2, 3, 4].map((k) => `part of section ${k}/4's decode done ahead in N s`));
-  // lws 2, 4 sections: slices of 2, 4, 4 and 5 latents (the last with the start latent first); the latents after
-  // a slice's own are the previous section's 2, known one section early
-  const decodes = events.filter((e) => /^(decode|ahead)/.test(e));
-  assert.deepEqual(decodes, ['decode:2', 'ahead:2-4', 'decode:4', 'ahead fits', 'ahead:2-4', 'decode:4', 'ahead fits', 'ahead:3-5',
-    'decode:5', 'ahead fits']);
   assert.deepEqual(await r.pixels.frames(), await inline.pixels.frames());
 });
 

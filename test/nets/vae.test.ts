@@ -384,44 +384,6 @@ describe('VAE spatial tiling (low-VRAM mode)', () => {
     }
   });
 
-  it('decodeAhead: a later decode takes the windows made from its known latents, bit for bit, and only those', async () => {
-    // 19 latents as in the last section of the default request: windows [0,5) [3,8) [6,11) [9,14) [12,17) [15,19);
-    // the latents [10, 19) are known a section early, and so are the windows [12,17) and [15,19)
-    const z = wave([1, 16, 19, 8, 40], 0.23, 1.1);
-    const known = { dtype: 'float32' as const, dims: [1, 16, 9, 8, 40], data: framesOf(z, 10, 19) };
-    const plainOut = await tiled.decodeLatents(z);
-    const v = await Vae.load(vaeDir(), { ep: 'cpu', precision: 'float32', spatialTiling: true });
-    try {
-      const real = (v as any).decodeChunk.bind(v);
-      let runs = 0;
-      (v as any).decodeChunk = (...a: unknown[]) => { runs++; return real(...a); };
-      const ahead = await v.decodeAhead(known, 10, 19);
-      assert.deepEqual([...ahead.windows.keys()], [4, 5]);
-      assert.equal(runs, 4); // two windows of 2 tiles each
-      runs = 0;
-      assert.equal(relL2(await v.decodeLatents(z, { ahead }), plainOut), 0);
-      assert.equal(runs, 8); // the other four windows
-      assert.equal(ahead.windows.size, 0); // taken
-
-      // latents that changed since (one value in window [12,17)): that window is decoded again, the other taken
-      const changed = { ...known, data: known.data.slice() };
-      changed.data[3 * 8 * 40 + 17] += 0.5; // frame 13 of the decode
-      const stale = await v.decodeAhead(changed, 10, 19);
-      runs = 0;
-      assert.equal(relL2(await v.decodeLatents(z, { ahead: stale }), plainOut), 0);
-      assert.equal(runs, 10);
-      assert.deepEqual([...stale.windows.keys()], [4]);
-      // windows of a decode of another length are not taken
-      const other = await v.decodeAhead(known, 10, 19);
-      const shorter = { dtype: 'float32' as const, dims: [1, 16, 18, 8, 40], data: framesOf(z, 0, 18) };
-      runs = 0;
-      await v.decodeLatents(shorter, { ahead: other });
-      assert.equal(other.windows.size, 2);
-    } finally {
-      await v.release();
-    }
-  });
-
   it('encode equals diffusers tiled_encode (blend of the moments), and stays near the untiled encode', async () => {
     const x = wave([1, 3, 1, 288, 320], 0.011, 0.9); // 2 x 2 tiles of 256 px, stride 192
     const { mean, std } = await tiled.encode(x);
