@@ -146,7 +146,6 @@ export function sigLipPixels(img: RgbImage, pre: SigLipPreprocessor = SIGLIP_384
   return { dtype: 'float32', dims: [1, 3, height, width], data: out };
 }
 
-
 /** The VAE input (1, 3, 1, H, W) float32 in [-1, 1]: x / 127.5 - 1. */
 export function vaePixels(img: RgbImage): HostTensor {
   const plane = img.width * img.height;
