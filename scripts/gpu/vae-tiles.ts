@@ -1,17 +1,25 @@
 /**
- * Where a spatially tiled VAE decode spends its time: decodes one section (18 latents at the 640x608 bucket)
- * with spatial tiling, twice (the first run includes session creation and cuDNN's algorithm search), and
- * prints the second run's session runs grouped by session and input shape: count, total and mean seconds; then
- * encodes one 640 x 608 image three times (a request's start latent).
+ * Where a spatially tiled VAE decode spends its time: decodes one section (18 latents at the 640x608 bucket, or
+ * --latents N) with spatial tiling, twice (the first run includes session creation and cuDNN's algorithm search),
+ * and prints the second run's session runs grouped by session and input shape: count, total and mean seconds;
+ * then encodes one 640 x 608 image three times (a request's start latent). --tiles fit tiles as `high` and
+ * `medium` do (2 x 2 equal tiles), diffusers (default) as the original's low-VRAM mode.
  *
- *   node dist/scripts/gpu/vae-tiles.js [--vae bench/tmp/full/vae] [--ep cuda] [--tiling on|off]
+ *   node dist/scripts/gpu/vae-tiles.js [--vae bench/tmp/full/vae] [--ep cuda] [--tiling on|off] [--tiles diffusers|fit] [--latents 18]
  */
 import { parseArgs } from 'node:util';
 import { Vae } from '../../src/framepack/vae-decode.js';
 import { Session, terminateWorkers, type Feeds, type RunOptions } from '../../src/runtime/session.js';
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { vae: { type: 'string', default: 'bench/tmp/full/vae' }, ep: { type: 'string', default: 'cuda' }, tiling: { type: 'string', default: 'on' } } });
+  const { values } = parseArgs({
+    options: {
+      vae: { type: 'string', default: 'bench/tmp/full/vae' }, ep: { type: 'string', default: 'cuda' }, tiling: { type: 'string', default: 'on' },
+      tiles: { type: 'string', default: 'diffusers' }, latents: { type: 'string', default: '18' },
+    },
+  });
+  if (values.tiles !== 'fit' && values.tiles !== 'diffusers') throw new Error(`--tiles: fit or diffusers, got ${values.tiles}`);
+  const T = Number(values.latents);
   const runs: Array<{ key: string; s: number }> = [];
   const run = Session.prototype.run as (feeds: Feeds, opts?: RunOptions) => Promise<unknown>;
   (Session.prototype as any).run = async function (this: Session, feeds: Feeds, opts?: RunOptions) {
@@ -19,9 +27,11 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     try { return await run.call(this, feeds, opts); } finally { runs.push({ key, s: (performance.now() - t0) / 1000 }); }
   };
-  const vae = await Vae.load(values.vae!, { ep: values.ep as 'cuda' | 'cpu', precision: values.ep === 'cpu' ? 'float32' : 'float16', spatialTiling: values.tiling === 'on' });
-  const n = 16 * 18 * 80 * 76;
-  const z = () => ({ dtype: 'float32' as const, dims: [1, 16, 18, 80, 76], data: Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 0.5) });
+  const vae = await Vae.load(values.vae!, {
+    ep: values.ep as 'cuda' | 'cpu', precision: values.ep === 'cpu' ? 'float32' : 'float16', spatialTiling: values.tiling === 'on', tiles: values.tiles,
+  });
+  const n = 16 * T * 80 * 76;
+  const z = () => ({ dtype: 'float32' as const, dims: [1, 16, T, 80, 76], data: Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 0.5) });
   for (const label of ['first', 'second']) {
     runs.length = 0;
     const t0 = performance.now();
