@@ -361,6 +361,18 @@ export function toUint8Frames(pixels: Float32Tensor, from = 0, to = pixels.dims[
   return out;
 }
 
+/** One frame's channel planes -> interleaved uint8 at `offset` of `out`: toUint8Frames' arithmetic, without copies. */
+function planesToRgb(planes: Float32Array[], out: Uint8Array, offset: number): void {
+  const C = planes.length;
+  for (let c = 0; c < C; c++) {
+    const src = planes[c];
+    for (let j = 0, o = offset + c; j < src.length; j++, o += C) {
+      const v = Math.min(Math.max(src[j], -1), 1);
+      out[o] = Math.fround(Math.fround(v * 127.5) + 127.5) | 0;
+    }
+  }
+}
+
 /**
  * The video being assembled, earliest frame first. Only the `overlap` frames at the growing end can still
  * change (the next chunk blends into them): the first ones when chunks are prepended (inverted order), the
@@ -405,27 +417,28 @@ export class PixelHistory {
     const weights = linspace(1, 0, Math.max(O, 1));
     const live = zeros([1, C, keep, H, W]);
     const finals = new Uint8Array((T - keep) * plane * C);
-    const frame = new Float32Array(C * plane);
+    const ad = a?.data, bd = b?.data;
+    const blended = new Float32Array(C * plane); // scratch for one blended frame
+    const planes: Float32Array[] = new Array(C);
     for (let t = 0; t < T; t++) {
-      // frame t of [a[0 : Ta-O], blend(a[Ta-O : Ta], b[0 : O]), b[O :]], channel-major
+      // frame t of [a[0 : Ta-O], blend(a[Ta-O : Ta], b[0 : O]), b[O :]], one plane per channel
       for (let c = 0; c < C; c++) {
-        const out = frame.subarray(c * plane, (c + 1) * plane);
-        if (t < Ta - O) {
-          out.set(a!.data.subarray((c * Ta + t) * plane, (c * Ta + t + 1) * plane));
-        } else if (t < Ta) {
+        if (t < Ta - O) planes[c] = ad!.subarray((c * Ta + t) * plane, (c * Ta + t + 1) * plane);
+        else if (t < Ta) {
           const k = t - (Ta - O);
-          const w = weights[k];
-          const pa = (c * Ta + t) * plane, pb = (c * Tb + k) * plane;
-          for (let j = 0; j < plane; j++) out[j] = Math.fround(w * a!.data[pa + j]) + Math.fround((1 - w) * b!.data[pb + j]);
+          const wa = weights[k], wb = 1 - weights[k];
+          const pa = (c * Ta + t) * plane, pb = (c * Tb + k) * plane, out = c * plane;
+          for (let j = 0; j < plane; j++) blended[out + j] = Math.fround(wa * ad![pa + j]) + Math.fround(wb * bd![pb + j]);
+          planes[c] = blended.subarray(out, out + plane);
         } else {
           const k = t - Ta + O;
-          out.set(b!.data.subarray((c * Tb + k) * plane, (c * Tb + k + 1) * plane));
+          planes[c] = bd!.subarray((c * Tb + k) * plane, (c * Tb + k + 1) * plane);
         }
-        if (t >= liveFrom && t < liveFrom + keep) live.data.set(out, (c * keep + t - liveFrom) * plane);
       }
-      if (t < liveFrom || t >= liveFrom + keep) {
-        const f = toUint8Frames({ dtype: 'float32', dims: [1, C, 1, H, W], data: frame });
-        finals.set(f, (t < liveFrom ? t : t - keep) * plane * C);
+      if (t >= liveFrom && t < liveFrom + keep) {
+        for (let c = 0; c < C; c++) live.data.set(planes[c], (c * keep + t - liveFrom) * plane);
+      } else {
+        planesToRgb(planes, finals, (t < liveFrom ? t : t - keep) * plane * C);
       }
     }
     this.live = live;
