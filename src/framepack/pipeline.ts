@@ -40,6 +40,7 @@ import {
 import { DEFAULT_BLEND_SECTIONS, distinctPrompts, parseTimedPrompt, sectionPrompts, type SectionPrompt } from './timed-prompts.js';
 import { HistoryThread } from './history-thread.js';
 import type { FrameStream } from './vae-decode.js';
+import { pixelFrames } from './vae-tiling.js';
 import { VideoPixels } from './video-pixels.js';
 
 export type { SamplingMode } from './sections.js';
@@ -367,7 +368,7 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
     if (!onFrames || mode !== 'inverted' || section !== plans.length) return undefined;
     const [, , T, h, w] = latents.dims;
     const size = { width: 8 * w, height: 8 * h }, frameBytes = 3 * size.width * size.height;
-    const frames = 4 * (T - 1) + 1 - (pixels.frameCount ? overlapFrames(lws) : 0);
+    const frames = pixelFrames(T) - (pixels.frameCount ? overlapFrames(lws) : 0);
     return frames > 0 ? { frames, take: (f) => { streamed += f.length / frameBytes; onFrames(f, size); } } : undefined;
   };
   const decode = async ({ section, label, latents }: Slice) => {

@@ -252,15 +252,9 @@ export class LatentHistory implements SectionHistory {
    */
   decodeSlice(plan: SectionPlan, lws: number): Float32Tensor {
     if (plan.index === 0) return this.real();
-    return sliceTime(this.buffer, 0, Math.min(invertedSliceFrames(plan, lws), this.generated));
+    return sliceTime(this.buffer, 0, Math.min(plan.isLast ? 2 * lws + 1 : 2 * lws, this.generated));
   }
 }
-
-/**
- * Latent frames of the slice decoded after a section past the first in the inverted order: its own lws (with
- * the start latent in front in the last section), then the previous section's lws.
- */
-export const invertedSliceFrames = (plan: SectionPlan, lws: number): number => (plan.isLast ? 2 * lws + 1 : 2 * lws);
 
 /**
  * F1's forward order: 19 zero frames, the start latent, then every section's latents appended. The last 19
@@ -346,22 +340,15 @@ export function toUint8Frames(pixels: Float32Tensor, from = 0, to = pixels.dims[
   const [, C, F, H, W] = pixels.dims;
   if (C !== 3) throw new Error(`toUint8Frames: expected 3 channels, got ${C}`);
   const frame = H * W;
-  const n = to - from;
-  const out = new Uint8Array(n * frame * 3);
-  for (let c = 0; c < 3; c++) {
-    for (let t = 0; t < n; t++) {
-      const src = (c * F + from + t) * frame;
-      const dst = t * frame * 3 + c;
-      for (let j = 0; j < frame; j++) {
-        const v = Math.min(Math.max(pixels.data[src + j], -1), 1);
-        out[dst + 3 * j] = Math.fround(Math.fround(v * 127.5) + 127.5) | 0;
-      }
-    }
+  const out = new Uint8Array((to - from) * frame * 3);
+  for (let t = from; t < to; t++) {
+    const planes = [0, 1, 2].map((c) => pixels.data.subarray((c * F + t) * frame, (c * F + t + 1) * frame));
+    planesToRgb(planes, out, (t - from) * frame * 3);
   }
   return out;
 }
 
-/** One frame's channel planes -> interleaved uint8 at `offset` of `out`: toUint8Frames' arithmetic, without copies. */
+/** One frame's channel planes -> interleaved uint8 at `offset` of `out`, as toUint8Frames converts. */
 function planesToRgb(planes: Float32Array[], out: Uint8Array, offset: number): void {
   const C = planes.length;
   for (let c = 0; c < C; c++) {
@@ -453,8 +440,9 @@ export class PixelHistory {
 
   /**
    * All frames so far from frame `from` on, earliest first, as (F, H, W, 3) uint8 buffers: the float frames one
-   * at a time (converted when asked for) and the finished chunks, in time order. Taken when called: a later add() (which replaces the
-   * float frames and adds a chunk, never changing a buffer) does not change what an encoder still reading them gets.
+   * at a time (converted when asked for) and the finished chunks, in time order. Taken when called: a later
+   * add() (which replaces the float frames and adds a chunk, never changing a buffer) does not change what an
+   * encoder still reading them gets.
    */
   chunks(from = 0): Iterable<Uint8Array> {
     const live = this.live;
