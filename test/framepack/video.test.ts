@@ -14,6 +14,16 @@ function ffprobe(path: string) {
   return JSON.parse(r.stdout).streams[0] as Record<string, string | number>;
 }
 
+/** Runs `fn` with a fresh temporary folder, removed afterwards. */
+async function inTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
+  try {
+    await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /** Frames with a moving gradient, in chunks of `per` frames (as the pixel history hands them over). */
 function* frames(count: number, width: number, height: number, per: number) {
   for (let f0 = 0; f0 < count; f0 += per) {
@@ -32,8 +42,7 @@ function* frames(count: number, width: number, height: number, per: number) {
 }
 
 test('writes H.264 yuv420p at 30 fps with every frame, through back-pressure', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
-  try {
+  await inTempDir(async (dir) => {
     const out = join(dir, 'a.mp4');
     // ~45 MB of raw frames: far more than a pipe buffer, so writes have to wait for drain.
     const n = await writeMp4(out, frames(97, 320, 480, 7), { width: 320, height: 480, crf: 23 });
@@ -46,38 +55,30 @@ test('writes H.264 yuv420p at 30 fps with every frame, through back-pressure', a
     assert.equal(s.width, 320);
     assert.equal(s.height, 480);
     assert.equal(s.profile, 'High');
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('crf 0 still gives a browser-playable High profile stream (encoded as crf 1)', async () => {
   assert.equal(effectiveCrf(0), 1);
   assert.equal(effectiveCrf(16), 16);
   assert.throws(() => effectiveCrf(52), RangeError);
-  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
-  try {
+  await inTempDir(async (dir) => {
     const out = join(dir, 'lossless.mp4');
     const logs: string[] = [];
     await writeMp4(out, frames(5, 64, 32, 5), { width: 64, height: 32, crf: 0, log: (l) => logs.push(l) });
     assert.equal(ffprobe(out).profile, 'High');
     assert.match(logs.join('\n'), /crf 1/);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('bad input and a failing ffmpeg leave no file behind; odd sizes are refused', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
-  try {
+  await inTempDir(async (dir) => {
     const out = join(dir, 'bad.mp4');
     await assert.rejects(writeMp4(out, [new Uint8Array(10)], { width: 64, height: 32, crf: 23 }), /not whole/);
     await assert.rejects(stat(out), { code: 'ENOENT' });
     await assert.rejects(writeMp4(out, [], { width: 63, height: 32, crf: 23 }), RangeError);
     await assert.rejects(writeMp4(join(dir, 'no', 'such', 'dir.mp4'), frames(2, 64, 32, 1), { width: 64, height: 32, crf: 23 }), /ffmpeg failed/);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 /** The decoded rgb24 frames of an MP4. */
@@ -88,8 +89,7 @@ function decodedFrames(path: string): Buffer {
 }
 
 test('a frame queue: frames pushed while ffmpeg runs, then the rest, give the same video as all frames at once', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
-  try {
+  await inTempDir(async (dir) => {
     const all = [...frames(41, 96, 64, 4)];
     const whole = join(dir, 'whole.mp4'), queued = join(dir, 'queued.mp4');
     await writeMp4(whole, all, { width: 96, height: 64, crf: 23 });
@@ -102,14 +102,11 @@ test('a frame queue: frames pushed while ffmpeg runs, then the rest, give the sa
     queue.end((async function* () { yield* all.slice(5); })());
     assert.equal(await encoded, 41);
     assert.ok(decodedFrames(queued).equals(decodedFrames(whole)));
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a frame queue that fails stops the encoder with its error and leaves no file', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
-  try {
+  await inTempDir(async (dir) => {
     const out = join(dir, 'failed.mp4');
     const queue = new FrameQueue();
     const encoded = writeMp4(out, queue, { width: 96, height: 64, crf: 23 });
@@ -118,14 +115,11 @@ test('a frame queue that fails stops the encoder with its error and leaves no fi
     queue.fail(new Error('the decode failed'));
     await assert.rejects(encoded, /the decode failed/);
     await assert.rejects(stat(out), { code: 'ENOENT' });
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a cancel stops the encoder and removes the partial file', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
-  try {
+  await inTempDir(async (dir) => {
     const out = join(dir, 'c.mp4');
     const ac = new AbortController();
     function* slow() {
@@ -137,9 +131,7 @@ test('a cancel stops the encoder and removes the partial file', async () => {
     }
     await assert.rejects(writeMp4(out, slow(), { width: 640, height: 640, crf: 23, signal: ac.signal }), { name: 'AbortError' });
     await assert.rejects(stat(out), { code: 'ENOENT' });
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 test('a missing ffmpeg is a clear setup error', () => {
@@ -155,8 +147,7 @@ test('a missing ffmpeg is a clear setup error', () => {
 });
 
 test('metadata reaches the MP4 intact, whatever the characters and however long; no side file is left', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
-  try {
+  await inTempDir(async (dir) => {
     const out = join(dir, 'meta.mp4');
     // FFMETADATA's special characters, a newline, non-ASCII, and more than one argv string may hold (128 KiB)
     const comment = JSON.stringify({ prompt: `a=b; #c \\ d\n"e" 猫 ${'x'.repeat(200_000)}`, seed: 42 });
@@ -165,9 +156,7 @@ test('metadata reaches the MP4 intact, whatever the characters and however long;
     assert.equal(r.status, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).format.tags.comment, comment);
     assert.deepEqual(await readdir(dir), ['meta.mp4']);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
 
 /** Every process named `comm`, with its parent and niceness (Linux /proc). */
@@ -188,8 +177,7 @@ function processesNamed(comm: string): { pid: number; ppid: number; nice: number
 const parentOf = (pid: number) => processesNamed('node').concat(processesNamed('ffmpeg')).find((p) => p.pid === pid)?.ppid;
 
 test('ffmpeg is started by the spawn helper, never forked from this (large) process, below the event loop\'s priority', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'fp-video-'));
-  try {
+  await inTempDir(async (dir) => {
     const seen: { pid: number; ppid: number; nice: number }[] = [];
     function* watched() {
       for (const f of frames(6, 64, 32, 1)) {
@@ -204,7 +192,5 @@ test('ffmpeg is started by the spawn helper, never forked from this (large) proc
       assert.notEqual(p.ppid, process.pid, 'ffmpeg is not a child of this process');
       assert.equal(p.nice, 10, 'ffmpeg runs at FRAMEPACK_WORKER_NICE');
     }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 });
