@@ -374,8 +374,10 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   const decode = async ({ section, label, latents }: Slice) => {
     signal.throwIfAborted();
     const t = performance.now();
-    const decoded = asFloat32(await nets.decodeLatents(latents, signal, { stream: streamOf(section, latents) }), 'decoded pixels');
-    await pixels.add(decoded);
+    const stream = streamOf(section, latents);
+    const decoded = asFloat32(await nets.decodeLatents(latents, signal, { stream }), 'decoded pixels');
+    // the streamed frames are converted already: the rest of the video must not wait for them again
+    await pixels.add(decoded, stream?.frames);
     log(`${label} decoded ${latents.dims[2]} latents to ${decoded.dims[2]} frames in ${seconds(t)} s; ` +
       `${pixels.frameCount}/${totalFrames} frames`);
     hooks.onSection?.(section, plans.length, pixels);

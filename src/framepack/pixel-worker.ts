@@ -4,7 +4,7 @@
  * on hundreds of MB of short-lived arrays, none of which may run on (or be collected by) the event loop.
  * Chunks are transferred in, uint8 frames transferred out. One worker per video (video-pixels.ts).
  *
- * Messages: { id, op: 'add', dims, data }      -> { id, frameCount, width, height }
+ * Messages: { id, op: 'add', dims, data, lazy } -> { id, frameCount, width, height }
  *           { op: 'snapshot', snap, from }      (no reply: the frames from `from` on as they are now, read with 'next')
  *           { id, op: 'next', snap }            -> { id, data? } (none when the snapshot is exhausted)
  *           { op: 'release', snap }
@@ -18,7 +18,7 @@ import { PixelHistory } from './sections.js';
 lowerThisThread();
 
 type Request =
-  | { id: number; op: 'add'; dims: number[]; data: Float32Array }
+  | { id: number; op: 'add'; dims: number[]; data: Float32Array; lazy: number }
   | { id?: undefined; op: 'snapshot'; snap: number; from: number }
   | { id: number; op: 'next'; snap: number }
   | { id?: undefined; op: 'release'; snap: number };
@@ -30,7 +30,7 @@ const snapshots = new Map<number, Iterator<Uint8Array>>();
 function handle(msg: Request): { data?: Uint8Array; frameCount?: number; width?: number; height?: number } | null {
   switch (msg.op) {
     case 'add':
-      pixels.add({ dtype: 'float32', dims: msg.dims, data: msg.data });
+      pixels.add({ dtype: 'float32', dims: msg.dims, data: msg.data }, msg.lazy);
       return { frameCount: pixels.frameCount, width: pixels.width, height: pixels.height };
     case 'snapshot':
       snapshots.set(msg.snap, pixels.chunks(msg.from)[Symbol.iterator]());

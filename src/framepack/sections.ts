@@ -353,11 +353,14 @@ function planesToRgb(planes: Float32Array[], out: Uint8Array, offset: number): v
   const C = planes.length;
   for (let c = 0; c < C; c++) {
     const src = planes[c];
-    for (let j = 0, o = offset + c; j < src.length; j++, o += C) {
-      const v = Math.min(Math.max(src[j], -1), 1);
-      out[o] = Math.fround(Math.fround(v * 127.5) + 127.5) | 0;
-    }
+    for (let j = 0, o = offset + c; j < src.length; j++, o += C) out[o] = toByte(src[j]);
   }
+}
+
+/** A float pixel in [-1, 1] (clamped) as uint8, truncated as torch's cast does. */
+function toByte(x: number): number {
+  const v = Math.min(Math.max(x, -1), 1);
+  return Math.fround(Math.fround(v * 127.5) + 127.5) | 0;
 }
 
 /**
@@ -366,9 +369,13 @@ function planesToRgb(planes: Float32Array[], out: Uint8Array, offset: number): v
  * last ones when they are appended (F1). Everything else is converted to uint8 at once: a quarter of the
  * float memory, and the same bytes as converting at the end. Synchronous (a section at 640 px is ~70 frames
  * of 1.2M values): a server runs it in a worker thread (video-pixels.ts).
+ *
+ * The float frames are a view of the chunk they came from where no blend touched them (no copy), converted to
+ * uint8 only when read.
  */
 export class PixelHistory {
-  private live: Float32Tensor | null = null; // float frames at the growing end, which may still be blended
+  // float frames at the growing end, which may still be blended: frames [from, from + count) of `tensor`
+  private live: { tensor: Float32Tensor; from: number; count: number } | null = null;
   private finals: Uint8Array[] = [];         // uint8 frames, earliest chunk first
   private finalCount = 0;
   width = 0;
@@ -378,55 +385,77 @@ export class PixelHistory {
   constructor(readonly overlap: number, readonly grows: 'backward' | 'forward' = 'backward') {}
 
   get frameCount(): number {
-    return (this.live?.dims[2] ?? 0) + this.finalCount;
+    return (this.live?.count ?? 0) + this.finalCount;
   }
 
   /**
    * Adds a decoded chunk (1, 3, F, H, W): softAppend(chunk, video, overlap) when growing backward,
-   * softAppend(video, chunk, overlap) when growing forward, computed one output frame at a time.
+   * softAppend(video, chunk, overlap) when growing forward, computed one output frame at a time. The chunk is
+   * kept (not copied): it must not change afterwards.
+   *
+   * `lazy` (growing backward): up to this many of the chunk's first frames, which no blend touches, stay float
+   * and are converted only if read. The last chunk of a video whose first frames were already encoded from
+   * elsewhere passes their count, so that nothing converts them again before the rest can be read.
    */
-  add(chunk: Float32Tensor): void {
+  add(chunk: Float32Tensor, lazy = 0): void {
     const [, C, Tc, H, W] = chunk.dims;
     const old = this.live;
-    if (old !== null && (old.dims[1] !== C || old.dims[3] !== H || old.dims[4] !== W)) {
-      throw new Error(`PixelHistory: chunk (${chunk.dims}) does not match (${old.dims})`);
+    if (old !== null && (old.tensor.dims[1] !== C || old.tensor.dims[3] !== H || old.tensor.dims[4] !== W)) {
+      throw new Error(`PixelHistory: chunk (${chunk.dims}) does not match (${old.tensor.dims})`);
     }
     const backward = this.grows === 'backward';
+    const chunkView = { tensor: chunk, from: 0, count: Tc };
     // softAppend(a, b, O): a is the earlier part, weighted by linspace(1, 0, O) over the overlap
-    const [a, b] = backward ? [chunk, old] : [old, chunk];
+    const [a, b] = backward ? [chunkView, old] : [old, chunkView];
     const O = old === null ? 0 : this.overlap;
-    const Ta = a?.dims[2] ?? 0, Tb = b?.dims[2] ?? 0;
+    const Ta = a?.count ?? 0, Tb = b?.count ?? 0;
     if (Ta < O || Tb < O) throw new Error(`PixelHistory: chunks of ${Ta} and ${Tb} frames cannot overlap by ${O}`);
     const T = Ta + Tb - O;
-    const keep = Math.min(this.overlap, T);
-    const liveFrom = backward ? 0 : T - keep; // the output frames that stay float
     const plane = H * W;
-    const weights = linspace(1, 0, Math.max(O, 1));
-    const live = zeros([1, C, keep, H, W]);
+    // the output frames that stay float: [liveFrom, liveFrom + keep)
+    const keep = backward ? Math.max(Math.min(this.overlap, T), Math.min(lazy, Ta - O)) : Math.min(this.overlap, T);
+    const liveFrom = backward ? 0 : T - keep;
+    // Unblended, they are frames of the chunk: a view of it. Otherwise (a chunk shorter than the overlap) a copy.
+    const unblended = backward ? keep <= Ta - O : liveFrom >= Ta;
+    const live = unblended
+      ? { tensor: chunk, from: backward ? 0 : liveFrom - Ta + O, count: keep }
+      : { tensor: zeros([1, C, keep, H, W]), from: 0, count: keep };
     const finals = new Uint8Array((T - keep) * plane * C);
-    const ad = a?.data, bd = b?.data;
-    const blended = new Float32Array(C * plane); // scratch for one blended frame
+    const weights = linspace(1, 0, Math.max(O, 1));
     const planes: Float32Array[] = new Array(C);
+    // channel c's plane of frame t of view v
+    const at = (v: { tensor: Float32Tensor; from: number }, c: number, t: number) =>
+      (c * v.tensor.dims[2] + v.from + t) * plane;
     for (let t = 0; t < T; t++) {
-      // frame t of [a[0 : Ta-O], blend(a[Ta-O : Ta], b[0 : O]), b[O :]], one plane per channel
-      for (let c = 0; c < C; c++) {
-        if (t < Ta - O) planes[c] = ad!.subarray((c * Ta + t) * plane, (c * Ta + t + 1) * plane);
-        else if (t < Ta) {
-          const k = t - (Ta - O);
-          const wa = weights[k], wb = 1 - weights[k];
-          const pa = (c * Ta + t) * plane, pb = (c * Tb + k) * plane, out = c * plane;
-          for (let j = 0; j < plane; j++) blended[out + j] = Math.fround(wa * ad![pa + j]) + Math.fround(wb * bd![pb + j]);
-          planes[c] = blended.subarray(out, out + plane);
-        } else {
-          const k = t - Ta + O;
-          planes[c] = bd!.subarray((c * Tb + k) * plane, (c * Tb + k + 1) * plane);
+      const isLive = t >= liveFrom && t < liveFrom + keep;
+      if (isLive && unblended) continue;
+      const liveAt = (c: number) => (c * keep + t - liveFrom) * plane;
+      const finalAt = (t < liveFrom ? t : t - keep) * plane * C;
+      // frame t of [a[0 : Ta-O], blend(a[Ta-O : Ta], b[0 : O]), b[O :]]
+      if (t >= Ta - O && t < Ta) {
+        // blended and stored (float, or converted to uint8) in one pass
+        const k = t - (Ta - O);
+        const wa = weights[k], wb = 1 - weights[k];
+        const ad = a!.tensor.data, bd = b!.tensor.data;
+        for (let c = 0; c < C; c++) {
+          const pa = at(a!, c, t), pb = at(b!, c, k);
+          if (isLive) {
+            const out = live.tensor.data, lo = liveAt(c);
+            for (let j = 0; j < plane; j++) out[lo + j] = Math.fround(wa * ad[pa + j]) + Math.fround(wb * bd[pb + j]);
+          } else {
+            for (let j = 0, o = finalAt + c; j < plane; j++, o += C) {
+              finals[o] = toByte(Math.fround(Math.fround(wa * ad[pa + j]) + Math.fround(wb * bd[pb + j])));
+            }
+          }
         }
+        continue;
       }
-      if (t >= liveFrom && t < liveFrom + keep) {
-        for (let c = 0; c < C; c++) live.data.set(planes[c], (c * keep + t - liveFrom) * plane);
-      } else {
-        planesToRgb(planes, finals, (t < liveFrom ? t : t - keep) * plane * C);
+      for (let c = 0; c < C; c++) {
+        const [v, k] = t < Ta ? [a!, t] : [b!, t - Ta + O];
+        planes[c] = v.tensor.data.subarray(at(v, c, k), at(v, c, k) + plane);
       }
+      if (isLive) for (let c = 0; c < C; c++) live.tensor.data.set(planes[c], liveAt(c));
+      else planesToRgb(planes, finals, finalAt);
     }
     this.live = live;
     if (T > keep) {
@@ -453,9 +482,9 @@ export class PixelHistory {
       if (live === null) return;
       let skip = from; // frames still to leave out
       const liveFrames = function* () {
-        for (let t = 0; t < live.dims[2]; t++) {
+        for (let t = live.from; t < live.from + live.count; t++) {
           if (skip > 0) skip--;
-          else yield toUint8Frames(live, t, t + 1);
+          else yield toUint8Frames(live.tensor, t, t + 1);
         }
       };
       const finalFrames = function* () {

@@ -20,9 +20,12 @@ export class VideoPixels {
     this.thread = new ThreadClient(new URL('./pixel-worker.js', import.meta.url), 'assembling the video', { overlap, grows });
   }
 
-  /** Blends a decoded chunk (1, 3, F, H, W) in. Transfers its buffer: `chunk` must not be used afterwards. */
-  async add(chunk: Float32Tensor): Promise<void> {
-    const r = await this.thread.call({ op: 'add', dims: chunk.dims, data: chunk.data }, [chunk.data.buffer as ArrayBuffer]);
+  /**
+   * Blends a decoded chunk (1, 3, F, H, W) in. Transfers its buffer: `chunk` must not be used afterwards.
+   * `lazy` as PixelHistory.add's: leading frames converted only if read.
+   */
+  async add(chunk: Float32Tensor, lazy = 0): Promise<void> {
+    const r = await this.thread.call({ op: 'add', dims: chunk.dims, data: chunk.data, lazy }, [chunk.data.buffer as ArrayBuffer]);
     this.frameCount = r.frameCount!;
     this.width = r.width!;
     this.height = r.height!;

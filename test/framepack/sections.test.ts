@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadTensors } from '../../src/onnx/safetensors.js';
 import {
-  ForwardHistory, LatentHistory, PixelHistory, concatTime, linspace, overlapFrames, paddingSchedule, planSections, roundHalfEven,
+  ForwardHistory, LatentHistory, PixelHistory, concatBytes, concatTime, linspace, overlapFrames, paddingSchedule, planSections, roundHalfEven,
   sectionCount, sectionIndices, sliceTime, softAppend, toUint8Frames, totalPixelFrames, zeros, type Float32Tensor,
 } from '../../src/framepack/sections.js';
 import { fixture } from '../fixtures.js';
@@ -221,6 +221,36 @@ test('inverted history: an end latent replaces only the first section\'s 1x fram
   const c1 = history.conditioning();
   assert.deepEqual([...frameLabels(c1.cleanLatents), ...frameLabels(c1.cleanLatents2x), ...frameLabels(c1.cleanLatents4x)],
     [-1, 100, 101, 0, ...Array(16).fill(0)]);
+});
+
+test('pixel history: a chunk\'s unblended first frames left float (lazy) read the same from every frame on', () => {
+  const O = overlapFrames(2);
+  const decode = (latents: number, seed: number): Float32Tensor => {
+    const x = zeros([1, 3, 4 * (latents - 1) + 1, 3, 2]);
+    for (let i = 0; i < x.data.length; i++) x.data[i] = Math.sin(seed * 2.9 + i * 0.43) * 1.1;
+    return x;
+  };
+  const latentCounts = [2, 4, 4, 5];
+  const plain = new PixelHistory(O);
+  for (const [k, latents] of latentCounts.entries()) plain.add(decode(latents, k));
+  const frameBytes = 3 * 3 * 2;
+  // lazy on the last chunk only (what the pipeline does), on every chunk (later chunks blend into those frames
+  // and convert them), and more than the chunk's unblended frames (17 - 5 = 12 at most)
+  for (const lazyAt of [(k: number) => (k === 3 ? 12 : 0), () => 12, () => 100, (k: number) => 3 * k]) {
+    const lazy = new PixelHistory(O);
+    for (const [k, latents] of latentCounts.entries()) lazy.add(decode(latents, k), lazyAt(k));
+    assert.equal(lazy.frameCount, plain.frameCount);
+    for (let from = 0; from <= plain.frameCount; from++) {
+      assert.deepEqual(concatBytes([...lazy.chunks(from)]), plain.frames().subarray(from * frameBytes), `from ${from}`);
+    }
+  }
+  // a chunk shorter than the overlap beside its unblended frames: its float frames are a blended copy
+  const short = new PixelHistory(overlapFrames(3)), shortPlain = new PixelHistory(overlapFrames(3));
+  for (const [k, latents] of [4, 3, 5].entries()) {
+    short.add(decode(latents, k), 40);
+    shortPlain.add(decode(latents, k));
+  }
+  assert.deepEqual(short.frames(), shortPlain.frames());
 });
 
 test('pixel history growing forward equals soft_append(old, new) and ends with the newest frames', async () => {
