@@ -168,7 +168,8 @@ export class Vae {
     return new Vae(await Checkpoint.open(dir), opts);
   }
 
-  private session(name: string, build: () => BuiltModel): Promise<Session> {
+  /** The session `name`, created on first use from the graph `graph` (built once, shared by the sessions that run it). */
+  private session(name: string, build: () => BuiltModel, graphName = name): Promise<Session> {
     let s = this.sessions.get(name);
     if (!s) {
       // Without the CPU arena a run frees its activations (one window's peak instead of one per window shape)
@@ -176,8 +177,8 @@ export class Vae {
       // Memory patterns are off on the CPU: each input shape's planned block stayed in the arena beside the
       // others (the tiny model at 640 px: 3.8 GB after one request, 8.1 GB after the second); without them
       // the arena stays at one run's peak (3.8 GB) and the decode is as fast.
-      let graph = this.graphs.get(name);
-      if (!graph) this.graphs.set(name, graph = build());
+      let graph = this.graphs.get(graphName);
+      if (!graph) this.graphs.set(graphName, graph = build());
       s = Session.create(graph, {
         ep: this.opts.ep, deviceId: this.opts.deviceId, memoryArena: !this.opts.spatialTiling, memoryPattern: this.opts.ep !== 'cpu',
         cuda: cudaProviderOptions('vae'), worker: this.opts.worker,
@@ -196,8 +197,12 @@ export class Vae {
   private async chunk(part: 'encoder' | 'decoder', x: HostTensor, signal: AbortSignal | undefined, shrink: boolean): Promise<HostTensor> {
     const g = { precision: this.opts.precision };
     const [buildHead, buildTail] = part === 'encoder' ? [buildEncoderHead, buildEncoderTail] : [buildDecoderHead, buildDecoderTail];
-    const head = await this.session(`${part}-head`, () => buildHead(this.ckpt, g));
-    const tail = await this.session(`${part}-tail`, () => buildTail(this.ckpt, g));
+    // On CUDA each input length gets sessions of its own: a convolution that sees a new input shape chooses its
+    // algorithms again (~10 ms each, ~35 per chunk, with the device idle), and a decode alternates between
+    // the 5-latent windows and a shorter last one. One shape per session chooses once per server.
+    const length = this.opts.ep === 'cpu' ? '' : `-t${x.dims[2]}`;
+    const head = await this.session(`${part}-head${length}`, () => buildHead(this.ckpt, g), `${part}-head`);
+    const tail = await this.session(`${part}-tail${length}`, () => buildTail(this.ckpt, g), `${part}-tail`);
     const kept: DeviceTensor[] = [];
     try {
       const h = (await head.run({ [head.inputs[0]]: x }, { signal, transfer: true, keep: [head.outputs[0]], shrink }))[head.outputs[0]];
@@ -313,7 +318,8 @@ export class Vae {
    * The temporal windows of one decode, each untiled or in the tiles of `plan`. The device runs every window's
    * tiles back to back, grouped by shape (runByShape); a window is stitched, in the stitching worker, as soon as
    * its last tile is in, so the host's blending overlaps the device's next runs and only the last window's
-   * follows the last run. The last run gives the transient memory back to the device.
+   * follows the last run. The last run of each input shape gives the transient memory back to the device: on
+ * CUDA the next shape runs in sessions of its own (chunk()).
    */
   private async decodeWindows(z: HostTensor, divisor: number, plan: SpatialPlan | null, temporalTiling: boolean, signal?: AbortSignal,
     stream?: FrameStream): Promise<HostTensor> {
@@ -354,9 +360,9 @@ export class Vae {
     };
     try {
       handOver();
-      await runByShape(jobs, (j, last) => {
+      await runByShape(jobs, (j, lastOfShape) => {
         if (stitchError) throw stitchError.error;
-        return this.decodeChunk(crop5(z, j.t0, j.t1, j.y0, j.y1, j.x0, j.x1, divisor), signal, last);
+        return this.decodeChunk(crop5(z, j.t0, j.t1, j.y0, j.y1, j.x0, j.x1, divisor), signal, lastOfShape);
       }, (k, t) => {
         tiles[jobs[k].window][jobs[k].tile] = t;
         handOver();
@@ -447,10 +453,10 @@ function tilesOf(plan: SpatialPlan, h: number, w: number): Array<{ y0: number; y
  * returns the results in job order; `onResult` hears of each as it comes. On the CUDA EP a VAE run whose input
  * shape differs from the same session's previous run took ~1 s at the 640 bucket, whatever the tile's size,
  * against 0.05-0.1 s when the shape repeats; row-major order changes the shape at 3 of every 4 tiles, this
- * order once per distinct shape.
+ * order once per distinct shape. `run` is told which job is the last of its shape.
  */
 export async function runByShape<J extends { y0: number; y1: number; x0: number; x1: number; t0?: number; t1?: number }>(
-  jobs: J[], run: (job: J, last: boolean) => Promise<HostTensor>, onResult?: (index: number, result: HostTensor) => void,
+  jobs: J[], run: (job: J, lastOfShape: boolean) => Promise<HostTensor>, onResult?: (index: number, result: HostTensor) => void,
 ): Promise<HostTensor[]> {
   const keys = jobs.map((j) => `${(j.t1 ?? 0) - (j.t0 ?? 0)}x${j.y1 - j.y0}x${j.x1 - j.x0}`);
   const first = new Map<string, number>();
@@ -458,7 +464,7 @@ export async function runByShape<J extends { y0: number; y1: number; x0: number;
   const order = jobs.map((_, i) => i).sort((a, b) => first.get(keys[a])! - first.get(keys[b])! || a - b);
   const out: HostTensor[] = new Array(jobs.length);
   for (const [k, i] of order.entries()) {
-    out[i] = await run(jobs[i], k === order.length - 1);
+    out[i] = await run(jobs[i], k === order.length - 1 || keys[order[k + 1]] !== keys[i]);
     onResult?.(i, out[i]);
   }
   return out;

@@ -214,8 +214,14 @@ describe('VAE spatial tiling (low-VRAM mode)', () => {
   it('runByShape runs one tile shape after the other and returns the results in tile order', async () => {
     const jobs = [[0, 32, 0, 32], [0, 32, 24, 28], [24, 32, 0, 32], [24, 32, 24, 28], [0, 32, 0, 32]].map(([y0, y1, x0, x1], i) => ({ y0, y1, x0, x1, i }));
     const ran: number[] = [];
-    const out = await runByShape(jobs, async (j) => { ran.push(j.i); return { dtype: 'float32', dims: [1], data: Float32Array.of(j.i) }; });
+    const lastOfShape: number[] = [];
+    const out = await runByShape(jobs, async (j, last) => {
+      ran.push(j.i);
+      if (last) lastOfShape.push(j.i);
+      return { dtype: 'float32', dims: [1], data: Float32Array.of(j.i) };
+    });
     assert.deepEqual(ran, [0, 4, 1, 2, 3]); // 32x32 twice, then 32x4, 8x32, 8x4
+    assert.deepEqual(lastOfShape, [4, 1, 2, 3]);
     assert.deepEqual(out.map((t) => (t.data as Float32Array)[0]), [0, 1, 2, 3, 4]);
   });
 
