@@ -168,7 +168,7 @@ export class Vae {
     return new Vae(await Checkpoint.open(dir), opts);
   }
 
-  /** The session `name`, created on first use from the graph `graph` (built once, shared by the sessions that run it). */
+  /** The session `name`, created on first use from the graph `graphName` (built once, shared by the sessions that run it). */
   private session(name: string, build: () => BuiltModel, graphName = name): Promise<Session> {
     let s = this.sessions.get(name);
     if (!s) {
@@ -319,7 +319,7 @@ export class Vae {
    * tiles back to back, grouped by shape (runByShape); a window is stitched, in the stitching worker, as soon as
    * its last tile is in, so the host's blending overlaps the device's next runs and only the last window's
    * follows the last run. The last run of each input shape gives the transient memory back to the device: on
- * CUDA the next shape runs in sessions of its own (chunk()).
+   * CUDA the next shape runs in sessions of its own (chunk()).
    */
   private async decodeWindows(z: HostTensor, divisor: number, plan: SpatialPlan | null, temporalTiling: boolean, signal?: AbortSignal,
     stream?: FrameStream): Promise<HostTensor> {
