@@ -324,12 +324,15 @@ export function softAppend(a: Float32Tensor, b: Float32Tensor, overlap: number):
       const pa = (bc * Ta + Ta - overlap + k) * frame;
       const pb = (bc * Tb + k) * frame;
       const po = (bc * overlap + k) * frame;
-      for (let j = 0; j < frame; j++) {
-        blended.data[po + j] = Math.fround(w * a.data[pa + j]) + Math.fround((1 - w) * b.data[pb + j]);
-      }
+      for (let j = 0; j < frame; j++) blended.data[po + j] = mix(w, a.data[pa + j], 1 - w, b.data[pb + j]);
     }
   }
   return concatTime(sliceTime(a, 0, Ta - overlap), blended, sliceTime(b, overlap, Tb));
+}
+
+/** One blended value, wa x + wb y with torch's float32 products (the sum is rounded where it is stored). */
+function mix(wa: number, x: number, wb: number, y: number): number {
+  return Math.fround(wa * x) + Math.fround(wb * y);
 }
 
 /**
@@ -441,11 +444,9 @@ export class PixelHistory {
           const pa = at(a!, c, t), pb = at(b!, c, k);
           if (isLive) {
             const out = live.tensor.data, lo = liveAt(c);
-            for (let j = 0; j < plane; j++) out[lo + j] = Math.fround(wa * ad[pa + j]) + Math.fround(wb * bd[pb + j]);
+            for (let j = 0; j < plane; j++) out[lo + j] = mix(wa, ad[pa + j], wb, bd[pb + j]);
           } else {
-            for (let j = 0, o = finalAt + c; j < plane; j++, o += C) {
-              finals[o] = toByte(Math.fround(Math.fround(wa * ad[pa + j]) + Math.fround(wb * bd[pb + j])));
-            }
+            for (let j = 0, o = finalAt + c; j < plane; j++, o += C) finals[o] = toByte(Math.fround(mix(wa, ad[pa + j], wb, bd[pb + j])));
           }
         }
         continue;
