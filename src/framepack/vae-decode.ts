@@ -450,23 +450,40 @@ function tilesOf(plan: SpatialPlan, h: number, w: number): Array<{ y0: number; y
 
 /**
  * Runs `run` on every job, one input shape after the other (the shapes in the order they first appear), and
- * returns the results in job order; `onResult` hears of each as it comes. On the CUDA EP a VAE run whose input
- * shape differs from the same session's previous run took ~1 s at the 640 bucket, whatever the tile's size,
- * against 0.05-0.1 s when the shape repeats; row-major order changes the shape at 3 of every 4 tiles, this
- * order once per distinct shape. `run` is told which job is the last of its shape.
+ * returns the results in job order; `onResult` hears of each as it comes. On CUDA a convolution that sees a
+ * new input shape chooses its algorithms again (~0.3 s for the decoder), and row-major order would change the
+ * shape at 3 of every 4 tiles; this order changes it once per distinct shape. `run` is told which job is the
+ * last of its shape.
+ *
+ * `depth` jobs are in flight at a time (default 2): a job's three session runs wait on the main thread between
+ * them, so with one job only the device would idle for every round trip and every output handed back; with
+ * two, the session worker always has the next job's run queued. A failed job stops new starts; the jobs
+ * already started are waited for before the first error is thrown, so no run outlives the call.
  */
 export async function runByShape<J extends { y0: number; y1: number; x0: number; x1: number; t0?: number; t1?: number }>(
   jobs: J[], run: (job: J, lastOfShape: boolean) => Promise<HostTensor>, onResult?: (index: number, result: HostTensor) => void,
+  depth = 2,
 ): Promise<HostTensor[]> {
   const keys = jobs.map((j) => `${(j.t1 ?? 0) - (j.t0 ?? 0)}x${j.y1 - j.y0}x${j.x1 - j.x0}`);
   const first = new Map<string, number>();
   keys.forEach((k, i) => { if (!first.has(k)) first.set(k, i); });
   const order = jobs.map((_, i) => i).sort((a, b) => first.get(keys[a])! - first.get(keys[b])! || a - b);
   const out: HostTensor[] = new Array(jobs.length);
-  for (const [k, i] of order.entries()) {
-    out[i] = await run(jobs[i], k === order.length - 1 || keys[order[k + 1]] !== keys[i]);
-    onResult?.(i, out[i]);
-  }
+  let next = 0;
+  let failed: { error: unknown } | null = null;
+  const lane = async (): Promise<void> => {
+    while (!failed && next < order.length) {
+      const k = next++, i = order[k];
+      try {
+        out[i] = await run(jobs[i], k === order.length - 1 || keys[order[k + 1]] !== keys[i]);
+        onResult?.(i, out[i]);
+      } catch (error) {
+        failed ??= { error };
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(depth, jobs.length)) }, lane));
+  if (failed) throw (failed as { error: unknown }).error;
   return out;
 }
 

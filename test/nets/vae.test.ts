@@ -225,6 +225,32 @@ describe('VAE spatial tiling (low-VRAM mode)', () => {
     assert.deepEqual(out.map((t) => (t.data as Float32Array)[0]), [0, 1, 2, 3, 4]);
   });
 
+  it('runByShape keeps `depth` jobs in flight, in shape order, and waits for them before throwing', async () => {
+    const jobs = [[0, 32, 0, 32], [0, 32, 24, 28], [0, 32, 0, 32], [0, 32, 24, 28], [0, 32, 0, 32]].map(([y0, y1, x0, x1], i) => ({ y0, y1, x0, x1, i }));
+    const tick = () => new Promise((r) => setTimeout(r, 2));
+    let inFlight = 0, most = 0;
+    const started: number[] = [];
+    const out = await runByShape(jobs, async (j) => {
+      started.push(j.i);
+      most = Math.max(most, ++inFlight);
+      await tick();
+      inFlight--;
+      return { dtype: 'float32', dims: [1], data: Float32Array.of(j.i) };
+    }, undefined, 2);
+    assert.equal(most, 2);
+    assert.deepEqual(started, [0, 2, 4, 1, 3]);
+    assert.deepEqual(out.map((t) => (t.data as Float32Array)[0]), [0, 1, 2, 3, 4]);
+
+    const settled: number[] = [];
+    await assert.rejects(runByShape(jobs, async (j) => {
+      if (j.i === 0) { await tick(); settled.push(j.i); throw new Error('out of memory'); }
+      await tick(); await tick();
+      settled.push(j.i);
+      return { dtype: 'float32', dims: [1], data: Float32Array.of(j.i) };
+    }, undefined, 2), /out of memory/);
+    assert.deepEqual(settled, [0, 2]); // job 2 was in flight when job 0 failed: it finished first; nothing started after
+  });
+
   let plain: Vae, tiled: Vae;
   before(async () => {
     plain = await Vae.load(vaeDir(), { ep: 'cpu', precision: 'float32' });
@@ -328,7 +354,10 @@ describe('VAE spatial tiling (low-VRAM mode)', () => {
       assert.equal(runs, 4);
       assert.equal(relL2(out, await tiled.decode(z)), 0);
 
-      // window 0's stitch fails while the third tile runs: the fourth never starts, the error is the decode's
+      // window 0's stitch fails while the fourth tile runs (windows [0,5), [3,8), [6,9), in shape order w0t0, w1t0,
+      // w0t1, w1t1, w2t0, w2t1): the fifth had started beside it (two jobs in flight), the sixth never starts, and
+      // the error is the decode's
+      const z9 = wave([1, 16, 9, 8, 40], 0.29, 1.2);
       runs = 0;
       let failed!: () => void;
       const failure = new Promise<void>((resolve) => { failed = resolve; });
@@ -338,11 +367,11 @@ describe('VAE spatial tiling (low-VRAM mode)', () => {
         return Promise.reject(new Error('stitching failed'));
       };
       (v as any).decodeChunk = async (x: HostTensor, ...rest: unknown[]) => {
-        if (++runs === 3) await failure;
+        if (++runs === 4) await failure;
         return realChunk(x, ...rest);
       };
-      await assert.rejects(v.decode(z), /stitching failed/);
-      assert.equal(runs, 3);
+      await assert.rejects(v.decode(z9), /stitching failed/);
+      assert.equal(runs, 5);
     } finally {
       await v.release();
     }
