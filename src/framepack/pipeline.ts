@@ -376,10 +376,12 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
     const t = performance.now();
     const stream = streamOf(section, latents);
     const decoded = asFloat32(await nets.decodeLatents(latents, signal, { stream }), 'decoded pixels');
+    const tBlend = performance.now();
     // the streamed frames are converted already: the rest of the video must not wait for them again
     await pixels.add(decoded, stream?.frames);
-    log(`${label} decoded ${latents.dims[2]} latents to ${decoded.dims[2]} frames in ${seconds(t)} s; ` +
-      `${pixels.frameCount}/${totalFrames} frames`);
+    const [vae, blend] = [tBlend - t, performance.now() - tBlend].map((ms) => (ms / 1000).toFixed(2));
+    log(`${label} decoded ${latents.dims[2]} latents to ${decoded.dims[2]} frames in ${seconds(t)} s ` +
+      `(VAE ${vae} s, into the video ${blend} s); ${pixels.frameCount}/${totalFrames} frames`);
     hooks.onSection?.(section, plans.length, pixels);
   };
 
