@@ -14,6 +14,8 @@
 #                                      and the DiT forward bf16 against FP8 (amax by ReduceMax and by GlobalMaxPool)
 #   scripts/gpu/round.sh profile [variants]   ONNX Runtime's profile of the DiT forward (fused by default) with
 #                                      synchronous launches, summed per operator and graph place
+#   scripts/gpu/round.sh forms         the decoder's causal convolution and GroupNorm in other layouts (ONNX Runtime) and
+#                                      in PyTorch, at the decoder's largest shapes
 #   scripts/gpu/round.sh vae           one section's decode, tiled and untiled, and the start image's encode, each
 #                                      under the default provider options, prefer_nhwc and EXHAUSTIVE search
 # Run from the folder that holds dist/ (the project root, or a copy of the build); results go to $OUT.
@@ -68,6 +70,10 @@ case "$step" in
     FRAMEPACK_ORT_PROFILE="$tmp/prof" CUDA_LAUNCH_BLOCKING=1 node dist/scripts/gpu/dit-forward.js --weights bench/tmp/full \
       --variant "${1:-fused}" --runs 2 --warmup 1 --out "$out/dit-profiled.json" > "$out/dit-profiled.log" 2>&1
     node dist/scripts/ort-profile.js "$tmp"/prof/dit-blocks_*.json --skip 1 --top 40 --out "$out/profile-summary.json" | tee "$out/profile.txt" | head -75 ;;
+  forms)
+    runtime
+    node dist/scripts/gpu/vae-conv-forms.js --nhwc --out "$out/conv-forms.json" 2>&1 | grep -v 'onnxruntime:' | cut -c1-400
+    python3 scripts/gpu/vae-conv-torch.py --out "$out/conv-torch.json" ;;
   vae)
     # every option, tiled and untiled; the whole output is kept (a tail of it once lost the summaries)
     runtime

@@ -34,3 +34,9 @@ for name, be in [('flash', SDPBackend.FLASH_ATTENTION), ('cudnn', SDPBackend.CUD
         print(f'SDPA {name}: {ms:.2f} ms per attention ({att_flop / (ms / 1e3) / 1e12:.0f} TFLOP/s), 60 blocks {60 * ms / 1e3:.3f} s')
     except Exception as e:  # a backend this build or GPU lacks
         print(f'SDPA {name}: unavailable ({str(e).splitlines()[0][:120]})')
+# what the original's attention gets without a backend named: FramePack's attn_varlen_func (no flash-attn, xformers or
+# sage installed) calls SDPA on (B, S, H, D) tensors transposed to (B, H, S, D), without .contiguous()
+qs, ks, vs = (torch.randn(1, N, H, 128, device=dev, dtype=dt) for _ in range(3))
+ms = bench(lambda: torch.nn.functional.scaled_dot_product_attention(qs.transpose(1, 2), ks.transpose(1, 2), vs.transpose(1, 2)))
+print(f'SDPA as the original calls it (default dispatch): {ms:.2f} ms per attention, 60 blocks {60 * ms / 1e3:.3f} s; '
+      f'torch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}')
