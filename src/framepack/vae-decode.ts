@@ -469,21 +469,21 @@ export async function runByShape<J extends { y0: number; y1: number; x0: number;
   keys.forEach((k, i) => { if (!first.has(k)) first.set(k, i); });
   const order = jobs.map((_, i) => i).sort((a, b) => first.get(keys[a])! - first.get(keys[b])! || a - b);
   const out: HostTensor[] = new Array(jobs.length);
+  const errors: unknown[] = [];
   let next = 0;
-  let failed: { error: unknown } | null = null;
   const lane = async (): Promise<void> => {
-    while (!failed && next < order.length) {
+    while (!errors.length && next < order.length) {
       const k = next++, i = order[k];
       try {
         out[i] = await run(jobs[i], k === order.length - 1 || keys[order[k + 1]] !== keys[i]);
         onResult?.(i, out[i]);
       } catch (error) {
-        failed ??= { error };
+        errors.push(error);
       }
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(depth, jobs.length)) }, lane));
-  if (failed) throw (failed as { error: unknown }).error;
+  if (errors.length) throw errors[0];
   return out;
 }
 
