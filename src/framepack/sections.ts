@@ -362,8 +362,28 @@ function planesToRgb(planes: Float32Array[], out: Uint8Array, offset: number): v
 
 /** A float pixel in [-1, 1] (clamped) as uint8, truncated as torch's cast does. */
 function toByte(x: number): number {
-  const v = Math.min(Math.max(x, -1), 1);
+  const v = x < -1 ? -1 : x > 1 ? 1 : x;
   return Math.fround(Math.fround(v * 127.5) + 127.5) | 0;
+}
+
+/**
+ * One frame of mix(wa, a, wb, b) per channel plane, converted to interleaved uint8 at out[offset..]: pixel by
+ * pixel, so the bytes are written in order (a plane at a time writes every third byte: ~1.5x slower).
+ */
+function blendToRgb(wa: number, a: Float32Array[], wb: number, b: Float32Array[], out: Uint8Array, offset: number): void {
+  const C = a.length, n = a[0].length;
+  if (C !== 3) {
+    for (let c = 0; c < C; c++) {
+      for (let j = 0, o = offset + c; j < n; j++, o += C) out[o] = toByte(Math.fround(mix(wa, a[c][j], wb, b[c][j])));
+    }
+    return;
+  }
+  const [a0, a1, a2] = a, [b0, b1, b2] = b;
+  for (let j = 0, o = offset; j < n; j++, o += 3) {
+    out[o] = toByte(Math.fround(mix(wa, a0[j], wb, b0[j])));
+    out[o + 1] = toByte(Math.fround(mix(wa, a1[j], wb, b1[j])));
+    out[o + 2] = toByte(Math.fround(mix(wa, a2[j], wb, b2[j])));
+  }
 }
 
 /**
@@ -440,14 +460,14 @@ export class PixelHistory {
         const k = t - (Ta - O);
         const wa = weights[k], wb = 1 - weights[k];
         const ad = a!.tensor.data, bd = b!.tensor.data;
+        if (!isLive) {
+          for (let c = 0; c < C; c++) planes[c] = ad.subarray(at(a!, c, t), at(a!, c, t) + plane);
+          blendToRgb(wa, planes, wb, Array.from({ length: C }, (_, c) => bd.subarray(at(b!, c, k), at(b!, c, k) + plane)), finals, finalAt);
+          continue;
+        }
         for (let c = 0; c < C; c++) {
-          const pa = at(a!, c, t), pb = at(b!, c, k);
-          if (isLive) {
-            const out = live.tensor.data, lo = liveAt(c);
-            for (let j = 0; j < plane; j++) out[lo + j] = mix(wa, ad[pa + j], wb, bd[pb + j]);
-          } else {
-            for (let j = 0, o = finalAt + c; j < plane; j++, o += C) finals[o] = toByte(Math.fround(mix(wa, ad[pa + j], wb, bd[pb + j])));
-          }
+          const pa = at(a!, c, t), pb = at(b!, c, k), out = live.tensor.data, lo = liveAt(c);
+          for (let j = 0; j < plane; j++) out[lo + j] = mix(wa, ad[pa + j], wb, bd[pb + j]);
         }
         continue;
       }

@@ -143,7 +143,7 @@ test('pixel history assembles the worked example lengths (spec 12.3) and equals 
   const decode = (latents: number, seed: number): Float32Tensor => {
     const T = 4 * (latents - 1) + 1;
     const x = zeros([1, 3, T, 2, 2]);
-    for (let i = 0; i < x.data.length; i++) x.data[i] = Math.sin(seed * 7.3 + i * 0.37);
+    for (let i = 0; i < x.data.length; i++) x.data[i] = 1.2 * Math.sin(seed * 7.3 + i * 0.37); // beyond [-1, 1]: the clamp too
     return x;
   };
   const plans = planSections(1, lws); // 4 sections: paddings 3, 2, 1, 0
