@@ -3,7 +3,9 @@
 #   scripts/gpu/round.sh part DIR      copy a bundle part (scripts/gpu/bundle.sh) into /tmp/gpu
 #   scripts/gpu/round.sh anchor ARCHIVE [REPEAT] [framepack_request.py args]   the original's whole request
 #                                      (../shared/scripts/anchor/framepack_request.py, copied next to this script) on
-#                                      FramePack/diffusers unpacked from ARCHIVE, into $ANCHOR_OUT.json (anchor.json);
+#                                      FramePack/diffusers unpacked from ARCHIVE, into $ANCHOR_OUT.json (anchor.json),
+#                                      with diffusers', torch's, cuDNN's and transformers' versions and the attention
+#                                      PyTorch gives it in $ANCHOR_OUT-versions.txt;
 #                                      TeaCache on: ANCHOR_OUT=anchor-teacache round.sh anchor ARCHIVE 1 --teacache 1
 #   scripts/gpu/round.sh setup         node + node_modules + CUDA provider, a static ffmpeg, random full weights
 #   scripts/gpu/round.sh parity        the CUDA parity suite (float32 with TF32 off at 1e-4)
@@ -38,6 +40,13 @@ case "$step" in
   anchor)
     mkdir -p "$tmp/up" && tar -xJf "$1" -C "$tmp/up"
     nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv > "$out/gpu.txt"
+    # the original's speed depends on these versions (docs/gpu.md, ninth round): keep them beside its figures
+    { grep -m1 '^__version__' "$tmp/up/diffusers_src/diffusers/__init__.py"
+      python3 -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())'
+      python3 -c 'import transformers; print("transformers", transformers.__version__)'
+      # the attention PyTorch gives the original's SDPA call on this host (the last line of torch-reference.py)
+      [ -f scripts/gpu/torch-reference.py ] && (cd scripts/gpu && timeout 120 python3 torch-reference.py | tail -1); } \
+      > "$out/${ANCHOR_OUT:-anchor}-versions.txt" 2>&1
     PYTHONUNBUFFERED=1 python3 framepack_request.py --src "$tmp/up" --repeat "${2:-2}" "${@:3}" --out "$out/${ANCHOR_OUT:-anchor}.json" 2>&1 | tail -20 ;;
   setup)
     sed "s#/tmp/gpu#$tmp#g" "$tmp/unpack.sh" > "$tmp/unpack-here.sh" && source "$tmp/unpack-here.sh" || exit 1
