@@ -361,21 +361,39 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   let streamed = 0;
   /**
    * The last decode in the inverted order makes the video's first frames: all but its last `overlap` (which
-   * blend into the frames after them) are final as they come.
+   * blend into the frames after them) are final as they come. Those blend into the video as they come too
+   * (`ahead`), so that less is left to do after the last window.
    */
+  const blendingAhead: Promise<void>[] = [];
   const streamOf = (section: number, latents: HostTensor): FrameStream | undefined => {
     const onFrames = hooks.onFrames;
     if (!onFrames || mode !== 'inverted' || section !== plans.length) return undefined;
     const [, , T, h, w] = latents.dims;
     const size = { width: 8 * w, height: 8 * h }, frameBytes = 3 * size.width * size.height;
     const frames = pixelFrames(T) - (pixels.frameCount ? overlapFrames(lws) : 0);
-    return frames > 0 ? { frames, take: (f) => { streamed += f.length / frameBytes; onFrames(f, size); } } : undefined;
+    if (frames <= 0) return undefined;
+    const take = (f: Uint8Array) => { streamed += f.length / frameBytes; onFrames(f, size); };
+    if (!pixels.frameCount) return { frames, take };
+    const ahead = (f: HostTensor, from: number) => {
+      const done = pixels.ahead(asFloat32(f, 'decoded pixels'), from, pixelFrames(T));
+      done.catch(() => {}); // observed now, thrown where the decode awaits it
+      blendingAhead.push(done);
+    };
+    return { frames, take, ahead };
   };
   const decode = async ({ section, label, latents }: Slice) => {
     signal.throwIfAborted();
     const t = performance.now();
     const stream = streamOf(section, latents);
-    const decoded = asFloat32(await nets.decodeLatents(latents, signal, { stream }), 'decoded pixels');
+    let decoded: Float32Tensor;
+    try {
+      decoded = asFloat32(await nets.decodeLatents(latents, signal, { stream }), 'decoded pixels');
+    } catch (err) {
+      await Promise.allSettled(blendingAhead.splice(0)); // none left running or failing unobserved
+      throw err;
+    }
+    // the pixel worker handles them in order, before the add below
+    await Promise.all(blendingAhead.splice(0));
     const tBlend = performance.now();
     // the streamed frames are converted already: the rest of the video must not wait for them again
     await pixels.add(decoded, stream?.frames);

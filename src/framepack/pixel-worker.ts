@@ -5,6 +5,7 @@
  * Chunks are transferred in, uint8 frames transferred out. One worker per video (video-pixels.ts).
  *
  * Messages: { id, op: 'add', dims, data, lazy } -> { id, frameCount, width, height }
+ *           { id, op: 'ahead', dims, data, from, chunkFrames } -> { id }   (PixelHistory.ahead)
  *           { op: 'snapshot', snap, from }      (no reply: the frames from `from` on as they are now, read with 'next')
  *           { id, op: 'next', snap }            -> { id, data? } (none when the snapshot is exhausted)
  *           { op: 'release', snap }
@@ -19,6 +20,7 @@ lowerThisThread();
 
 type Request =
   | { id: number; op: 'add'; dims: number[]; data: Float32Array; lazy: number }
+  | { id: number; op: 'ahead'; dims: number[]; data: Float32Array; from: number; chunkFrames: number }
   | { id?: undefined; op: 'snapshot'; snap: number; from: number }
   | { id: number; op: 'next'; snap: number }
   | { id?: undefined; op: 'release'; snap: number };
@@ -32,6 +34,9 @@ function handle(msg: Request): { data?: Uint8Array; frameCount?: number; width?:
     case 'add':
       pixels.add({ dtype: 'float32', dims: msg.dims, data: msg.data }, msg.lazy);
       return { frameCount: pixels.frameCount, width: pixels.width, height: pixels.height };
+    case 'ahead':
+      pixels.ahead({ dtype: 'float32', dims: msg.dims, data: msg.data }, msg.from, msg.chunkFrames);
+      return {};
     case 'snapshot':
       snapshots.set(msg.snap, pixels.chunks(msg.from)[Symbol.iterator]());
       return null;

@@ -402,6 +402,8 @@ export class PixelHistory {
   private live: { tensor: Float32Tensor; from: number; count: number } | null = null;
   private finals: Uint8Array[] = [];         // uint8 frames, earliest chunk first
   private finalCount = 0;
+  // frames of the next chunk blended before it came (ahead()): uint8 by chunk frame, for a chunk of `frames`
+  private blendedAhead: { frames: number; byFrame: Map<number, Uint8Array> } | null = null;
   width = 0;
   height = 0;
 
@@ -424,6 +426,8 @@ export class PixelHistory {
   add(chunk: Float32Tensor, lazy = 0): void {
     const [, C, Tc, H, W] = chunk.dims;
     const old = this.live;
+    const ahead = this.blendedAhead?.frames === Tc ? this.blendedAhead.byFrame : null;
+    this.blendedAhead = null;
     if (old !== null && (old.tensor.dims[1] !== C || old.tensor.dims[3] !== H || old.tensor.dims[4] !== W)) {
       throw new Error(`PixelHistory: chunk (${chunk.dims}) does not match (${old.tensor.dims})`);
     }
@@ -462,6 +466,11 @@ export class PixelHistory {
         const wa = weights[k], wb = 1 - weights[k];
         const ad = a!.tensor.data, bd = b!.tensor.data;
         if (!isLive) {
+          const done = ahead?.get(t);
+          if (done) {
+            finals.set(done, finalAt);
+            continue;
+          }
           const others: Float32Array[] = new Array(C);
           for (let c = 0; c < C; c++) {
             planes[c] = ad.subarray(at(a!, c, t), at(a!, c, t) + plane);
@@ -491,6 +500,37 @@ export class PixelHistory {
     }
     this.height = H;
     this.width = W;
+  }
+
+  /**
+   * Frames [from, from + F) of the next chunk, (1, C, F, H, W) of a chunk of `chunkFrames` frames, handed over
+   * before the chunk is whole (a decode's windows finish in order). Those the chunk's add() would blend into the
+   * video and store as uint8 are blended and converted now, and add() takes them as they are: the same bytes,
+   * with less left to do once the chunk is whole. Growing backward only; `frames` is read now, not kept.
+   */
+  ahead(frames: Float32Tensor, from: number, chunkFrames: number): void {
+    if (this.grows !== 'backward') throw new Error('PixelHistory.ahead: only for a video growing backward');
+    const b = this.live;
+    if (b === null) return; // the first chunk blends with nothing
+    const [, C, F, H, W] = frames.dims;
+    if (b.tensor.dims[1] !== C || b.tensor.dims[3] !== H || b.tensor.dims[4] !== W) {
+      throw new Error(`PixelHistory.ahead: frames (${frames.dims}) do not match (${b.tensor.dims})`);
+    }
+    const O = this.overlap, plane = H * W, weights = linspace(1, 0, Math.max(O, 1));
+    if (this.blendedAhead?.frames !== chunkFrames) this.blendedAhead = { frames: chunkFrames, byFrame: new Map() };
+    // the chunk's frames [chunkFrames - O, chunkFrames) blend with the video's first O frames
+    for (let t = Math.max(from, chunkFrames - O); t < Math.min(from + F, chunkFrames); t++) {
+      const k = t - (chunkFrames - O);
+      const mine: Float32Array[] = new Array(C), others: Float32Array[] = new Array(C);
+      for (let c = 0; c < C; c++) {
+        mine[c] = frames.data.subarray((c * F + t - from) * plane, (c * F + t - from + 1) * plane);
+        const at = (c * b.tensor.dims[2] + b.from + k) * plane;
+        others[c] = b.tensor.data.subarray(at, at + plane);
+      }
+      const out = new Uint8Array(plane * C);
+      blendToRgb(weights[k], mine, 1 - weights[k], others, out, 0);
+      this.blendedAhead.byFrame.set(t, out);
+    }
   }
 
   /**

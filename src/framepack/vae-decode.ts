@@ -72,10 +72,14 @@ export interface DecodeOptions {
  * toUint8Frames), in order, while the decode goes on: an encoder can start on the frames that are final. Only a
  * temporal tiled decode streams; a shorter one hands over nothing. When a 'fit' decode is repeated in smaller
  * tiles after running out of memory, the frames already handed over are not sent again.
+ *
+ * With `ahead`, the frames after those, as far as they are final before the last window, are handed over too,
+ * as float (1, C, F, H, W) copies of output frames [from, from + F); a repeated decode may hand some over again.
  */
 export interface FrameStream {
   readonly frames: number;
   take(frames: Uint8Array): void;
+  ahead?(frames: HostTensor, from: number): void;
 }
 
 /** Posterior of an encode: mean and std (exp(0.5 clamp(logvar, -30, 20))), each (1, latent, t, h, w). */
@@ -108,7 +112,7 @@ function crop5(t: HostTensor, t0: number, t1: number, y0: number, y1: number, x0
 
 /** Client of the stitching worker (started on first use, again after a failure). */
 class Stitcher {
-  private thread: ThreadClient<{ dims?: number[]; data?: Float32Array; frames?: Uint8Array }> | null = null;
+  private thread: ThreadClient<{ dims?: number[]; data?: Float32Array; frames?: Uint8Array; ahead?: { from: number; dims: number[]; data: Float32Array } }> | null = null;
   private keys = 0;
 
   private call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []) {
@@ -117,16 +121,20 @@ class Stitcher {
   }
 
   newKey(): string { return `s${++this.keys}`; }
-  /** `streamFrames`: the output frames that come back (as uint8 video frames) with the pushes that complete them */
-  openTemporal(key: string, channels: number, latentFrames: number, height: number, width: number, streamFrames = 0) {
-    return this.call({ op: 'open', key, kind: 'temporal', channels, latentFrames, height, width, streamFrames });
+  /**
+   * `streamFrames`: the output frames that come back (as uint8 video frames) with the pushes that complete them;
+   * `ahead`: the later ones too, as float copies, but for the last push's
+   */
+  openTemporal(key: string, channels: number, latentFrames: number, height: number, width: number, streamFrames = 0, ahead = false) {
+    return this.call({ op: 'open', key, kind: 'temporal', channels, latentFrames, height, width, streamFrames, ahead });
   }
   openSpatial(key: string, plan: SpatialPlan) { return this.call({ op: 'open', key, kind: 'spatial', plan }); }
   /** Transfers the tensor's buffer: `t` must not be used afterwards. Returns the streamed frames it completed. */
-  async push(key: string, index: number, t: HostTensor): Promise<Uint8Array | undefined> {
+  async push(key: string, index: number, t: HostTensor) {
     const data = asFloat32(t, 'stitch');
     const dims = t.dims.slice(1) as Block['dims'];
-    return (await this.call({ op: 'push', key, index, dims, data }, [data.buffer as ArrayBuffer])).frames;
+    const { frames, ahead } = await this.call({ op: 'push', key, index, dims, data }, [data.buffer as ArrayBuffer]);
+    return { frames, ahead };
   }
   async finish(key: string): Promise<HostTensor> {
     const r = await this.call({ op: 'finish', key });
@@ -298,6 +306,7 @@ export class Vae {
           if (skip < frames.length) stream.take(skip ? frames.subarray(skip) : frames);
           sent = Math.max(sent, mine);
         },
+        ahead: stream.ahead?.bind(stream),
       };
       const grid = this.opts.tiles === 'fit' ? FIT_GRIDS[this.fit] : 0;
       const plan = grid ? gridSpatialPlan(h, w, grid) : decodeSpatialPlan(h, w);
@@ -332,7 +341,7 @@ export class Vae {
     const s = this.config.spatialCompression, C = this.config.outChannels;
     const temporal = windows.length > 1;
     const key = this.stitcher.newKey();
-    if (temporal) await this.stitcher.openTemporal(key, C, T, h * s, w * s, stream?.frames);
+    if (temporal) await this.stitcher.openTemporal(key, C, T, h * s, w * s, stream?.frames, !!stream?.ahead);
 
     const tiles: HostTensor[][] = windows.map(() => []);
     const whole: HostTensor[] = []; // the result when there is a single window
@@ -342,8 +351,9 @@ export class Vae {
       const t = skipped(i) ? f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s)) : plan ? await this.stitch(plan, got) : got[0];
       if (!temporal) whole[0] = t;
       else {
-        const frames = await this.stitcher.push(key, i, t);
+        const { frames, ahead } = await this.stitcher.push(key, i, t);
         if (frames) stream!.take(frames);
+        if (ahead) stream!.ahead!(f32([1, ...ahead.dims], ahead.data), ahead.from);
       }
     };
     // windows go to the stitcher in order, each once all its tiles are in

@@ -32,6 +32,15 @@ export class VideoPixels {
   }
 
   /**
+   * Frames [from, from + F) of the next chunk (1, 3, F, H, W), of `chunkFrames` frames in all, before it is whole:
+   * PixelHistory.ahead. Transfers the buffer. Calls are handled in order, so the chunk's add() after them finds
+   * them done.
+   */
+  async ahead(frames: Float32Tensor, from: number, chunkFrames: number): Promise<void> {
+    await this.thread.call({ op: 'ahead', dims: frames.dims, data: frames.data, from, chunkFrames }, [frames.data.buffer as ArrayBuffer]);
+  }
+
+  /**
    * All frames so far from frame `from` on, earliest first, as (F, H, W, 3) uint8 buffers, taken when called: a
    * later add() does not change what a reader still iterating gets.
    */

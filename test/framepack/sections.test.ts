@@ -253,6 +253,35 @@ test('pixel history: a chunk\'s unblended first frames left float (lazy) read th
   assert.deepEqual(short.frames(), shortPlain.frames());
 });
 
+test('pixel history: frames of a chunk blended ahead, in parts, give the same video as the whole chunk', () => {
+  const O = overlapFrames(2); // 5
+  const decode = (latents: number, seed: number): Float32Tensor => {
+    const x = zeros([1, 3, 4 * (latents - 1) + 1, 3, 2]);
+    for (let i = 0; i < x.data.length; i++) x.data[i] = Math.sin(seed * 3.7 + i * 0.41) * 1.1;
+    return x;
+  };
+  const chunks = [decode(2, 0), decode(4, 1), decode(4, 2), decode(5, 3)]; // 5, 13, 13, 17 frames
+  // the parts a decode's windows would hand over: every frame, some twice (a decode repeated in smaller tiles),
+  // some never; on the last chunk with lazy as the pipeline passes it
+  const parts: Array<Array<[number, number]>> = [[[0, 5]], [[0, 6], [6, 9], [6, 10]], [[9, 11]], [[0, 12], [12, 16]]];
+  const lazy = [0, 0, 0, 12];
+  const plain = new PixelHistory(O), ahead = new PixelHistory(O);
+  chunks.forEach((chunk, k) => {
+    for (const [from, to] of parts[k]) ahead.ahead(sliceTime(chunk, from, to), from, chunk.dims[2]);
+    plain.add(chunk, lazy[k]);
+    ahead.add(chunk, lazy[k]);
+  });
+  assert.deepEqual(ahead.frames(), plain.frames());
+  // frames handed over for a chunk of another length are not used: that chunk is blended whole
+  const other = new PixelHistory(O), reference = new PixelHistory(O);
+  other.add(chunks[1]); reference.add(chunks[1]);
+  const wrong = zeros([1, 3, 13, 3, 2]); // frames of a different chunk, said to be 13 frames long
+  other.ahead(sliceTime(wrong, 8, 13), 8, 13);
+  other.add(chunks[3]); reference.add(chunks[3]);
+  assert.deepEqual(other.frames(), reference.frames());
+  assert.throws(() => new PixelHistory(O, 'forward').ahead(chunks[0], 0, 5), /only for a video growing backward/);
+});
+
 test('pixel history growing forward equals soft_append(old, new) and ends with the newest frames', async () => {
   const lws = 2;
   const O = overlapFrames(lws);

@@ -9,7 +9,7 @@ import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { runByShape, Vae } from '../../src/framepack/vae-decode.js';
 import { blend, block, decodeSpatialPlan, gridSpatialPlan, pixelFrames, temporalWindows, TemporalStitcher } from '../../src/framepack/vae-tiling.js';
-import { toUint8Frames, type Float32Tensor } from '../../src/framepack/sections.js';
+import { sliceTime, toUint8Frames, type Float32Tensor } from '../../src/framepack/sections.js';
 import { fixture, tinyModels } from '../fixtures.js';
 import { relL2 } from '../numerics.js';
 
@@ -386,12 +386,16 @@ describe('VAE spatial tiling (low-VRAM mode)', () => {
       let runs = 0;
       (v as any).decodeChunk = (...a: unknown[]) => { runs++; return realChunk(...a); };
       const taken: Array<{ bytes: Uint8Array; runs: number }> = [];
-      const out = await v.decode(z, { stream: { frames, take: (f) => taken.push({ bytes: f.slice(), runs }) } });
+      const ahead: Array<{ frames: HostTensor; from: number }> = [];
+      const out = await v.decode(z, { stream: { frames, take: (f) => taken.push({ bytes: f.slice(), runs }), ahead: (f, from) => ahead.push({ frames: f, from }) } });
       const total = runs;
       assert.deepEqual(taken.map((t) => t.bytes.length / frameBytes), [13, 7]);
       assert.ok(taken[0].runs < total, 'window 0 came before the last run');
       const all = Buffer.concat(taken.map((t) => t.bytes));
       assert.ok(all.equals(toUint8Frames(out as Float32Tensor, 0, frames)), 'the frames of the decode\'s output');
+      // the frames after the streamed ones, final once window 1 is in, as float; the last window's are not sent
+      assert.deepEqual(ahead.map((a) => [a.from, a.frames.dims[2]]), [[20, 5]]);
+      assert.deepEqual(ahead[0].frames.data, sliceTime(out as Float32Tensor, 20, 25).data);
 
       // out of memory in window 1's first run, after window 0 was streamed: the 3 x 3 repeat sends frames 13.. only
       const again: Uint8Array[] = [];
