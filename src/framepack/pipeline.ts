@@ -362,7 +362,7 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
   /**
    * The last decode in the inverted order makes the video's first frames: all but its last `overlap` (which
    * blend into the frames after them) are final as they come. Those blend into the video as they come too
-   * (`ahead`), so that less is left to do after the last window.
+   * (`ahead`), and go to the encoder then: less is left to do after the last window.
    */
   const blendingAhead: Promise<void>[] = [];
   const streamOf = (section: number, latents: HostTensor): FrameStream | undefined => {
@@ -375,7 +375,13 @@ async function generateInto(pixels: VideoPixels, nets: FramePackNets, image: Rgb
     const take = (f: Uint8Array) => { streamed += f.length / frameBytes; onFrames(f, size); };
     if (!pixels.frameCount) return { frames, take };
     const ahead = (f: HostTensor, from: number) => {
-      const done = pixels.ahead(asFloat32(f, 'decoded pixels'), from, pixelFrames(T));
+      const done = pixels.ahead(asFloat32(f, 'decoded pixels'), from, pixelFrames(T)).then((r) => {
+        // in order, after the frames before them; a decode repeated in smaller tiles hands some over again.
+        // Frames not taken here are read from the pixels after the decode (GenerateResult.streamed).
+        if (!r || r.from > streamed) return;
+        const skip = (streamed - r.from) * frameBytes;
+        if (skip < r.frames.length) take(r.frames.subarray(skip));
+      });
       done.catch(() => {}); // observed now, thrown where the decode awaits it
       blendingAhead.push(done);
     };

@@ -5,7 +5,7 @@
  * Chunks are transferred in, uint8 frames transferred out. One worker per video (video-pixels.ts).
  *
  * Messages: { id, op: 'add', dims, data, lazy } -> { id, frameCount, width, height }
- *           { id, op: 'ahead', dims, data, from, chunkFrames } -> { id }   (PixelHistory.ahead)
+ *           { id, op: 'ahead', dims, data, from, chunkFrames } -> { id, from?, data? }   (PixelHistory.ahead)
  *           { op: 'snapshot', snap, from }      (no reply: the frames from `from` on as they are now, read with 'next')
  *           { id, op: 'next', snap }            -> { id, data? } (none when the snapshot is exhausted)
  *           { op: 'release', snap }
@@ -29,14 +29,16 @@ const { overlap, grows } = workerData as { overlap: number; grows: 'backward' | 
 const pixels = new PixelHistory(overlap, grows);
 const snapshots = new Map<number, Iterator<Uint8Array>>();
 
-function handle(msg: Request): { data?: Uint8Array; frameCount?: number; width?: number; height?: number } | null {
+function handle(msg: Request): { data?: Uint8Array; from?: number; frameCount?: number; width?: number; height?: number } | null {
   switch (msg.op) {
     case 'add':
       pixels.add({ dtype: 'float32', dims: msg.dims, data: msg.data }, msg.lazy);
       return { frameCount: pixels.frameCount, width: pixels.width, height: pixels.height };
-    case 'ahead':
-      pixels.ahead({ dtype: 'float32', dims: msg.dims, data: msg.data }, msg.from, msg.chunkFrames);
-      return {};
+    case 'ahead': {
+      const r = pixels.ahead({ dtype: 'float32', dims: msg.dims, data: msg.data }, msg.from, msg.chunkFrames);
+      // a copy: the history keeps the frames for the chunk's add
+      return r ? { from: r.from, data: r.frames.slice() } : {};
+    }
     case 'snapshot':
       snapshots.set(msg.snap, pixels.chunks(msg.from)[Symbol.iterator]());
       return null;

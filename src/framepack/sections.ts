@@ -504,14 +504,16 @@ export class PixelHistory {
 
   /**
    * Frames [from, from + F) of the next chunk, (1, C, F, H, W) of a chunk of `chunkFrames` frames, handed over
-   * before the chunk is whole (a decode's windows finish in order). Those the chunk's add() would blend into the
-   * video and store as uint8 are blended and converted now, and add() takes them as they are: the same bytes,
-   * with less left to do once the chunk is whole. Growing backward only; `frames` is read now, not kept.
+   * before the chunk is whole (a decode's windows finish in order). Those the chunk's add() blends into the video
+   * are blended and converted now, and add() takes them as they are: the same bytes, with less left to do once
+   * the chunk is whole. Returns them as the video will read once the chunk is added, (n, H, W, C) uint8 from
+   * video frame `from` on (a later chunk may still blend into the first `overlap`), or null when there are none.
+   * Growing backward only; `frames` is read now, not kept.
    */
-  ahead(frames: Float32Tensor, from: number, chunkFrames: number): void {
+  ahead(frames: Float32Tensor, from: number, chunkFrames: number): { from: number; frames: Uint8Array } | null {
     if (this.grows !== 'backward') throw new Error('PixelHistory.ahead: only for a video growing backward');
     const b = this.live;
-    if (b === null) return; // the first chunk blends with nothing
+    if (b === null) return null; // the first chunk blends with nothing
     const [, C, F, H, W] = frames.dims;
     if (b.tensor.dims[1] !== C || b.tensor.dims[3] !== H || b.tensor.dims[4] !== W) {
       throw new Error(`PixelHistory.ahead: frames (${frames.dims}) do not match (${b.tensor.dims})`);
@@ -519,7 +521,10 @@ export class PixelHistory {
     const O = this.overlap, plane = H * W, weights = linspace(1, 0, Math.max(O, 1));
     if (this.blendedAhead?.frames !== chunkFrames) this.blendedAhead = { frames: chunkFrames, byFrame: new Map() };
     // the chunk's frames [chunkFrames - O, chunkFrames) blend with the video's first O frames
-    for (let t = Math.max(from, chunkFrames - O); t < Math.min(from + F, chunkFrames); t++) {
+    const first = Math.max(from, chunkFrames - O), end = Math.min(from + F, chunkFrames);
+    if (end <= first) return null;
+    const out = new Uint8Array((end - first) * plane * C);
+    for (let t = first; t < end; t++) {
       const k = t - (chunkFrames - O);
       const mine: Float32Array[] = new Array(C), others: Float32Array[] = new Array(C);
       for (let c = 0; c < C; c++) {
@@ -527,10 +532,11 @@ export class PixelHistory {
         const at = (c * b.tensor.dims[2] + b.from + k) * plane;
         others[c] = b.tensor.data.subarray(at, at + plane);
       }
-      const out = new Uint8Array(plane * C);
-      blendToRgb(weights[k], mine, 1 - weights[k], others, out, 0);
-      this.blendedAhead.byFrame.set(t, out);
+      const frame = out.subarray((t - first) * plane * C, (t - first + 1) * plane * C);
+      blendToRgb(weights[k], mine, 1 - weights[k], others, frame, 0);
+      this.blendedAhead.byFrame.set(t, frame);
     }
+    return { from: first, frames: out };
   }
 
   /**

@@ -6,7 +6,7 @@
 import { ThreadClient } from '../runtime/thread-rpc.js';
 import { concatBytes, type Float32Tensor } from './sections.js';
 
-interface Reply { data?: Uint8Array; frameCount?: number; width?: number; height?: number }
+interface Reply { data?: Uint8Array; from?: number; frameCount?: number; width?: number; height?: number }
 
 export class VideoPixels {
   private readonly thread: ThreadClient<Reply>;
@@ -33,11 +33,12 @@ export class VideoPixels {
 
   /**
    * Frames [from, from + F) of the next chunk (1, 3, F, H, W), of `chunkFrames` frames in all, before it is whole:
-   * PixelHistory.ahead. Transfers the buffer. Calls are handled in order, so the chunk's add() after them finds
-   * them done.
+   * PixelHistory.ahead, whose blended video frames come back. Transfers the buffer. Calls are handled in order,
+   * so the chunk's add() after them finds them done.
    */
-  async ahead(frames: Float32Tensor, from: number, chunkFrames: number): Promise<void> {
-    await this.thread.call({ op: 'ahead', dims: frames.dims, data: frames.data, from, chunkFrames }, [frames.data.buffer as ArrayBuffer]);
+  async ahead(frames: Float32Tensor, from: number, chunkFrames: number): Promise<{ from: number; frames: Uint8Array } | null> {
+    const r = await this.thread.call({ op: 'ahead', dims: frames.dims, data: frames.data, from, chunkFrames }, [frames.data.buffer as ArrayBuffer]);
+    return r.data ? { from: r.from!, frames: r.data } : null;
   }
 
   /**

@@ -266,12 +266,18 @@ test('pixel history: frames of a chunk blended ahead, in parts, give the same vi
   const parts: Array<Array<[number, number]>> = [[[0, 5]], [[0, 6], [6, 9], [6, 10]], [[9, 11]], [[0, 12], [12, 16]]];
   const lazy = [0, 0, 0, 12];
   const plain = new PixelHistory(O), ahead = new PixelHistory(O);
+  const returned: Array<{ from: number; frames: Uint8Array } | null> = [];
   chunks.forEach((chunk, k) => {
-    for (const [from, to] of parts[k]) ahead.ahead(sliceTime(chunk, from, to), from, chunk.dims[2]);
+    for (const [from, to] of parts[k]) returned.push(ahead.ahead(sliceTime(chunk, from, to), from, chunk.dims[2]));
     plain.add(chunk, lazy[k]);
     ahead.add(chunk, lazy[k]);
   });
-  assert.deepEqual(ahead.frames(), plain.frames());
+  const video = plain.frames(), frameBytes = 3 * 3 * 2;
+  assert.deepEqual(ahead.frames(), video);
+  // what ahead() returns: the blended frames only (a chunk's last 5), as the video reads them after the last chunk
+  assert.deepEqual(returned.map((r) => r && [r.from, r.frames.length / frameBytes]), [null, null, [8, 1], [8, 2], [9, 2], null, [12, 4]]);
+  const last = returned.at(-1)!;
+  assert.deepEqual(last.frames, video.subarray(12 * frameBytes, 16 * frameBytes));
   // frames handed over for a chunk of another length are not used: that chunk is blended whole
   const other = new PixelHistory(O), reference = new PixelHistory(O);
   other.add(chunks[1]); reference.add(chunks[1]);
