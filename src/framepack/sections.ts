@@ -340,14 +340,11 @@ function mix(wa: number, x: number, wb: number, y: number): number {
  * TRUNCATED as torch's uint8 cast does (not rounded).
  */
 export function toUint8Frames(pixels: Float32Tensor, from = 0, to = pixels.dims[2]): Uint8Array {
-  const [, C, F, H, W] = pixels.dims;
+  const [, C, , H, W] = pixels.dims;
   if (C !== 3) throw new Error(`toUint8Frames: expected 3 channels, got ${C}`);
   const frame = H * W;
   const out = new Uint8Array((to - from) * frame * 3);
-  for (let t = from; t < to; t++) {
-    const planes = [0, 1, 2].map((c) => pixels.data.subarray((c * F + t) * frame, (c * F + t + 1) * frame));
-    planesToRgb(planes, out, (t - from) * frame * 3);
-  }
+  for (let t = from; t < to; t++) planesToRgb(framePlanes(pixels, t), out, (t - from) * frame * 3);
   return out;
 }
 
@@ -385,6 +382,12 @@ function blendToRgb(wa: number, a: Float32Array[], wb: number, b: Float32Array[]
     out[o + 1] = toByte(Math.fround(mix(wa, a1[j], wb, b1[j])));
     out[o + 2] = toByte(Math.fround(mix(wa, a2[j], wb, b2[j])));
   }
+}
+
+/** The channel planes of frame t of a (1, C, T, H, W) tensor, as views. */
+function framePlanes(x: Float32Tensor, t: number): Float32Array[] {
+  const [, C, T, H, W] = x.dims, plane = H * W;
+  return Array.from({ length: C }, (_, c) => x.data.subarray((c * T + t) * plane, (c * T + t + 1) * plane));
 }
 
 /**
@@ -428,9 +431,7 @@ export class PixelHistory {
     const old = this.live;
     const ahead = this.blendedAhead?.frames === Tc ? this.blendedAhead.byFrame : null;
     this.blendedAhead = null;
-    if (old !== null && (old.tensor.dims[1] !== C || old.tensor.dims[3] !== H || old.tensor.dims[4] !== W)) {
-      throw new Error(`PixelHistory: chunk (${chunk.dims}) does not match (${old.tensor.dims})`);
-    }
+    this.checkFits(chunk.dims, 'chunk');
     const backward = this.grows === 'backward';
     const chunkView = { tensor: chunk, from: 0, count: Tc };
     // softAppend(a, b, O): a is the earlier part, weighted by linspace(1, 0, O) over the overlap
@@ -450,10 +451,8 @@ export class PixelHistory {
       : { tensor: zeros([1, C, keep, H, W]), from: 0, count: keep };
     const finals = new Uint8Array((T - keep) * plane * C);
     const weights = linspace(1, 0, Math.max(O, 1));
-    const planes: Float32Array[] = new Array(C);
-    // channel c's plane of frame t of view v
-    const at = (v: { tensor: Float32Tensor; from: number }, c: number, t: number) =>
-      (c * v.tensor.dims[2] + v.from + t) * plane;
+    // the channel planes of frame t of view v
+    const planesOf = (v: { tensor: Float32Tensor; from: number }, t: number) => framePlanes(v.tensor, v.from + t);
     for (let t = 0; t < T; t++) {
       const isLive = t >= liveFrom && t < liveFrom + keep;
       if (isLive && unblended) continue;
@@ -464,31 +463,20 @@ export class PixelHistory {
         // blended and stored (float, or converted to uint8) in one pass
         const k = t - (Ta - O);
         const wa = weights[k], wb = 1 - weights[k];
-        const ad = a!.tensor.data, bd = b!.tensor.data;
-        if (!isLive) {
-          const done = ahead?.get(t);
-          if (done) {
-            finals.set(done, finalAt);
-            continue;
-          }
-          const others: Float32Array[] = new Array(C);
+        if (isLive) {
+          const pa = planesOf(a!, t), pb = planesOf(b!, k), out = live.tensor.data;
           for (let c = 0; c < C; c++) {
-            planes[c] = ad.subarray(at(a!, c, t), at(a!, c, t) + plane);
-            others[c] = bd.subarray(at(b!, c, k), at(b!, c, k) + plane);
+            const lo = liveAt(c), x = pa[c], y = pb[c];
+            for (let j = 0; j < plane; j++) out[lo + j] = mix(wa, x[j], wb, y[j]);
           }
-          blendToRgb(wa, planes, wb, others, finals, finalAt);
-          continue;
-        }
-        for (let c = 0; c < C; c++) {
-          const pa = at(a!, c, t), pb = at(b!, c, k), out = live.tensor.data, lo = liveAt(c);
-          for (let j = 0; j < plane; j++) out[lo + j] = mix(wa, ad[pa + j], wb, bd[pb + j]);
+        } else {
+          const done = ahead?.get(t); // blended already, when the frame came ahead of its chunk
+          if (done) finals.set(done, finalAt);
+          else blendToRgb(wa, planesOf(a!, t), wb, planesOf(b!, k), finals, finalAt);
         }
         continue;
       }
-      for (let c = 0; c < C; c++) {
-        const [v, k] = t < Ta ? [a!, t] : [b!, t - Ta + O];
-        planes[c] = v.tensor.data.subarray(at(v, c, k), at(v, c, k) + plane);
-      }
+      const planes = t < Ta ? planesOf(a!, t) : planesOf(b!, t - Ta + O);
       if (isLive) for (let c = 0; c < C; c++) live.tensor.data.set(planes[c], liveAt(c));
       else planesToRgb(planes, finals, finalAt);
     }
@@ -500,6 +488,14 @@ export class PixelHistory {
     }
     this.height = H;
     this.width = W;
+  }
+
+  /** Frames of (1, C, F, H, W) `dims` must match the video's channels and size. */
+  private checkFits(dims: number[], what: string): void {
+    const v = this.live?.tensor.dims;
+    if (v && (v[1] !== dims[1] || v[3] !== dims[3] || v[4] !== dims[4])) {
+      throw new Error(`PixelHistory: ${what} (${dims}) does not match (${v})`);
+    }
   }
 
   /**
@@ -514,10 +510,8 @@ export class PixelHistory {
     if (this.grows !== 'backward') throw new Error('PixelHistory.ahead: only for a video growing backward');
     const b = this.live;
     if (b === null) return null; // the first chunk blends with nothing
+    this.checkFits(frames.dims, 'frames ahead');
     const [, C, F, H, W] = frames.dims;
-    if (b.tensor.dims[1] !== C || b.tensor.dims[3] !== H || b.tensor.dims[4] !== W) {
-      throw new Error(`PixelHistory.ahead: frames (${frames.dims}) do not match (${b.tensor.dims})`);
-    }
     const O = this.overlap, plane = H * W, weights = linspace(1, 0, Math.max(O, 1));
     if (this.blendedAhead?.frames !== chunkFrames) this.blendedAhead = { frames: chunkFrames, byFrame: new Map() };
     // the chunk's frames [chunkFrames - O, chunkFrames) blend with the video's first O frames
@@ -526,14 +520,8 @@ export class PixelHistory {
     const out = new Uint8Array((end - first) * plane * C);
     for (let t = first; t < end; t++) {
       const k = t - (chunkFrames - O);
-      const mine: Float32Array[] = new Array(C), others: Float32Array[] = new Array(C);
-      for (let c = 0; c < C; c++) {
-        mine[c] = frames.data.subarray((c * F + t - from) * plane, (c * F + t - from + 1) * plane);
-        const at = (c * b.tensor.dims[2] + b.from + k) * plane;
-        others[c] = b.tensor.data.subarray(at, at + plane);
-      }
       const frame = out.subarray((t - first) * plane * C, (t - first + 1) * plane * C);
-      blendToRgb(weights[k], mine, 1 - weights[k], others, frame, 0);
+      blendToRgb(weights[k], framePlanes(frames, t - from), 1 - weights[k], framePlanes(b.tensor, b.from + k), frame, 0);
       this.blendedAhead.byFrame.set(t, frame);
     }
     return { from: first, frames: out };

@@ -16,7 +16,7 @@
  */
 import { lowerThisThread } from '../runtime/priority.js';
 import { serveThread } from '../runtime/thread-rpc.js';
-import { toUint8Frames } from './sections.js';
+import { sliceTime, toUint8Frames } from './sections.js';
 import { block, SpatialStitcher, TemporalStitcher, type Block, type SpatialPlan } from './vae-tiling.js';
 
 lowerThisThread();
@@ -53,12 +53,9 @@ function streamed(key: string, s: Stitcher): { frames?: Uint8Array; ahead?: Ahea
     out.frames = toUint8Frames({ dtype: 'float32', dims: [1, ...s.out.dims], data: s.out.data }, st.sent, upTo);
     st.sent = upTo;
   }
-  const [C, T, H, W] = s.out.dims;
-  if (st.ahead && s.written < T && s.written > st.sent) {
-    const from = st.sent, n = s.written - from, plane = H * W;
-    const data = new Float32Array(C * n * plane);
-    for (let c = 0; c < C; c++) data.set(s.out.data.subarray((c * T + from) * plane, (c * T + from + n) * plane), c * n * plane);
-    out.ahead = { from, dims: [C, n, H, W], data };
+  if (st.ahead && s.written < s.out.dims[1] && s.written > st.sent) {
+    const copy = sliceTime({ dtype: 'float32', dims: [1, ...s.out.dims], data: s.out.data }, st.sent, s.written);
+    out.ahead = { from: st.sent, dims: copy.dims.slice(1) as Block['dims'], data: copy.data };
     st.sent = s.written;
   }
   return out;
