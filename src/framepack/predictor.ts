@@ -43,7 +43,7 @@ import { FPS, imageTokens } from './sections.js';
 import { provenanceOf } from './provenance.js';
 import { encodePrompt, textEncoderLoader, type TextEncoders } from './text.js';
 import { buildTransformerGraphs, PackedTransformer, type TransformerOptions } from './transformer.js';
-import { Vae, type FrameStream } from './vae-decode.js';
+import { Vae, fitGrids, type FrameStream } from './vae-decode.js';
 import type { VideoPixels } from './video-pixels.js';
 import { FrameQueue, findFfmpeg, writeMp4 } from './video.js';
 
@@ -184,7 +184,7 @@ export class FramePackModels implements FramePackNets {
     // told through the models' current log: the request's while one runs
     const tell = { log };
     const vae = await Vae.load(dirs.vae, {
-      ep, deviceId, precision: placement.precision.vae, spatialTiling: placement.vaeTiling, tiles: placement.vaeTiles,
+      ep, deviceId, precision: placement.precision.vae, spatialTiling: placement.vaeTiling, tiles: placement.vaeTiles, grids: fitGrids(placement.vaeGrid),
       onTiles: (line) => tell.log(line),
       // a decode beside sampling runs at the same time as the DiT, not between its calls
       ...(placement.decodeBesideSampling ? { worker: 'vae' } : {}),

@@ -42,14 +42,26 @@ export interface VaeOptions {
    * running out of memory (remembered).
    */
   tiles?: 'diffusers' | 'fit';
+  /** the layouts 'fit' goes through on running out of device memory, largest first (default FIT_GRIDS) */
+  grids?: readonly TileGrid[];
   /** told when a decode moves to smaller tiles, or the encode to tiles, after running out of device memory */
   onTiles?: (message: string) => void;
   /** a session worker of the VAE's own (runtime/session.ts), so that its runs overlap other networks' */
   worker?: string;
 }
 
-/** Decode tile layouts of `tiles: 'fit'`, largest first: n x n equal tiles, then diffusers' tiles (0). */
-const FIT_GRIDS = [2, 3, 0];
+/** A decode's tile layout under `tiles: 'fit'`: rows x cols equal tiles, or null for diffusers' 32-latent tiles. */
+export type TileGrid = readonly [rows: number, cols: number] | null;
+
+/** Decode tile layouts of `tiles: 'fit'`, largest first. */
+export const FIT_GRIDS: readonly TileGrid[] = [[2, 2], [3, 3], null];
+
+/** 'fit' layouts starting from `first`, then FIT_GRIDS' layouts of more tiles. */
+export function fitGrids(first: readonly [number, number]): TileGrid[] {
+  return [first, ...FIT_GRIDS.filter((g) => !g || g[0] * g[1] > first[0] * first[1])];
+}
+
+const gridName = (g: TileGrid) => (g ? `${g[0]} x ${g[1]} tiles` : 'diffusers\' 32-latent tiles');
 
 type Dims5 = [number, number, number, number, number];
 
@@ -162,7 +174,7 @@ export class Vae {
    */
   private graphs = new Map<string, BuiltModel>();
   private stitcher = new Stitcher();
-  /** index into FIT_GRIDS of the layout a tiled decode uses now */
+  /** index into the 'fit' layouts (`grids`) of the one a tiled decode uses now */
   private fit = 0;
   /** under 'fit': an untiled encode ran out of device memory, so encodes tile from now on */
   private encodeTiles = false;
@@ -308,17 +320,17 @@ export class Vae {
         },
         ahead: stream.ahead?.bind(stream),
       };
-      const grid = this.opts.tiles === 'fit' ? FIT_GRIDS[this.fit] : 0;
-      const plan = grid ? gridSpatialPlan(h, w, grid) : decodeSpatialPlan(h, w);
+      const grids = this.opts.grids ?? FIT_GRIDS;
+      const grid = this.opts.tiles === 'fit' ? grids[this.fit] : null;
+      const plan = grid ? gridSpatialPlan(h, w, grid[0], grid[1]) : decodeSpatialPlan(h, w);
       try {
         return await this.decodeWindows(z, divisor, tiled ? plan : null, temporalTiling, signal, attempt);
       } catch (err) {
-        if (!tiled || this.opts.tiles !== 'fit' || this.fit === FIT_GRIDS.length - 1 || !isGpuOutOfMemory(err)) throw err;
+        if (!tiled || this.opts.tiles !== 'fit' || this.fit === grids.length - 1 || !isGpuOutOfMemory(err)) throw err;
         // a failed run leaves its arena grown: new decoder sessions start with an empty one
         await this.releaseDecoder();
         this.fit++;
-        const next = FIT_GRIDS[this.fit];
-        this.opts.onTiles?.(`VAE decode in ${grid} x ${grid} tiles ran out of device memory; now ${next ? `${next} x ${next} tiles` : 'diffusers\' 32-latent tiles'}`);
+        this.opts.onTiles?.(`VAE decode in ${gridName(grid)} ran out of device memory; now ${gridName(grids[this.fit])}`);
       }
     }
   }

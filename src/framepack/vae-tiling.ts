@@ -223,12 +223,12 @@ function gridAxis(size: number, n: number): { starts: number[]; tile: number; st
 }
 
 /**
- * n x n tiles of one shape covering the latent exactly (a decode with fewer, larger tiles than diffusers'
+ * rows x cols tiles of one shape covering the latent exactly (a decode with fewer, larger tiles than diffusers'
  * and a single input shape, so the convolution algorithms are chosen once): each tile blends its overlap
  * with the previous one linearly, as diffusers' tiles do over their 64 px.
  */
-export function gridSpatialPlan(latentHeight: number, latentWidth: number, n: number): SpatialPlan {
-  const r = gridAxis(latentHeight, n), c = gridAxis(latentWidth, n);
+export function gridSpatialPlan(latentHeight: number, latentWidth: number, rows: number, cols = rows): SpatialPlan {
+  const r = gridAxis(latentHeight, rows), c = gridAxis(latentWidth, cols);
   return {
     rows: r.starts, cols: c.starts, tile: [r.tile, c.tile], keep: [r.stride * 8, c.stride * 8], blend: [r.overlap * 8, c.overlap * 8],
     outHeight: latentHeight * 8, outWidth: latentWidth * 8,

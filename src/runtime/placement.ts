@@ -23,6 +23,7 @@
  *
  * Environment: FRAMEPACK_PLACEMENT=auto|high|medium|low|cpu, FRAMEPACK_EP=auto|cuda|cpu|webgpu,
  * FRAMEPACK_VAE_TILING=auto|on|off (the VAE's spatial tiling; auto: on in low only),
+ * FRAMEPACK_VAE_GRID=RxC (the first layout of 'fit' tiles; default 2x2),
  * FRAMEPACK_DECODE_BESIDE_SAMPLING=auto|on|off (a section decodes while the next samples; auto: high on CUDA),
  * FRAMEPACK_DEVICE_ID=<n> (the CUDA / WebGPU device, counted as CUDA counts them, i.e. after
  * CUDA_VISIBLE_DEVICES).
@@ -57,6 +58,9 @@ export const UNTILED_VAE_MIN_FREE_MIB = 88 * 1024;
  * running out of memory once).
  */
 export const MEDIUM_MIN_FREE_MIB = 44 * 1024;
+
+/** The first layout of the 'fit' decode tiles in `high` and `medium`. */
+export const DEFAULT_VAE_GRID = [2, 2] as const;
 
 /**
  * Free VRAM for `low`: the whole default request ran on an H100 with all but 19.5 GiB held by another process,
@@ -101,6 +105,8 @@ export interface Placement {
    * 640 bucket) or 'fit' (2 x 2 equal tiles, 3 x 3 and then diffusers' after running out of memory).
    */
   vaeTiles: 'diffusers' | 'fit';
+  /** the first 'fit' layout, rows x cols (smaller ones follow on out of memory) */
+  vaeGrid: readonly [number, number];
   /** the DiT's activations go back to the device after each section (arena shrinkage) */
   shrinkDitAfterSection: boolean;
   /**
@@ -136,6 +142,13 @@ function parseOnOff(name: string, value: string | undefined): boolean | undefine
   throw appError('RUNTIME_SETTING_INVALID', { name, value, allowed: 'auto, on, off' });
 }
 
+function parseGrid(value: string | undefined): readonly [number, number] | undefined {
+  if (value === undefined || value.trim() === '') return undefined;
+  const m = /^([1-9])x([1-9])$/.exec(value.trim().toLowerCase());
+  if (!m) throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_VAE_GRID', value, allowed: 'RxC, rows and columns of tiles from 1 to 9 (2x2)' });
+  return [Number(m[1]), Number(m[2])];
+}
+
 function parseDeviceId(value: string | undefined): number | undefined {
   if (value === undefined || value.trim() === '') return undefined;
   const n = Number(value);
@@ -158,14 +171,14 @@ function build(policy: PlacementPolicy, ep: ExecutionProvider, deviceId: number,
     // The VAE's CPU arena keeps a full-resolution decode's activations (3.8 GB for the tiny model at 640 px,
     // tens of GB for the real one): released after each request, an idle server holds only the weights.
     return { policy: 'cpu', ep: 'cpu', deviceId: 0, lifetime: { ...LIFETIMES.high, vae: 'per-request' }, quantize: {}, vaeTiling: false,
-      vaeTiles: 'diffusers', precision: { dit: 'float32', encoders: 'float32', vae: 'float32' }, reason, shrinkDitAfterSection: false,
+      vaeTiles: 'diffusers', vaeGrid: DEFAULT_VAE_GRID, precision: { dit: 'float32', encoders: 'float32', vae: 'float32' }, reason, shrinkDitAfterSection: false,
       decodeBesideSampling: false };
   }
   // WebGPU has no bfloat16 and the DiT gives NaN in float16, so its DiT stays in float32 there.
   const dit: Precision = ep === 'cuda' ? 'bfloat16' : 'float32';
   const low = policy === 'low';
   return { policy, ep, deviceId, gpu, lifetime: { ...LIFETIMES[policy] },
-    quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low || !gpu || gpu.freeMiB < UNTILED_VAE_MIN_FREE_MIB, vaeTiles: low ? 'diffusers' : 'fit',
+    quantize: low ? { dit: 8, llama: 8 } : {}, vaeTiling: low || !gpu || gpu.freeMiB < UNTILED_VAE_MIN_FREE_MIB, vaeTiles: low ? 'diffusers' : 'fit', vaeGrid: DEFAULT_VAE_GRID,
     precision: { dit, encoders: 'float16', vae: 'float16' }, reason, shrinkDitAfterSection: !low,
     decodeBesideSampling: policy === 'high' && ep === 'cuda' };
 }
@@ -176,7 +189,9 @@ export async function choosePlacement(inputs: PlacementInputs = {}): Promise<Pla
   const env = inputs.env ?? process.env;
   const tiling = parseOnOff('FRAMEPACK_VAE_TILING', env.FRAMEPACK_VAE_TILING);
   const beside = parseOnOff('FRAMEPACK_DECODE_BESIDE_SAMPLING', env.FRAMEPACK_DECODE_BESIDE_SAMPLING);
+  const grid = parseGrid(env.FRAMEPACK_VAE_GRID);
   let p = await choosePolicy(inputs, env);
+  if (grid) p = { ...p, vaeGrid: grid, reason: `${p.reason}; FRAMEPACK_VAE_GRID=${grid.join('x')}` };
   if (tiling !== undefined && tiling !== p.vaeTiling) {
     p = { ...p, vaeTiling: tiling, reason: `${p.reason}; FRAMEPACK_VAE_TILING=${tiling ? 'on' : 'off'}` };
   }
@@ -236,7 +251,7 @@ async function choosePolicy(inputs: PlacementInputs, env: NodeJS.ProcessEnv): Pr
 /** One log line naming the policy and what it implies. */
 export function describePlacement(p: Placement): string {
   const device = p.ep === 'cpu' ? 'cpu' : `${p.ep}:${p.deviceId}`;
-  const tiling = (!p.vaeTiling ? 'VAE untiled' : p.vaeTiles === 'fit' ? 'VAE decode in 2 x 2 tiles (smaller on out of memory), encode untiled' : 'VAE tiled') +
+  const tiling = (!p.vaeTiling ? 'VAE untiled' : p.vaeTiles === 'fit' ? `VAE decode in ${p.vaeGrid.join(' x ')} tiles (smaller on out of memory), encode untiled` : 'VAE tiled') +
     (p.decodeBesideSampling ? ', decoding beside sampling' : '');
   const what = p.policy === 'high' ? `every session resident; ${tiling}`
     : p.policy === 'medium' ? `DiT and VAE resident, encoders created per request; ${tiling}`

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
-import { runByShape, Vae } from '../../src/framepack/vae-decode.js';
+import { fitGrids, runByShape, Vae } from '../../src/framepack/vae-decode.js';
 import { blend, block, decodeSpatialPlan, gridSpatialPlan, pixelFrames, temporalWindows, TemporalStitcher } from '../../src/framepack/vae-tiling.js';
 import { sliceTime, toUint8Frames, type Float32Tensor } from '../../src/framepack/sections.js';
 import { fixture, tinyModels } from '../fixtures.js';
@@ -63,6 +63,15 @@ describe('VAE tiling plans', () => {
       assert.equal(p.cols.at(-1)! + p.tile[1], 76);
     }
     assert.deepEqual(gridSpatialPlan(8, 76, 2).rows, [0]); // too short for two tiles overlapping by 8 latents
+    const wide = gridSpatialPlan(80, 76, 1, 2); // one row, two columns
+    assert.deepEqual([wide.rows, wide.cols, wide.tile, wide.keep, wide.blend], [[0], [0, 34], [80, 42], [640, 272], [0, 64]]);
+  });
+
+  it('fit layouts from a first one: then only those of more tiles, and diffusers\' last', () => {
+    assert.deepEqual(fitGrids([2, 2]), [[2, 2], [3, 3], null]);
+    assert.deepEqual(fitGrids([1, 2]), [[1, 2], [2, 2], [3, 3], null]);
+    assert.deepEqual(fitGrids([3, 3]), [[3, 3], null]);
+    assert.deepEqual(fitGrids([4, 4]), [[4, 4], null]);
   });
 });
 
@@ -307,6 +316,31 @@ describe('VAE spatial tiling (low-VRAM mode)', () => {
       assert.ok(relL2(again, out) > 0 && relL2(again, out) < 0.2);
     } finally {
       await fit.release();
+    }
+  });
+
+  it('fit tiles from 1 x 2: one row of two tiles blended over their columns\' overlap; out of memory -> 2 x 2', async () => {
+    const wide = await Vae.load(vaeDir(), { ep: 'cpu', precision: 'float32', spatialTiling: true, tiles: 'fit', grids: fitGrids([1, 2]) });
+    try {
+      const z = wave([1, 16, 2, 40, 44], 0.31, 1.4); // cols [0, 26) + [18, 44): an overlap of 8 latents
+      const out = await wide.decode(z);
+      const row: T5[] = [];
+      for (const j of [0, 18]) row.push((await plain.decode({ dtype: 'float32', ...crop(z as T5, 0, 40, j, j + 26) })) as T5);
+      const ref = tiledRef([row], [0, 64], [320, 144], 320, 352) as HostTensor;
+      assert.equal(relL2(out, { ...ref, dtype: 'float32' }), 0);
+
+      const told: string[] = [];
+      (wide.opts as { onTiles?: (m: string) => void }).onTiles = (m) => told.push(m);
+      const real = (wide as any).decodeWindows.bind(wide);
+      let failed = false;
+      (wide as any).decodeWindows = (...args: unknown[]) => {
+        if (!failed) { failed = true; throw new Error('ONNX Runtime RunWithBinding failed: Failed to allocate memory for requested buffer of size 4294967296'); }
+        return real(...args);
+      };
+      await wide.decode(z);
+      assert.deepEqual(told, ['VAE decode in 1 x 2 tiles ran out of device memory; now 2 x 2 tiles']);
+    } finally {
+      await wide.release();
     }
   });
 

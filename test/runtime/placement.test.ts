@@ -52,6 +52,14 @@ test('an 80 GB GPU: high with the VAE tiled; 40-48 GB: medium; 24 GB: low', asyn
   assert.equal(h100.vaeTiles, 'fit');
   assert.equal(h100.decodeBesideSampling, true);
   assert.match(describePlacement(h100), /placement: high on cuda:0 \(every session resident; VAE decode in 2 x 2 tiles \(smaller on out of memory\), encode untiled, decoding beside sampling/);
+  assert.deepEqual(h100.vaeGrid, [2, 2]);
+  const wide = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 81559, 80959, 'NVIDIA H100 80GB HBM3'), FRAMEPACK_VAE_GRID: '1x2' }), cuda: cudaOk });
+  assert.deepEqual(wide.vaeGrid, [1, 2]);
+  assert.match(describePlacement(wide), /VAE decode in 1 x 2 tiles \(smaller on out of memory\).*FRAMEPACK_VAE_GRID=1x2/);
+  for (const bad of ['2', '0x2', '2x2x2', 'two']) {
+    await assert.rejects(choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, 81559, 80959, 'NVIDIA H100 80GB HBM3'), FRAMEPACK_VAE_GRID: bad }), cuda: cudaOk }),
+      (err: AppError) => err.code === 'RUNTIME_SETTING_INVALID' && err.message.includes('FRAMEPACK_VAE_GRID'));
+  }
   for (const [total, free] of [[49140, 48000], [40960, MEDIUM_MIN_FREE_MIB]]) {
     const p = await choosePlacement({ env: env({ FAKE_SMI_OUT: gpuLine(0, total, free, 'NVIDIA L40S') }), cuda: cudaOk });
     assert.equal(p.policy, 'medium');
