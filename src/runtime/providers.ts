@@ -81,8 +81,9 @@ export type CudaNetwork = 'default' | 'dit' | 'vae' | 'encoders';
  *   cudnn_conv_algo_search HEURISTIC        cuDNN's heuristic picks a convolution algorithm in milliseconds; the
  *                                           exhaustive search (ONNX Runtime's default) took 0.5-1.2 s per new
  *                                           input shape and sizes its workspaces from the free device memory;
- *                                           for the VAE's untiled decode it was also 5x slower once searched
- *                                           (28.0 s against 5.17 s on the H100).
+ *                                           under it every VAE run is as slow as the first (the untiled
+ *                                           decode 28.0 s against 5.17 s, in 2 x 2 tiles 33.1 s against
+ *                                           4.15 s on the H100).
  * Measured and left unset: prefer_nhwc (the VAE's decode 5.51 s against 5.17 s), sdpa_kernel (ORT's default
  * attention kernel is the fastest at the DiT's shapes).
  * FRAMEPACK_CUDA_OPTIONS overrides them: "key=value;..." for every network, "vae:key=value" for one
