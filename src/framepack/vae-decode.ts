@@ -36,10 +36,10 @@ export interface VaeOptions {
   /** Spatial tiling of encode and decode (the original's low-VRAM mode). */
   spatialTiling?: boolean;
   /**
-   * How a tiled decode tiles: 'diffusers' (default; the original's tiles), or 'fit': 2 x 2 equal tiles, then
-   * 3 x 3, then diffusers' tiles, each next one only after the device ran out of memory (remembered). Under
-   * 'fit' the encode (one image) runs untiled, as the original's high-VRAM path runs it, and tiles only after
-   * running out of memory (remembered).
+   * How a tiled decode tiles: 'diffusers' (default; the original's tiles), or 'fit': the layouts of `grids` in
+   * turn (2 x 2 equal tiles, 3 x 3, diffusers' tiles), each next one only after the device ran out of memory
+   * (remembered). Under 'fit' the encode (one image) runs untiled, as the original's high-VRAM path runs it, and
+   * tiles only after running out of memory (remembered).
    */
   tiles?: 'diffusers' | 'fit';
   /** the layouts 'fit' goes through on running out of device memory, largest first (default FIT_GRIDS) */

@@ -102,7 +102,7 @@ export interface Placement {
   vaeTiling: boolean;
   /**
    * How a tiled decode tiles: 'diffusers' (the original's low-VRAM tiles: 32 latents, 16 per window at the
-   * 640 bucket) or 'fit' (2 x 2 equal tiles, 3 x 3 and then diffusers' after running out of memory).
+   * 640 bucket) or 'fit' (equal tiles in `vaeGrid`, then more of them after running out of memory).
    */
   vaeTiles: 'diffusers' | 'fit';
   /** the first 'fit' layout, rows x cols (smaller ones follow on out of memory) */
