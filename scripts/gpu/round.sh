@@ -4,8 +4,8 @@
 #   scripts/gpu/round.sh anchor ARCHIVE [REPEAT] [framepack_request.py args]   the original's whole request
 #                                      (../shared/scripts/anchor/framepack_request.py, copied next to this script) on
 #                                      FramePack/diffusers unpacked from ARCHIVE, into $ANCHOR_OUT.json (anchor.json),
-#                                      with diffusers', torch's, cuDNN's and transformers' versions and the attention
-#                                      PyTorch gives it in $ANCHOR_OUT-versions.txt;
+#                                      with diffusers', torch's, cuDNN's and transformers' versions, the attention
+#                                      PyTorch gives it and the host (CPU, GPU clocks, PCIe) in $ANCHOR_OUT-versions.txt;
 #                                      TeaCache on: ANCHOR_OUT=anchor-teacache round.sh anchor ARCHIVE 1 --teacache 1
 #   scripts/gpu/round.sh setup         node + node_modules + CUDA provider, a static ffmpeg, random full weights
 #   scripts/gpu/round.sh parity        the CUDA parity suite (float32 with TF32 off at 1e-4)
@@ -45,7 +45,10 @@ case "$step" in
       python3 -c 'import torch; print("torch", torch.__version__, "cudnn", torch.backends.cudnn.version())'
       python3 -c 'import transformers; print("transformers", transformers.__version__)'
       # the attention PyTorch gives the original's SDPA call on this host (the last line of torch-reference.py)
-      [ -f scripts/gpu/torch-reference.py ] && (cd scripts/gpu && timeout 120 python3 torch-reference.py | tail -1); } \
+      [ -f scripts/gpu/torch-reference.py ] && (cd scripts/gpu && timeout 120 python3 torch-reference.py | tail -1)
+      # this project's decode varied by lease while the original's did not (docs/gpu.md, tenth round): the host too
+      lscpu | grep -E '^Model name|^CPU\(s\)'
+      nvidia-smi --query-gpu=clocks.max.sm,clocks.max.memory,power.limit,pcie.link.gen.max,pcie.link.width.max --format=csv; } \
       > "$out/${ANCHOR_OUT:-anchor}-versions.txt" 2>&1
     PYTHONUNBUFFERED=1 python3 framepack_request.py --src "$tmp/up" --repeat "${2:-2}" "${@:3}" --out "$out/${ANCHOR_OUT:-anchor}.json" 2>&1 | tail -20 ;;
   setup)
