@@ -24,21 +24,16 @@ import { parseArgs } from 'node:util';
 import { Graph, type Value } from '../../src/onnx/graph.js';
 import { cudaProviderOptions } from '../../src/runtime/providers.js';
 import { Session, terminateWorkers } from '../../src/runtime/session.js';
+import { rand } from '../../test/onnx/helpers.js';
 
 type Layout = 'ncdhw' | 'tchw' | 'thwc';
 interface Shape { C: number; T: number; H: number; W: number }
 interface Form { layout: Layout; build: (g: Graph, x: Value, s: Shape) => Value }
 
-function random(n: number, scale: number, seed: number): Float32Array {
-  let s = seed;
-  const data = new Float32Array(n);
-  for (let i = 0; i < n; i++) { s = (s * 1103515245 + 12345) >>> 0; data[i] = ((s / 4294967296) * 2 - 1) * scale; }
-  return data;
-}
-
 /** The conv weight (C, C, 3, 3, 3) and bias, the same numbers for every form. */
 function weights(C: number): { w: Float32Array; b: Float32Array } {
-  return { w: random(C * C * 27, 1 / Math.sqrt(C * 27), 7), b: random(C, 0.1, 11) };
+  const scale = 1 / Math.sqrt(C * 27);
+  return { w: rand(C * C * 27, 7, -scale, scale), b: rand(C, 11, -0.1, 0.1) };
 }
 
 /** (C, C, 3, 3, 3) -> the time tap k's 2-D kernel (C, C, 3, 3). */
