@@ -122,10 +122,17 @@ function crop5(t: HostTensor, t0: number, t1: number, y0: number, y1: number, x0
   return f32([1, C, nt, nh, nw], out);
 }
 
+/** Tile buffers kept for reuse: a 2 x 2 decode has at most about this many tiles between the device and the stitcher. */
+const SPARE_TILES = 8;
+
 /** Client of the stitching worker (started on first use, again after a failure). */
 class Stitcher {
-  private thread: ThreadClient<{ dims?: number[]; data?: Float32Array; frames?: Uint8Array; ahead?: { from: number; dims: number[]; data: Float32Array } }> | null = null;
+  private thread: ThreadClient<{
+    dims?: number[]; data?: Float32Array; frames?: Uint8Array; ahead?: { from: number; dims: number[]; data: Float32Array }; free?: ArrayBuffer[];
+  }> | null = null;
   private keys = 0;
+  /** tile buffers the stitching is done with, for later tiles to be copied into (take()) */
+  private spare: ArrayBuffer[] = [];
 
   private call(msg: Record<string, unknown>, transfer: ArrayBuffer[] = []) {
     if (!this.thread || this.thread.failed) this.thread = new ThreadClient(new URL('./vae-stitch-worker.js', import.meta.url), 'VAE stitching');
@@ -140,13 +147,25 @@ class Stitcher {
   openTemporal(key: string, channels: number, latentFrames: number, height: number, width: number, streamFrames = 0, ahead = false) {
     return this.call({ op: 'open', key, kind: 'temporal', channels, latentFrames, height, width, streamFrames, ahead });
   }
-  openSpatial(key: string, plan: SpatialPlan) { return this.call({ op: 'open', key, kind: 'spatial', plan }); }
-  /** Transfers the tensor's buffer: `t` must not be used afterwards. Returns the streamed frames it completed. */
+  /** `into`: the push of the last tile pushes the stitched window into that temporal stitch, as window `index`. */
+  openSpatial(key: string, plan: SpatialPlan, into?: { key: string; index: number }) {
+    return this.call({ op: 'open', key, kind: 'spatial', plan, into });
+  }
+  /**
+   * Transfers the tensor's buffer: `t` must not be used afterwards. Returns the streamed frames it completed
+   * (for a spatial stitch opened `into` a temporal one, those its last tile completed there).
+   */
   async push(key: string, index: number, t: HostTensor) {
     const data = asFloat32(t, 'stitch');
     const dims = t.dims.slice(1) as Block['dims'];
-    const { frames, ahead } = await this.call({ op: 'push', key, index, dims, data }, [data.buffer as ArrayBuffer]);
+    const { frames, ahead, free } = await this.call({ op: 'push', key, index, dims, data }, [data.buffer as ArrayBuffer]);
+    if (free) this.spare = [...free, ...this.spare].slice(0, SPARE_TILES);
     return { frames, ahead };
+  }
+  /** A buffer of at least `bytes` that tiles were stitched from, if one came back. */
+  take(bytes: number): ArrayBuffer | undefined {
+    const i = this.spare.findIndex((b) => b.byteLength >= bytes);
+    return i < 0 ? undefined : this.spare.splice(i, 1)[0];
   }
   async finish(key: string): Promise<HostTensor> {
     const r = await this.call({ op: 'finish', key });
@@ -157,6 +176,7 @@ class Stitcher {
   async close(): Promise<void> {
     const t = this.thread;
     this.thread = null;
+    this.spare = [];
     await t?.close();
   }
 }
@@ -231,7 +251,10 @@ export class Vae {
       const attention = await this.session(`${part}-attention-${frames}`, () => buildMidAttention(this.ckpt, part, frames, g));
       const a = (await attention.run({ hidden: h }, { signal, keep: [attention.outputs[0]], shrink }))[attention.outputs[0]];
       kept.push(a);
-      return (await tail.run({ hidden: a }, { signal, shrink }))[tail.outputs[0]];
+      // a decoder tile goes to the stitcher, which hands its buffer back for a later tile once done with it
+      const [, , t, hh, ww] = x.dims;
+      const into = part === 'decoder' ? this.stitcher.take(4 * this.config.outChannels * pixelFrames(t) * hh * ww * this.config.spatialCompression ** 2) : undefined;
+      return (await tail.run({ hidden: a }, { signal, shrink, ...(into ? { into: { [tail.outputs[0]]: into } } : {}) }))[tail.outputs[0]];
     } finally {
       await Promise.all(kept.map((t) => t.release()));
     }
@@ -337,8 +360,8 @@ export class Vae {
 
   /**
    * The temporal windows of one decode, each untiled or in the tiles of `plan`. The device runs every window's
-   * tiles back to back, grouped by shape (runByShape); a window is stitched, in the stitching worker, as soon as
-   * its last tile is in, so the host's blending overlaps the device's next runs and only the last window's
+   * tiles back to back, grouped by shape (runByShape); the stitching worker takes each tile as soon as it and
+   * the tiles before it are in, so the host's blending overlaps the device's next runs and only the last tile's
    * follows the last run. The last run of each input shape gives the transient memory back to the device: on
    * CUDA the next shape runs in sessions of its own (chunk()).
    */
@@ -353,29 +376,52 @@ export class Vae {
     const s = this.config.spatialCompression, C = this.config.outChannels;
     const temporal = windows.length > 1;
     const key = this.stitcher.newKey();
-    if (temporal) await this.stitcher.openTemporal(key, C, T, h * s, w * s, stream?.frames, !!stream?.ahead);
-
-    const tiles: HostTensor[][] = windows.map(() => []);
-    const whole: HostTensor[] = []; // the result when there is a single window
-    const finishWindow = async (i: number): Promise<void> => {
-      const got = tiles[i];
-      tiles[i] = [];
-      const t = skipped(i) ? f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s)) : plan ? await this.stitch(plan, got) : got[0];
-      if (!temporal) whole[0] = t;
-      else {
-        const { frames, ahead } = await this.stitcher.push(key, i, t);
-        if (frames) stream!.take(frames);
-        if (ahead) stream!.ahead!(f32([1, ...ahead.dims], ahead.data), ahead.from);
-      }
-    };
-    // windows go to the stitcher in order, each once all its tiles are in
-    let next = 0;
-    let stitching: Promise<void> = Promise.resolve();
+    // not awaited: the stitcher takes its messages in order, and opening touches the whole output (see the worker)
+    let stitching: Promise<unknown> = temporal ? this.stitcher.openTemporal(key, C, T, h * s, w * s, stream?.frames, !!stream?.ahead) : Promise.resolve();
     let stitchError: { error: unknown } | null = null;
+    let spatialKey: string | null = null; // the window whose tiles are being stitched
+    let whole: HostTensor | undefined; // the result when there is a single window
+
+    const streamed = ({ frames, ahead }: { frames?: Uint8Array; ahead?: { from: number; dims: number[]; data: Float32Array } }) => {
+      if (frames) stream!.take(frames);
+      if (ahead) stream!.ahead!(f32([1, ...ahead.dims], ahead.data), ahead.from);
+    };
+    // Tile j of window i to the stitcher. A tiled window's tiles are stitched as they come, so only the last
+    // tile's blend follows the last run; its last tile pushes it into the temporal stitch, in the worker.
+    const pushTile = async (i: number, j: number, t: HostTensor): Promise<void> => {
+      if (!plan) {
+        if (temporal) streamed(await this.stitcher.push(key, i, t));
+        else whole = t;
+        return;
+      }
+      if (j === 0) {
+        spatialKey = this.stitcher.newKey();
+        await this.stitcher.openSpatial(spatialKey, plan, temporal ? { key, index: i } : undefined);
+      }
+      const pushed = await this.stitcher.push(spatialKey!, j, t);
+      if (j < areas.length - 1) return;
+      if (temporal) streamed(pushed);
+      else whole = await this.stitcher.finish(spatialKey!);
+      spatialKey = null;
+    };
+    const tiles: Array<Array<HostTensor | undefined>> = windows.map(() => []);
+    let next = { window: 0, tile: 0 }; // the next tile the stitcher takes: windows in order, tiles row-major
     const handOver = () => {
-      while (next < windows.length && (skipped(next) || tiles[next].filter(Boolean).length === areas.length)) {
-        const i = next++;
-        stitching = stitching.then(() => finishWindow(i));
+      for (;;) {
+        const { window: i, tile: j } = next;
+        if (i >= windows.length) return;
+        let push: () => Promise<void>;
+        if (skipped(i)) {
+          push = async () => streamed(await this.stitcher.push(key, i, f32([1, C, 1, h * s, w * s], new Float32Array(C * h * s * w * s))));
+          next = { window: i + 1, tile: 0 };
+        } else {
+          const t = tiles[i][j];
+          if (!t) return;
+          tiles[i][j] = undefined;
+          push = () => pushTile(i, j, t);
+          next = j + 1 < areas.length ? { window: i, tile: j + 1 } : { window: i + 1, tile: 0 };
+        }
+        stitching = stitching.then(push);
         // observed at once (no unhandled rejection while the device works on), thrown by the next tile or below
         stitching.catch((error) => { stitchError ??= { error }; });
       }
@@ -390,9 +436,10 @@ export class Vae {
         handOver();
       });
       await stitching;
-      return temporal ? await this.stitcher.finish(key) : whole[0];
+      return temporal ? await this.stitcher.finish(key) : whole!;
     } catch (err) {
       await stitching.catch(() => {});
+      if (spatialKey) await this.stitcher.drop(spatialKey).catch(() => {});
       if (temporal) await this.stitcher.drop(key).catch(() => {});
       throw err;
     }

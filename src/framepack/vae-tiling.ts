@@ -82,19 +82,13 @@ export function copyRegion(
   }
 }
 
-/** Sub-block [t0,t1) x [y0,y1) x [x0,x1) as a new block. */
-export function crop(src: Block, t0: number, t1: number, y0: number, y1: number, x0: number, x1: number): Block {
-  const out = block([src.dims[0], t1 - t0, y1 - y0, x1 - x0]);
-  copyRegion(src, out, t0, t1, y0, y1, x0, x1, 0, 0, 0);
-  return out;
-}
-
 /**
- * blend_t / blend_v / blend_h: cur[k] = prev[n_prev - E + k] * (1 - k/E) + cur[k] * (k/E) for k < E,
- * E = min(extent, n_prev, n_cur), along time (axis 1), height (axis 2) or width (axis 3). In place on `cur`.
+ * blend_t / blend_v / blend_h: cur[at + k] = prev[n_prev - E + k] * (1 - k/E) + cur[at + k] * (k/E) for k < E,
+ * E = min(extent, n_prev, n_cur - at), along time (axis 1), height (axis 2) or width (axis 3). In place on
+ * `cur`; `at` lets a tile blend from its second frame without being copied first.
  */
-export function blend(prev: Block, cur: Block, axis: 1 | 2 | 3, extent: number): void {
-  const E = Math.min(extent, prev.dims[axis], cur.dims[axis]);
+export function blend(prev: Block, cur: Block, axis: 1 | 2 | 3, extent: number, at = 0): void {
+  const E = Math.min(extent, prev.dims[axis], cur.dims[axis] - at);
   if (E <= 0) return;
   const [C, T, H, W] = cur.dims;
   const [, Tp, Hp, Wp] = prev.dims;
@@ -104,9 +98,9 @@ export function blend(prev: Block, cur: Block, axis: 1 | 2 | 3, extent: number):
     }
   }
   const p = prev.data, q = cur.data;
-  for (let k = 0; k < E; k++) {
-    const wc = k / E, wp = 1 - wc;
-    const kp = prev.dims[axis] - E + k;
+  for (let j = 0; j < E; j++) {
+    const wc = j / E, wp = 1 - wc;
+    const kp = prev.dims[axis] - E + j, k = at + j;
     for (let c = 0; c < C; c++) {
       if (axis === 1) {
         const so = ((c * Tp + kp) * Hp) * Wp, co = ((c * T + k) * H) * W;
@@ -142,21 +136,30 @@ export class TemporalStitcher {
     this.out = block([channels, pixelFrames(latentFrames), height, width]);
   }
 
-  /** `tile` is the decoder output of window `index` (all its frames); tiles arrive in order. */
+  /**
+   * `tile` is the decoder output of window `index` (all its frames); tiles arrive in order. The stitch keeps no
+   * reference to it (the next tile's blend source is copied into a buffer of its own), so the caller may reuse it.
+   */
   push(index: number, tile: Block): void {
     if (index !== this.next) throw new Error(`temporal tile ${index} pushed, expected ${this.next}`);
     this.next++;
-    let cur = tile;
-    if (index > 0) {
-      cur = crop(tile, 1, tile.dims[1], 0, tile.dims[2], 0, tile.dims[3]); // drop the frame shared with the previous tile
-      if (this.tail) blend(this.tail, cur, 1, TEMPORAL.blendFrames);
-    }
-    const n = cur.dims[1];
+    const [C, , H, W] = tile.dims;
+    // after the first, a tile's first frame is the one it shares with the previous tile: dropped
+    const from = index > 0 ? 1 : 0;
+    const n = tile.dims[1] - from;
+    if (index > 0 && this.tail) blend(this.tail, tile, 1, TEMPORAL.blendFrames, from);
     const keep = Math.min(n, index === 0 ? TEMPORAL.keepFrames + 1 : TEMPORAL.keepFrames, this.out.dims[1] - this.written);
-    if (keep > 0) copyRegion(cur, this.out, 0, keep, 0, cur.dims[2], 0, cur.dims[3], this.written, 0, 0);
+    if (keep > 0) copyRegion(tile, this.out, from, from + keep, 0, H, 0, W, this.written, 0, 0);
     this.written += Math.max(keep, 0);
+    // the tile's last frames are the next tile's blend source; once the output is whole no tile blends again
     const tailFrames = Math.min(TEMPORAL.blendFrames, n);
-    this.tail = crop(cur, n - tailFrames, n, 0, cur.dims[2], 0, cur.dims[3]);
+    if (tailFrames <= 0 || this.written === this.out.dims[1]) {
+      this.tail = null;
+      return;
+    }
+    const dims: Block['dims'] = [C, tailFrames, H, W];
+    if (!this.tail || this.tail.dims.some((d, i) => d !== dims[i])) this.tail = block(dims);
+    copyRegion(tile, this.tail, from + n - tailFrames, from + n, 0, H, 0, W, 0, 0, 0);
   }
 
   finish(): Block {
@@ -253,7 +256,13 @@ export class SpatialStitcher {
   private current: Block[] = [];
   private next = 0;
 
-  constructor(readonly plan: SpatialPlan) {}
+  /**
+   * `spare`: memory for the output, used when large enough (its first values; every one of them is written),
+   * so that a decode's windows reuse one buffer instead of each touching new pages.
+   */
+  constructor(readonly plan: SpatialPlan, private readonly spare?: Float32Array) {}
+
+  get complete(): boolean { return this.next === this.count; }
 
   get count(): number { return this.plan.rows.length * this.plan.cols.length; }
 
@@ -262,7 +271,11 @@ export class SpatialStitcher {
     this.next++;
     const { rows, cols, keep, blend: extent } = this.plan;
     const r = Math.floor(index / cols.length), c = index % cols.length;
-    if (!this.out) this.out = block([tile.dims[0], tile.dims[1], this.plan.outHeight, this.plan.outWidth]);
+    if (!this.out) {
+      const dims: Block['dims'] = [tile.dims[0], tile.dims[1], this.plan.outHeight, this.plan.outWidth];
+      const n = dims[0] * dims[1] * dims[2] * dims[3];
+      this.out = block(dims, this.spare && this.spare.length >= n ? this.spare.subarray(0, n) : undefined);
+    }
     if (r > 0) blend(this.above[c], tile, 2, extent[0]);
     if (c > 0) blend(this.current[c - 1], tile, 3, extent[1]);
     this.current.push(tile);
@@ -278,7 +291,7 @@ export class SpatialStitcher {
   }
 
   finish(): Block {
-    if (!this.out || this.next !== this.count) throw new Error(`spatial stitch got ${this.next} of ${this.count} tiles`);
+    if (!this.out || !this.complete) throw new Error(`spatial stitch got ${this.next} of ${this.count} tiles`);
     return this.out;
   }
 }

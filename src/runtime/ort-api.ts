@@ -98,7 +98,7 @@ const ERROR_CODES = ['OK', 'FAIL', 'INVALID_ARGUMENT', 'NO_SUCHFILE', 'NO_MODEL'
 /** ONNXTensorElementDataType of each dtype that crosses to JavaScript. */
 const ELEMENT: Record<HostDType, number> = { float32: 1, uint8: 2, int32: 6, int64: 7, bool: 9, float16: 10 };
 const DTYPE = new Map(Object.entries(ELEMENT).map(([k, v]) => [v, k as HostDType]));
-const ARRAY: Record<HostDType, { new (b: ArrayBuffer): HostTensor['data'] }> = {
+const ARRAY: Record<HostDType, { new (b: ArrayBuffer, offset?: number, length?: number): HostTensor['data'] }> = {
   float32: Float32Array, uint8: Uint8Array, int32: Int32Array, int64: BigInt64Array, bool: Uint8Array, float16: Uint16Array,
 };
 
@@ -279,13 +279,16 @@ export class Tensor extends Handle {
     return out<string>('MemoryInfoGetName', out('GetTensorMemoryInfo', this.ptr));
   }
 
-  /** A JavaScript-owned copy of host data (the tensor may be released afterwards). */
-  toHost(): HostTensor {
+  /**
+   * A JavaScript-owned copy of host data (the tensor may be released afterwards): into the first bytes of
+   * `into` when it is large enough (the data a view of them), else into a new buffer.
+   */
+  toHost(into?: ArrayBuffer): HostTensor {
     const n = this.dims.reduce((a, b) => a * b, 1);
     const bytes = n * bytesPer(this.dtype);
-    const copy = new ArrayBuffer(bytes);
-    if (bytes > 0) new Uint8Array(copy).set(new Uint8Array(koffi.view(out('GetTensorMutableData', this.ptr), bytes)));
-    return { dtype: this.dtype, dims: [...this.dims], data: new ARRAY[this.dtype](copy) };
+    const copy = into && into.byteLength >= bytes ? into : new ArrayBuffer(bytes);
+    if (bytes > 0) new Uint8Array(copy, 0, bytes).set(new Uint8Array(koffi.view(out('GetTensorMutableData', this.ptr), bytes)));
+    return { dtype: this.dtype, dims: [...this.dims], data: new ARRAY[this.dtype](copy, 0, n) };
   }
 }
 

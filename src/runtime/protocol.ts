@@ -46,6 +46,8 @@ export interface RunRequest {
   keep?: string[];
   /** give the device memory the run's transient tensors used back to the device (arena shrinkage) */
   shrink?: boolean;
+  /** host memory for outputs that come back: each is copied into its buffer when that is large enough */
+  into?: Record<string, ArrayBuffer>;
 }
 
 export type Request =

@@ -78,6 +78,12 @@ export interface RunOptions {
    * shrinkage): for the last run of a stage whose peak is not needed again soon.
    */
   shrink?: boolean;
+  /**
+   * Buffers (handed to the worker) that the named host outputs are copied into when large enough, the output's
+   * data then a view of its first bytes: memory that was used before, whose pages a new buffer would first
+   * have to fault in (milliseconds per output of tens of MB, between two runs of the device).
+   */
+  into?: Record<string, ArrayBuffer>;
 }
 
 /** Host tensors, or tensors an earlier run kept on the device of the same worker. */
@@ -392,11 +398,12 @@ export class Session {
   async run(feeds: Feeds, opts: RunOptions & { keep?: readonly string[] } = {}): Promise<Outputs<string>> {
     this.check();
     const wire = this.wire(feeds);
-    const transfer = opts.transfer ? buffersOf(wire) : [];
+    const transfer = [...(opts.transfer ? buffersOf(wire) : []), ...Object.values(opts.into ?? {})];
     const { result, ms } = await this.worker.timedRequest<RunResult>(
       (id) => ({
         id, op: 'run', session: this.id, feeds: wire, ...(opts.outputs ? { outputs: opts.outputs } : {}),
         ...(opts.keep?.length ? { keep: [...opts.keep] } : {}), ...(opts.shrink ? { shrink: true } : {}),
+        ...(opts.into ? { into: opts.into } : {}),
       }),
       transfer, opts.signal,
     );

@@ -165,7 +165,7 @@ class NativeSession implements WorkerSession {
       const v = values[i];
       if (onDevice.has(name)) out[name] = keep({ native: v }, v.dtype, v.dims);
       else {
-        try { out[name] = v.toHost(); } finally { v.release(); }
+        try { out[name] = v.toHost(req.into?.[name]); } finally { v.release(); }
       }
     }
     return out;

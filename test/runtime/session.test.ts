@@ -102,6 +102,20 @@ describe('Session', () => {
     await s.release();
   });
 
+  test('into: outputs are copied into the buffers handed over when those are large enough', async () => {
+    const s = await Session.create(doubler('into'), { ep: 'cpu' });
+    const big = new ArrayBuffer(64), small = new ArrayBuffer(4);
+    new Float32Array(big).fill(NaN);
+    const r = await s.run({ x: f32([3], [1, 2, 3]) }, { into: { y: big, half: small } });
+    assert.equal(big.byteLength, 0); // handed to the worker
+    assert.deepEqual(r.y.dims, [3]);
+    assert.deepEqual(Array.from(r.y.data as Float32Array), [2, 4, 6]);
+    assert.deepEqual([r.y.data.byteOffset, r.y.data.buffer.byteLength], [0, 64]); // a view of the buffer handed in
+    assert.equal(r.half.data.buffer.byteLength, 6); // 3 float16 values do not fit 4 bytes: a buffer of their own
+    assert.deepEqual(Array.from(float16ToFloat32(r.half.data as Uint16Array)), [2, 3, 4]);
+    await s.release();
+  });
+
   test('a queued run is cancelled before it starts; a running one rejects at once; the session stays usable', async () => {
     const s = await Session.create(heavy(), { ep: 'cpu', threads: 1 });
     let rows = 64;
