@@ -31,9 +31,8 @@
  * tokens, so the blocks see no padding and need no mask (spec 5.8, trap 33).
  *
  * RoPE: the (tokens, head_dim/2) cos/sin tables are computed on the host (dit-rope.ts) and applied with
- * com.microsoft.RotaryEmbedding (interleaved pairs), on heads grouped 8 at a time for its CUDA kernel's sake
- * (ropeGroup). Text rows get cos = 1, sin = 0 so that single-stream blocks rotate the whole joint sequence with
- * one op.
+ * com.microsoft.RotaryEmbedding (interleaved pairs). Text rows get cos = 1, sin = 0 so that single-stream
+ * blocks rotate the whole joint sequence with one op.
  *
  * LoRA (`lora`): every linear layer can take a low-rank update given as session inputs; see the LoRA section.
  *
@@ -283,29 +282,6 @@ function headRmsNorm(x: Value, { g, ck, c }: Ctx, key: string): Value {
   const w = g.param(ck, key, { shape: [c.headDim] });
   const y = g.rmsNorm(g.reshape(x, [0, 0, c.heads, c.headDim]), w, EPS); // (1, S, heads, hd)
   return g.reshape(y, [0, 0, c.dim]);
-}
-
-/**
- * Heads per RotaryEmbedding "head": ONNX Runtime's CUDA kernel runs one block of head_dim threads, one element
- * each, per (token, head), which at the 640 bucket is ~450,000 blocks of 128 threads, several times the op's
- * memory-bound time. The rotation only pairs neighbours within a row, and every head of a token turns by the same
- * angles, so the op sees heads of `group` x head_dim (up to the kernel's 1,024 threads) and tables whose rows
- * repeat the token's angles `group` times: the same products, in 8x fewer, 8x wider blocks.
- */
-export function ropeGroup(heads: number, headDim: number): number {
-  let group = 1;
-  for (let k = 1; k <= heads && k * headDim <= 1024; k++) if (heads % k === 0) group = k;
-  return group;
-}
-
-/** (S, half) rotary table -> (S, group * half), each row its angles `group` times (see ropeGroup). */
-function widenTable(g: Graph, t: Value, group: number): Value {
-  if (group === 1) return t;
-  const half = t.shape[1] as number;
-  const rows = dims(g, t, 0, 1);
-  const x = g.reshape(t, [0, 1, half]);
-  const wide = g.op('Expand', [x, g.concat([rows, g.ints([group, half])], 0)], {}, { shape: [t.shape[0], group, half] })[0];
-  return g.reshape(wide, [0, group * half]);
 }
 
 /**
@@ -590,16 +566,14 @@ function blocksBody(ctx: Ctx, latents: ReturnType<typeof latentInputs>, txt32: V
   const nImg = dims(g, img0, 1, 2);
   // Rotary tables in the precision q and k have when fused (half precision only: float32 graphs keep float32).
   const [cosT, sinT] = ctx.fuse ? [g.cast(cos), g.cast(sin)] : [cos, sin];
-  const group = ropeGroup(c.heads, c.headDim);
-  const [cosW, sinW] = [widenTable(g, cosT, group), widenTable(g, sinT, group)];
-  for (let i = 0; i < c.dualLayers; i++) [img, txt] = dualBlock(ctx, i, img, txt, temb, cosW, sinW, nImg);
+  for (let i = 0; i < c.dualLayers; i++) [img, txt] = dualBlock(ctx, i, img, txt, temb, cosT, sinT, nImg);
 
   // Identity rotation for the text rows of the joint sequence.
   const nTxt = dims(g, txt32, 1, 2);
   const ones = g.op('Expand', [g.constant(new Array(half).fill(1), [1, half], cosT.dtype), g.concat([nTxt, g.ints([half])], 0)], {}, { shape: ['txt_tokens', half] })[0];
   const zeros = g.sub(ones, 1);
-  const cosZ = widenTable(g, g.concat([cosT, ones], 0), group);
-  const sinZ = widenTable(g, g.concat([sinT, zeros], 0), group);
+  const cosZ = g.concat([cosT, ones], 0);
+  const sinZ = g.concat([sinT, zeros], 0);
   let zs: Stream = { x: g.concat([resolve(g, img), resolve(g, txt)], 1), delta: null };
   for (let i = 0; i < c.singleLayers; i++) zs = singleBlock(ctx, i, zs, temb, cosZ, sinZ);
   const z = resolve(g, zs);
