@@ -38,6 +38,9 @@ case "$step" in
   part)
     mkdir -p "$tmp" && cp "$1"/* "$tmp"/ && ls "$tmp" ;;
   anchor)
+    # unpack.sh puts the system's cuDNN (9.14) on the library path, where PyTorch then fails to load its own
+    # (9.19) and the original's attention falls back to a 3x slower kernel: the original runs without it
+    unset LD_LIBRARY_PATH
     mkdir -p "$tmp/up" && tar -xJf "$1" -C "$tmp/up"
     nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv > "$out/gpu.txt"
     # the original's speed depends on these versions (docs/gpu.md, ninth round): keep them beside its figures

@@ -84,8 +84,8 @@ export type CudaNetwork = 'default' | 'dit' | 'vae' | 'encoders';
  *                                           under it every VAE run is as slow as the first (the untiled
  *                                           decode 28.0 s against 5.17 s, in 2 x 2 tiles 33.1 s against
  *                                           4.15 s on the H100).
- * Measured and left unset: prefer_nhwc (the VAE's decode 5.51 s against 5.17 s), sdpa_kernel (ORT's default
- * attention kernel is the fastest at the DiT's shapes).
+ * Measured and left unset: prefer_nhwc (the VAE's decode 5.51 s against 5.17 s), sdpa_kernel (by default ORT
+ * already runs the DiT's bfloat16 attention on cuDNN flash attention, at PyTorch's time per call).
  * FRAMEPACK_CUDA_OPTIONS overrides them: "key=value;..." for every network, "vae:key=value" for one
  * (networks: dit, vae, encoders, default).
  */
