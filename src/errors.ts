@@ -151,6 +151,8 @@ export const catalogue = {
   ORT_BINDING_UNAVAILABLE: { message: "ONNX Runtime's C API cannot be used here: {detail}" },
   ORT_CALL_FAILED: { message: 'ONNX Runtime {call} failed ({code}): {detail}' },
   ORT_RELEASED: { message: 'ONNX Runtime {what} was used after it was released' },
+  CUDA_RUNTIME_UNAVAILABLE: { message: 'the CUDA runtime library cannot be loaded: {detail}' },
+  CUDA_CALL_FAILED: { message: 'CUDA {call} failed ({code}): {detail}' },
   ORT_TENSOR_INVALID: { message: '{name}: {detail}' },
   DEVICE_TENSOR_RELEASED: { message: 'device tensor {ref} ({what}) was released or belongs to another session worker' },
 

@@ -19,6 +19,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { appError, AppError } from '../errors.js';
 import type { HostDType, HostTensor } from '../onnx/safetensors.js';
+import { releaseStreams, withStream } from './cuda-streams.js';
 import * as capi from './ort-api.js';
 import { lowerThisThread } from './priority.js';
 import { prepareAll } from './quantize-threads.js';
@@ -87,10 +88,11 @@ class NativeSession implements WorkerSession {
 
   constructor(p: CreatePayload, config: Record<string, string>, readonly defaults: Record<string, HostTensor>) {
     const handles: { release(): void }[] = [this.host];
+    const cuda = p.cuda && withStream(p.cuda, p.deviceId);
     try {
-      this.device = p.cuda ? capi.MemoryInfo.cuda(p.deviceId) : this.host;
-      if (p.cuda) handles.push(this.device);
-      this.options = capi.SessionOptions.create({ config, intraOpThreads: p.intraOpThreads, logSeverityLevel: p.logSeverityLevel, memoryArena: p.memoryArena, memoryPattern: p.memoryPattern, cuda: p.cuda, profile: p.profile });
+      this.device = cuda ? capi.MemoryInfo.cuda(p.deviceId) : this.host;
+      if (cuda) handles.push(this.device);
+      this.options = capi.SessionOptions.create({ config, intraOpThreads: p.intraOpThreads, logSeverityLevel: p.logSeverityLevel, memoryArena: p.memoryArena, memoryPattern: p.memoryPattern, cuda, profile: p.profile });
       handles.push(this.options);
       this.session = capi.Session.create(p.bytes, this.options);
       handles.push(this.session);
@@ -100,9 +102,9 @@ class NativeSession implements WorkerSession {
       throw e;
     }
     this.profiled = Boolean(p.profile);
-    this.arena = p.cuda ? `gpu:${p.deviceId}` : p.memoryArena === false ? null : 'cpu:0';
-    if (p.cuda) {
-      const o = capi.CudaProviderOptions.create(p.cuda);
+    this.arena = cuda ? `gpu:${p.deviceId}` : p.memoryArena === false ? null : 'cpu:0';
+    if (cuda) {
+      const o = capi.CudaProviderOptions.create(cuda);
       try { this.providerOptions = o.describe(); } finally { o.release(); }
     }
   }
@@ -364,6 +366,7 @@ async function handle(req: Request): Promise<{ result: any; transfer: ArrayBuffe
       const s = sessions.get(req.session);
       sessions.delete(req.session);
       s?.release();
+      if (!sessions.size) releaseStreams(); // no session left to run on them
       return { result: null, transfer: [] };
     }
   }
