@@ -403,7 +403,7 @@ function framePlanes(x: Float32Tensor, t: number): Float32Array[] {
 export class PixelHistory {
   // float frames at the growing end, which may still be blended: frames [from, from + count) of `tensor`
   private live: { tensor: Float32Tensor; from: number; count: number } | null = null;
-  private finals: Uint8Array[] = [];         // uint8 frames, earliest chunk first
+  private finals: Uint8Array[] = [];         // uint8 frames, earliest first (a chunk's in one or more segments)
   private finalCount = 0;
   // frames of the next chunk blended before it came (ahead()): uint8 by chunk frame, for a chunk of `frames`
   private blendedAhead: { frames: number; byFrame: Map<number, Uint8Array> } | null = null;
@@ -449,15 +449,24 @@ export class PixelHistory {
     const live = unblended
       ? { tensor: chunk, from: backward ? 0 : liveFrom - Ta + O, count: keep }
       : { tensor: zeros([1, C, keep, H, W]), from: 0, count: keep };
-    const finals = new Uint8Array((T - keep) * plane * C);
+    // The final frames join the video in order, as segments: frames blended ahead as ahead() made them (not copied
+    // again), the rest converted into one new buffer.
+    const isLiveFrame = (t: number) => t >= liveFrom && t < liveFrom + keep;
+    const blendedAhead = [...(ahead?.keys() ?? [])].filter((t) => !isLiveFrame(t) && t >= Ta - O && t < Ta).length;
+    const fresh = new Uint8Array((T - keep - blendedAhead) * plane * C);
+    const segments: Uint8Array[] = [];
+    let runStart = 0, finalAt = 0; // fresh's bytes: the run not yet a segment starts at runStart, the next frame goes at finalAt
+    const endRun = () => {
+      if (finalAt > runStart) segments.push(fresh.subarray(runStart, finalAt));
+      runStart = finalAt;
+    };
     const weights = linspace(1, 0, Math.max(O, 1));
     // the channel planes of frame t of view v
     const planesOf = (v: { tensor: Float32Tensor; from: number }, t: number) => framePlanes(v.tensor, v.from + t);
     for (let t = 0; t < T; t++) {
-      const isLive = t >= liveFrom && t < liveFrom + keep;
+      const isLive = isLiveFrame(t);
       if (isLive && unblended) continue;
       const liveAt = (c: number) => (c * keep + t - liveFrom) * plane;
-      const finalAt = (t < liveFrom ? t : t - keep) * plane * C;
       // frame t of [a[0 : Ta-O], blend(a[Ta-O : Ta], b[0 : O]), b[O :]]
       if (t >= Ta - O && t < Ta) {
         // blended and stored (float, or converted to uint8) in one pass
@@ -471,19 +480,28 @@ export class PixelHistory {
           }
         } else {
           const done = ahead?.get(t); // blended already, when the frame came ahead of its chunk
-          if (done) finals.set(done, finalAt);
-          else blendToRgb(wa, planesOf(a!, t), wb, planesOf(b!, k), finals, finalAt);
+          if (done) {
+            endRun();
+            segments.push(done);
+          } else {
+            blendToRgb(wa, planesOf(a!, t), wb, planesOf(b!, k), fresh, finalAt);
+            finalAt += plane * C;
+          }
         }
         continue;
       }
       const planes = t < Ta ? planesOf(a!, t) : planesOf(b!, t - Ta + O);
       if (isLive) for (let c = 0; c < C; c++) live.tensor.data.set(planes[c], liveAt(c));
-      else planesToRgb(planes, finals, finalAt);
+      else {
+        planesToRgb(planes, fresh, finalAt);
+        finalAt += plane * C;
+      }
     }
+    endRun();
     this.live = live;
     if (T > keep) {
-      if (backward) this.finals.unshift(finals);
-      else this.finals.push(finals);
+      if (backward) this.finals.unshift(...segments);
+      else this.finals.push(...segments);
       this.finalCount += T - keep;
     }
     this.height = H;

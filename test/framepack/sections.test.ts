@@ -278,6 +278,8 @@ test('pixel history: frames of a chunk blended ahead, in parts, give the same vi
   assert.deepEqual(returned.map((r) => r && [r.from, r.frames.length / frameBytes]), [null, null, [8, 1], [8, 2], [9, 2], null, [12, 4]]);
   const last = returned.at(-1)!;
   assert.deepEqual(last.frames, video.subarray(12 * frameBytes, 16 * frameBytes));
+  // the last chunk's frames blended ahead join the video as ahead() made them, not copied again
+  assert.ok([...ahead.chunks(12)].some((part) => part.buffer === last.frames.buffer));
   // frames handed over for a chunk of another length are not used: that chunk is blended whole
   const other = new PixelHistory(O), reference = new PixelHistory(O);
   other.add(chunks[1]); reference.add(chunks[1]);
