@@ -13,16 +13,14 @@ import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { Graph, type Value } from '../../src/onnx/graph.js';
 import { Session, terminateWorkers } from '../../src/runtime/session.js';
+import { rand } from '../../test/onnx/helpers.js';
 
 const C = 128, H = 640, W = 608, G = 32, EPS = 1e-6;
 
 type Build = (g: Graph, x: Value, T: number) => Value;
 
 function randomConst(g: Graph, n: number, shape: number[], scale: number): Value {
-  let s = 12345;
-  const data = new Float32Array(n);
-  for (let i = 0; i < n; i++) { s = (s * 1103515245 + 12345) >>> 0; data[i] = ((s / 4294967296) * 2 - 1) * scale; }
-  return g.constant(data, shape, 'float16');
+  return g.constant(rand(n, 12345, -scale, scale), shape, 'float16');
 }
 
 /** Nearest x2 in (T, H, W) of the first half of the frames at half the size (the upsampler's shapes). */
