@@ -452,8 +452,8 @@ export class PixelHistory {
     // The final frames join the video in order, as segments: frames blended ahead as ahead() made them (not copied
     // again), the rest converted into one new buffer.
     const isLiveFrame = (t: number) => t >= liveFrom && t < liveFrom + keep;
-    const blendedAhead = [...(ahead?.keys() ?? [])].filter((t) => !isLiveFrame(t) && t >= Ta - O && t < Ta).length;
-    const fresh = new Uint8Array((T - keep - blendedAhead) * plane * C);
+    const aheadCount = [...(ahead?.keys() ?? [])].filter((t) => !isLiveFrame(t) && t >= Ta - O && t < Ta).length;
+    const fresh = new Uint8Array((T - keep - aheadCount) * plane * C);
     const segments: Uint8Array[] = [];
     let runStart = 0, finalAt = 0; // fresh's bytes: the run not yet a segment starts at runStart, the next frame goes at finalAt
     const endRun = () => {

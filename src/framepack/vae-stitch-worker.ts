@@ -102,7 +102,8 @@ function handle(msg: Request): Reply {
       const s = get(msg.key);
       s.push(msg.index, block(msg.dims, msg.data));
       if (s instanceof TemporalStitcher) return { ...streamed(msg.key, s), free: whole(msg.data) };
-      const tiles = [...(pushed.get(msg.key) ?? []), ...whole(msg.data)];
+      const tiles = pushed.get(msg.key) ?? [];
+      tiles.push(...whole(msg.data));
       pushed.set(msg.key, tiles);
       if (!s.complete) return {};
       const into = targets.get(msg.key);

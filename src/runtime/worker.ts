@@ -88,8 +88,9 @@ class NativeSession implements WorkerSession {
 
   constructor(p: CreatePayload, config: Record<string, string>, readonly defaults: Record<string, HostTensor>) {
     const handles: { release(): void }[] = [this.host];
-    const cuda = p.cuda && withStream(p.cuda, p.deviceId);
+    let cuda: Record<string, string> | undefined;
     try {
+      cuda = p.cuda && withStream(p.cuda, p.deviceId); // inside: a stream that cannot be made frees the handles too
       this.device = cuda ? capi.MemoryInfo.cuda(p.deviceId) : this.host;
       if (cuda) handles.push(this.device);
       this.options = capi.SessionOptions.create({ config, intraOpThreads: p.intraOpThreads, logSeverityLevel: p.logSeverityLevel, memoryArena: p.memoryArena, memoryPattern: p.memoryPattern, cuda, profile: p.profile });
