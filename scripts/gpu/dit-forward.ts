@@ -7,10 +7,14 @@
  *   fp8      fused, with the 'attention' FP8 linears (GemmFloat8; weights prepared into the quantized-weight
  *            cache when the session is created), the activation amax by ReduceMax; fp8-pool: by GlobalMaxPool;
  *            fp8-all: the 'all' layer set
+ *   lora     fused, built with LoRA inputs (FRAMEPACK_LORA=on) and run without a LoRA: the If node and ~1,000
+ *            rank-0 inputs; its output must equal fused's bit for bit
+ *   lora-on  the same with a random rank-32 LoRA on every linear layer (make-random-lora.ts, read by the
+ *            server's parser and bound as a request binds it)
  *
  *   node dist/scripts/make-full-weights.js --out bench/tmp/full           # random full-size weights, once
  *   FRAMEPACK_CUDA_OPTIONS='dit:sdpa_kernel=8' node dist/scripts/gpu/dit-forward.js --weights bench/tmp/full \
- *       [--variant both|fused|unfused|fp8|fp8-pool|fp8-all|a,b,...] [--runs 5] [--warmup 2] [--ep cuda] [--out bench/tmp/dit-forward.json]
+ *       [--variant both|fused|unfused|fp8|fp8-pool|fp8-all|lora|lora-on|a,b,...] [--runs 5] [--warmup 2] [--ep cuda] [--out bench/tmp/dit-forward.json]
  *       [--latent 80x76]   # other latent sizes, e.g. 8x8 for a quick check on the CPU with the tiny model
  *
  * Per variant, one after the other (each variant's sessions are released before the next is created):
@@ -26,12 +30,14 @@ import { parseArgs } from 'node:util';
 import { opCounts, type Precision } from '../../src/onnx/graph.js';
 import { Checkpoint, type HostTensor } from '../../src/onnx/safetensors.js';
 import { buildDitGraphs, type DitGraphOptions } from '../../src/nets/dit.js';
+import { loraFeeds, parseLora } from '../../src/nets/dit-lora.js';
 import { PackedTransformer, type DitInputs } from '../../src/framepack/transformer.js';
 import { cudaProviderOptions } from '../../src/runtime/providers.js';
 import { terminateWorkers, type ExecutionProvider } from '../../src/runtime/session.js';
 import { relL2 } from '../../test/numerics.js';
 import { gpuInfo } from '../gpu-memory.js';
 import { ditInputs, LATENT, PROMPT_TOKENS, WINDOW } from '../dit-request.js';
+import { randomLora } from '../make-random-lora.js';
 
 const VARIANTS = {
   unfused: { fuse: false },
@@ -39,7 +45,10 @@ const VARIANTS = {
   fp8: { fuse: true, fp8: { mode: 'gemm', set: 'attention' } },
   'fp8-pool': { fuse: true, fp8: { mode: 'gemm', set: 'attention', amax: 'pool' } },
   'fp8-all': { fuse: true, fp8: { mode: 'gemm', set: 'all' } },
-} satisfies Record<string, Pick<DitGraphOptions, 'fuse' | 'fp8'>>;
+  lora: { fuse: true, lora: true },
+  'lora-on': { fuse: true, lora: true },
+} satisfies Record<string, Pick<DitGraphOptions, 'fuse' | 'fp8' | 'lora'>>;
+const LORA_RANK = 32;
 type Variant = keyof typeof VARIANTS;
 
 const secs = (t0: number) => +((performance.now() - t0) / 1000).toFixed(4);
@@ -61,6 +70,13 @@ async function timeVariant(ck: Checkpoint, variant: Variant, o: { ep: ExecutionP
   const dit = await PackedTransformer.create(graphs, { ep: o.ep, precision: o.precision });
   const createS = secs(t);
   try {
+    let loraBindS: number | undefined;
+    if (variant === 'lora-on') {
+      const file = parseLora(randomLora(dit.config, LORA_RANK), {}, dit.config, 'random');
+      t = performance.now();
+      await dit.setLora(loraFeeds([{ file, weight: 1 }], dit.config));
+      loraBindS = secs(t);
+    }
     // the blocks session's own run time (the worker's time for the request, copies of inputs and output included)
     const blocks = (dit as any).blocks;
     const run = blocks.run.bind(blocks);
@@ -80,7 +96,7 @@ async function timeVariant(ck: Checkpoint, variant: Variant, o: { ep: ExecutionP
     const finite = data.every(Number.isFinite);
     return {
       result: {
-        variant, buildS, createS, forward: stats(forwardS), blocks: stats(blocksS.slice(o.warmup)), finite,
+        variant, buildS, createS, ...(loraBindS === undefined ? {} : { loraRank: LORA_RANK, loraBindS }), forward: stats(forwardS), blocks: stats(blocksS.slice(o.warmup)), finite,
         blocksNodes: Object.values(ops).reduce((a, b) => a + b, 0), blocksOps: ops,
       },
       output: data,

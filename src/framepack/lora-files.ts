@@ -63,14 +63,19 @@ export function maxLoraBytes(env: NodeJS.ProcessEnv = process.env): number {
 
 const mb = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MB`;
 
+/** Where the cache keeps the download of `url`. */
+export function loraCacheFile(url: string, env: NodeJS.ProcessEnv = process.env): string {
+  const leaf = basename(new URL(url).pathname).replace(/[^\w.-]/g, '_').slice(-100) || 'lora';
+  return join(loraCacheDir(env), `${createHash('sha256').update(url).digest('hex').slice(0, 16)}-${leaf}`);
+}
+
 /** The local file of LoRA `index`: found in the cache, or downloaded into it. */
 export async function fetchLora(ref: string, index: number, ctx: Pick<PredictorContext, 'download' | 'log'>,
   env: NodeJS.ProcessEnv = process.env): Promise<string> {
   const url = loraUrl(ref, env);
   const name = `loras.${index}`;
   const dir = loraCacheDir(env);
-  const leaf = basename(new URL(url).pathname).replace(/[^\w.-]/g, '_').slice(-100) || 'lora';
-  const file = join(dir, `${createHash('sha256').update(url).digest('hex').slice(0, 16)}-${leaf}`);
+  const file = loraCacheFile(url, env);
   if (existsSync(file)) {
     ctx.log(`LoRA ${index + 1}: ${ref} from the cache (${mb((await stat(file)).size)})`);
     return file;
