@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ditConfig } from '../../src/nets/dit.js';
 import { Checkpoint } from '../../src/onnx/safetensors.js';
-import { combineLoras, fetchLora, loraRefProblem, loraUrl } from '../../src/framepack/lora-files.js';
+import { combineLoras, fetchLora, loraCacheFile, loraRefProblem, loraUrl } from '../../src/framepack/lora-files.js';
 import { inputSchema } from '../../src/framepack/inputs.js';
 import { tinyModels } from '../fixtures.js';
 
@@ -48,6 +48,8 @@ test('a LoRA is downloaded once into the cache, then found there', async () => {
     const a = await fetchLora('owner/repo/x.safetensors', 2, ctx, env);
     const b = await fetchLora('owner/repo/x.safetensors', 0, ctx, env);
     assert.equal(a, b);
+    // where a file placed ahead of a request is found (scripts/make-random-lora.ts --cache-for)
+    assert.equal(a, loraCacheFile('https://huggingface.co/owner/repo/resolve/main/x.safetensors', env));
     assert.deepEqual(downloads, [{ url: 'https://huggingface.co/owner/repo/resolve/main/x.safetensors', name: 'loras.2', maxBytes: 12345 }]);
     assert.match(logs[0], /^LoRA 3: owner\/repo\/x\.safetensors downloaded \(0\.0 MB\) in /);
     assert.match(logs[1], /^LoRA 1: owner\/repo\/x\.safetensors from the cache/);
