@@ -15,30 +15,17 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
-import { Graph } from '../../src/onnx/graph.js';
 import { computeCapability } from '../../src/runtime/fp8-choice.js';
-import { Session, terminateWorkers } from '../../src/runtime/session.js';
+import { terminateWorkers } from '../../src/runtime/session.js';
 import { PackedTransformer, type DitInputs, type TransformerOptions } from '../../src/framepack/transformer.js';
 import { fixture, tinyModels } from '../fixtures.js';
 import { relL2 } from '../numerics.js';
+import { cudaFailure } from './cuda.js';
 import { rand, tempDir } from '../onnx/helpers.js';
 
 const BOUND = 2e-2;
 
-async function cudaWorks(): Promise<string | null> {
-  const g = new Graph({ name: 'cuda-probe', precision: 'float32' });
-  g.output(g.mul(g.input('x', 'float32', [2]), 3), 'y');
-  try {
-    const s = await Session.create(g.toModel(), { ep: 'cuda' });
-    await s.run({ x: { dtype: 'float32', dims: [2], data: Float32Array.of(1, 2) } });
-    await s.release();
-    return null;
-  } catch (e) {
-    return (e as Error).message.split('\n')[0];
-  }
-}
-
-const failure = await cudaWorks();
+const failure = await cudaFailure();
 const cap = failure === null ? await computeCapability(0) : null;
 const skip = failure !== null ? `no CUDA execution provider: ${failure}`
   : cap !== null && cap < 8.9 ? `compute capability ${cap}: GemmFloat8 needs 8.9 or newer` : false;

@@ -11,30 +11,18 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { Graph } from '../../src/onnx/graph.js';
 import { loadTensors, readHeader, type HostTensor } from '../../src/onnx/safetensors.js';
-import { Session, terminateWorkers } from '../../src/runtime/session.js';
+import { terminateWorkers } from '../../src/runtime/session.js';
 import { loraFeeds, parseLora } from '../../src/nets/dit-lora.js';
 import { PackedTransformer, type DitInputs } from '../../src/framepack/transformer.js';
 import { fixture, tinyModels } from '../fixtures.js';
 import { relL2 } from '../numerics.js';
+import { cudaFailure } from './cuda.js';
 
 const LORA_DIR = new URL('../../../test/fixtures/lora/', import.meta.url).pathname;
 const TOL = 1e-3;
 
-async function cudaWorks(): Promise<string | null> {
-  const g = new Graph({ name: 'cuda-probe', precision: 'float32' });
-  g.output(g.mul(g.input('x', 'float32', [1]), 2), 'y');
-  try {
-    const s = await Session.create(g.toModel(), { ep: 'cuda' });
-    await s.release();
-    return null;
-  } catch (e) {
-    return (e as Error).message.split('\n')[0];
-  }
-}
-
-const failure = await cudaWorks();
+const failure = await cudaFailure();
 const skip = failure === null ? false : `no CUDA execution provider: ${failure}`;
 
 after(() => terminateWorkers());

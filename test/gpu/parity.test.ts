@@ -26,31 +26,16 @@ import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
 import type { Precision } from '../../src/onnx/graph.js';
 import { precisionFor } from '../../src/onnx/precision.js';
 import { getNet } from '../../src/nets/registry.js';
-import { Graph } from '../../src/onnx/graph.js';
 import { cudaProviderStatus } from '../../src/runtime/providers.js';
-import { Session, terminateWorkers } from '../../src/runtime/session.js';
+import { terminateWorkers } from '../../src/runtime/session.js';
 import { fixture, tinyModels } from '../fixtures.js';
 import { relL2 } from '../numerics.js';
+import { cudaFailure } from './cuda.js';
 
 const TOLERANCE: Record<Precision, number> = { float32: 1e-4, float16: 1e-2, bfloat16: 5e-2 };
 
-/** Whether a CUDA session really runs: a one-node graph created and run on the CUDA EP. */
-async function cudaWorks(): Promise<string | null> {
-  const g = new Graph({ name: 'cuda-probe', precision: 'float32' });
-  g.output(g.mul(g.input('x', 'float32', [2]), 3), 'y');
-  try {
-    const s = await Session.create(g.toModel(), { ep: 'cuda' });
-    const y = await s.run({ x: { dtype: 'float32', dims: [2], data: Float32Array.of(1, 2) } });
-    await s.release();
-    assert.deepEqual(Array.from(y.y.data as Float32Array), [3, 6]);
-    return null;
-  } catch (e) {
-    return (e as Error).message.split('\n')[0];
-  }
-}
-
 const cuda = await cudaProviderStatus();
-const failure = await cudaWorks();
+const failure = await cudaFailure();
 const skip = failure === null ? false : `no CUDA execution provider: ${failure}`;
 
 const models = () => tinyModels();
