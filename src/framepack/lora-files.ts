@@ -14,7 +14,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { HostTensor } from '../onnx/safetensors.js';
 import type { DitConfig } from '../nets/dit.js';
@@ -74,14 +74,13 @@ export async function fetchLora(ref: string, index: number, ctx: Pick<PredictorC
   env: NodeJS.ProcessEnv = process.env): Promise<string> {
   const url = loraUrl(ref, env);
   const name = `loras.${index}`;
-  const dir = loraCacheDir(env);
   const file = loraCacheFile(url, env);
   if (existsSync(file)) {
     ctx.log(`LoRA ${index + 1}: ${ref} from the cache (${mb((await stat(file)).size)})`);
     return file;
   }
   if (!ctx.download) throw new Error(`LoRA ${index + 1}: ${ref} is not cached and this caller cannot download`);
-  await mkdir(dir, { recursive: true });
+  await mkdir(dirname(file), { recursive: true });
   // unique per download: predictions on several GPUs may fetch the same LoRA at once (the last rename wins)
   const partial = `${file}.${process.pid}.${randomBytes(6).toString('hex')}.partial`;
   const t0 = performance.now();
