@@ -12,7 +12,8 @@
  *
  * FRAMEPACK_F1=first-use|setup: when the F1 transformer (sampling_mode f1) is found (downloaded if missing,
  * 25.7 GB) and its graphs built: at its first request (default; that request pays for it) or during setup.
- * FRAMEPACK_LORA=auto|on|off: whether the DiT graphs have LoRA inputs (`loraSupport`; auto: on the CPU only).
+ * FRAMEPACK_LORA=auto|on|off: whether the DiT graphs have LoRA inputs (`loraSupport`; auto: the CPU, and CUDA
+ *   under `high` with 72 GiB free).
  * FRAMEPACK_DIT_FP8=auto|on|off: FP8 linears in the DiT (runtime/fp8-choice.ts; default off).
  */
 import { join } from 'node:path';
@@ -25,7 +26,9 @@ import { Checkpoint, loadTensors, saveTensors, type HostTensor } from '../onnx/s
 import type { Predictor, PredictorContext, PredictorOptions, SetupContext } from '../predictor.js';
 import { chooseDitFp8 } from '../runtime/fp8-choice.js';
 import { gpuPlacements } from '../runtime/gpu-placements.js';
-import { choosePlacement, mapOrtError, samplingPeakGiB, sizeProblem, type Placement } from '../runtime/placement.js';
+import {
+  LORA_GRAPHS_MIN_FREE_MIB, choosePlacement, mapOrtError, samplingPeakGiB, sizeProblem, type Placement,
+} from '../runtime/placement.js';
 import type { ExecutionProvider } from '../runtime/protocol.js';
 import { Session } from '../runtime/session.js';
 import { startSpawner } from '../runtime/spawner.js';
@@ -209,7 +212,8 @@ export class FramePackModels implements FramePackNets {
     const perRequest = [encoders === 'per-request' ? 'encoders' : '', dit === 'per-request' ? 'DiT' : '', vaeLifetime === 'per-request' ? 'VAE' : '']
       .filter(Boolean);
     log(`networks ready in ${since(t0)} (${placement.policy}: ${placement.ep}, ` +
-      `DiT ${placement.precision.dit}${fusedBlocks({ precision: placement.precision.dit }) ? ' with fused blocks' : ''}, ` +
+      `DiT ${placement.precision.dit}${fusedBlocks({ precision: placement.precision.dit }) ? ' with fused blocks' : ''}` +
+      `${ditGraphs.lora ? ' and LoRA inputs' : ' without LoRA inputs (FRAMEPACK_LORA)'}, ` +
       `encoders ${placement.precision.encoders}, VAE ${placement.precision.vae}` +
       `${perRequest.length ? `; ${perRequest.join(', ')} created again for each request` : ''}` +
       `; F1 transformer ${opts.f1 === 'setup' ? 'prepared' : 'loaded when first asked for'})`);
@@ -328,7 +332,7 @@ export class FramePackModels implements FramePackNets {
    */
   async prepareLoras(loras: LoraInput[], ctx: Pick<PredictorContext, 'download' | 'log'>): Promise<Record<string, HostTensor> | null> {
     if (loras.length === 0) return null;
-    if (!this.ditGraphs.lora) throw appError('LORA_NOT_ENABLED', { ep: this.placement.ep });
+    if (!this.ditGraphs.lora) throw appError('LORA_NOT_ENABLED', { placement: `the ${this.placement.policy} placement` });
     const t0 = performance.now();
     const files = [];
     for (const [i, l] of loras.entries()) files.push({ path: await fetchLora(l.url, i, ctx), name: l.url, weight: l.scale });
@@ -464,20 +468,22 @@ const CACHE_NAMES: Record<Exclude<StepCacheKind, 'off'>, string> = { teacache: '
 
 /**
  * Whether the DiT is built with LoRA inputs (FRAMEPACK_LORA): `on`, `off`, or `auto` (default) = on for the
- * CPU only. The LoRA graphs (every body twice under an If, about a thousand optional inputs) have not been run
- * on a GPU yet, so a GPU gets the graphs as they were before LoRA support unless asked for them.
+ * CPU, and on CUDA under `high` with LORA_GRAPHS_MIN_FREE_MIB free. On the H100 the LoRA graphs without a LoRA
+ * bound gave the plain graphs' output bit for bit at the same speed, but held 3.8 GiB more and took twice as
+ * long to create (docs/gpu.md, twelfth round): worth it where the DiT is resident and memory is ample, not
+ * where a per-request DiT would pay the creation each time.
  */
-export function loraSupport(ep: ExecutionProvider, env: NodeJS.ProcessEnv = process.env): boolean {
+export function loraSupport(p: Pick<Placement, 'ep' | 'policy' | 'gpu'>, env: NodeJS.ProcessEnv = process.env): boolean {
   const v = (env.FRAMEPACK_LORA ?? '').trim().toLowerCase() || 'auto';
   if (v === 'on' || v === 'off') return v === 'on';
-  if (v === 'auto') return ep === 'cpu';
+  if (v === 'auto') return p.ep === 'cpu' || (p.policy === 'high' && (p.gpu?.freeMiB ?? 0) >= LORA_GRAPHS_MIN_FREE_MIB);
   throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_LORA', value: env.FRAMEPACK_LORA, allowed: 'auto, on, off' });
 }
 
 function ditOptions(p: Placement, fp8: boolean): TransformerOptions {
   return {
     ep: p.ep, deviceId: p.deviceId, precision: p.precision.dit, quantize: p.quantize.dit ? { bits: p.quantize.dit } : undefined,
-    shrinkAfterSection: p.shrinkDitAfterSection, lora: loraSupport(p.ep), ...(fp8 ? { fp8: { mode: 'gemm' as const } } : {}),
+    shrinkAfterSection: p.shrinkDitAfterSection, lora: loraSupport(p), ...(fp8 ? { fp8: { mode: 'gemm' as const } } : {}),
   };
 }
 

@@ -45,6 +45,14 @@ export type PlacementPolicy = 'high' | 'medium' | 'low' | 'cpu';
 export const HIGH_MIN_FREE_MIB = 64 * 1024;
 
 /**
+ * Free VRAM from which `high` on CUDA builds the DiT with LoRA inputs by default (FRAMEPACK_LORA=auto). On the
+ * H100 (79.2 GiB free) the LoRA graphs held 47.1 GiB at READY against 43.3 GiB for the plain ones, and the
+ * default request with a rank-32 LoRA on every linear layer peaked at 68.1 GiB (62.0 GiB plain); 72 GiB leaves
+ * the plain `high` margin plus room for larger LoRAs (bench/results/2026-12-07-h100-round12.json).
+ */
+export const LORA_GRAPHS_MIN_FREE_MIB = 72 * 1024;
+
+/**
  * Free VRAM for the untiled VAE decode (FramePack's own high-VRAM decode) beside the resident networks: on the
  * H100 it ran out of memory at 76.4 GiB in use (the decode had taken ~37 GiB and asked for more), with and
  * without cuDNN's maximum workspace. Below this figure the VAE decodes in spatial tiles. 88 GiB is an estimate

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveModels, type ModelDirs } from '../../src/hub/resolve.js';
 import type { HostTensor } from '../../src/onnx/safetensors.js';
-import { choosePlacement, type Placement } from '../../src/runtime/placement.js';
+import { LORA_GRAPHS_MIN_FREE_MIB, choosePlacement, type Placement } from '../../src/runtime/placement.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { findNearestBucket, loadImage, type RgbImage } from '../../src/framepack/image.js';
 import { generate, type FramePackNets, type GenerateParams, type GenerateResult } from '../../src/framepack/pipeline.js';
@@ -139,6 +139,7 @@ describe('per-request encoders and DiT', () => {
     assert.ok(released < lineOf(setupLogs, 'DiT created in'));
     assert.ok(lineOf(setupLogs, 'DiT created in') < lineOf(setupLogs, 'DiT released'));
     assert.match(setupLogs.at(-1)!, /^networks ready in .*encoders, DiT, VAE created again for each request/);
+    assert.match(setupLogs.at(-1)!, /DiT float32 and LoRA inputs,/, 'the CPU builds the LoRA inputs by default');
     assert.deepEqual(models.created(), NONE);
   });
 
@@ -372,12 +373,19 @@ describe('LoRA', () => {
   const ctx = (logs: string[]) => ({ log: (l: string) => logs.push(l), download: async (_url: string, file: string) => copyFile(fixtureLora, file) });
   const loras = [{ url: 'https://example.com/style.safetensors', scale: 0.7 }];
 
-  test('FRAMEPACK_LORA: auto builds the LoRA inputs on the CPU only; on and off everywhere', () => {
-    assert.equal(loraSupport('cpu', {}), true);
-    assert.equal(loraSupport('cuda', {}), false);
-    assert.equal(loraSupport('cuda', { FRAMEPACK_LORA: ' On ' }), true);
-    assert.equal(loraSupport('cpu', { FRAMEPACK_LORA: 'off' }), false);
-    assert.throws(() => loraSupport('cpu', { FRAMEPACK_LORA: 'yes' }), /FRAMEPACK_LORA=yes is not valid: use one of auto, on, off/);
+  test('FRAMEPACK_LORA: auto builds the LoRA inputs on the CPU, and on CUDA under high with 72 GiB free; on and off everywhere', () => {
+    const cuda = (policy: Placement['policy'], freeMiB: number) => ({
+      ep: 'cuda' as const, policy, gpu: { index: 0, name: 'NVIDIA H100 80GB HBM3', totalMiB: 81559, usedMiB: 81559 - freeMiB, freeMiB, driver: '580' },
+    });
+    assert.equal(loraSupport(cpu, {}), true);
+    assert.equal(loraSupport(cuda('high', 80959), {}), true); // an idle 80 GB card
+    assert.equal(loraSupport(cuda('high', LORA_GRAPHS_MIN_FREE_MIB), {}), true);
+    assert.equal(loraSupport(cuda('high', LORA_GRAPHS_MIN_FREE_MIB - 1), {}), false);
+    assert.equal(loraSupport(cuda('low', 80959), {}), false); // a DiT created for each request would pay the slower creation each time
+    assert.equal(loraSupport(cuda('low', 20000), { FRAMEPACK_LORA: ' On ' }), true);
+    assert.equal(loraSupport(cuda('high', 80959), { FRAMEPACK_LORA: 'off' }), false);
+    assert.equal(loraSupport(cpu, { FRAMEPACK_LORA: 'off' }), false);
+    assert.throws(() => loraSupport(cpu, { FRAMEPACK_LORA: 'yes' }), /FRAMEPACK_LORA=yes is not valid: use one of auto, on, off/);
   });
 
   test('bound to the transformer that samples (F1 too) for one request, then unbound: the next request is plain again', async () => {
@@ -414,7 +422,8 @@ describe('LoRA', () => {
     try {
       const logs: string[] = [];
       await assert.rejects(models.prepareLoras(loras, { log: (l) => logs.push(l), download: async () => assert.fail('no download') }),
-        (err: unknown) => (err as { code?: string }).code === 'LORA_NOT_ENABLED' && /FRAMEPACK_LORA=on/.test((err as Error).message));
+        (err: unknown) => (err as { code?: string }).code === 'LORA_NOT_ENABLED' &&
+          /FRAMEPACK_LORA is off, or auto on the cpu placement.*FRAMEPACK_LORA=on/.test((err as Error).message));
       assert.equal(await models.prepareLoras([], ctx(logs)), null);
     } finally {
       delete process.env.FRAMEPACK_LORA;
