@@ -29,7 +29,6 @@ import { gpuPlacements } from '../runtime/gpu-placements.js';
 import {
   LORA_GRAPHS_MIN_FREE_MIB, choosePlacement, mapOrtError, samplingPeakGiB, sizeProblem, type Placement,
 } from '../runtime/placement.js';
-import type { ExecutionProvider } from '../runtime/protocol.js';
 import { Session } from '../runtime/session.js';
 import { startSpawner } from '../runtime/spawner.js';
 import { findNearestBucket } from './buckets.js';

@@ -56,8 +56,9 @@ for (const precision of ['float32', 'bfloat16'] as const) {
       const file = join(LORA_DIR, 'musubi_framepack.safetensors');
       const plain = await PackedTransformer.load(dir, { precision, ep: 'cuda' });
       const dit = await PackedTransformer.load(dir, { precision, ep: 'cuda', lora: true });
-      const feeds = loraFeeds([{ file: parseLora(await loadTensors(file), (await readHeader(file)).metadata, dit.config, 'musubi_framepack'), weight: 0.7 }], dit.config);
       try {
+        const lora = parseLora(await loadTensors(file), (await readHeader(file)).metadata, dit.config, 'musubi_framepack');
+        const feeds = loraFeeds([{ file: lora, weight: 0.7 }], dit.config);
         const base = await forward(plain, inputs);
         assert.deepEqual(await forward(dit, inputs), base, 'no LoRA bound: bit for bit the plain graphs');
 
