@@ -26,6 +26,7 @@ import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
 import type { Precision } from '../../src/onnx/graph.js';
 import { precisionFor } from '../../src/onnx/precision.js';
 import { getNet } from '../../src/nets/registry.js';
+import { toBf16 } from '../../src/framepack/sampler.js';
 import { cudaProviderStatus } from '../../src/runtime/providers.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { fixture, tinyModels } from '../fixtures.js';
@@ -40,13 +41,6 @@ const skip = failure === null ? false : `no CUDA execution provider: ${failure}`
 
 const models = () => tinyModels();
 
-/** Round to the nearest bfloat16 (ties to even), as torch's .to(torch.bfloat16). */
-function bf16(x: number): number {
-  const f = new Float32Array([x]);
-  const u = new Uint32Array(f.buffer);
-  u[0] = (u[0] + 0x7fff + ((u[0] >>> 16) & 1)) & 0xffff0000;
-  return f[0];
-}
 const component = (name: string) => loadTensors(fixture('framepack-tiny', 'components', `${name}.safetensors`));
 
 interface Case {
@@ -110,7 +104,7 @@ describe('fixture parity on the CUDA execution provider', { skip }, () => {
           // The original rounds timestep and guidance to bfloat16 before the sinusoid (937.5 -> 936, 10000 ->
           // 9984); the fixture, computed in float32, does not. The reference here is the float32 path (checked
           // against the fixture by the float32 case) on the rounded values.
-          for (const k of ['timestep', 'guidance']) feeds[k] = { ...feeds[k], data: Float32Array.from(feeds[k].data as Float32Array, bf16) };
+          for (const k of ['timestep', 'guidance']) feeds[k] = { ...feeds[k], data: Float32Array.from(feeds[k].data as Float32Array, toBf16) };
           const r32 = await net.forward(c.weights(), feeds, { precision: 'float32', ep: 'cuda' });
           expected = { ...ref, [c.compare.output]: r32.output };
         }
