@@ -131,7 +131,7 @@ export const catalogue = {
   LORA_NOT_ENABLED: {
     message:
       'This server built its transformer without LoRA inputs (FRAMEPACK_LORA is off, or auto on {placement}: auto builds ' +
-      'them on the CPU, and on CUDA under the high placement with at least 72 GiB free), so `loras` cannot be ' +
+      'them on the CPU, and on CUDA under the high placement with at least {minFreeGiB} GiB free), so `loras` cannot be ' +
       'applied. Start it with FRAMEPACK_LORA=on to accept LoRAs, or leave `loras` empty.',
   },
 

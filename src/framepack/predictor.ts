@@ -331,7 +331,9 @@ export class FramePackModels implements FramePackNets {
    */
   async prepareLoras(loras: LoraInput[], ctx: Pick<PredictorContext, 'download' | 'log'>): Promise<Record<string, HostTensor> | null> {
     if (loras.length === 0) return null;
-    if (!this.ditGraphs.lora) throw appError('LORA_NOT_ENABLED', { placement: `the ${this.placement.policy} placement` });
+    if (!this.ditGraphs.lora) throw appError('LORA_NOT_ENABLED', {
+      placement: `the ${this.placement.policy} placement`, minFreeGiB: LORA_GRAPHS_MIN_FREE_MIB / 1024,
+    });
     const t0 = performance.now();
     const files = [];
     for (const [i, l] of loras.entries()) files.push({ path: await fetchLora(l.url, i, ctx), name: l.url, weight: l.scale });

@@ -423,7 +423,7 @@ describe('LoRA', () => {
       const logs: string[] = [];
       await assert.rejects(models.prepareLoras(loras, { log: (l) => logs.push(l), download: async () => assert.fail('no download') }),
         (err: unknown) => (err as { code?: string }).code === 'LORA_NOT_ENABLED' &&
-          /FRAMEPACK_LORA is off, or auto on the cpu placement.*FRAMEPACK_LORA=on/.test((err as Error).message));
+          /FRAMEPACK_LORA is off, or auto on the cpu placement.*with at least 72 GiB free.*FRAMEPACK_LORA=on/.test((err as Error).message));
       assert.equal(await models.prepareLoras([], ctx(logs)), null);
     } finally {
       delete process.env.FRAMEPACK_LORA;
