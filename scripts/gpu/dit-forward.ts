@@ -11,10 +11,13 @@
  *            rank-0 inputs; its output must equal fused's bit for bit
  *   lora-on  the same with a random rank-32 LoRA on every linear layer (make-random-lora.ts, read by the
  *            server's parser and bound as a request binds it)
+ *   no-rope, no-gelu, no-qknorm, no-memops
+ *            fused, with ORT's RotaryEmbedding, FastGelu, per-head RMSNormalization (or all three) replaced by
+ *            Identity: the output is wrong, the time bounds what faster kernels for those operators could save
  *
  *   node dist/scripts/make-full-weights.js --out bench/tmp/full           # random full-size weights, once
  *   FRAMEPACK_CUDA_OPTIONS='dit:sdpa_kernel=8' node dist/scripts/gpu/dit-forward.js --weights bench/tmp/full \
- *       [--variant both|fused|unfused|fp8|fp8-pool|fp8-all|lora|lora-on|a,b,...] [--runs 5] [--warmup 2] [--ep cuda] [--out bench/tmp/dit-forward.json]
+ *       [--variant both|fused|unfused|fp8|fp8-pool|fp8-all|lora|lora-on|no-rope|...|a,b,...] [--runs 5] [--warmup 2] [--ep cuda] [--out bench/tmp/dit-forward.json]
  *       [--latent 80x76]   # other latent sizes, e.g. 8x8 for a quick check on the CPU with the tiny model
  *
  * Per variant, one after the other (each variant's sessions are released before the next is created):
@@ -29,6 +32,8 @@ import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { opCounts, type Precision } from '../../src/onnx/graph.js';
 import { Checkpoint, type HostTensor } from '../../src/onnx/safetensors.js';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from 'onnx-buf';
 import { buildDitGraphs, type DitGraphOptions } from '../../src/nets/dit.js';
 import { loraFeeds, parseLora } from '../../src/nets/dit-lora.js';
 import { PackedTransformer, type DitInputs } from '../../src/framepack/transformer.js';
@@ -47,9 +52,34 @@ const VARIANTS = {
   'fp8-all': { fuse: true, fp8: { mode: 'gemm', set: 'all' } },
   lora: { fuse: true, lora: true },
   'lora-on': { fuse: true, lora: true },
+  'no-rope': { fuse: true },
+  'no-gelu': { fuse: true },
+  'no-qknorm': { fuse: true },
+  'no-memops': { fuse: true },
 } satisfies Record<string, Pick<DitGraphOptions, 'fuse' | 'fp8' | 'lora'>>;
 const LORA_RANK = 32;
 type Variant = keyof typeof VARIANTS;
+
+/** Operators (domain.opType) a variant replaces by Identity in the blocks graph. */
+const ABLATED: Partial<Record<Variant, string[]>> = {
+  'no-rope': ['com.microsoft.RotaryEmbedding'],
+  'no-gelu': ['com.microsoft.FastGelu'],
+  'no-qknorm': ['RMSNormalization'],
+  'no-memops': ['com.microsoft.RotaryEmbedding', 'com.microsoft.FastGelu', 'RMSNormalization'],
+};
+
+/** The model with every node of `ops` made Identity(input 0) -> output 0; the number of nodes replaced. */
+function ablate(bytes: Uint8Array, ops: string[]): { bytes: Uint8Array; replaced: number } {
+  const model = fromBinary(ModelProtoSchema, bytes);
+  let replaced = 0;
+  for (const n of model.graph?.node ?? []) {
+    if (!ops.includes(n.domain ? `${n.domain}.${n.opType}` : n.opType)) continue;
+    if (n.output.filter(Boolean).length !== 1) throw new Error(`${n.name}: ${n.opType} with several outputs cannot be ablated`);
+    Object.assign(n, { opType: 'Identity', domain: '', input: [n.input[0]], output: [n.output[0]], attribute: [] });
+    replaced++;
+  }
+  return { bytes: toBinary(ModelProtoSchema, model), replaced };
+}
 
 const secs = (t0: number) => +((performance.now() - t0) / 1000).toFixed(4);
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2; };
@@ -64,6 +94,12 @@ function transformerDir(dir: string): string {
 async function timeVariant(ck: Checkpoint, variant: Variant, o: { ep: ExecutionProvider; precision: Precision; warmup: number; runs: number; latent: { h: number; w: number } }) {
   let t = performance.now();
   const graphs = buildDitGraphs(ck, { precision: o.precision, castWeightsAt: 'load', ...VARIANTS[variant] });
+  let ablatedNodes: number | undefined;
+  if (ABLATED[variant]) {
+    const { bytes, replaced } = ablate(graphs.blocks.bytes, ABLATED[variant]);
+    graphs.blocks = { ...graphs.blocks, bytes };
+    ablatedNodes = replaced;
+  }
   const buildS = secs(t);
   const ops = opCounts(graphs.blocks);
   t = performance.now();
@@ -96,7 +132,8 @@ async function timeVariant(ck: Checkpoint, variant: Variant, o: { ep: ExecutionP
     const finite = data.every(Number.isFinite);
     return {
       result: {
-        variant, buildS, createS, ...(loraBindS === undefined ? {} : { loraRank: LORA_RANK, loraBindS }), forward: stats(forwardS), blocks: stats(blocksS.slice(o.warmup)), finite,
+        variant, buildS, createS, ...(loraBindS === undefined ? {} : { loraRank: LORA_RANK, loraBindS }),
+        ...(ablatedNodes === undefined ? {} : { ablated: ABLATED[variant], ablatedNodes }), forward: stats(forwardS), blocks: stats(blocksS.slice(o.warmup)), finite,
         blocksNodes: Object.values(ops).reduce((a, b) => a + b, 0), blocksOps: ops,
       },
       output: data,
