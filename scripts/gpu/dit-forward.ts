@@ -11,13 +11,14 @@
  *            rank-0 inputs; its output must equal fused's bit for bit
  *   lora-on  the same with a random rank-32 LoRA on every linear layer (make-random-lora.ts, read by the
  *            server's parser and bound as a request binds it)
+ *   kernels  fused, with the custom CUDA kernels of src/runtime/dit-kernels.ts (DitGraphOptions.kernels)
  *   no-rope, no-gelu, no-qknorm, no-memops
  *            fused, with ORT's RotaryEmbedding, FastGelu, per-head RMSNormalization (or all three) replaced by
  *            Identity: the output is wrong, the time bounds what faster kernels for those operators could save
  *
  *   node dist/scripts/make-full-weights.js --out bench/tmp/full           # random full-size weights, once
  *   FRAMEPACK_CUDA_OPTIONS='dit:sdpa_kernel=8' node dist/scripts/gpu/dit-forward.js --weights bench/tmp/full \
- *       [--variant both|fused|unfused|fp8|fp8-pool|fp8-all|lora|lora-on|no-rope|...|a,b,...] [--runs 5] [--warmup 2] [--ep cuda] [--out bench/tmp/dit-forward.json]
+ *       [--variant both|fused|unfused|fp8|fp8-pool|fp8-all|lora|lora-on|kernels|no-rope|...|a,b,...] [--runs 5] [--warmup 2] [--ep cuda] [--out bench/tmp/dit-forward.json]
  *       [--latent 80x76]   # other latent sizes, e.g. 8x8 for a quick check on the CPU with the tiny model
  *
  * Per variant, one after the other (each variant's sessions are released before the next is created):
@@ -52,11 +53,12 @@ const VARIANTS = {
   'fp8-all': { fuse: true, fp8: { mode: 'gemm', set: 'all' } },
   lora: { fuse: true, lora: true },
   'lora-on': { fuse: true, lora: true },
+  kernels: { fuse: true, kernels: true },
   'no-rope': { fuse: true },
   'no-gelu': { fuse: true },
   'no-qknorm': { fuse: true },
   'no-memops': { fuse: true },
-} satisfies Record<string, Pick<DitGraphOptions, 'fuse' | 'fp8' | 'lora'>>;
+} satisfies Record<string, Pick<DitGraphOptions, 'fuse' | 'fp8' | 'lora' | 'kernels'>>;
 const LORA_RANK = 32;
 type Variant = keyof typeof VARIANTS;
 

@@ -15,6 +15,8 @@
  * FRAMEPACK_LORA=auto|on|off: whether the DiT graphs have LoRA inputs (`loraSupport`; auto: the CPU, and CUDA
  *   under `high` with 72 GiB free).
  * FRAMEPACK_DIT_FP8=auto|on|off: FP8 linears in the DiT (runtime/fp8-choice.ts; default off).
+ * FRAMEPACK_DIT_KERNELS=on|off: the DiT's fused custom kernels (runtime/dit-kernels.ts) on a bfloat16 CUDA DiT
+ *   (`ditKernelsChoice`; default off).
  */
 import { join } from 'node:path';
 import { appError } from '../errors.js';
@@ -182,6 +184,7 @@ export class FramePackModels implements FramePackNets {
     const sigLip = loadSigLipPreprocessor(dirs.featureExtractor);
     const fp8 = await chooseDitFp8(placement);
     log(fp8.line);
+    log(ditKernelsChoice(placement).line);
     const ditGraphs = await buildTransformerGraphs(dirs.transformer, ditOptions(placement, fp8.enabled));
     // told through the models' current log: the request's while one runs
     const tell = { log };
@@ -481,10 +484,25 @@ export function loraSupport(p: Pick<Placement, 'ep' | 'policy' | 'gpu'>, env: No
   throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_LORA', value: env.FRAMEPACK_LORA, allowed: 'auto, on, off' });
 }
 
+/**
+ * Whether the DiT's blocks use the fused custom kernels (FRAMEPACK_DIT_KERNELS=on|off, default off): RMSNorm +
+ * RoPE of q and k, bias + GELU, as NVRTC-compiled CUDA kernels. They are written for a bfloat16 DiT on CUDA, so
+ * `on` elsewhere (the CPU, an 8-bit DiT) keeps ONNX Runtime's operators and says why.
+ */
+export function ditKernelsChoice(p: Pick<Placement, 'ep' | 'precision' | 'quantize'>, env: NodeJS.ProcessEnv = process.env): { enabled: boolean; line: string } {
+  const v = (env.FRAMEPACK_DIT_KERNELS ?? '').trim().toLowerCase() || 'off';
+  if (v !== 'on' && v !== 'off') throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_DIT_KERNELS', value: env.FRAMEPACK_DIT_KERNELS, allowed: 'on, off' });
+  const problem = p.ep !== 'cuda' ? `the DiT runs on ${p.ep}` : p.quantize.dit ? `the DiT is ${p.quantize.dit}-bit`
+    : p.precision.dit !== 'bfloat16' ? `the DiT is ${p.precision.dit}` : null;
+  if (v === 'off' || problem) return { enabled: false, line: `DiT kernels: ONNX Runtime's (FRAMEPACK_DIT_KERNELS=${v}${v === 'on' ? `, but ${problem}` : ''})` };
+  return { enabled: true, line: 'DiT kernels: fused RMSNorm + RoPE and bias + GELU (CUDA, NVRTC; FRAMEPACK_DIT_KERNELS=on)' };
+}
+
 function ditOptions(p: Placement, fp8: boolean): TransformerOptions {
   return {
     ep: p.ep, deviceId: p.deviceId, precision: p.precision.dit, quantize: p.quantize.dit ? { bits: p.quantize.dit } : undefined,
-    shrinkAfterSection: p.shrinkDitAfterSection, lora: loraSupport(p), ...(fp8 ? { fp8: { mode: 'gemm' as const } } : {}),
+    shrinkAfterSection: p.shrinkDitAfterSection, lora: loraSupport(p), kernels: ditKernelsChoice(p).enabled,
+    ...(fp8 ? { fp8: { mode: 'gemm' as const } } : {}),
   };
 }
 

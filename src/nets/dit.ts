@@ -42,6 +42,7 @@
 import type { Checkpoint } from '../onnx/safetensors.js';
 import { Graph, type BuiltModel, type Dim, type Fp8Options, type Precision, type Value } from '../onnx/graph.js';
 import { ropeConfig, type RopeConfig } from './dit-rope.js';
+import { BIAS_GELU, DIT_KERNELS_DOMAIN, RMS_NORM_ROPE } from '../runtime/dit-kernels.js';
 
 export interface DitConfig {
   inChannels: number;
@@ -111,6 +112,12 @@ export interface DitGraphOptions {
    * plain formulas and bit for bit what they computed before.
    */
   fuse?: boolean;
+  /**
+   * The blocks' per-head RMSNorm + RoPE of the image q and k, and the MLPs' bias + GELU, as the custom operators
+   * of src/runtime/dit-kernels.ts (one pass each instead of several; float32 tables as the original). Their
+   * sessions must run on the C API runtime, which registers the kernels (BuiltModel.customDomains). Default off.
+   */
+  kernels?: boolean;
   /** FP8 linears in the blocks graph: those `layers` names, default fp8Layer of `set` ('attention') */
   fp8?: Fp8Options & { set?: Fp8LayerSet };
 }
@@ -133,7 +140,7 @@ const MASKED = -1e30;
 // ---------------------------------------------------------------------------------------------------------
 // Shared pieces
 
-type Ctx = { g: Graph; ck: Checkpoint; c: DitConfig; lora: LoraInputs | null; fuse: boolean };
+type Ctx = { g: Graph; ck: Checkpoint; c: DitConfig; lora: LoraInputs | null; fuse: boolean; kernels: boolean };
 
 /** Runtime dims [from, to) of x as an int64 (to - from) vector. */
 function dims(g: Graph, x: Value, from: number, to: number): Value {
@@ -229,10 +236,11 @@ export const fusedBlocks = (o: Pick<DitGraphOptions, 'fuse' | 'precision'>): boo
  */
 function withLora(g: Graph, ck: Checkpoint, c: DitConfig, o: DitGraphOptions, body: (ctx: Ctx) => Value[]): Value[] {
   const fuse = fusedBlocks(o);
-  if (!o.lora) return body({ g, ck, c, lora: null, fuse });
+  const kernels = !!o.kernels;
+  if (!o.lora) return body({ g, ck, c, lora: null, fuse, kernels });
   const on = g.optionalInput(LORA_ENABLED, [], { dtype: 'bool', dims: [], data: Uint8Array.of(0) });
   const inputs: LoraInputs = new Map();
-  return g.ifElse(on, () => body({ g, ck, c, lora: inputs, fuse }), () => body({ g, ck, c, lora: null, fuse }));
+  return g.ifElse(on, () => body({ g, ck, c, lora: inputs, fuse, kernels }), () => body({ g, ck, c, lora: null, fuse, kernels }));
 }
 
 /** TimestepEmbedding / PixArtAlphaTextProjection: linear_2(silu(linear_1(x))). */
@@ -253,8 +261,12 @@ function feedForward(x: Value, ctx: Ctx, prefix: string, act: 'gelu_tanh' | 'sil
  */
 function linearGelu(ctx: Ctx, x: Value, layer: string): Value {
   const { g, ck } = ctx;
-  if (!ctx.fuse) return g.gelu(linear(ctx, x, layer), 'tanh');
+  if (!ctx.fuse && !ctx.kernels) return g.gelu(linear(ctx, x, layer), 'tanh');
   const h = linear(ctx, x, layer, { bias: false });
+  if (ctx.kernels && ck.has(`${layer}.bias`)) {
+    const bias = g.param(ck, `${layer}.bias`, { dtype: h.dtype });
+    return g.op(BIAS_GELU, [h, bias], {}, { domain: DIT_KERNELS_DOMAIN, dtype: h.dtype, shape: [...h.shape] })[0];
+  }
   return g.fastGelu(h, ck.has(`${layer}.bias`) ? g.param(ck, `${layer}.bias`, { dtype: h.dtype }) : null);
 }
 
@@ -282,6 +294,16 @@ function headRmsNorm(x: Value, { g, ck, c }: Ctx, key: string): Value {
   const w = g.param(ck, key, { shape: [c.headDim] });
   const y = g.rmsNorm(g.reshape(x, [0, 0, c.heads, c.headDim]), w, EPS); // (1, S, heads, hd)
   return g.reshape(y, [0, 0, c.dim]);
+}
+
+/**
+ * rope(headRmsNorm(x)) of the image q or k; with DitGraphOptions.kernels one RmsNormRope pass (float32 tables).
+ */
+function normRope(ctx: Ctx, x: Value, key: string, cos: Value, sin: Value): Value {
+  const { g, ck, c } = ctx;
+  if (!ctx.kernels) return rope(g, headRmsNorm(x, ctx, key), cos, sin);
+  const w = g.param(ck, key, { shape: [c.headDim], dtype: x.dtype });
+  return g.op(RMS_NORM_ROPE, [x, w, cos, sin], { epsilon: EPS }, { domain: DIT_KERNELS_DOMAIN, dtype: x.dtype, shape: [...x.shape] })[0];
 }
 
 /**
@@ -471,8 +493,8 @@ function dualBlock(ctx: Ctx, i: number, imgIn: Stream, txtIn: Stream, temb: Valu
     const [nTxt1, txt] = modulateStream(ctx, txtIn, csh1, csc1);
 
     // Joint attention over [image ; text]; RoPE on the image queries and keys only.
-    const qi = rope(g, headRmsNorm(linear(ctx, nImg1, `${p}.attn.to_q`), ctx, `${p}.attn.norm_q.weight`), cos, sin);
-    const ki = rope(g, headRmsNorm(linear(ctx, nImg1, `${p}.attn.to_k`), ctx, `${p}.attn.norm_k.weight`), cos, sin);
+    const qi = normRope(ctx, linear(ctx, nImg1, `${p}.attn.to_q`), `${p}.attn.norm_q.weight`, cos, sin);
+    const ki = normRope(ctx, linear(ctx, nImg1, `${p}.attn.to_k`), `${p}.attn.norm_k.weight`, cos, sin);
     const vi = linear(ctx, nImg1, `${p}.attn.to_v`);
     const qt = headRmsNorm(linear(ctx, nTxt1, `${p}.attn.add_q_proj`), ctx, `${p}.attn.norm_added_q.weight`);
     const kt = headRmsNorm(linear(ctx, nTxt1, `${p}.attn.add_k_proj`), ctx, `${p}.attn.norm_added_k.weight`);
@@ -499,8 +521,8 @@ function singleBlock(ctx: Ctx, i: number, zIn: Stream, temb: Value, cos: Value, 
     const [n, z] = modulateStream(ctx, zIn, shift, scale);
     const mlp = linearGelu(ctx, n, `${p}.proj_mlp`); // (1, N, mlp)
     // Text rows of cos/sin are (1, 0): the rotation touches the image rows only.
-    const q = rope(g, headRmsNorm(linear(ctx, n, `${p}.attn.to_q`), ctx, `${p}.attn.norm_q.weight`), cos, sin);
-    const k = rope(g, headRmsNorm(linear(ctx, n, `${p}.attn.to_k`), ctx, `${p}.attn.norm_k.weight`), cos, sin);
+    const q = normRope(ctx, linear(ctx, n, `${p}.attn.to_q`), `${p}.attn.norm_q.weight`, cos, sin);
+    const k = normRope(ctx, linear(ctx, n, `${p}.attn.to_k`), `${p}.attn.norm_k.weight`, cos, sin);
     const v = linear(ctx, n, `${p}.attn.to_v`);
     const a = g.attention(q, k, v, { heads: c.heads }); // no output projection (pre_only)
     return { x: z, delta: g.mul(projOut(ctx, a, mlp, `${p}.proj_out`), gate) };
@@ -565,7 +587,8 @@ function blocksBody(ctx: Ctx, latents: ReturnType<typeof latentInputs>, txt32: V
   let txt: Stream = { x: g.cast(txt32, g.precision), delta: null };
   const nImg = dims(g, img0, 1, 2);
   // Rotary tables in the precision q and k have when fused (half precision only: float32 graphs keep float32).
-  const [cosT, sinT] = ctx.fuse ? [g.cast(cos), g.cast(sin)] : [cos, sin];
+  // (The kernels of DitGraphOptions.kernels read float32 tables.)
+  const [cosT, sinT] = ctx.fuse && !ctx.kernels ? [g.cast(cos), g.cast(sin)] : [cos, sin];
   for (let i = 0; i < c.dualLayers; i++) [img, txt] = dualBlock(ctx, i, img, txt, temb, cosT, sinT, nImg);
 
   // Identity rotation for the text rows of the joint sequence.
@@ -619,7 +642,7 @@ function outputHead(ctx: Ctx, x: Value, temb: Value, grid: Value): Value {
 function buildHead(ck: Checkpoint, c: DitConfig, o: DitGraphOptions): BuiltModel {
   const g = new Graph({ name: 'dit-head', precision: o.precision, castWeightsAt: o.castWeightsAt });
   const x0 = g.input('hidden_states', 'float32', [1, c.inChannels, 'frames', 'height', 'width']);
-  const img = g.cast(patchEmbed(x0, { g, ck, c, lora: null, fuse: fusedBlocks(o) }, 'x_embedder.proj', [c.patchT, c.patch, c.patch], false), 'float32'); // (1, T*h*w, D)
+  const img = g.cast(patchEmbed(x0, { g, ck, c, lora: null, fuse: fusedBlocks(o), kernels: false }, 'x_embedder.proj', [c.patchT, c.patch, c.patch], false), 'float32'); // (1, T*h*w, D)
   const residual = g.input('residual', 'float32', [1, 'noisy_tokens', c.dim]);
   const temb = g.input('temb', 'float32', [1, c.dim]);
   const grid = g.input('latent_grid', 'int64', [3]);

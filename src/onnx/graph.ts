@@ -96,6 +96,8 @@ export interface BuiltModel {
   prepare?: QuantJob[];
   /** inputs with a default value (Graph.optionalInput): a session binds them to it until bound otherwise */
   inputDefaults?: Record<string, HostTensor>;
+  /** domains of custom operators (runtime/ort-custom-ops.ts) the session must be given */
+  customDomains?: string[];
 }
 
 export class GraphError extends Error {
@@ -166,6 +168,8 @@ export class Graph {
   /** integer/float data of small constants, so Reshape/Slice/... can infer shapes */
   private constData = new Map<string, number[]>();
   private jobs: QuantJob[] = [];
+  /** domains of custom operators the nodes use (BuiltModel.customDomains) */
+  private customDomains = new Set<string>();
 
   constructor(opts: GraphOptions) {
     this.name = opts.name;
@@ -350,7 +354,8 @@ export class Graph {
     const model = create(ModelProtoSchema, {
       irVersion: 11n,
       producerName: 'framepack',
-      opsetImport: [{ domain: '', version: BigInt(OPSET) }, { domain: 'com.microsoft', version: 1n }],
+      opsetImport: [{ domain: '', version: BigInt(OPSET) }, { domain: 'com.microsoft', version: 1n },
+        ...[...this.customDomains].map((domain) => ({ domain, version: 1n }))],
       graph: { name: this.name, node: this.nodes, initializer, input: this.inputInfos, output: this.outputInfos },
     });
     const sessionConfig: Record<string, string> = {};
@@ -367,6 +372,7 @@ export class Graph {
       ...(Object.keys(sessionConfig).length ? { sessionConfig } : {}),
       ...(this.jobs.length ? { prepare: [...this.jobs] } : {}),
       ...(Object.keys(this.defaults).length ? { inputDefaults: { ...this.defaults } } : {}),
+      ...(this.customDomains.size ? { customDomains: [...this.customDomains] } : {}),
     };
   }
 
@@ -859,6 +865,7 @@ export class Graph {
     const nodeName = this.nodeName(type);
     const values = outs.map((o, i) => ({ name: hint && outs.length === 1 ? this.claimUnique(hint) : this.claimUnique(`${nodeName}${outs.length > 1 ? `:${i}` : ''}`), dtype: o.dtype, shape: o.shape }));
     while (inputs.length && inputs[inputs.length - 1] === '') inputs.pop();
+    if (domain && domain !== 'com.microsoft') this.customDomains.add(domain);
     this.nodes.push({
       opType: type, domain: domain ?? '', name: nodeName, input: inputs, output: values.map((v) => v.name),
       attribute: Object.entries(attrs).filter(([, v]) => v !== undefined).map(([k, v]) => attribute(k, v)),

@@ -28,7 +28,7 @@ import { ortLibDir } from './providers.js';
 export const ORT_API_VERSION = 29;
 export const ORT_VERSION = '1.29.0';
 
-type Ptr = unknown; // koffi's opaque pointer objects
+export type Ptr = unknown; // koffi's pointers (BigInt addresses in koffi 3)
 
 /** OrtApi slots used here, with their C signatures (OrtStatus* is `void*`: null means success). */
 const ENTRIES = {
@@ -44,6 +44,9 @@ const ENTRIES = {
   SetSessionLogSeverityLevel: [22, 'void* f(void* options, int level)'],
   SetSessionGraphOptimizationLevel: [23, 'void* f(void* options, int level)'],
   SetIntraOpNumThreads: [24, 'void* f(void* options, int threads)'],
+  CreateCustomOpDomain: [26, 'void* f(const char* domain, _Out_ void** out)'],
+  CustomOpDomain_Add: [27, 'void* f(void* domain, void* op)'],
+  AddCustomOpDomain: [28, 'void* f(void* options, void* domain)'],
   SessionGetInputCount: [30, 'void* f(void* session, _Out_ size_t* out)'],
   SessionGetOutputCount: [31, 'void* f(void* session, _Out_ size_t* out)'],
   SessionGetInputName: [36, 'void* f(void* session, size_t index, void* allocator, _Out_ void** out)'],
@@ -60,6 +63,12 @@ const ENTRIES = {
   MemoryInfoGetName: [71, 'void* f(void* info, _Out_ const char** out)'],
   AllocatorFree: [76, 'void* f(void* allocator, void* p)'],
   GetAllocatorWithDefaultOptions: [78, 'void* f(_Out_ void** out)'],
+  KernelInfoGetAttribute_float: [85, 'void* f(void* info, const char* name, _Out_ float* out)'],
+  KernelInfoGetAttribute_int64: [86, 'void* f(void* info, const char* name, _Out_ int64_t* out)'],
+  KernelContext_GetInputCount: [88, 'void* f(void* context, _Out_ size_t* out)'],
+  KernelContext_GetOutputCount: [89, 'void* f(void* context, _Out_ size_t* out)'],
+  KernelContext_GetInput: [90, 'void* f(void* context, size_t index, _Out_ void** out)'],
+  KernelContext_GetOutput: [91, 'void* f(void* context, size_t index, const int64_t* dims, size_t rank, _Out_ void** out)'],
   ReleaseEnv: [92, 'void f(void* p)'],
   ReleaseStatus: [93, 'void f(void* p)'],
   ReleaseMemoryInfo: [94, 'void f(void* p)'],
@@ -68,6 +77,7 @@ const ENTRIES = {
   ReleaseRunOptions: [97, 'void f(void* p)'],
   ReleaseTensorTypeAndShapeInfo: [99, 'void f(void* p)'],
   ReleaseSessionOptions: [100, 'void f(void* p)'],
+  ReleaseCustomOpDomain: [101, 'void f(void* p)'],
   SessionEndProfiling: [110, 'void* f(void* session, void* allocator, _Out_ void** out)'],
   AddSessionConfigEntry: [130, 'void* f(void* options, const char* key, const char* value)'],
   RunWithBinding: [133, 'void* f(void* session, void* runOptions, void* binding)'],
@@ -78,6 +88,7 @@ const ENTRIES = {
   GetBoundOutputValues: [140, 'void* f(void* binding, void* allocator, _Out_ void** values, _Out_ size_t* count)'],
   ClearBoundOutputs: [142, 'void f(void* binding)'],
   AddRunConfigEntry: [165, 'void* f(void* runOptions, const char* key, const char* value)'],
+  KernelContext_GetGPUComputeStream: [193, 'void* f(void* context, _Out_ void** out)'],
   GetTensorMemoryInfo: [194, 'void* f(void* value, _Out_ void** out)'],
   SynchronizeBoundInputs: [202, 'void* f(void* binding)'],
   SessionOptionsAppendExecutionProvider_CUDA_V2: [204, 'void* f(void* options, void* cudaOptions)'],
@@ -87,7 +98,7 @@ const ENTRIES = {
   ReleaseCUDAProviderOptions: [208, 'void f(void* p)'],
 } as const;
 
-type Entry = keyof typeof ENTRIES;
+export type Entry = keyof typeof ENTRIES;
 type Api = Record<Entry, (...args: any[]) => any>;
 
 /** ONNX Runtime's OrtErrorCode names, for messages. */
@@ -110,8 +121,11 @@ const ORT_ENABLE_ALL = 99;
 let loaded: { api: Api; version: string; lib: unknown } | null = null;
 let loadError: AppError | null = null;
 
-/** Loads the library and the API table once per thread; throws ORT_BINDING_UNAVAILABLE with the reason. */
-function api(): Api {
+/**
+ * Loads the library and the API table once per thread; throws ORT_BINDING_UNAVAILABLE with the reason.
+ * (api, check, out and Handle are exported for the custom operators of ort-custom-ops.ts only.)
+ */
+export function api(): Api {
   if (loaded) return loaded.api;
   if (loadError) throw loadError;
   const file = join(ortLibDir(), process.platform === 'win32' ? 'onnxruntime.dll' : process.platform === 'darwin' ? 'libonnxruntime.1.dylib' : 'libonnxruntime.so.1');
@@ -147,7 +161,7 @@ export function bindingStatus(): { ok: true; version: string } | { ok: false; re
 }
 
 /** Turns an OrtStatus into an ORT_CALL_FAILED error (releasing the status); null status = success. */
-function check(call: string, status: Ptr): void {
+export function check(call: string, status: Ptr): void {
   if (!status) return;
   const a = api();
   const code = a.GetErrorCode(status) as number;
@@ -157,7 +171,7 @@ function check(call: string, status: Ptr): void {
 }
 
 /** Calls `name` with an out-pointer appended and returns what it wrote. */
-function out<T = Ptr>(name: Entry, ...args: unknown[]): T {
+export function out<T = Ptr>(name: Entry, ...args: unknown[]): T {
   const cell: unknown[] = [null];
   check(name, api()[name](...args, cell));
   return cell[0] as T;
@@ -182,7 +196,7 @@ function defaultAllocator(): Ptr {
  * One owned native object. `ptr` throws once `release()` has run, so a released handle can never reach ONNX
  * Runtime again; `release()` is idempotent.
  */
-abstract class Handle {
+export abstract class Handle {
   #ptr: Ptr;
   constructor(ptr: Ptr, readonly kind: string, private readonly releaser: Entry) {
     if (!ptr) throw appError('ORT_CALL_FAILED', { call: `create ${kind}`, code: 'FAIL', detail: 'ONNX Runtime returned no object' });

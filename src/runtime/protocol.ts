@@ -27,6 +27,8 @@ export interface CreatePayload {
   inputDefaults?: Record<string, HostTensor>;
   /** ONNX Runtime's profiler: the file prefix (C API sessions; the file is complete once the session is released) */
   profile?: string;
+  /** domains of custom operators the model uses (BuiltModel.customDomains; C API sessions only) */
+  customDomains?: string[];
 }
 
 /** A tensor kept in the worker (on the session's device) by an earlier run, named by its reference. */

@@ -350,6 +350,7 @@ export class Session {
       intraOpThreads: opts.threads, logSeverityLevel: opts.logSeverityLevel, memoryArena: opts.memoryArena, memoryPattern: opts.memoryPattern,
       ...(opts.ep === 'cuda' ? { cuda: { ...(opts.cuda ?? cudaProviderOptions('default')), device_id: String(deviceId) } } : {}),
       ...(model.inputDefaults ? { inputDefaults: model.inputDefaults } : {}),
+      ...(model.customDomains ? { customDomains: model.customDomains } : {}),
       ...(process.env.FRAMEPACK_ORT_PROFILE ? { profile: await profilePrefix(process.env.FRAMEPACK_ORT_PROFILE, model.name) } : {}),
     };
     const w = workerFor(opts.ep, deviceId, opts.worker);

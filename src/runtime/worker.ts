@@ -20,7 +20,9 @@ import * as ort from 'onnxruntime-node';
 import { appError, AppError } from '../errors.js';
 import type { HostDType, HostTensor } from '../onnx/safetensors.js';
 import { releaseStreams, withStream } from './cuda-streams.js';
+import { DIT_KERNELS_DOMAIN, ditKernels } from './dit-kernels.js';
 import * as capi from './ort-api.js';
+import { CustomOpDomain } from './ort-custom-ops.js';
 import { lowerThisThread } from './priority.js';
 import { prepareAll } from './quantize-threads.js';
 import {
@@ -71,6 +73,16 @@ function freeKept(ref: number): void {
   else k?.node.dispose();
 }
 
+/** Custom operator domains by name and provider: made once, kept for the worker's life (sessions point into them). */
+const domains = new Map<string, CustomOpDomain>();
+function customDomain(name: string, provider: 'cpu' | 'cuda'): CustomOpDomain {
+  if (name !== DIT_KERNELS_DOMAIN) throw appError('ORT_CALL_FAILED', { call: 'AddCustomOpDomain', code: 'NOT_FOUND', detail: `no kernels for the custom domain ${name}` });
+  const key = `${name} ${provider}`;
+  let d = domains.get(key);
+  if (!d) domains.set(key, (d = CustomOpDomain.create(name, ditKernels(provider))));
+  return d;
+}
+
 /** A session on ONNX Runtime's C API, with its IO binding. */
 class NativeSession implements WorkerSession {
   private readonly options: capi.SessionOptions;
@@ -95,6 +107,7 @@ class NativeSession implements WorkerSession {
       if (cuda) handles.push(this.device);
       this.options = capi.SessionOptions.create({ config, intraOpThreads: p.intraOpThreads, logSeverityLevel: p.logSeverityLevel, memoryArena: p.memoryArena, memoryPattern: p.memoryPattern, cuda, profile: p.profile });
       handles.push(this.options);
+      for (const d of p.customDomains ?? []) customDomain(d, cuda ? 'cuda' : 'cpu').addTo(this.options);
       this.session = capi.Session.create(p.bytes, this.options);
       handles.push(this.session);
       this.binding = capi.IoBinding.create(this.session);
@@ -263,11 +276,12 @@ async function create(p: CreatePayload): Promise<CreateResult> {
   if (p.externalFolder) config['session.model_external_initializers_file_folder_path'] = p.externalFolder;
   const defaults = p.inputDefaults ?? {};
   let s: NativeSession | NodeSession;
-  if (p.ep === 'webgpu' || (p.ep === 'cpu' && runtime === 'onnxruntime-node')) s = await NodeSession.create(p, config, defaults);
+  const custom = !!p.customDomains?.length; // custom operators need the C API
+  if (p.ep === 'webgpu' || (p.ep === 'cpu' && runtime === 'onnxruntime-node' && !custom)) s = await NodeSession.create(p, config, defaults);
   else {
     const status = capi.bindingStatus();
     if (status.ok) s = new NativeSession(p, config, defaults);
-    else if (p.ep === 'cpu' && runtime !== 'c-api') s = await NodeSession.create(p, config, defaults);
+    else if (p.ep === 'cpu' && runtime !== 'c-api' && !custom) s = await NodeSession.create(p, config, defaults);
     else throw appError('ORT_BINDING_UNAVAILABLE', { detail: status.reason });
   }
   removeTelemetryLog();
@@ -367,7 +381,11 @@ async function handle(req: Request): Promise<{ result: any; transfer: ArrayBuffe
       const s = sessions.get(req.session);
       sessions.delete(req.session);
       s?.release();
-      if (!sessions.size) releaseStreams(); // no session left to run on them
+      if (!sessions.size) { // no session left to run on them
+        releaseStreams();
+        for (const d of domains.values()) d.release();
+        domains.clear();
+      }
       return { result: null, transfer: [] };
     }
   }

@@ -15,7 +15,7 @@ import { LORA_GRAPHS_MIN_FREE_MIB, choosePlacement, type Placement } from '../..
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { findNearestBucket, loadImage, type RgbImage } from '../../src/framepack/image.js';
 import { generate, type FramePackNets, type GenerateParams, type GenerateResult } from '../../src/framepack/pipeline.js';
-import { FramePackModels, WARMUP, f1Loading, loraSupport, warmupWanted } from '../../src/framepack/predictor.js';
+import { FramePackModels, WARMUP, ditKernelsChoice, f1Loading, loraSupport, warmupWanted } from '../../src/framepack/predictor.js';
 import { fixture, tinyModels } from '../fixtures.js';
 
 /** 2 sections of 2 latents, 2 steps, one CFG branch: the shortest request that samples more than one section. */
@@ -386,6 +386,18 @@ describe('LoRA', () => {
     assert.equal(loraSupport(cuda('high', 80959), { FRAMEPACK_LORA: 'off' }), false);
     assert.equal(loraSupport(cpu, { FRAMEPACK_LORA: 'off' }), false);
     assert.throws(() => loraSupport(cpu, { FRAMEPACK_LORA: 'yes' }), /FRAMEPACK_LORA=yes is not valid: use one of auto, on, off/);
+  });
+
+  test('FRAMEPACK_DIT_KERNELS: off by default; on only for a bfloat16 CUDA DiT, else the reason is logged', () => {
+    const p = (ep: 'cuda' | 'cpu', dit: 'bfloat16' | 'float32', bits?: 8) => ({ ep, precision: { dit }, quantize: { dit: bits } }) as unknown as Placement;
+    assert.equal(ditKernelsChoice(p('cuda', 'bfloat16'), {}).enabled, false);
+    assert.deepEqual(ditKernelsChoice(p('cuda', 'bfloat16'), { FRAMEPACK_DIT_KERNELS: 'on' }).enabled, true);
+    for (const [placement, why] of [[p('cpu', 'float32'), 'runs on cpu'], [p('cuda', 'bfloat16', 8), '8-bit'], [p('cuda', 'float32'), 'is float32']] as const) {
+      const c = ditKernelsChoice(placement, { FRAMEPACK_DIT_KERNELS: 'on' });
+      assert.equal(c.enabled, false);
+      assert.match(c.line, new RegExp(`FRAMEPACK_DIT_KERNELS=on, but .*${why}`));
+    }
+    assert.throws(() => ditKernelsChoice(p('cuda', 'bfloat16'), { FRAMEPACK_DIT_KERNELS: 'auto' }), /FRAMEPACK_DIT_KERNELS=auto is not valid: use one of on, off/);
   });
 
   test('bound to the transformer that samples (F1 too) for one request, then unbound: the next request is plain again', async () => {

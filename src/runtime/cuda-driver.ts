@@ -1,0 +1,146 @@
+/**
+ * The few entries of the CUDA driver API (libcuda.so.1) and NVRTC (libnvrtc) that custom kernels need: CUDA C
+ * compiled at run time for the device in use, loaded as a module, launched on a stream ONNX Runtime hands over
+ * (ort-custom-ops.ts, KernelContext.stream). Bound with koffi, like ort-api.ts; blocking, so worker threads only.
+ *
+ * The module is loaded into the context current on the calling thread: ONNX Runtime's CUDA provider makes the
+ * device's primary context current there (the runtime API), and where none is current yet the primary context of
+ * device 0 is made current, so that module and provider share one context.
+ */
+import koffi from 'koffi';
+
+type Fn = (...args: any[]) => any;
+interface Libs { cu: Record<string, Fn>; nvrtc: Record<string, Fn>; keep: unknown[] }
+let libs: Libs | null = null;
+
+const NVRTC_NAMES = ['libnvrtc.so.13', 'libnvrtc.so.12', 'libnvrtc.so'];
+const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
+const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
+
+function load(): Libs {
+  if (libs) return libs;
+  const cuda = koffi.load('libcuda.so.1');
+  let nv: ReturnType<typeof koffi.load> | null = null;
+  const tried: string[] = [];
+  for (const name of NVRTC_NAMES) {
+    try {
+      nv = koffi.load(name);
+      break;
+    } catch (e) {
+      tried.push(`${name}: ${(e as Error).message}`);
+    }
+  }
+  if (!nv) throw new Error(`NVRTC cannot be loaded (${tried.join('; ')})`);
+  const cu = {
+    cuInit: cuda.func('int cuInit(unsigned flags)'),
+    cuGetErrorString: cuda.func('int cuGetErrorString(int error, _Out_ const char** out)'),
+    cuCtxGetCurrent: cuda.func('int cuCtxGetCurrent(_Out_ void** ctx)'),
+    cuCtxSetCurrent: cuda.func('int cuCtxSetCurrent(void* ctx)'),
+    cuCtxGetDevice: cuda.func('int cuCtxGetDevice(_Out_ int* device)'),
+    cuDeviceGet: cuda.func('int cuDeviceGet(_Out_ int* device, int ordinal)'),
+    cuDeviceGetAttribute: cuda.func('int cuDeviceGetAttribute(_Out_ int* value, int attribute, int device)'),
+    cuDevicePrimaryCtxRetain: cuda.func('int cuDevicePrimaryCtxRetain(_Out_ void** ctx, int device)'),
+    cuModuleLoadData: cuda.func('int cuModuleLoadData(_Out_ void** module, const void* image)'),
+    cuModuleGetFunction: cuda.func('int cuModuleGetFunction(_Out_ void** fn, void* module, const char* name)'),
+    cuLaunchKernel: cuda.func('int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shared, void* stream, void* params, void* extra)'),
+  };
+  const nvrtc = {
+    nvrtcGetErrorString: nv.func('const char* nvrtcGetErrorString(int result)'),
+    nvrtcCreateProgram: nv.func('int nvrtcCreateProgram(_Out_ void** prog, const char* src, const char* name, int headers, void* sources, void* names)'),
+    nvrtcCompileProgram: nv.func('int nvrtcCompileProgram(void* prog, int n, const char** options)'),
+    nvrtcGetProgramLogSize: nv.func('int nvrtcGetProgramLogSize(void* prog, _Out_ size_t* size)'),
+    nvrtcGetProgramLog: nv.func('int nvrtcGetProgramLog(void* prog, void* log)'),
+    nvrtcGetCUBINSize: nv.func('int nvrtcGetCUBINSize(void* prog, _Out_ size_t* size)'),
+    nvrtcGetCUBIN: nv.func('int nvrtcGetCUBIN(void* prog, void* cubin)'),
+    nvrtcDestroyProgram: nv.func('int nvrtcDestroyProgram(_Inout_ void** prog)'),
+  };
+  libs = { cu, nvrtc, keep: [cuda, nv] }; // koffi unloads a library whose handle is collected
+  return libs;
+}
+
+function cuCheck(call: string, result: number): void {
+  if (result === 0) return;
+  const text: unknown[] = [null];
+  load().cu.cuGetErrorString(result, text);
+  throw new Error(`${call} failed: CUDA error ${result}${text[0] ? ` (${text[0]})` : ''}`);
+}
+
+function cuOut<T>(call: string, ...args: unknown[]): T {
+  const cell: unknown[] = [null];
+  cuCheck(call, load().cu[call](cell, ...args));
+  return cell[0] as T;
+}
+
+function nvCheck(call: string, result: number, log = ''): void {
+  if (result !== 0) throw new Error(`${call} failed: ${load().nvrtc.nvrtcGetErrorString(result)}${log ? `\n${log}` : ''}`);
+}
+
+/** The context current on this thread (the device's primary context, made current when none is). */
+function currentContext(): { device: number } {
+  const { cu } = load();
+  cuCheck('cuInit', cu.cuInit(0));
+  if (!cuOut<unknown>('cuCtxGetCurrent')) cuCheck('cuCtxSetCurrent', cu.cuCtxSetCurrent(cuOut('cuDevicePrimaryCtxRetain', cuOut<number>('cuDeviceGet', 0))));
+  return { device: cuOut<number>('cuCtxGetDevice') };
+}
+
+/** Compiles CUDA C for the current device (machine code for its architecture): the cubin bytes. */
+function compile(source: string, name: string, device: number): Uint8Array {
+  const { nvrtc } = load();
+  const major = cuOut<number>('cuDeviceGetAttribute', CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device);
+  const minor = cuOut<number>('cuDeviceGetAttribute', CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device);
+  const prog: unknown[] = [null];
+  nvCheck('nvrtcCreateProgram', nvrtc.nvrtcCreateProgram(prog, source, name, 0, null, null));
+  try {
+    const options = [`--gpu-architecture=sm_${major}${minor}`, '--std=c++17'];
+    const result = nvrtc.nvrtcCompileProgram(prog[0], options.length, options);
+    if (result !== 0) {
+      const size: unknown[] = [0];
+      nvrtc.nvrtcGetProgramLogSize(prog[0], size);
+      const log = new Uint8Array(Number(size[0]));
+      nvrtc.nvrtcGetProgramLog(prog[0], log);
+      nvCheck('nvrtcCompileProgram', result, Buffer.from(log).toString('utf8').replace(/\0+$/, ''));
+    }
+    const size: unknown[] = [0];
+    nvCheck('nvrtcGetCUBINSize', nvrtc.nvrtcGetCUBINSize(prog[0], size));
+    const cubin = new Uint8Array(Number(size[0]));
+    nvCheck('nvrtcGetCUBIN', nvrtc.nvrtcGetCUBIN(prog[0], cubin));
+    return cubin;
+  } finally {
+    nvrtc.nvrtcDestroyProgram(prog);
+  }
+}
+
+/** Kernel arguments: 8-byte slots, each a pointer (bigint), an int or a float. */
+export type KernelArg = { ptr: bigint } | { i32: number } | { i64: number } | { f32: number };
+
+/**
+ * A kernel of a module compiled from CUDA C. The module lives as long as the thread (modules are few and small:
+ * a session worker compiles each source once).
+ */
+export class CudaKernel {
+  private constructor(private readonly fn: unknown, private readonly args: bigint, private readonly params: bigint, private readonly slots: number) {}
+
+  static compile(source: string, entry: string, slots: number): CudaKernel {
+    const { device } = currentContext();
+    const image = compile(source, `${entry}.cu`, device);
+    const module = cuOut('cuModuleLoadData', image);
+    const fn = cuOut('cuModuleGetFunction', module, entry);
+    // the argument block and the array of pointers into it, written before each launch (the launch copies them)
+    const args = BigInt(koffi.alloc('uint8', 8 * slots) as bigint);
+    const params = BigInt(koffi.alloc('void*', slots) as bigint);
+    for (let i = 0; i < slots; i++) koffi.encode(params, 8 * i, 'void*', args + BigInt(8 * i));
+    return new CudaKernel(fn, args, params, slots);
+  }
+
+  launch(grid: number, block: number, stream: unknown, args: KernelArg[]): void {
+    if (args.length !== this.slots) throw new Error(`kernel takes ${this.slots} arguments, got ${args.length}`);
+    args.forEach((a, i) => {
+      const off = 8 * i;
+      if ('ptr' in a) koffi.encode(this.args, off, 'uint64_t', a.ptr);
+      else if ('i32' in a) koffi.encode(this.args, off, 'int32_t', a.i32);
+      else if ('i64' in a) koffi.encode(this.args, off, 'int64_t', BigInt(a.i64));
+      else koffi.encode(this.args, off, 'float', a.f32);
+    });
+    cuCheck('cuLaunchKernel', load().cu.cuLaunchKernel(this.fn, grid, 1, 1, block, 1, 1, 0, stream, this.params, null));
+  }
+}

@@ -1,0 +1,179 @@
+/**
+ * Two fused passes of the DiT blocks that ONNX Runtime has no kernel for, as custom operators
+ * (ort-custom-ops.ts) of the domain DIT_KERNELS_DOMAIN, which src/nets/dit.ts emits with
+ * DitGraphOptions.kernels. Each replaces several memory-bound passes over the image stream by one:
+ *
+ *   RmsNormRope(x (1, S, H*hd), w (hd), cos (S, hd/2) f32, sin (S, hd/2) f32; epsilon) -> (1, S, H*hd)
+ *     per head: RMSNorm with weight (diffusers' RMSNorm: x * rsqrt(mean(x^2) + eps) in float32, rounded to x's
+ *     dtype, times the weight, rounded), then FramePack's interleaved-pair rotation in float32 with float32 tables
+ *     (apply_rotary_emb_transposed), rounded once. In the graph: RMSNormalization + RotaryEmbedding and their
+ *     reshapes; on the H100 RotaryEmbedding alone took 0.5 ms a call for ~0.08 ms of memory traffic.
+ *   BiasGelu(x (..., N), b (N)) -> gelu_tanh(x + b)
+ *     the sum rounded to x's dtype (as the original's Linear output is), GELU in float32, rounded once. In the
+ *     graph: FastGelu, whose bfloat16 kernel rounds every step of the formula.
+ *
+ * The CUDA kernels (bfloat16, compiled with NVRTC for the device at the first call on a thread) run on the stream
+ * of the node; the CPU kernels (float32, plain loops) carry the same formulas for the tests on the host.
+ */
+import type { CustomKernel, KernelContext, KernelTensor } from './ort-custom-ops.js';
+import { ELEMENT, hostArray } from './ort-custom-ops.js';
+import { CudaKernel } from './cuda-driver.js';
+
+export const DIT_KERNELS_DOMAIN = 'framepack.dit';
+export const RMS_NORM_ROPE = 'RmsNormRope';
+export const BIAS_GELU = 'BiasGelu';
+
+const GELU_C = Math.sqrt(2 / Math.PI);
+const gelu = (v: number) => 0.5 * v * (1 + Math.tanh(GELU_C * (v + 0.044715 * v * v * v)));
+
+function expect(cond: boolean, op: string, detail: string): void {
+  if (!cond) throw new Error(`${op}: ${detail}`);
+}
+
+/** dims of (x, w, cos, sin) checked: [tokens, heads, head_dim]. */
+function normRopeShape(x: KernelTensor, w: KernelTensor, cos: KernelTensor, sin: KernelTensor): [number, number, number] {
+  const hd = w.dims[0];
+  const width = x.dims[x.dims.length - 1];
+  const S = x.dims.slice(0, -1).reduce((a, b) => a * b, 1);
+  expect(w.dims.length === 1 && hd % 2 === 0 && width % hd === 0, RMS_NORM_ROPE, `x [${x.dims}] is not heads of the weight's ${hd}`);
+  for (const t of [cos, sin]) expect(t.dims.length === 2 && t.dims[0] === S && t.dims[1] === hd / 2 && t.element === ELEMENT.float32,
+    RMS_NORM_ROPE, `tables [${t.dims}] must be float32 (${S}, ${hd / 2})`);
+  return [S, width / hd, hd];
+}
+
+// ---- CPU (float32): the formulas, one row at a time
+
+function rmsNormRopeCpu(ctx: KernelContext, { epsilon }: Record<string, number>): void {
+  const [xt, wt, ct, st] = [0, 1, 2, 3].map((i) => ctx.input(i));
+  expect(xt.element === ELEMENT.float32, RMS_NORM_ROPE, 'the CPU kernel takes float32');
+  const [S, H, hd] = normRopeShape(xt, wt, ct, st);
+  const yt = ctx.output(0, xt.dims);
+  const [x, w, cos, sin, y] = [xt, wt, ct, st, yt].map((t) => hostArray(t, Float32Array));
+  const h = new Float32Array(hd);
+  for (let s = 0; s < S; s++) {
+    for (let head = 0; head < H; head++) {
+      const o = (s * H + head) * hd;
+      let ss = 0;
+      for (let i = 0; i < hd; i++) ss += x[o + i] * x[o + i];
+      const r = 1 / Math.sqrt(ss / hd + epsilon);
+      for (let i = 0; i < hd; i++) h[i] = Math.fround(Math.fround(x[o + i] * r) * w[i]);
+      for (let i = 0; i < hd / 2; i++) {
+        const c = cos[s * (hd / 2) + i], sn = sin[s * (hd / 2) + i];
+        y[o + 2 * i] = h[2 * i] * c - h[2 * i + 1] * sn;
+        y[o + 2 * i + 1] = h[2 * i + 1] * c + h[2 * i] * sn;
+      }
+    }
+  }
+}
+
+function biasGeluCpu(ctx: KernelContext): void {
+  const [xt, bt] = [ctx.input(0), ctx.input(1)];
+  expect(xt.element === ELEMENT.float32, BIAS_GELU, 'the CPU kernel takes float32');
+  const N = bt.dims[0];
+  expect(bt.dims.length === 1 && xt.dims[xt.dims.length - 1] === N, BIAS_GELU, `bias [${bt.dims}] does not match x [${xt.dims}]`);
+  const yt = ctx.output(0, xt.dims);
+  const [x, b, y] = [xt, bt, yt].map((t) => hostArray(t, Float32Array));
+  for (let i = 0; i < x.length; i++) y[i] = gelu(Math.fround(x[i] + b[i % N]));
+}
+
+// ---- CUDA (bfloat16)
+
+const CUDA_SOURCE = String.raw`
+typedef unsigned short bf16;
+__device__ __forceinline__ float bf2f(unsigned int h) { return __uint_as_float(h << 16); }
+__device__ __forceinline__ unsigned int f2bf(float f) {  // round to nearest even; NaN stays NaN
+  unsigned int u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
+  return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+}
+__device__ __forceinline__ float round_bf(float f) { return bf2f(f2bf(f)); }
+
+// One warp per (token, head) row of 128: four elements a lane, two rotation pairs a lane.
+extern "C" __global__ void rms_norm_rope(const bf16* __restrict__ x, const bf16* __restrict__ w,
+    const float* __restrict__ cosT, const float* __restrict__ sinT, bf16* __restrict__ y, long long rows, int heads, float eps) {
+  long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  long long token = row / heads;
+  uint2 v = reinterpret_cast<const uint2*>(x + row * 128)[lane];
+  float a0 = bf2f(v.x & 0xffffu), a1 = bf2f(v.x >> 16), a2 = bf2f(v.y & 0xffffu), a3 = bf2f(v.y >> 16);
+  float ss = a0 * a0 + a1 * a1 + a2 * a2 + a3 * a3;
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  float r = rsqrtf(ss / 128.0f + eps);
+  uint2 wv = reinterpret_cast<const uint2*>(w)[lane];
+  float h0 = round_bf(round_bf(a0 * r) * bf2f(wv.x & 0xffffu)), h1 = round_bf(round_bf(a1 * r) * bf2f(wv.x >> 16));
+  float h2 = round_bf(round_bf(a2 * r) * bf2f(wv.y & 0xffffu)), h3 = round_bf(round_bf(a3 * r) * bf2f(wv.y >> 16));
+  float2 c = reinterpret_cast<const float2*>(cosT + token * 64)[lane];
+  float2 s = reinterpret_cast<const float2*>(sinT + token * 64)[lane];
+  uint2 o;
+  o.x = f2bf(h0 * c.x - h1 * s.x) | (f2bf(h1 * c.x + h0 * s.x) << 16);
+  o.y = f2bf(h2 * c.y - h3 * s.y) | (f2bf(h3 * c.y + h2 * s.y) << 16);
+  reinterpret_cast<uint2*>(y + row * 128)[lane] = o;
+}
+
+__device__ __forceinline__ unsigned int gelu2(unsigned int xv, unsigned int bv) {
+  unsigned int r = 0;
+  for (int k = 0; k < 2; k++) {
+    float t = round_bf(bf2f((xv >> (16 * k)) & 0xffffu) + bf2f((bv >> (16 * k)) & 0xffffu));
+    float g = 0.5f * t * (1.0f + tanhf(0.7978845608028654f * (t + 0.044715f * t * t * t)));
+    r |= f2bf(g) << (16 * k);
+  }
+  return r;
+}
+
+// Eight elements a thread (16-byte loads); n8 = elements / 8, nb8 = bias length / 8.
+extern "C" __global__ void bias_gelu(const bf16* __restrict__ x, const bf16* __restrict__ b, bf16* __restrict__ y, long long n8, long long nb8) {
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (long long)gridDim.x * blockDim.x) {
+    uint4 v = reinterpret_cast<const uint4*>(x)[i];
+    uint4 bb = reinterpret_cast<const uint4*>(b)[i % nb8];
+    uint4 o;
+    o.x = gelu2(v.x, bb.x); o.y = gelu2(v.y, bb.y); o.z = gelu2(v.z, bb.z); o.w = gelu2(v.w, bb.w);
+    reinterpret_cast<uint4*>(y)[i] = o;
+  }
+}
+`;
+
+const THREADS = 256;
+const MAX_BLOCKS = 132 * 16; // a grid-stride loop beyond this: enough blocks to fill an H100's 132 SMs
+let compiled: { normRope: CudaKernel; biasGelu: CudaKernel } | null = null;
+const cuda = () => (compiled ??= {
+  normRope: CudaKernel.compile(CUDA_SOURCE, 'rms_norm_rope', 8),
+  biasGelu: CudaKernel.compile(CUDA_SOURCE, 'bias_gelu', 5),
+});
+
+function rmsNormRopeCuda(ctx: KernelContext, { epsilon }: Record<string, number>): void {
+  const [x, w, cos, sin] = [0, 1, 2, 3].map((i) => ctx.input(i));
+  expect(x.element === ELEMENT.bfloat16 && w.element === ELEMENT.bfloat16, RMS_NORM_ROPE, 'the CUDA kernel takes bfloat16 x and weight');
+  const [S, H, hd] = normRopeShape(x, w, cos, sin);
+  expect(hd === 128, RMS_NORM_ROPE, `the CUDA kernel is written for head_dim 128, not ${hd}`);
+  const y = ctx.output(0, x.dims);
+  const rows = S * H;
+  if (rows === 0) return;
+  cuda().normRope.launch(Math.ceil((rows * 32) / THREADS), THREADS, ctx.stream, [
+    { ptr: x.data }, { ptr: w.data }, { ptr: cos.data }, { ptr: sin.data }, { ptr: y.data }, { i64: rows }, { i32: H }, { f32: epsilon },
+  ]);
+}
+
+function biasGeluCuda(ctx: KernelContext): void {
+  const [x, b] = [ctx.input(0), ctx.input(1)];
+  expect(x.element === ELEMENT.bfloat16 && b.element === ELEMENT.bfloat16, BIAS_GELU, 'the CUDA kernel takes bfloat16');
+  const N = b.dims[0];
+  expect(b.dims.length === 1 && x.dims[x.dims.length - 1] === N && N % 8 === 0, BIAS_GELU, `bias [${b.dims}] does not match x [${x.dims}] in groups of 8`);
+  const y = ctx.output(0, x.dims);
+  const n8 = x.dims.reduce((a, c) => a * c, 1) / 8;
+  if (n8 === 0) return;
+  cuda().biasGelu.launch(Math.min(Math.ceil(n8 / THREADS), MAX_BLOCKS), THREADS, ctx.stream, [
+    { ptr: x.data }, { ptr: b.data }, { ptr: y.data }, { i64: n8 }, { i64: N / 8 },
+  ]);
+}
+
+/** The domain's kernels for one provider. */
+export function ditKernels(provider: 'cpu' | 'cuda'): CustomKernel[] {
+  const onCuda = provider === 'cuda';
+  const t = onCuda ? 'bfloat16' : 'float32';
+  return [
+    { name: RMS_NORM_ROPE, provider, inputs: [t, t, 'float32', 'float32'], outputs: [t], attributes: { epsilon: 1e-6 },
+      compute: onCuda ? rmsNormRopeCuda : rmsNormRopeCpu },
+    { name: BIAS_GELU, provider, inputs: [t, t], outputs: [t], compute: onCuda ? biasGeluCuda : biasGeluCpu },
+  ];
+}

@@ -1,0 +1,164 @@
+/**
+ * Custom operators with JavaScript kernels (src/runtime/ort-custom-ops.ts) on the CPU, in this thread: the
+ * struct and its callbacks as ONNX Runtime reads them (types, attributes, outputs, many runs), a kernel's error
+ * as the Run's error, release with no leak. Then the DiT's kernels (src/runtime/dit-kernels.ts) in the tiny
+ * transformer through the session worker, against the upstream reference forward. (Their CUDA twins run on the
+ * GPU machine: scripts/gpu/dit-forward.ts --variant kernels.)
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { AppError } from '../../src/errors.js';
+import { Graph } from '../../src/onnx/graph.js';
+import { Checkpoint, loadTensors } from '../../src/onnx/safetensors.js';
+import { buildDitGraphs } from '../../src/nets/dit.js';
+import { PackedTransformer, type DitInputs } from '../../src/framepack/transformer.js';
+import { BIAS_GELU, DIT_KERNELS_DOMAIN, RMS_NORM_ROPE } from '../../src/runtime/dit-kernels.js';
+import * as capi from '../../src/runtime/ort-api.js';
+import { CustomOpDomain, hostArray, type CustomKernel } from '../../src/runtime/ort-custom-ops.js';
+import { terminateWorkers } from '../../src/runtime/session.js';
+import { opCounts } from '../../src/onnx/graph.js';
+import { fixture, tinyModels } from '../fixtures.js';
+import { relL2 } from '../numerics.js';
+
+after(() => terminateWorkers());
+
+const DOMAIN = 'framepack.test';
+
+/** y = Scale(x; alpha) + 1 over float32 [n], Scale a custom operator */
+function scaleModel(n: number) {
+  const g = new Graph({ name: 'scale', precision: 'float32' });
+  const x = g.input('x', 'float32', [n]);
+  const y = g.op('Scale', [x], { alpha: 2.5 }, { domain: DOMAIN, dtype: 'float32', shape: [n] })[0];
+  g.output(g.add(y, 1), 'y');
+  return g.toModel();
+}
+
+function scaleKernel(calls: { n: number }, fail = false): CustomKernel {
+  return {
+    name: 'Scale', provider: 'cpu', inputs: ['float32'], outputs: ['float32'], attributes: { alpha: 1, beta: 7 },
+    compute(ctx, { alpha, beta }) {
+      calls.n++;
+      if (fail) throw new Error('the kernel refuses');
+      assert.equal(beta, 7, 'an absent attribute takes its default');
+      const x = ctx.input(0);
+      const y = ctx.output(0, x.dims);
+      const xs = hostArray(x, Float32Array), ys = hostArray(y, Float32Array);
+      for (let i = 0; i < xs.length; i++) ys[i] = xs[i] * alpha;
+    },
+  };
+}
+
+/** Runs `model` once per entry of `runs` with a session given `domain`; the outputs. */
+function runWith(domain: CustomOpDomain, model: ReturnType<typeof scaleModel>, runs: Float32Array[]): Float32Array[] {
+  const opts = capi.SessionOptions.create({ intraOpThreads: 1, logSeverityLevel: 3 });
+  const cpu = capi.MemoryInfo.cpu();
+  let session: capi.Session | null = null;
+  let binding: capi.IoBinding | null = null;
+  try {
+    domain.addTo(opts);
+    session = capi.Session.create(model.bytes, opts);
+    binding = capi.IoBinding.create(session);
+    binding.bindOutput('y', cpu);
+    const outs: Float32Array[] = [];
+    for (const data of runs) {
+      const x = capi.Tensor.wrap({ dtype: 'float32', dims: [data.length], data }, cpu);
+      try {
+        binding.bindInput('x', x);
+        const [y] = binding.run(null);
+        outs.push(y.toHost().data as Float32Array);
+        y.release();
+      } finally {
+        x.release();
+      }
+    }
+    return outs;
+  } finally {
+    binding?.release();
+    session?.release();
+    opts.release();
+    cpu.release();
+  }
+}
+
+describe('ort-custom-ops (JavaScript kernels, CPU)', () => {
+  test('a custom operator runs inside the graph: its attribute read, its output shaped and written, every run', () => {
+    const calls = { n: 0 };
+    const domain = CustomOpDomain.create(DOMAIN, [scaleKernel(calls)]);
+    try {
+      const inputs = [Float32Array.of(1, 2, 3, 4), Float32Array.of(-2, 0, 0.5, 8)];
+      const outs = runWith(domain, scaleModel(4), inputs);
+      inputs.forEach((x, r) => assert.deepEqual(Array.from(outs[r]), Array.from(x, (v) => v * 2.5 + 1)));
+      assert.equal(calls.n, 2);
+    } finally {
+      domain.release();
+    }
+  });
+
+  test('a kernel that throws fails its Run with the message, and the next session runs', () => {
+    const domain = CustomOpDomain.create(DOMAIN, [scaleKernel({ n: 0 }, true)]);
+    try {
+      assert.throws(() => runWith(domain, scaleModel(4), [new Float32Array(4)]),
+        (e: unknown) => e instanceof AppError && e.code === 'ORT_CALL_FAILED' && /RunWithBinding/.test(e.message) && /the kernel refuses/.test(e.message));
+    } finally {
+      domain.release();
+    }
+    const ok = CustomOpDomain.create(DOMAIN, [scaleKernel({ n: 0 })]);
+    try {
+      assert.deepEqual(Array.from(runWith(ok, scaleModel(2), [Float32Array.of(2, 4)])[0]), [6, 11]);
+    } finally {
+      ok.release();
+    }
+  });
+
+  test('a model whose custom domain is not given fails to load; a released domain refuses use', () => {
+    const opts = capi.SessionOptions.create({ logSeverityLevel: 4 });
+    try {
+      assert.throws(() => capi.Session.create(scaleModel(4).bytes, opts), (e: unknown) => e instanceof AppError && e.code === 'ORT_CALL_FAILED');
+      const domain = CustomOpDomain.create(DOMAIN, [scaleKernel({ n: 0 })]);
+      domain.release();
+      domain.release(); // idempotent
+      assert.throws(() => domain.addTo(opts), (e: unknown) => e instanceof AppError && e.code === 'ORT_RELEASED');
+    } finally {
+      opts.release();
+    }
+  });
+
+  test('no leak over 300 create/run/release cycles', () => {
+    const before = capi.liveHandles();
+    for (let i = 0; i < 300; i++) {
+      const domain = CustomOpDomain.create(DOMAIN, [scaleKernel({ n: 0 })]);
+      try {
+        runWith(domain, scaleModel(8), [new Float32Array(8).fill(i)]);
+      } finally {
+        domain.release();
+      }
+    }
+    assert.deepEqual(capi.liveHandles(), before);
+  });
+});
+
+describe('DiT kernels (RmsNormRope, BiasGelu) on the CPU', () => {
+  test('the tiny transformer with the kernels matches the upstream reference forward (float32, 1e-4)', async () => {
+    const ref = await loadTensors(fixture('framepack-tiny', 'components', 'transformer.safetensors'));
+    const { output: expected, masked_output, masked_encoder_hidden_states, masked_encoder_attention_mask, ...plain } = ref;
+    const ck = await Checkpoint.open(join(tinyModels(), 'lllyasviel', 'FramePackI2V_HY'));
+    const graphs = buildDitGraphs(ck, { precision: 'float32', kernels: true });
+    const ops = opCounts(graphs.blocks);
+    assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${RMS_NORM_ROPE}`], 2 * (ck.config.num_layers as number) + 2 * (ck.config.num_single_layers as number));
+    assert.ok(ops[`${DIT_KERNELS_DOMAIN}.${BIAS_GELU}`] > 0);
+    assert.equal(ops['com.microsoft.RotaryEmbedding'] ?? 0, 0);
+    assert.deepEqual(graphs.blocks.customDomains, [DIT_KERNELS_DOMAIN]);
+    const dit = await PackedTransformer.create(graphs, { ep: 'cpu', precision: 'float32' });
+    try {
+      dit.beginSection({ steps: 2 });
+      const out = (await dit.forward(plain as unknown as DitInputs)).output.data as Float32Array;
+      const masked = (await dit.forward({ ...plain, encoder_hidden_states: masked_encoder_hidden_states, encoder_attention_mask: masked_encoder_attention_mask } as unknown as DitInputs)).output.data as Float32Array;
+      const err = relL2(out, expected.data as Float32Array), errMasked = relL2(masked, masked_output.data as Float32Array);
+      console.log(`# kernels vs upstream: relative L2 ${err.toExponential(3)} (masked text ${errMasked.toExponential(3)})`);
+      assert.ok(err <= 1e-4 && errMasked <= 1e-4);
+    } finally {
+      await dit.release();
+    }
+  });
+});
