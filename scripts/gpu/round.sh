@@ -8,7 +8,7 @@
 #                                      PyTorch gives it and the host (CPU, GPU clocks, PCIe) in $ANCHOR_OUT-versions.txt;
 #                                      TeaCache on: ANCHOR_OUT=anchor-teacache round.sh anchor ARCHIVE 1 --teacache 1
 #   scripts/gpu/round.sh setup         node + node_modules + CUDA provider, a static ffmpeg, random full weights
-#   scripts/gpu/round.sh parity        the CUDA parity suite (float32 with TF32 off at 1e-4) and LoRA on CUDA
+#   scripts/gpu/round.sh parity        the CUDA parity suite (float32 with TF32 off at 1e-4), LoRA and the DiT kernels on CUDA
 #   scripts/gpu/round.sh high|medium|low [request.js args]   the default request through the server; the caches:
 #                                      round.sh high --input '{"use_teacache":true}' --then-input '{"cache":"magcache"}' --then-repeat 1
 #   scripts/gpu/round.sh dit [dit-forward.js args]   the DiT forward alone, unfused against fused graphs
@@ -62,7 +62,7 @@ case "$step" in
     echo "weights ready in $SECONDS s" ;;
   parity)
     runtime
-    FRAMEPACK_GPU_REPORT="$out/parity.json" node --test --test-concurrency=1 dist/test/gpu/parity.test.js dist/test/gpu/dit-lora.test.js > "$out/parity.txt" 2>&1
+    FRAMEPACK_GPU_REPORT="$out/parity.json" node --test --test-concurrency=1 dist/test/gpu/parity.test.js dist/test/gpu/dit-lora.test.js dist/test/gpu/dit-kernels.test.js > "$out/parity.txt" 2>&1
     echo "parity exit code $?"
     grep -E '^# (tests|pass|fail|skipped)|^ *not ok|relative L2' "$out/parity.txt" | head -40 ;;
   high|medium|low)

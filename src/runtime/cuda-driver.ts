@@ -32,7 +32,7 @@ function load(): Libs {
   }
   if (!nv) throw new Error(`NVRTC cannot be loaded (${tried.join('; ')})`);
   const cu = {
-    cuInit: cuda.func('int cuInit(unsigned flags)'),
+    cuInit: cuda.func('int cuInit(unsigned int flags)'),
     cuGetErrorString: cuda.func('int cuGetErrorString(int error, _Out_ const char** out)'),
     cuCtxGetCurrent: cuda.func('int cuCtxGetCurrent(_Out_ void** ctx)'),
     cuCtxSetCurrent: cuda.func('int cuCtxSetCurrent(void* ctx)'),
@@ -42,7 +42,7 @@ function load(): Libs {
     cuDevicePrimaryCtxRetain: cuda.func('int cuDevicePrimaryCtxRetain(_Out_ void** ctx, int device)'),
     cuModuleLoadData: cuda.func('int cuModuleLoadData(_Out_ void** module, const void* image)'),
     cuModuleGetFunction: cuda.func('int cuModuleGetFunction(_Out_ void** fn, void* module, const char* name)'),
-    cuLaunchKernel: cuda.func('int cuLaunchKernel(void* f, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz, unsigned shared, void* stream, void* params, void* extra)'),
+    cuLaunchKernel: cuda.func('int cuLaunchKernel(void* f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shared, void* stream, void* params, void* extra)'),
   };
   const nvrtc = {
     nvrtcGetErrorString: nv.func('const char* nvrtcGetErrorString(int result)'),

@@ -88,27 +88,31 @@ __device__ __forceinline__ unsigned int f2bf(float f) {  // round to nearest eve
 }
 __device__ __forceinline__ float round_bf(float f) { return bf2f(f2bf(f)); }
 
-// One warp per (token, head) row of 128: four elements a lane, two rotation pairs a lane.
+// L = hd / 4 lanes per (token, head) row (hd a power of two, 8..128): four elements and two rotation pairs a
+// lane, the sum of squares reduced within the row's lanes (aligned groups of a warp).
 extern "C" __global__ void rms_norm_rope(const bf16* __restrict__ x, const bf16* __restrict__ w,
-    const float* __restrict__ cosT, const float* __restrict__ sinT, bf16* __restrict__ y, long long rows, int heads, float eps) {
-  long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-  int lane = threadIdx.x & 31;
-  if (row >= rows) return;
-  long long token = row / heads;
-  uint2 v = reinterpret_cast<const uint2*>(x + row * 128)[lane];
+    const float* __restrict__ cosT, const float* __restrict__ sinT, bf16* __restrict__ y, long long rows, int heads, int hd, float eps) {
+  int L = hd >> 2;
+  long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+  long long row = t >> (__ffs(L) - 1);
+  int lane = (int)(t & (L - 1));
+  bool live = row < rows;  // every lane of the warp joins the shuffles
+  uint2 v = live ? reinterpret_cast<const uint2*>(x + row * hd)[lane] : make_uint2(0u, 0u);
   float a0 = bf2f(v.x & 0xffffu), a1 = bf2f(v.x >> 16), a2 = bf2f(v.y & 0xffffu), a3 = bf2f(v.y >> 16);
   float ss = a0 * a0 + a1 * a1 + a2 * a2 + a3 * a3;
-  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  float r = rsqrtf(ss / 128.0f + eps);
+  for (int o = L >> 1; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  if (!live) return;
+  long long token = row / heads;
+  float r = rsqrtf(ss / (float)hd + eps);
   uint2 wv = reinterpret_cast<const uint2*>(w)[lane];
   float h0 = round_bf(round_bf(a0 * r) * bf2f(wv.x & 0xffffu)), h1 = round_bf(round_bf(a1 * r) * bf2f(wv.x >> 16));
   float h2 = round_bf(round_bf(a2 * r) * bf2f(wv.y & 0xffffu)), h3 = round_bf(round_bf(a3 * r) * bf2f(wv.y >> 16));
-  float2 c = reinterpret_cast<const float2*>(cosT + token * 64)[lane];
-  float2 s = reinterpret_cast<const float2*>(sinT + token * 64)[lane];
+  float2 c = reinterpret_cast<const float2*>(cosT + token * (hd >> 1))[lane];
+  float2 s = reinterpret_cast<const float2*>(sinT + token * (hd >> 1))[lane];
   uint2 o;
   o.x = f2bf(h0 * c.x - h1 * s.x) | (f2bf(h1 * c.x + h0 * s.x) << 16);
   o.y = f2bf(h2 * c.y - h3 * s.y) | (f2bf(h3 * c.y + h2 * s.y) << 16);
-  reinterpret_cast<uint2*>(y + row * 128)[lane] = o;
+  reinterpret_cast<uint2*>(y + row * hd)[lane] = o;
 }
 
 __device__ __forceinline__ unsigned int gelu2(unsigned int xv, unsigned int bv) {
@@ -137,7 +141,7 @@ const THREADS = 256;
 const MAX_BLOCKS = 132 * 16; // a grid-stride loop beyond this: enough blocks to fill an H100's 132 SMs
 let compiled: { normRope: CudaKernel; biasGelu: CudaKernel } | null = null;
 const cuda = () => (compiled ??= {
-  normRope: CudaKernel.compile(CUDA_SOURCE, 'rms_norm_rope', 8),
+  normRope: CudaKernel.compile(CUDA_SOURCE, 'rms_norm_rope', 9),
   biasGelu: CudaKernel.compile(CUDA_SOURCE, 'bias_gelu', 5),
 });
 
@@ -145,12 +149,12 @@ function rmsNormRopeCuda(ctx: KernelContext, { epsilon }: Record<string, number>
   const [x, w, cos, sin] = [0, 1, 2, 3].map((i) => ctx.input(i));
   expect(x.element === ELEMENT.bfloat16 && w.element === ELEMENT.bfloat16, RMS_NORM_ROPE, 'the CUDA kernel takes bfloat16 x and weight');
   const [S, H, hd] = normRopeShape(x, w, cos, sin);
-  expect(hd === 128, RMS_NORM_ROPE, `the CUDA kernel is written for head_dim 128, not ${hd}`);
+  expect([8, 16, 32, 64, 128].includes(hd), RMS_NORM_ROPE, `the CUDA kernel takes head_dim 8 to 128 (a power of two), not ${hd}`);
   const y = ctx.output(0, x.dims);
   const rows = S * H;
   if (rows === 0) return;
-  cuda().normRope.launch(Math.ceil((rows * 32) / THREADS), THREADS, ctx.stream, [
-    { ptr: x.data }, { ptr: w.data }, { ptr: cos.data }, { ptr: sin.data }, { ptr: y.data }, { i64: rows }, { i32: H }, { f32: epsilon },
+  cuda().normRope.launch(Math.ceil((rows * (hd / 4)) / THREADS), THREADS, ctx.stream, [
+    { ptr: x.data }, { ptr: w.data }, { ptr: cos.data }, { ptr: sin.data }, { ptr: y.data }, { i64: rows }, { i32: H }, { i32: hd }, { f32: epsilon },
   ]);
 }
 
