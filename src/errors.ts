@@ -149,6 +149,12 @@ export const catalogue = {
       'capability 8.9 or newer (Ada, Hopper) and a placement whose DiT is not 8-bit quantized; use auto or off.',
   },
 
+  DIT_KERNELS_UNAVAILABLE: {
+    message:
+      'FRAMEPACK_DIT_KERNELS=on was asked for, but {detail}. The DiT kernels are compiled at run time with NVRTC ' +
+      '(libnvrtc.so.13, part of the CUDA runtime libraries); install it, or use auto or off.',
+  },
+
   ORT_BINDING_UNAVAILABLE: { message: "ONNX Runtime's C API cannot be used here: {detail}" },
   ORT_CALL_FAILED: { message: 'ONNX Runtime {call} failed ({code}): {detail}' },
   ORT_RELEASED: { message: 'ONNX Runtime {what} was used after it was released' },

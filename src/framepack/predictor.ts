@@ -15,8 +15,8 @@
  * FRAMEPACK_LORA=auto|on|off: whether the DiT graphs have LoRA inputs (`loraSupport`; auto: the CPU, and CUDA
  *   under `high` with 72 GiB free).
  * FRAMEPACK_DIT_FP8=auto|on|off: FP8 linears in the DiT (runtime/fp8-choice.ts; default off).
- * FRAMEPACK_DIT_KERNELS=on|off: the DiT's fused custom kernels (runtime/dit-kernels.ts) on a bfloat16 CUDA DiT
- *   (`ditKernelsChoice`; default off).
+ * FRAMEPACK_DIT_KERNELS=auto|on|off: the DiT's fused custom kernels (runtime/dit-kernels.ts) on a bfloat16 CUDA
+ *   DiT (`ditKernelsChoice`; default off).
  */
 import { join } from 'node:path';
 import { appError } from '../errors.js';
@@ -26,6 +26,7 @@ import { fusedBlocks, type DitGraphs } from '../nets/dit.js';
 import type { BuiltModel } from '../onnx/graph.js';
 import { Checkpoint, loadTensors, saveTensors, type HostTensor } from '../onnx/safetensors.js';
 import type { Predictor, PredictorContext, PredictorOptions, SetupContext } from '../predictor.js';
+import { cudaDriverProblem } from '../runtime/cuda-driver.js';
 import { chooseDitFp8 } from '../runtime/fp8-choice.js';
 import { gpuPlacements } from '../runtime/gpu-placements.js';
 import {
@@ -485,17 +486,24 @@ export function loraSupport(p: Pick<Placement, 'ep' | 'policy' | 'gpu'>, env: No
 }
 
 /**
- * Whether the DiT's blocks use the fused custom kernels (FRAMEPACK_DIT_KERNELS=on|off, default off): RMSNorm +
- * RoPE of q and k, bias + GELU, as NVRTC-compiled CUDA kernels. They are written for a bfloat16 DiT on CUDA, so
- * `on` elsewhere (the CPU, an 8-bit DiT) keeps ONNX Runtime's operators and says why.
+ * Whether the DiT's blocks use the fused custom kernels (FRAMEPACK_DIT_KERNELS=auto|on|off, default off): RMSNorm +
+ * RoPE of q and k, bias + GELU, as NVRTC-compiled CUDA kernels. They are written for a bfloat16 DiT on CUDA and
+ * need NVRTC: `auto` uses them where both hold, `on` too but fails setup where NVRTC is missing, and elsewhere
+ * (the CPU, an 8-bit DiT) ONNX Runtime's operators stay; the line says which and why.
  */
-export function ditKernelsChoice(p: Pick<Placement, 'ep' | 'precision' | 'quantize'>, env: NodeJS.ProcessEnv = process.env): { enabled: boolean; line: string } {
+export function ditKernelsChoice(p: Pick<Placement, 'ep' | 'precision' | 'quantize'>, env: NodeJS.ProcessEnv = process.env,
+  driverProblem: () => string | null = cudaDriverProblem): { enabled: boolean; line: string } {
   const v = (env.FRAMEPACK_DIT_KERNELS ?? '').trim().toLowerCase() || 'off';
-  if (v !== 'on' && v !== 'off') throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_DIT_KERNELS', value: env.FRAMEPACK_DIT_KERNELS, allowed: 'on, off' });
+  if (v !== 'auto' && v !== 'on' && v !== 'off') throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_DIT_KERNELS', value: env.FRAMEPACK_DIT_KERNELS, allowed: 'auto, on, off' });
+  const off = (why: string) => ({ enabled: false, line: `DiT kernels: ONNX Runtime's (FRAMEPACK_DIT_KERNELS=${v}${why})` });
+  if (v === 'off') return off('');
   const problem = p.ep !== 'cuda' ? `the DiT runs on ${p.ep}` : p.quantize.dit ? `the DiT is ${p.quantize.dit}-bit`
     : p.precision.dit !== 'bfloat16' ? `the DiT is ${p.precision.dit}` : null;
-  if (v === 'off' || problem) return { enabled: false, line: `DiT kernels: ONNX Runtime's (FRAMEPACK_DIT_KERNELS=${v}${v === 'on' ? `, but ${problem}` : ''})` };
-  return { enabled: true, line: 'DiT kernels: fused RMSNorm + RoPE and bias + GELU (CUDA, NVRTC; FRAMEPACK_DIT_KERNELS=on)' };
+  if (problem) return off(`, but ${problem}`);
+  const missing = driverProblem();
+  if (missing && v === 'on') throw appError('DIT_KERNELS_UNAVAILABLE', { detail: missing });
+  if (missing) return off(`, but ${missing}`);
+  return { enabled: true, line: `DiT kernels: fused RMSNorm + RoPE and bias + GELU (CUDA, NVRTC; FRAMEPACK_DIT_KERNELS=${v})` };
 }
 
 function ditOptions(p: Placement, fp8: boolean): TransformerOptions {

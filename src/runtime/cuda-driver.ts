@@ -58,6 +58,16 @@ function load(): Libs {
   return libs;
 }
 
+/** Null when libcuda and NVRTC load in this process; otherwise why not (one line). */
+export function cudaDriverProblem(): string | null {
+  try {
+    load();
+    return null;
+  } catch (e) {
+    return (e as Error).message.split('\n')[0];
+  }
+}
+
 function cuCheck(call: string, result: number): void {
   if (result === 0) return;
   const text: unknown[] = [null];

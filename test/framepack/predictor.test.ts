@@ -388,16 +388,22 @@ describe('LoRA', () => {
     assert.throws(() => loraSupport(cpu, { FRAMEPACK_LORA: 'yes' }), /FRAMEPACK_LORA=yes is not valid: use one of auto, on, off/);
   });
 
-  test('FRAMEPACK_DIT_KERNELS: off by default; on only for a bfloat16 CUDA DiT, else the reason is logged', () => {
+  test('FRAMEPACK_DIT_KERNELS: off by default; auto and on only for a bfloat16 CUDA DiT with NVRTC, else the reason is logged', () => {
     const p = (ep: 'cuda' | 'cpu', dit: 'bfloat16' | 'float32', bits?: 8) => ({ ep, precision: { dit }, quantize: { dit: bits } }) as unknown as Placement;
-    assert.equal(ditKernelsChoice(p('cuda', 'bfloat16'), {}).enabled, false);
-    assert.deepEqual(ditKernelsChoice(p('cuda', 'bfloat16'), { FRAMEPACK_DIT_KERNELS: 'on' }).enabled, true);
+    const ok = () => null, missing = () => 'NVRTC cannot be loaded (libnvrtc.so.13: not found)';
+    assert.equal(ditKernelsChoice(p('cuda', 'bfloat16'), {}, ok).enabled, false);
+    for (const v of ['on', 'auto']) assert.equal(ditKernelsChoice(p('cuda', 'bfloat16'), { FRAMEPACK_DIT_KERNELS: v }, ok).enabled, true);
     for (const [placement, why] of [[p('cpu', 'float32'), 'runs on cpu'], [p('cuda', 'bfloat16', 8), '8-bit'], [p('cuda', 'float32'), 'is float32']] as const) {
-      const c = ditKernelsChoice(placement, { FRAMEPACK_DIT_KERNELS: 'on' });
+      const c = ditKernelsChoice(placement, { FRAMEPACK_DIT_KERNELS: 'on' }, ok);
       assert.equal(c.enabled, false);
       assert.match(c.line, new RegExp(`FRAMEPACK_DIT_KERNELS=on, but .*${why}`));
     }
-    assert.throws(() => ditKernelsChoice(p('cuda', 'bfloat16'), { FRAMEPACK_DIT_KERNELS: 'auto' }), /FRAMEPACK_DIT_KERNELS=auto is not valid: use one of on, off/);
+    const auto = ditKernelsChoice(p('cuda', 'bfloat16'), { FRAMEPACK_DIT_KERNELS: 'auto' }, missing);
+    assert.equal(auto.enabled, false);
+    assert.match(auto.line, /auto, but NVRTC cannot be loaded/);
+    assert.throws(() => ditKernelsChoice(p('cuda', 'bfloat16'), { FRAMEPACK_DIT_KERNELS: 'on' }, missing),
+      (e: any) => e.code === 'DIT_KERNELS_UNAVAILABLE' && /NVRTC cannot be loaded \(libnvrtc/.test(e.message));
+    assert.throws(() => ditKernelsChoice(p('cuda', 'bfloat16'), { FRAMEPACK_DIT_KERNELS: 'yes' }, ok), /FRAMEPACK_DIT_KERNELS=yes is not valid: use one of auto, on, off/);
   });
 
   test('bound to the transformer that samples (F1 too) for one request, then unbound: the next request is plain again', async () => {
