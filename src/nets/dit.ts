@@ -42,7 +42,7 @@
 import type { Checkpoint } from '../onnx/safetensors.js';
 import { Graph, type BuiltModel, type Dim, type Fp8Options, type Precision, type Value } from '../onnx/graph.js';
 import { ropeConfig, type RopeConfig } from './dit-rope.js';
-import { BIAS_GELU, DIT_KERNELS_DOMAIN, RMS_NORM_ROPE } from '../runtime/dit-kernels.js';
+import { BIAS_GELU, DIT_KERNELS_DOMAIN, RMS_NORM_ROPE, RMS_NORM_ROPE_JOINT } from '../runtime/dit-kernels.js';
 
 export interface DitConfig {
   inChannels: number;
@@ -307,6 +307,19 @@ function normRope(ctx: Ctx, x: Value, key: string, cos: Value, sin: Value): Valu
 }
 
 /**
+ * [rope(headRmsNorm(img)) ; headRmsNorm(txt)] along the tokens, the dual blocks' joint q or k; with
+ * DitGraphOptions.kernels one RmsNormRopeJoint pass that writes the joint tensor without a concatenation.
+ */
+function jointNormRope(ctx: Ctx, img: Value, txt: Value, imgKey: string, txtKey: string, cos: Value, sin: Value): Value {
+  const { g, ck, c } = ctx;
+  if (!ctx.kernels) return g.concat([normRope(ctx, img, imgKey, cos, sin), headRmsNorm(txt, ctx, txtKey)], 1);
+  const [wi, wt] = [imgKey, txtKey].map((key) => g.param(ck, key, { shape: [c.headDim], dtype: img.dtype }));
+  const [ni, nt] = [img.shape[1], txt.shape[1]];
+  const shape = [1, typeof ni === 'number' && typeof nt === 'number' ? ni + nt : 'joint_tokens', c.dim];
+  return g.op(RMS_NORM_ROPE_JOINT, [img, wi, cos, sin, txt, wt], { epsilon: EPS }, { domain: DIT_KERNELS_DOMAIN, dtype: img.dtype, shape })[0];
+}
+
+/**
  * Interleaved-pair rotation in the tables' dtype: float32 tables as the original (which computes it in float32
  * and rounds once), tables in x's dtype for the fused half-precision graphs (no float32 copies of q and k).
  */
@@ -493,13 +506,10 @@ function dualBlock(ctx: Ctx, i: number, imgIn: Stream, txtIn: Stream, temb: Valu
     const [nTxt1, txt] = modulateStream(ctx, txtIn, csh1, csc1);
 
     // Joint attention over [image ; text]; RoPE on the image queries and keys only.
-    const qi = normRope(ctx, linear(ctx, nImg1, `${p}.attn.to_q`), `${p}.attn.norm_q.weight`, cos, sin);
-    const ki = normRope(ctx, linear(ctx, nImg1, `${p}.attn.to_k`), `${p}.attn.norm_k.weight`, cos, sin);
-    const vi = linear(ctx, nImg1, `${p}.attn.to_v`);
-    const qt = headRmsNorm(linear(ctx, nTxt1, `${p}.attn.add_q_proj`), ctx, `${p}.attn.norm_added_q.weight`);
-    const kt = headRmsNorm(linear(ctx, nTxt1, `${p}.attn.add_k_proj`), ctx, `${p}.attn.norm_added_k.weight`);
-    const vt = linear(ctx, nTxt1, `${p}.attn.add_v_proj`);
-    const a = g.attention(g.concat([qi, qt], 1), g.concat([ki, kt], 1), g.concat([vi, vt], 1), { heads: c.heads }); // (1, Ni+Nt, D)
+    const joint = (kind: 'q' | 'k') => jointNormRope(ctx, linear(ctx, nImg1, `${p}.attn.to_${kind}`), linear(ctx, nTxt1, `${p}.attn.add_${kind}_proj`),
+      `${p}.attn.norm_${kind}.weight`, `${p}.attn.norm_added_${kind}.weight`, cos, sin);
+    const v = g.concat([linear(ctx, nImg1, `${p}.attn.to_v`), linear(ctx, nTxt1, `${p}.attn.add_v_proj`)], 1);
+    const a = g.attention(joint('q'), joint('k'), v, { heads: c.heads }); // (1, Ni+Nt, D)
     const aImg = sliceDyn(g, a, g.ints([0]), nImg, 1, img.shape);
     const aTxt = sliceDyn(g, a, nImg, g.ints([Number.MAX_SAFE_INTEGER]), 1, txt.shape);
 

@@ -77,7 +77,8 @@ function describe(value: Ptr): KernelTensor {
     const rank = Number(out<number>('GetDimensionsCount', info));
     const dims = new BigInt64Array(rank);
     check('GetDimensions', a.GetDimensions(info, dims, rank));
-    return { data: BigInt(out('GetTensorMutableData', value) as bigint), dims: Array.from(dims, Number), element };
+    const data = out('GetTensorMutableData', value) as bigint | null; // null for an empty tensor
+    return { data: data === null ? 0n : BigInt(data), dims: Array.from(dims, Number), element };
   } finally {
     a.ReleaseTensorTypeAndShapeInfo(info);
   }

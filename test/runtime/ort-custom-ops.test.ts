@@ -13,7 +13,7 @@ import { Graph } from '../../src/onnx/graph.js';
 import { Checkpoint, loadTensors } from '../../src/onnx/safetensors.js';
 import { buildDitGraphs } from '../../src/nets/dit.js';
 import { PackedTransformer, type DitInputs } from '../../src/framepack/transformer.js';
-import { BIAS_GELU, DIT_KERNELS_DOMAIN, RMS_NORM_ROPE } from '../../src/runtime/dit-kernels.js';
+import { BIAS_GELU, DIT_KERNELS_DOMAIN, RMS_NORM_ROPE, RMS_NORM_ROPE_JOINT } from '../../src/runtime/dit-kernels.js';
 import * as capi from '../../src/runtime/ort-api.js';
 import { CustomOpDomain, hostArray, type CustomKernel } from '../../src/runtime/ort-custom-ops.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
@@ -138,16 +138,18 @@ describe('ort-custom-ops (JavaScript kernels, CPU)', () => {
   });
 });
 
-describe('DiT kernels (RmsNormRope, BiasGelu) on the CPU', () => {
+describe('DiT kernels (RmsNormRope, RmsNormRopeJoint, BiasGelu) on the CPU', () => {
   test('the tiny transformer with the kernels matches the upstream reference forward (float32, 1e-4)', async () => {
     const ref = await loadTensors(fixture('framepack-tiny', 'components', 'transformer.safetensors'));
     const { output: expected, masked_output, masked_encoder_hidden_states, masked_encoder_attention_mask, ...plain } = ref;
     const ck = await Checkpoint.open(join(tinyModels(), 'lllyasviel', 'FramePackI2V_HY'));
     const graphs = buildDitGraphs(ck, { precision: 'float32', kernels: true });
     const ops = opCounts(graphs.blocks);
-    assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${RMS_NORM_ROPE}`], 2 * (ck.config.num_layers as number) + 2 * (ck.config.num_single_layers as number));
-    assert.ok(ops[`${DIT_KERNELS_DOMAIN}.${BIAS_GELU}`] > 0);
-    assert.equal(ops['com.microsoft.RotaryEmbedding'] ?? 0, 0);
+    // q and k of every block: joint (image rotated, text appended) in the dual blocks, over z in the single ones
+    assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${RMS_NORM_ROPE_JOINT}`], 2 * (ck.config.num_layers as number));
+    assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${RMS_NORM_ROPE}`], 2 * (ck.config.num_single_layers as number));
+    assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${BIAS_GELU}`], 2 * (ck.config.num_layers as number) + (ck.config.num_single_layers as number));
+    for (const op of ['com.microsoft.RotaryEmbedding', 'com.microsoft.FastGelu', 'RMSNormalization']) assert.equal(ops[op] ?? 0, 0, op);
     assert.deepEqual(graphs.blocks.customDomains, [DIT_KERNELS_DOMAIN]);
     const dit = await PackedTransformer.create(graphs, { ep: 'cpu', precision: 'float32' });
     try {
