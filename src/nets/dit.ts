@@ -113,9 +113,10 @@ export interface DitGraphOptions {
    */
   fuse?: boolean;
   /**
-   * The blocks' per-head RMSNorm + RoPE of the image q and k, and the MLPs' bias + GELU, as the custom operators
-   * of src/runtime/dit-kernels.ts (one pass each instead of several; float32 tables as the original). Their
-   * sessions must run on the C API runtime, which registers the kernels (BuiltModel.customDomains). Default off.
+   * The blocks' per-head RMSNorm + RoPE of q and k (the dual blocks' text rows normalized into the same joint
+   * tensor) and the MLPs' bias + GELU as the custom operators of src/runtime/dit-kernels.ts: one pass each
+   * instead of several, float32 tables as the original. Their sessions must run on the C API runtime, which
+   * registers the kernels (BuiltModel.customDomains). Default off.
    */
   kernels?: boolean;
   /** FP8 linears in the blocks graph: those `layers` names, default fp8Layer of `set` ('attention') */

@@ -388,10 +388,14 @@ describe('LoRA', () => {
     assert.throws(() => loraSupport(cpu, { FRAMEPACK_LORA: 'yes' }), /FRAMEPACK_LORA=yes is not valid: use one of auto, on, off/);
   });
 
-  test('FRAMEPACK_DIT_KERNELS: off by default; auto and on only for a bfloat16 CUDA DiT with NVRTC, else the reason is logged', () => {
+  test('FRAMEPACK_DIT_KERNELS: auto by default; auto and on only for a bfloat16 CUDA DiT with NVRTC, else the reason is logged', () => {
     const p = (ep: 'cuda' | 'cpu', dit: 'bfloat16' | 'float32', bits?: 8) => ({ ep, precision: { dit }, quantize: { dit: bits } }) as unknown as Placement;
     const ok = () => null, missing = () => 'NVRTC cannot be loaded (libnvrtc.so.13: not found)';
-    assert.equal(ditKernelsChoice(p('cuda', 'bfloat16'), {}, ok).enabled, false);
+    assert.equal(ditKernelsChoice(p('cuda', 'bfloat16'), {}, ok).enabled, true);
+    assert.equal(ditKernelsChoice(p('cuda', 'bfloat16'), { FRAMEPACK_DIT_KERNELS: 'off' }, ok).enabled, false);
+    const cpu = ditKernelsChoice(p('cpu', 'float32'), {}, () => { throw new Error('the CPU placement must not load the CUDA driver'); });
+    assert.equal(cpu.enabled, false);
+    assert.match(cpu.line, /FRAMEPACK_DIT_KERNELS=auto, but the DiT runs on cpu/);
     for (const v of ['on', 'auto']) assert.equal(ditKernelsChoice(p('cuda', 'bfloat16'), { FRAMEPACK_DIT_KERNELS: v }, ok).enabled, true);
     for (const [placement, why] of [[p('cpu', 'float32'), 'runs on cpu'], [p('cuda', 'bfloat16', 8), '8-bit'], [p('cuda', 'float32'), 'is float32']] as const) {
       const c = ditKernelsChoice(placement, { FRAMEPACK_DIT_KERNELS: 'on' }, ok);
