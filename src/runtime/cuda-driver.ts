@@ -1,7 +1,8 @@
 /**
  * The few entries of the CUDA driver API (libcuda.so.1) and NVRTC (libnvrtc) that custom kernels need: CUDA C
  * compiled at run time for the device in use, loaded as a module, launched on a stream ONNX Runtime hands over
- * (ort-custom-ops.ts, KernelContext.stream). Bound with koffi, like ort-api.ts; blocking, so worker threads only.
+ * (ort-custom-ops.ts, KernelContext.stream). Bound with koffi, like ort-api.ts; compiling and launching block, so
+ * they run in session workers; `cudaDriverProblem` (loading the libraries) also runs at setup, to choose.
  *
  * The module is loaded into the context current on the calling thread: ONNX Runtime's CUDA provider makes the
  * device's primary context current there (the runtime API), and where none is current yet the primary context of

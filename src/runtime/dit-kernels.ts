@@ -1,5 +1,5 @@
 /**
- * Two fused passes of the DiT blocks that ONNX Runtime has no kernel for, as custom operators
+ * Fused passes of the DiT blocks that ONNX Runtime has no kernel for, as custom operators
  * (ort-custom-ops.ts) of the domain DIT_KERNELS_DOMAIN, which src/nets/dit.ts emits with
  * DitGraphOptions.kernels. Each replaces several memory-bound passes over the image stream by one:
  *
