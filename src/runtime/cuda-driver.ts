@@ -4,9 +4,9 @@
  * (ort-custom-ops.ts, KernelContext.stream). Bound with koffi, like ort-api.ts; compiling and launching block, so
  * they run in session workers; `cudaDriverProblem` (loading the libraries) also runs at setup, to choose.
  *
- * The module is loaded into the context current on the calling thread: ONNX Runtime's CUDA provider makes the
- * device's primary context current there (the runtime API), and where none is current yet the primary context of
- * device 0 is made current, so that module and provider share one context.
+ * The module is loaded into the context current on the calling thread, which ONNX Runtime's CUDA provider makes
+ * its device's primary context (the runtime API); where none is current, the context of the stream the kernel will
+ * run on is made current, so that module and provider share one context on any device.
  */
 import koffi from 'koffi';
 
@@ -38,9 +38,8 @@ function load(): Libs {
     cuCtxGetCurrent: cuda.func('int cuCtxGetCurrent(_Out_ void** ctx)'),
     cuCtxSetCurrent: cuda.func('int cuCtxSetCurrent(void* ctx)'),
     cuCtxGetDevice: cuda.func('int cuCtxGetDevice(_Out_ int* device)'),
-    cuDeviceGet: cuda.func('int cuDeviceGet(_Out_ int* device, int ordinal)'),
     cuDeviceGetAttribute: cuda.func('int cuDeviceGetAttribute(_Out_ int* value, int attribute, int device)'),
-    cuDevicePrimaryCtxRetain: cuda.func('int cuDevicePrimaryCtxRetain(_Out_ void** ctx, int device)'),
+    cuStreamGetCtx: cuda.func('int cuStreamGetCtx(void* stream, _Out_ void** ctx)'),
     cuModuleLoadData: cuda.func('int cuModuleLoadData(_Out_ void** module, const void* image)'),
     cuModuleGetFunction: cuda.func('int cuModuleGetFunction(_Out_ void** fn, void* module, const char* name)'),
     cuLaunchKernel: cuda.func('int cuLaunchKernel(void* f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shared, void* stream, void* params, void* extra)'),
@@ -86,12 +85,16 @@ function nvCheck(call: string, result: number, log = ''): void {
   if (result !== 0) throw new Error(`${call} failed: ${load().nvrtc.nvrtcGetErrorString(result)}${log ? `\n${log}` : ''}`);
 }
 
-/** The context current on this thread (the device's primary context, made current when none is). */
-function currentContext(): { device: number } {
+/** The device of the context current on this thread (`stream`'s context, made current when none is). */
+function currentDevice(stream: unknown): number {
   const { cu } = load();
   cuCheck('cuInit', cu.cuInit(0));
-  if (!cuOut<unknown>('cuCtxGetCurrent')) cuCheck('cuCtxSetCurrent', cu.cuCtxSetCurrent(cuOut('cuDevicePrimaryCtxRetain', cuOut<number>('cuDeviceGet', 0))));
-  return { device: cuOut<number>('cuCtxGetDevice') };
+  if (!cuOut<unknown>('cuCtxGetCurrent')) {
+    const ctx: unknown[] = [null];
+    cuCheck('cuStreamGetCtx', cu.cuStreamGetCtx(stream, ctx));
+    cuCheck('cuCtxSetCurrent', cu.cuCtxSetCurrent(ctx[0]));
+  }
+  return cuOut<number>('cuCtxGetDevice');
 }
 
 /** Compiles CUDA C for the current device (machine code for its architecture): the cubin bytes. */
@@ -131,8 +134,9 @@ export type KernelArg = { ptr: bigint } | { i32: number } | { i64: number } | { 
 export class CudaKernel {
   private constructor(private readonly fn: unknown, private readonly args: bigint, private readonly params: bigint, private readonly slots: number) {}
 
-  static compile(source: string, entry: string, slots: number): CudaKernel {
-    const { device } = currentContext();
+  /** Compiles `entry` of `source` for the device `stream` (the stream it will be launched on) belongs to. */
+  static compile(source: string, entry: string, slots: number, stream: unknown): CudaKernel {
+    const device = currentDevice(stream);
     const image = compile(source, `${entry}.cu`, device);
     const module = cuOut('cuModuleLoadData', image);
     const fn = cuOut('cuModuleGetFunction', module, entry);

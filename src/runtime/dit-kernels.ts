@@ -176,9 +176,10 @@ extern "C" __global__ void bias_gelu(const bf16* __restrict__ x, const bf16* __r
 const THREADS = 256;
 const MAX_BLOCKS = 132 * 16; // a grid-stride loop beyond this: enough blocks to fill an H100's 132 SMs
 let compiled: { normRope: CudaKernel; biasGelu: CudaKernel } | null = null;
-const cuda = () => (compiled ??= {
-  normRope: CudaKernel.compile(CUDA_SOURCE, 'rms_norm_rope', 12),
-  biasGelu: CudaKernel.compile(CUDA_SOURCE, 'bias_gelu', 5),
+/** The kernels, compiled at the first call on this thread (a session worker serves one device). */
+const cuda = (stream: unknown) => (compiled ??= {
+  normRope: CudaKernel.compile(CUDA_SOURCE, 'rms_norm_rope', 12, stream),
+  biasGelu: CudaKernel.compile(CUDA_SOURCE, 'bias_gelu', 5, stream),
 });
 
 const rmsNormRopeCuda = (joint: boolean) => (ctx: KernelContext, { epsilon }: Record<string, number>): void => {
@@ -191,7 +192,8 @@ const rmsNormRopeCuda = (joint: boolean) => (ctx: KernelContext, { epsilon }: Re
   const y = ctx.output(0, text ? text.dims : x.dims);
   const rotated = S * H, rows = rotated + (text ? text.tokens * H : 0);
   if (rows === 0) return;
-  cuda().normRope.launch(Math.ceil((rows * (hd / 4)) / THREADS), THREADS, ctx.stream, [
+  const stream = ctx.stream;
+  cuda(stream).normRope.launch(Math.ceil((rows * (hd / 4)) / THREADS), THREADS, stream, [
     { ptr: x.data }, { ptr: w.data }, { ptr: cos.data }, { ptr: sin.data }, { ptr: y.data }, { i64: rows }, { i32: H }, { i32: hd }, { f32: epsilon },
     { ptr: text ? text.x.data : x.data }, { ptr: text ? text.w.data : w.data }, { i64: rotated },
   ]);
@@ -205,7 +207,8 @@ function biasGeluCuda(ctx: KernelContext): void {
   const y = ctx.output(0, x.dims);
   const n8 = x.dims.reduce((a, c) => a * c, 1) / 8;
   if (n8 === 0) return;
-  cuda().biasGelu.launch(Math.min(Math.ceil(n8 / THREADS), MAX_BLOCKS), THREADS, ctx.stream, [
+  const stream = ctx.stream;
+  cuda(stream).biasGelu.launch(Math.min(Math.ceil(n8 / THREADS), MAX_BLOCKS), THREADS, stream, [
     { ptr: x.data }, { ptr: b.data }, { ptr: y.data }, { i64: n8 }, { i64: N / 8 },
   ]);
 }
