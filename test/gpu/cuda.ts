@@ -1,6 +1,15 @@
-/** Whether this machine runs CUDA sessions, for the GPU suites' skip reasons. */
+/** Whether this machine runs CUDA sessions, for the GPU suites' skip reasons; inputs as a bfloat16 DiT gets them. */
+import { toBf16 } from '../../src/framepack/sampler.js';
+import type { DitInputs } from '../../src/framepack/transformer.js';
 import { Graph } from '../../src/onnx/graph.js';
+import type { HostTensor } from '../../src/onnx/safetensors.js';
 import { Session } from '../../src/runtime/session.js';
+
+/** The inputs with timestep and guidance rounded to bfloat16, as the sampler feeds a bfloat16 DiT. */
+export function bf16Clock(inputs: DitInputs): DitInputs {
+  const round = (x: HostTensor): HostTensor => ({ ...x, data: Float32Array.from(x.data as Float32Array, toBf16) });
+  return { ...inputs, timestep: round(inputs.timestep), ...(inputs.guidance ? { guidance: round(inputs.guidance) } : {}) };
+}
 
 /**
  * Null when a one-node graph is created and runs correctly on the CUDA EP; otherwise why not (no provider

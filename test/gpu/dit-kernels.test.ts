@@ -12,13 +12,12 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { loadTensors, type HostTensor } from '../../src/onnx/safetensors.js';
+import { loadTensors } from '../../src/onnx/safetensors.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
-import { toBf16 } from '../../src/framepack/sampler.js';
 import { PackedTransformer, type DitInputs } from '../../src/framepack/transformer.js';
 import { fixture, tinyModels } from '../fixtures.js';
 import { relL2 } from '../numerics.js';
-import { cudaFailure } from './cuda.js';
+import { bf16Clock, cudaFailure } from './cuda.js';
 
 const BF16_TOL = 5e-2;
 
@@ -31,9 +30,7 @@ describe('DiT kernels on CUDA, bfloat16', { skip }, () => {
   test('the kernels graph is as close to the float32 forward as ONNX Runtime\'s bfloat16 operators', async () => {
     const ref = await loadTensors(fixture('framepack-tiny', 'components', 'transformer.safetensors'));
     const { output, masked_output, masked_encoder_hidden_states, masked_encoder_attention_mask, ...rest } = ref;
-    const round = (x: HostTensor): HostTensor => ({ ...x, data: Float32Array.from(x.data as Float32Array, toBf16) });
-    const plain = rest as unknown as DitInputs;
-    const inputs = { ...plain, timestep: round(plain.timestep), ...(plain.guidance ? { guidance: round(plain.guidance) } : {}) };
+    const inputs = bf16Clock(rest as unknown as DitInputs);
     const dir = join(tinyModels(), 'lllyasviel', 'FramePackI2V_HY');
     const outputs: Record<string, Float32Array> = {};
     for (const [name, o] of [['float32', { precision: 'float32' }], ['ort', { precision: 'bfloat16' }], ['kernels', { precision: 'bfloat16', kernels: true }]] as const) {

@@ -16,11 +16,10 @@ import { join } from 'node:path';
 import { loadTensors, readHeader, type HostTensor } from '../../src/onnx/safetensors.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
 import { loraFeeds, parseLora } from '../../src/nets/dit-lora.js';
-import { toBf16 } from '../../src/framepack/sampler.js';
 import { PackedTransformer, type DitInputs } from '../../src/framepack/transformer.js';
 import { fixture, tinyModels } from '../fixtures.js';
 import { relL2 } from '../numerics.js';
-import { cudaFailure } from './cuda.js';
+import { bf16Clock, cudaFailure } from './cuda.js';
 
 const LORA_DIR = new URL('../../../test/fixtures/lora/', import.meta.url).pathname;
 const TOL = { float32: 1e-3, bfloat16: 5e-2 };
@@ -39,12 +38,6 @@ async function fixtures(): Promise<{ inputs: DitInputs; refs: Record<string, Hos
   const ref = await loadTensors(fixture('framepack-tiny', 'components', 'transformer.safetensors'));
   const { output, masked_output, masked_encoder_hidden_states, masked_encoder_attention_mask, ...rest } = ref;
   return { inputs: rest as unknown as DitInputs, refs: await loadTensors(join(LORA_DIR, 'outputs.safetensors')) };
-}
-
-/** The inputs with timestep and guidance rounded to bfloat16, as the sampler feeds a bfloat16 DiT. */
-function bf16Clock(inputs: DitInputs): DitInputs {
-  const round = (x: HostTensor): HostTensor => ({ ...x, data: Float32Array.from(x.data as Float32Array, toBf16) });
-  return { ...inputs, timestep: round(inputs.timestep), ...(inputs.guidance ? { guidance: round(inputs.guidance) } : {}) };
 }
 
 for (const precision of ['float32', 'bfloat16'] as const) {
