@@ -136,7 +136,8 @@ export class FramePackModels implements FramePackNets {
     private readonly ditGraphs: DitGraphs,
     private readonly setupLog: (line: string) => void,
     private readonly f1Dir: (log: (line: string) => void) => Promise<string>,
-    private readonly fp8: boolean,
+    /** the DiT's options (FP8, kernels, LoRA inputs), chosen once at setup for every DiT of this placement */
+    private readonly ditOpts: TransformerOptions,
   ) {
     this.halfPrecision = placement.precision.dit !== 'float32';
     this.log = setupLog;
@@ -151,8 +152,8 @@ export class FramePackModels implements FramePackNets {
       siglipGraph ??= buildSiglipVision(await Checkpoint.open(dirs.imageEncoder), encoders);
       return Session.create(siglipGraph, { ep: p.ep, deviceId: p.deviceId });
     }));
-    this.dit = new Slot(this.timed('DiT', 'dit', () => PackedTransformer.create(ditGraphs, ditOptions(p, fp8))));
-    this.ditF1 = new Slot(this.timed('F1 DiT', 'dit', async () => PackedTransformer.create(await this.f1TransformerGraphs(), ditOptions(p, fp8))));
+    this.dit = new Slot(this.timed('DiT', 'dit', () => PackedTransformer.create(ditGraphs, ditOpts)));
+    this.ditF1 = new Slot(this.timed('F1 DiT', 'dit', async () => PackedTransformer.create(await this.f1TransformerGraphs(), ditOpts)));
   }
 
   /** The F1 transformer's graphs, built once (its folder found, or downloaded, first). */
@@ -162,7 +163,7 @@ export class FramePackModels implements FramePackNets {
         const t0 = performance.now();
         const dir = await this.f1Dir(this.log);
         const t1 = performance.now();
-        const graphs = await buildTransformerGraphs(dir, ditOptions(this.placement, this.fp8));
+        const graphs = await buildTransformerGraphs(dir, this.ditOpts);
         this.log(`F1 transformer found in ${since(t0)} and its graphs built in ${since(t1)} (${dir})`);
         return graphs;
       })();
@@ -185,8 +186,10 @@ export class FramePackModels implements FramePackNets {
     const sigLip = loadSigLipPreprocessor(dirs.featureExtractor);
     const fp8 = await chooseDitFp8(placement);
     log(fp8.line);
-    log(ditKernelsChoice(placement).line);
-    const ditGraphs = await buildTransformerGraphs(dirs.transformer, ditOptions(placement, fp8.enabled));
+    const kernels = ditKernelsChoice(placement);
+    log(kernels.line);
+    const ditOpts = ditOptions(placement, { fp8: fp8.enabled, kernels: kernels.enabled });
+    const ditGraphs = await buildTransformerGraphs(dirs.transformer, ditOpts);
     // told through the models' current log: the request's while one runs
     const tell = { log };
     const vae = await Vae.load(dirs.vae, {
@@ -199,7 +202,7 @@ export class FramePackModels implements FramePackNets {
       if (!dirs.transformerF1) throw appError('MODELS_MISSING', { detail: 'transformerF1: not resolved', hint: 'sampling_mode f1 needs lllyasviel/FramePack_F1_I2V_HY_20250503.' });
       return dirs.transformerF1;
     });
-    const models = new FramePackModels(dirs, placement, sigLip, vae, ditGraphs, log, f1Dir, fp8.enabled);
+    const models = new FramePackModels(dirs, placement, sigLip, vae, ditGraphs, log, f1Dir, ditOpts);
     tell.log = (line) => models.log(line);
     try {
       await models.textEncoders();
@@ -508,10 +511,10 @@ export function ditKernelsChoice(p: Pick<Placement, 'ep' | 'precision' | 'quanti
   return { enabled: true, line: `DiT kernels: fused RMSNorm + RoPE and bias + GELU (CUDA, NVRTC; FRAMEPACK_DIT_KERNELS=${v})` };
 }
 
-function ditOptions(p: Placement, fp8: boolean): TransformerOptions {
+function ditOptions(p: Placement, { fp8, kernels }: { fp8: boolean; kernels: boolean }): TransformerOptions {
   return {
     ep: p.ep, deviceId: p.deviceId, precision: p.precision.dit, quantize: p.quantize.dit ? { bits: p.quantize.dit } : undefined,
-    shrinkAfterSection: p.shrinkDitAfterSection, lora: loraSupport(p), kernels: ditKernelsChoice(p).enabled,
+    shrinkAfterSection: p.shrinkDitAfterSection, lora: loraSupport(p), kernels,
     ...(fp8 ? { fp8: { mode: 'gemm' as const } } : {}),
   };
 }
