@@ -55,6 +55,16 @@ function textPart(ctx: KernelContext, x: KernelTensor, hd: number): { x: KernelT
   return { x: xt, w: wt, tokens, dims: [1, x.dims.slice(0, -1).reduce((a, b) => a * b, 1) + tokens, width] };
 }
 
+/** RmsNormRope(Joint)'s inputs, checked (x and w in the `device` kernel's `dtype`), and its output. */
+function normRopeIO(ctx: KernelContext, joint: boolean, dtype: 'float32' | 'bfloat16', device: string) {
+  const [x, w, cos, sin] = [0, 1, 2, 3].map((i) => ctx.input(i));
+  const op = joint ? RMS_NORM_ROPE_JOINT : RMS_NORM_ROPE;
+  expect(x.element === ELEMENT[dtype] && w.element === ELEMENT[dtype], op, `the ${device} kernel takes ${dtype} x and weight`);
+  const [S, H, hd] = normRopeShape(x, w, cos, sin);
+  const text = joint ? textPart(ctx, x, hd) : null;
+  return { op, x, w, cos, sin, S, H, hd, text, y: ctx.output(0, text ? text.dims : x.dims) };
+}
+
 // ---- CPU (float32): the formulas, one row at a time
 
 /** RMSNorm (and with tables the rotation) of `rows` heads of x from row 0 into y from row `at`. */
@@ -81,13 +91,8 @@ function normRopeRows(x: Float32Array, w: Float32Array, y: Float32Array, at: num
 
 /** x (and with `joint` xt after it) rotated and normalized on the CPU. */
 const rmsNormRopeCpu = (joint: boolean) => (ctx: KernelContext, { epsilon }: Record<string, number>): void => {
-  const [xt, wt, ct, st] = [0, 1, 2, 3].map((i) => ctx.input(i));
-  const op = joint ? RMS_NORM_ROPE_JOINT : RMS_NORM_ROPE;
-  expect(xt.element === ELEMENT.float32, op, 'the CPU kernel takes float32');
-  const [S, H, hd] = normRopeShape(xt, wt, ct, st);
-  const text = joint ? textPart(ctx, xt, hd) : null;
-  const yt = ctx.output(0, text ? text.dims : xt.dims);
-  const [x, w, cos, sin, y] = [xt, wt, ct, st, yt].map((t) => hostArray(t, Float32Array));
+  const { S, H, hd, text, ...io } = normRopeIO(ctx, joint, 'float32', 'CPU');
+  const [x, w, cos, sin, y] = [io.x, io.w, io.cos, io.sin, io.y].map((t) => hostArray(t, Float32Array));
   normRopeRows(x, w, y, 0, S * H, H, hd, epsilon, { cos, sin });
   if (text) normRopeRows(hostArray(text.x, Float32Array), hostArray(text.w, Float32Array), y, S * H, text.tokens * H, H, hd, epsilon, null);
 };
@@ -183,13 +188,8 @@ const cuda = (stream: unknown) => (compiled ??= {
 });
 
 const rmsNormRopeCuda = (joint: boolean) => (ctx: KernelContext, { epsilon }: Record<string, number>): void => {
-  const [x, w, cos, sin] = [0, 1, 2, 3].map((i) => ctx.input(i));
-  const op = joint ? RMS_NORM_ROPE_JOINT : RMS_NORM_ROPE;
-  expect(x.element === ELEMENT.bfloat16 && w.element === ELEMENT.bfloat16, op, 'the CUDA kernel takes bfloat16 x and weight');
-  const [S, H, hd] = normRopeShape(x, w, cos, sin);
+  const { op, x, w, cos, sin, S, H, hd, text, y } = normRopeIO(ctx, joint, 'bfloat16', 'CUDA');
   expect([8, 16, 32, 64, 128].includes(hd), op, `the CUDA kernel takes head_dim 8 to 128 (a power of two), not ${hd}`);
-  const text = joint ? textPart(ctx, x, hd) : null;
-  const y = ctx.output(0, text ? text.dims : x.dims);
   const rotated = S * H, rows = rotated + (text ? text.tokens * H : 0);
   if (rows === 0) return;
   const stream = ctx.stream;
