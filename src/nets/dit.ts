@@ -42,7 +42,7 @@
 import type { Checkpoint } from '../onnx/safetensors.js';
 import { Graph, type BuiltModel, type Dim, type Fp8Options, type Precision, type Value } from '../onnx/graph.js';
 import { ropeConfig, type RopeConfig } from './dit-rope.js';
-import { BIAS_GELU, DIT_KERNELS_DOMAIN, RMS_NORM_ROPE, RMS_NORM_ROPE_JOINT } from '../runtime/dit-kernels.js';
+import { BIAS_CONCAT, BIAS_GELU, DIT_KERNELS_DOMAIN, GATED_RESIDUAL_NORM, RMS_NORM_ROPE, RMS_NORM_ROPE_JOINT } from '../runtime/dit-kernels.js';
 
 export interface DitConfig {
   inChannels: number;
@@ -228,6 +228,19 @@ function linear(ctx: Ctx, x: Value, layer: string, opts: { bias?: boolean } = {}
   return ctx.lora ? ctx.g.add(y, loraDelta(ctx, x, layer)) : y;
 }
 
+/**
+ * linear(x) as [x W^T (+ its LoRA delta), bias] for a kernel of DitGraphOptions.kernels to add the bias where it
+ * reads the output: ONNX Runtime's Gemm adds a bias by writing it over its whole output first and reading it back.
+ * A layer without a bias gets zeros.
+ */
+function linearParts(ctx: Ctx, x: Value, layer: string): [Value, Value] {
+  const { g, ck } = ctx;
+  const y = g.linear(x, ck, layer, { bias: false });
+  const out = ck.entry(`${layer}.weight`).shape[0];
+  const bias = ck.has(`${layer}.bias`) ? g.param(ck, `${layer}.bias`, { shape: [out], dtype: x.dtype }) : g.constant(new Array(out).fill(0), [out], x.dtype);
+  return [ctx.lora ? g.add(y, loraDelta(ctx, x, layer)) : y, bias];
+}
+
 /** DitGraphOptions.fuse with its default: whether the blocks graph is built with the fused ops. */
 export const fusedBlocks = (o: Pick<DitGraphOptions, 'fuse' | 'precision'>): boolean => o.fuse ?? o.precision !== 'float32';
 
@@ -250,10 +263,9 @@ function mlpEmbed(x: Value, ctx: Ctx, prefix: string): Value {
   return linear(ctx, g.silu(linear(ctx, x, `${prefix}.linear_1`)), `${prefix}.linear_2`);
 }
 
-/** Feed-forward of the blocks: net.2(act(net.0.proj(x))). */
-function feedForward(x: Value, ctx: Ctx, prefix: string, act: 'gelu_tanh' | 'silu'): Value {
-  const h = act === 'silu' ? ctx.g.silu(linear(ctx, x, `${prefix}.net.0.proj`)) : linearGelu(ctx, x, `${prefix}.net.0.proj`);
-  return linear(ctx, h, `${prefix}.net.2`);
+/** Feed-forward of the refiner blocks: net.2(silu(net.0.proj(x))). (The main blocks': linearGelu, then gatedLinear.) */
+function feedForward(x: Value, ctx: Ctx, prefix: string): Value {
+  return linear(ctx, ctx.g.silu(linear(ctx, x, `${prefix}.net.0.proj`)), `${prefix}.net.2`);
 }
 
 /**
@@ -272,20 +284,39 @@ function linearGelu(ctx: Ctx, x: Value, layer: string): Value {
 }
 
 /**
- * A residual stream whose last update is not added yet: its value is x + delta. The next AdaLN adds it
- * (fused: in the same pass, SkipLayerNormalization), so the sum is not read back for the norm.
+ * A residual stream whose last update is not added yet: its value is x + (h + bias) * gate. The next AdaLN adds
+ * it (fused: in the same pass, SkipLayerNormalization or GatedResidualNorm), so the sum is not read back for the
+ * norm. The bias is the linear's that made h where a kernel adds it, null where h has it.
  */
-type Stream = { x: Value; delta: Value | null };
+type Delta = { h: Value; bias: Value | null; gate: Value };
+type Stream = { x: Value; delta: Delta | null };
+
+/** (h + bias) * gate: the update of a gated linear, whose output h is. */
+function gatedLinear(ctx: Ctx, x: Value, layer: string, gate: Value): Delta {
+  if (!ctx.kernels) return { h: linear(ctx, x, layer), bias: null, gate };
+  const [h, bias] = linearParts(ctx, x, layer);
+  return { h, bias, gate };
+}
+
+function deltaValue(g: Graph, d: Delta): Value {
+  return g.mul(d.bias ? g.add(d.h, d.bias) : d.h, d.gate);
+}
 
 /** The stream's value. */
 function resolve(g: Graph, s: Stream): Value {
-  return s.delta ? g.add(s.x, s.delta) : s.x;
+  return s.delta ? g.add(s.x, deltaValue(g, s.delta)) : s.x;
 }
 
 /** [modulate(value of s), value of s]. */
 function modulateStream(ctx: Ctx, s: Stream, shift: Value, scale: Value): [Value, Value] {
   const { g } = ctx;
-  if (ctx.fuse && s.delta) return g.skipLayerNorm(s.x, s.delta, g.add(scale, 1), shift, EPS);
+  const d = s.delta;
+  if (d?.bias) { // DitGraphOptions.kernels
+    const [y, sum] = g.op(GATED_RESIDUAL_NORM, [s.x, d.h, d.bias, d.gate, scale, shift], { epsilon: EPS },
+      { domain: DIT_KERNELS_DOMAIN, dtype: s.x.dtype, shape: [...s.x.shape], outputs: 2 });
+    return [y, sum];
+  }
+  if (ctx.fuse && d) return g.skipLayerNorm(s.x, deltaValue(g, d), g.add(scale, 1), shift, EPS);
   const x = resolve(g, s);
   return [modulate(g, x, shift, scale), x];
 }
@@ -298,26 +329,43 @@ function headRmsNorm(x: Value, { g, ck, c }: Ctx, key: string): Value {
 }
 
 /**
- * rope(headRmsNorm(x)) of the image q or k; with DitGraphOptions.kernels one RmsNormRope pass (float32 tables).
+ * rope(headRmsNorm(linear(x))) of the image q or k of `layer`; with DitGraphOptions.kernels one RmsNormRope pass
+ * after the GEMM (the linear's bias added there, float32 tables).
  */
-function normRope(ctx: Ctx, x: Value, key: string, cos: Value, sin: Value): Value {
+function normRope(ctx: Ctx, x: Value, layer: string, key: string, cos: Value, sin: Value): Value {
   const { g, ck, c } = ctx;
-  if (!ctx.kernels) return rope(g, headRmsNorm(x, ctx, key), cos, sin);
-  const w = g.param(ck, key, { shape: [c.headDim], dtype: x.dtype });
-  return g.op(RMS_NORM_ROPE, [x, w, cos, sin], { epsilon: EPS }, { domain: DIT_KERNELS_DOMAIN, dtype: x.dtype, shape: [...x.shape] })[0];
+  if (!ctx.kernels) return rope(g, headRmsNorm(linear(ctx, x, layer), ctx, key), cos, sin);
+  const [y, bias] = linearParts(ctx, x, layer);
+  const w = g.param(ck, key, { shape: [c.headDim], dtype: y.dtype });
+  return g.op(RMS_NORM_ROPE, [y, bias, w, cos, sin], { epsilon: EPS }, { domain: DIT_KERNELS_DOMAIN, dtype: y.dtype, shape: [...y.shape] })[0];
 }
 
 /**
- * [rope(headRmsNorm(img)) ; headRmsNorm(txt)] along the tokens, the dual blocks' joint q or k; with
- * DitGraphOptions.kernels one RmsNormRopeJoint pass that writes the joint tensor without a concatenation.
+ * [rope(headRmsNorm(img)) ; headRmsNorm(txt)] along the tokens, the dual blocks' joint q or k, from the image and
+ * text linears `layers` and the norms' weights `keys`; with DitGraphOptions.kernels one RmsNormRopeJoint pass
+ * that writes the joint tensor without a concatenation.
  */
-function jointNormRope(ctx: Ctx, img: Value, txt: Value, imgKey: string, txtKey: string, cos: Value, sin: Value): Value {
+function jointNormRope(ctx: Ctx, img: Value, txt: Value, layers: [string, string], keys: [string, string], cos: Value, sin: Value): Value {
   const { g, ck, c } = ctx;
-  if (!ctx.kernels) return g.concat([normRope(ctx, img, imgKey, cos, sin), headRmsNorm(txt, ctx, txtKey)], 1);
-  const [wi, wt] = [imgKey, txtKey].map((key) => g.param(ck, key, { shape: [c.headDim], dtype: img.dtype }));
+  if (!ctx.kernels) return g.concat([normRope(ctx, img, layers[0], keys[0], cos, sin), headRmsNorm(linear(ctx, txt, layers[1]), ctx, keys[1])], 1);
+  const [[yi, bi], [yt, bt]] = [linearParts(ctx, img, layers[0]), linearParts(ctx, txt, layers[1])];
+  const [wi, wt] = keys.map((key) => g.param(ck, key, { shape: [c.headDim], dtype: yi.dtype }));
+  return g.op(RMS_NORM_ROPE_JOINT, [yi, bi, wi, cos, sin, yt, bt, wt], { epsilon: EPS },
+    { domain: DIT_KERNELS_DOMAIN, dtype: yi.dtype, shape: jointShape(c, yi, yt) })[0];
+}
+
+/** [linear(img) ; linear(txt)], the dual blocks' joint v; with DitGraphOptions.kernels the biases added in the copy. */
+function jointValue(ctx: Ctx, img: Value, txt: Value, layers: [string, string]): Value {
+  const { g, c } = ctx;
+  if (!ctx.kernels) return g.concat([linear(ctx, img, layers[0]), linear(ctx, txt, layers[1])], 1);
+  const [[yi, bi], [yt, bt]] = [linearParts(ctx, img, layers[0]), linearParts(ctx, txt, layers[1])];
+  return g.op(BIAS_CONCAT, [yi, bi, yt, bt], {}, { domain: DIT_KERNELS_DOMAIN, dtype: yi.dtype, shape: jointShape(c, yi, yt) })[0];
+}
+
+/** The shape of [img ; txt] along the tokens. */
+function jointShape(c: DitConfig, img: Value, txt: Value): Dim[] {
   const [ni, nt] = [img.shape[1], txt.shape[1]];
-  const shape = [1, typeof ni === 'number' && typeof nt === 'number' ? ni + nt : 'joint_tokens', c.dim];
-  return g.op(RMS_NORM_ROPE_JOINT, [img, wi, cos, sin, txt, wt], { epsilon: EPS }, { domain: DIT_KERNELS_DOMAIN, dtype: img.dtype, shape })[0];
+  return [1, typeof ni === 'number' && typeof nt === 'number' ? ni + nt : 'joint_tokens', c.dim];
 }
 
 /**
@@ -390,7 +438,7 @@ function refinerBlock(ctx: Ctx, y: Value, temb: Value, bias: Value, i: number): 
     const [gateMsa, gateMlp] = g.split(linear(ctx, g.silu(temb), `${p}.norm_out.linear`), 2, 1); // (1, D) each
     let h = g.add(y, g.mul(a, gateMsa));
     const n2 = g.layerNorm(h, g.param(ck, `${p}.norm2.weight`), g.param(ck, `${p}.norm2.bias`), EPS);
-    h = g.add(h, g.mul(feedForward(n2, ctx, `${p}.ff`, 'silu'), gateMlp));
+    h = g.add(h, g.mul(feedForward(n2, ctx, `${p}.ff`), gateMlp));
     return h;
   });
 }
@@ -507,18 +555,18 @@ function dualBlock(ctx: Ctx, i: number, imgIn: Stream, txtIn: Stream, temb: Valu
     const [nTxt1, txt] = modulateStream(ctx, txtIn, csh1, csc1);
 
     // Joint attention over [image ; text]; RoPE on the image queries and keys only.
-    const joint = (kind: 'q' | 'k') => jointNormRope(ctx, linear(ctx, nImg1, `${p}.attn.to_${kind}`), linear(ctx, nTxt1, `${p}.attn.add_${kind}_proj`),
-      `${p}.attn.norm_${kind}.weight`, `${p}.attn.norm_added_${kind}.weight`, cos, sin);
-    const v = g.concat([linear(ctx, nImg1, `${p}.attn.to_v`), linear(ctx, nTxt1, `${p}.attn.add_v_proj`)], 1);
+    const joint = (kind: 'q' | 'k') => jointNormRope(ctx, nImg1, nTxt1, [`${p}.attn.to_${kind}`, `${p}.attn.add_${kind}_proj`],
+      [`${p}.attn.norm_${kind}.weight`, `${p}.attn.norm_added_${kind}.weight`], cos, sin);
+    const v = jointValue(ctx, nImg1, nTxt1, [`${p}.attn.to_v`, `${p}.attn.add_v_proj`]);
     const a = g.attention(joint('q'), joint('k'), v, { heads: c.heads }); // (1, Ni+Nt, D)
     const aImg = sliceDyn(g, a, g.ints([0]), nImg, 1, img.shape);
     const aTxt = sliceDyn(g, a, nImg, g.ints([Number.MAX_SAFE_INTEGER]), 1, txt.shape);
 
-    const [nImg2, hImg] = modulateStream(ctx, { x: img, delta: g.mul(linear(ctx, aImg, `${p}.attn.to_out.0`), g1) }, sh2, sc2);
-    const [nTxt2, hTxt] = modulateStream(ctx, { x: txt, delta: g.mul(linear(ctx, aTxt, `${p}.attn.to_add_out`), cg1) }, csh2, csc2);
+    const [nImg2, hImg] = modulateStream(ctx, { x: img, delta: gatedLinear(ctx, aImg, `${p}.attn.to_out.0`, g1) }, sh2, sc2);
+    const [nTxt2, hTxt] = modulateStream(ctx, { x: txt, delta: gatedLinear(ctx, aTxt, `${p}.attn.to_add_out`, cg1) }, csh2, csc2);
     return [
-      { x: hImg, delta: g.mul(feedForward(nImg2, ctx, `${p}.ff`, 'gelu_tanh'), g2) },
-      { x: hTxt, delta: g.mul(feedForward(nTxt2, ctx, `${p}.ff_context`, 'gelu_tanh'), cg2) },
+      { x: hImg, delta: gatedLinear(ctx, linearGelu(ctx, nImg2, `${p}.ff.net.0.proj`), `${p}.ff.net.2`, g2) },
+      { x: hTxt, delta: gatedLinear(ctx, linearGelu(ctx, nTxt2, `${p}.ff_context.net.0.proj`), `${p}.ff_context.net.2`, cg2) },
     ];
   });
 }
@@ -532,26 +580,28 @@ function singleBlock(ctx: Ctx, i: number, zIn: Stream, temb: Value, cos: Value, 
     const [n, z] = modulateStream(ctx, zIn, shift, scale);
     const mlp = linearGelu(ctx, n, `${p}.proj_mlp`); // (1, N, mlp)
     // Text rows of cos/sin are (1, 0): the rotation touches the image rows only.
-    const q = normRope(ctx, linear(ctx, n, `${p}.attn.to_q`), `${p}.attn.norm_q.weight`, cos, sin);
-    const k = normRope(ctx, linear(ctx, n, `${p}.attn.to_k`), `${p}.attn.norm_k.weight`, cos, sin);
+    const q = normRope(ctx, n, `${p}.attn.to_q`, `${p}.attn.norm_q.weight`, cos, sin);
+    const k = normRope(ctx, n, `${p}.attn.to_k`, `${p}.attn.norm_k.weight`, cos, sin);
     const v = linear(ctx, n, `${p}.attn.to_v`);
     const a = g.attention(q, k, v, { heads: c.heads }); // no output projection (pre_only)
-    return { x: z, delta: g.mul(projOut(ctx, a, mlp, `${p}.proj_out`), gate) };
+    return { x: z, delta: projOut(ctx, a, mlp, `${p}.proj_out`, gate) };
   });
 }
 
 /**
- * proj_out(cat(a, mlp)), a (1, N, D) and mlp (1, N, mlp). Fused: as two GEMMs over the weight's column blocks,
- * the second adding onto the first through its C input, so the (N, D + mlp) concatenation is never written
- * (on the H100 at 640 px its Concat took 0.8 ms of every single block). LoRA bodies, 8-bit and FP8 weights
- * keep the concatenation.
+ * The gated update proj_out(cat(a, mlp)) * gate, a (1, N, D) and mlp (1, N, mlp). Fused: proj_out as two GEMMs
+ * over the weight's column blocks, the second adding onto the first through its C input, so the (N, D + mlp)
+ * concatenation is never written (on the H100 at 640 px its Concat took 0.8 ms of every single block); with
+ * DitGraphOptions.kernels the bias is left to GatedResidualNorm. LoRA bodies, 8-bit and FP8 weights keep the
+ * concatenation.
  */
-function projOut(ctx: Ctx, a: Value, mlp: Value, layer: string): Value {
+function projOut(ctx: Ctx, a: Value, mlp: Value, layer: string, gate: Value): Delta {
   const { g, ck, c } = ctx;
-  if (!ctx.fuse || ctx.lora || !g.plainLinear(layer)) return linear(ctx, g.concat([a, mlp], 2), layer);
+  if (!ctx.fuse || ctx.lora || !g.plainLinear(layer)) return gatedLinear(ctx, g.concat([a, mlp], 2), layer, gate);
   const inF = ck.entry(`${layer}.weight`).shape[1];
-  const y = g.linear(g.reshape(a, [-1, c.dim]), ck, layer, { columns: [0, c.dim] }); // (N, D): no shape plumbing
-  return g.linear(mlp, ck, layer, { columns: [c.dim, inF], bias: false, accumulate: y });
+  const bias = ctx.kernels && ck.has(`${layer}.bias`) ? g.param(ck, `${layer}.bias`, { dtype: mlp.dtype }) : null;
+  const y = g.linear(g.reshape(a, [-1, c.dim]), ck, layer, { columns: [0, c.dim], bias: !bias }); // (N, D): no shape plumbing
+  return { h: g.linear(mlp, ck, layer, { columns: [c.dim, inF], bias: false, accumulate: y }), bias, gate };
 }
 
 /**

@@ -128,23 +128,34 @@ function compile(source: string, name: string, device: number): Uint8Array {
 export type KernelArg = { ptr: bigint } | { i32: number } | { i64: number } | { f32: number };
 
 /**
- * A kernel of a module compiled from CUDA C. The module lives as long as the thread (modules are few and small:
- * a session worker compiles each source once).
+ * A module compiled from CUDA C, loaded into the current context. It lives as long as the thread (modules are few
+ * and small: a session worker compiles each source once).
  */
-export class CudaKernel {
-  private constructor(private readonly fn: unknown, private readonly args: bigint, private readonly params: bigint, private readonly slots: number) {}
+export class CudaModule {
+  private constructor(private readonly module: unknown) {}
 
-  /** Compiles `entry` of `source` for the device `stream` (the stream it will be launched on) belongs to. */
-  static compile(source: string, entry: string, slots: number, stream: unknown): CudaKernel {
-    const device = currentDevice(stream);
-    const image = compile(source, `${entry}.cu`, device);
-    const module = cuOut('cuModuleLoadData', image);
-    const fn = cuOut('cuModuleGetFunction', module, entry);
+  /** Compiles `source` for the device `stream` (the stream its kernels will be launched on) belongs to. */
+  static compile(source: string, name: string, stream: unknown): CudaModule {
+    const image = compile(source, `${name}.cu`, currentDevice(stream));
+    return new CudaModule(cuOut('cuModuleLoadData', image));
+  }
+
+  /** The `extern "C"` kernel `entry`, taking `slots` arguments. */
+  kernel(entry: string, slots: number): CudaKernel {
+    return new CudaKernel(cuOut('cuModuleGetFunction', this.module, entry), slots);
+  }
+}
+
+/** A kernel of a CudaModule, with the argument block its launches fill. */
+export class CudaKernel {
+  private readonly args: bigint;
+  private readonly params: bigint;
+
+  constructor(private readonly fn: unknown, private readonly slots: number) {
     // the argument block and the array of pointers into it, written before each launch (the launch copies them)
-    const args = BigInt(koffi.alloc('uint8', 8 * slots) as bigint);
-    const params = BigInt(koffi.alloc('void*', slots) as bigint);
-    for (let i = 0; i < slots; i++) koffi.encode(params, 8 * i, 'void*', args + BigInt(8 * i));
-    return new CudaKernel(fn, args, params, slots);
+    this.args = BigInt(koffi.alloc('uint8', 8 * slots) as bigint);
+    this.params = BigInt(koffi.alloc('void*', slots) as bigint);
+    for (let i = 0; i < slots; i++) koffi.encode(this.params, 8 * i, 'void*', this.args + BigInt(8 * i));
   }
 
   launch(grid: number, block: number, stream: unknown, args: KernelArg[]): void {

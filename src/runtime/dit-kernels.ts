@@ -1,82 +1,126 @@
 /**
  * Fused passes of the DiT blocks that ONNX Runtime has no kernel for, as custom operators
  * (ort-custom-ops.ts) of the domain DIT_KERNELS_DOMAIN, which src/nets/dit.ts emits with
- * DitGraphOptions.kernels. Each replaces several memory-bound passes over the image stream by one:
+ * DitGraphOptions.kernels. Each replaces several memory-bound passes over the image stream by one, and each takes
+ * the bias of the linear layer whose output it reads: ONNX Runtime's Gemm adds a bias by first writing it over its
+ * whole output and then reading that back, two passes the kernels' one addition spares.
  *
- *   RmsNormRope(x (1, S, H*hd), w (hd), cos (S, hd/2) f32, sin (S, hd/2) f32; epsilon) -> (1, S, H*hd)
- *     per head: RMSNorm with weight (diffusers' RMSNorm: x * rsqrt(mean(x^2) + eps) in float32, rounded to x's
- *     dtype, times the weight, rounded), then FramePack's interleaved-pair rotation in float32 with float32 tables
- *     (apply_rotary_emb_transposed), rounded once. In the graph: RMSNormalization + RotaryEmbedding and their
- *     reshapes; on the H100 RotaryEmbedding alone took 0.5 ms a call for ~0.08 ms of memory traffic.
- *   RmsNormRopeJoint(x, w, cos, sin, xt (1, St, H*hd), wt (hd); epsilon) -> (1, S + St, H*hd)
+ *   RmsNormRope(x (1, S, H*hd), xb (H*hd), w (hd), cos (S, hd/2) f32, sin (S, hd/2) f32; epsilon) -> (1, S, H*hd)
+ *     per head of x + xb (rounded to x's dtype, as the original's Linear output is): RMSNorm with weight
+ *     (diffusers' RMSNorm: x * rsqrt(mean(x^2) + eps) in float32, rounded, times the weight, rounded), then
+ *     FramePack's interleaved-pair rotation in float32 with float32 tables (apply_rotary_emb_transposed), rounded
+ *     once. In the graph: RMSNormalization + RotaryEmbedding and their reshapes; on the H100 RotaryEmbedding
+ *     alone took 0.5 ms a call for ~0.08 ms of memory traffic.
+ *   RmsNormRopeJoint(x, xb, w, cos, sin, xt (1, St, H*hd), xtb (H*hd), wt (hd); epsilon) -> (1, S + St, H*hd)
  *     the dual blocks' joint q or k: RmsNormRope of the image rows, then the text rows' RMSNorm (weight wt, no
  *     rotation), written in place of the concatenation the attention takes (~0.4 ms a call on the H100)
+ *   BiasConcat(a (1, Sa, D), ab (D), b (1, Sb, D), bb (D)) -> [a + ab ; b + bb] (1, Sa + Sb, D)
+ *     the dual blocks' joint v: the two biases added in the copy that concatenates
+ *   GatedResidualNorm(x (..., D), h (..., D), hb (D), gate (D), scale (D), shift (D); epsilon) -> (y, sum)
+ *     AdaLN-Zero's gated residual and the next modulation, rounding where the original does: sum = x +
+ *     (h + hb) * gate, y = LayerNorm(sum) * (1 + scale) + shift (no affine weights; statistics in float32).
+ *     In the graph: Gemm's bias, Mul and SkipLayerNormalization.
  *   BiasGelu(x (..., N), b (N)) -> gelu_tanh(x + b)
- *     the sum rounded to x's dtype (as the original's Linear output is), GELU in float32, rounded once. In the
- *     graph: FastGelu, whose bfloat16 kernel rounds every step of the formula.
+ *     the sum rounded to x's dtype, GELU in float32, rounded once. In the graph: FastGelu, whose bfloat16 kernel
+ *     rounds every step of the formula.
  *
  * The CUDA kernels (bfloat16, compiled with NVRTC for the device at the first call on a thread) run on the stream
  * of the node; the CPU kernels (float32, plain loops) carry the same formulas for the tests on the host.
  */
 import type { CustomKernel, KernelContext, KernelTensor } from './ort-custom-ops.js';
 import { ELEMENT, hostArray } from './ort-custom-ops.js';
-import { CudaKernel } from './cuda-driver.js';
+import { CudaModule, type CudaKernel } from './cuda-driver.js';
 
 export const DIT_KERNELS_DOMAIN = 'framepack.dit';
 export const RMS_NORM_ROPE = 'RmsNormRope';
 export const RMS_NORM_ROPE_JOINT = 'RmsNormRopeJoint';
+export const BIAS_CONCAT = 'BiasConcat';
+export const GATED_RESIDUAL_NORM = 'GatedResidualNorm';
 export const BIAS_GELU = 'BiasGelu';
 
 const GELU_C = Math.sqrt(2 / Math.PI);
 const gelu = (v: number) => 0.5 * v * (1 + Math.tanh(GELU_C * (v + 0.044715 * v * v * v)));
+const f32 = Math.fround;
 
 function expect(cond: boolean, op: string, detail: string): void {
   if (!cond) throw new Error(`${op}: ${detail}`);
 }
 
-/** dims of (x, w, cos, sin) checked: [tokens, heads, head_dim]. */
-function normRopeShape(x: KernelTensor, w: KernelTensor, cos: KernelTensor, sin: KernelTensor): [number, number, number] {
+const count = (dims: readonly number[]) => dims.reduce((a, b) => a * b, 1);
+const width = (t: KernelTensor) => t.dims[t.dims.length - 1];
+
+/** `t` is a vector of length n (a bias, gate, weight: one value per column). */
+const isVector = (t: KernelTensor, n: number) => t.dims.length === 1 && t.dims[0] === n;
+
+/** dims of (x, xb, w, cos, sin) checked: [tokens, heads, head_dim]. */
+function normRopeShape(x: KernelTensor, xb: KernelTensor, w: KernelTensor, cos: KernelTensor, sin: KernelTensor): [number, number, number] {
   const hd = w.dims[0];
-  const width = x.dims[x.dims.length - 1];
-  const S = x.dims.slice(0, -1).reduce((a, b) => a * b, 1);
-  expect(w.dims.length === 1 && hd % 2 === 0 && width % hd === 0, RMS_NORM_ROPE, `x [${x.dims}] is not heads of the weight's ${hd}`);
+  const S = count(x.dims.slice(0, -1));
+  expect(w.dims.length === 1 && hd % 2 === 0 && width(x) % hd === 0 && isVector(xb, width(x)), RMS_NORM_ROPE,
+    `x [${x.dims}] with bias [${xb.dims}] is not heads of the weight's ${hd}`);
   for (const t of [cos, sin]) expect(t.dims.length === 2 && t.dims[0] === S && t.dims[1] === hd / 2 && t.element === ELEMENT.float32,
     RMS_NORM_ROPE, `tables [${t.dims}] must be float32 (${S}, ${hd / 2})`);
-  return [S, width / hd, hd];
+  return [S, width(x) / hd, hd];
 }
 
-/** The text inputs of RmsNormRopeJoint (4: xt, 5: wt), checked against x; the joint output's dims. */
-function textPart(ctx: KernelContext, x: KernelTensor, hd: number): { x: KernelTensor; w: KernelTensor; tokens: number; dims: number[] } {
-  const [xt, wt] = [ctx.input(4), ctx.input(5)];
-  const width = x.dims[x.dims.length - 1];
-  expect(xt.dims.length === x.dims.length && xt.dims[xt.dims.length - 1] === width && xt.element === x.element && wt.element === x.element &&
-    wt.dims.length === 1 && wt.dims[0] === hd && x.dims[0] === 1 && xt.dims[0] === 1, RMS_NORM_ROPE_JOINT, `text [${xt.dims}] does not continue x [${x.dims}]`);
-  const tokens = xt.dims.slice(0, -1).reduce((a, b) => a * b, 1);
-  return { x: xt, w: wt, tokens, dims: [1, x.dims.slice(0, -1).reduce((a, b) => a * b, 1) + tokens, width] };
+/** The text inputs of RmsNormRopeJoint (5: xt, 6: xtb, 7: wt), checked against x; the joint output's dims. */
+function textPart(ctx: KernelContext, x: KernelTensor, hd: number) {
+  const [xt, xtb, wt] = [5, 6, 7].map((i) => ctx.input(i));
+  expect(xt.dims.length === x.dims.length && width(xt) === width(x) && [xt, xtb, wt].every((t) => t.element === x.element) &&
+    isVector(xtb, width(x)) && isVector(wt, hd) && x.dims[0] === 1 && xt.dims[0] === 1, RMS_NORM_ROPE_JOINT,
+    `text [${xt.dims}] does not continue x [${x.dims}]`);
+  const tokens = count(xt.dims.slice(0, -1));
+  return { x: xt, b: xtb, w: wt, tokens, dims: [1, count(x.dims.slice(0, -1)) + tokens, width(x)] };
 }
 
-/** RmsNormRope(Joint)'s inputs, checked (x and w in the `device` kernel's `dtype`), and its output. */
+/** RmsNormRope(Joint)'s inputs, checked (x, bias and weight in the `device` kernel's `dtype`), and its output. */
 function normRopeIO(ctx: KernelContext, joint: boolean, dtype: 'float32' | 'bfloat16', device: string) {
-  const [x, w, cos, sin] = [0, 1, 2, 3].map((i) => ctx.input(i));
+  const [x, xb, w, cos, sin] = [0, 1, 2, 3, 4].map((i) => ctx.input(i));
   const op = joint ? RMS_NORM_ROPE_JOINT : RMS_NORM_ROPE;
-  expect(x.element === ELEMENT[dtype] && w.element === ELEMENT[dtype], op, `the ${device} kernel takes ${dtype} x and weight`);
-  const [S, H, hd] = normRopeShape(x, w, cos, sin);
+  expect([x, xb, w].every((t) => t.element === ELEMENT[dtype]), op, `the ${device} kernel takes ${dtype} x, bias and weight`);
+  const [S, H, hd] = normRopeShape(x, xb, w, cos, sin);
   const text = joint ? textPart(ctx, x, hd) : null;
-  return { op, x, w, cos, sin, S, H, hd, text, y: ctx.output(0, text ? text.dims : x.dims) };
+  return { op, x, xb, w, cos, sin, S, H, hd, text, y: ctx.output(0, text ? text.dims : x.dims) };
+}
+
+/** BiasConcat's inputs checked (`dtype`), and its output. */
+function biasConcatIO(ctx: KernelContext, dtype: 'float32' | 'bfloat16') {
+  const [a, ab, b, bb] = [0, 1, 2, 3].map((i) => ctx.input(i));
+  const D = width(a);
+  expect([a, ab, b, bb].every((t) => t.element === ELEMENT[dtype]) && a.dims.length === 3 && b.dims.length === 3 && a.dims[0] === 1 &&
+    b.dims[0] === 1 && width(b) === D && isVector(ab, D) && isVector(bb, D), BIAS_CONCAT,
+    `a [${a.dims}] + [${ab.dims}] and b [${b.dims}] + [${bb.dims}] are not ${dtype} (1, S, D) rows with their biases`);
+  return { a, ab, b, bb, D, y: ctx.output(0, [1, a.dims[1] + b.dims[1], D]) };
+}
+
+/** GatedResidualNorm's inputs checked (`dtype`), and its outputs. */
+function gatedNormIO(ctx: KernelContext, dtype: 'float32' | 'bfloat16') {
+  const [x, h, hb, gate, scale, shift] = [0, 1, 2, 3, 4, 5].map((i) => ctx.input(i));
+  const D = width(x);
+  expect([x, h, hb, gate, scale, shift].every((t) => t.element === ELEMENT[dtype]) && count(h.dims) === count(x.dims) && width(h) === D &&
+    [hb, gate, scale, shift].every((t) => isVector(t, D)), GATED_RESIDUAL_NORM,
+    `x [${x.dims}], h [${h.dims}] and the (D) vectors [${[hb, gate, scale, shift].map((t) => t.dims).join('] [')}] do not match in ${dtype}`);
+  return { x, h, hb, gate, scale, shift, D, rows: count(x.dims.slice(0, -1)), y: ctx.output(0, x.dims), sum: ctx.output(1, x.dims) };
 }
 
 // ---- CPU (float32): the formulas, one row at a time
 
-/** RMSNorm (and with tables the rotation) of `rows` heads of x from row 0 into y from row `at`. */
-function normRopeRows(x: Float32Array, w: Float32Array, y: Float32Array, at: number, rows: number, H: number, hd: number, eps: number,
-  tables: { cos: Float32Array; sin: Float32Array } | null): void {
-  const h = new Float32Array(hd);
+/**
+ * RMSNorm of `rows` heads of x + xb (and with tables the rotation) from row 0 into y from row `at`; xb is one
+ * token's width (H * hd).
+ */
+function normRopeRows(x: Float32Array, xb: Float32Array, w: Float32Array, y: Float32Array, at: number, rows: number, H: number, hd: number,
+  eps: number, tables: { cos: Float32Array; sin: Float32Array } | null): void {
+  const a = new Float32Array(hd), h = new Float32Array(hd);
   for (let row = 0; row < rows; row++) {
-    const o = row * hd, out = (at + row) * hd, t = Math.floor(row / H) * (hd / 2);
+    const o = row * hd, out = (at + row) * hd, t = Math.floor(row / H) * (hd / 2), b = (row % H) * hd;
     let ss = 0;
-    for (let i = 0; i < hd; i++) ss += x[o + i] * x[o + i];
+    for (let i = 0; i < hd; i++) {
+      a[i] = x[o + i] + xb[b + i];
+      ss += a[i] * a[i];
+    }
     const r = 1 / Math.sqrt(ss / hd + eps);
-    for (let i = 0; i < hd; i++) h[i] = Math.fround(Math.fround(x[o + i] * r) * w[i]);
+    for (let i = 0; i < hd; i++) h[i] = f32(f32(a[i] * r) * w[i]);
     if (!tables) {
       y.set(h, out);
       continue;
@@ -92,19 +136,43 @@ function normRopeRows(x: Float32Array, w: Float32Array, y: Float32Array, at: num
 /** x (and with `joint` xt after it) rotated and normalized on the CPU. */
 const rmsNormRopeCpu = (joint: boolean) => (ctx: KernelContext, { epsilon }: Record<string, number>): void => {
   const { S, H, hd, text, ...io } = normRopeIO(ctx, joint, 'float32', 'CPU');
-  const [x, w, cos, sin, y] = [io.x, io.w, io.cos, io.sin, io.y].map((t) => hostArray(t, Float32Array));
-  normRopeRows(x, w, y, 0, S * H, H, hd, epsilon, { cos, sin });
-  if (text) normRopeRows(hostArray(text.x, Float32Array), hostArray(text.w, Float32Array), y, S * H, text.tokens * H, H, hd, epsilon, null);
+  const [x, xb, w, cos, sin, y] = [io.x, io.xb, io.w, io.cos, io.sin, io.y].map((t) => hostArray(t, Float32Array));
+  normRopeRows(x, xb, w, y, 0, S * H, H, hd, epsilon, { cos, sin });
+  if (text) {
+    const [xt, xtb, wt] = [text.x, text.b, text.w].map((t) => hostArray(t, Float32Array));
+    normRopeRows(xt, xtb, wt, y, S * H, text.tokens * H, H, hd, epsilon, null);
+  }
 };
+
+function biasConcatCpu(ctx: KernelContext): void {
+  const io = biasConcatIO(ctx, 'float32');
+  const [a, ab, b, bb, y] = [io.a, io.ab, io.b, io.bb, io.y].map((t) => hostArray(t, Float32Array));
+  for (let i = 0; i < a.length; i++) y[i] = a[i] + ab[i % io.D];
+  for (let i = 0; i < b.length; i++) y[a.length + i] = b[i] + bb[i % io.D];
+}
+
+function gatedNormCpu(ctx: KernelContext, { epsilon }: Record<string, number>): void {
+  const { D, rows, ...io } = gatedNormIO(ctx, 'float32');
+  const [x, h, hb, gate, scale, shift, y, sum] = [io.x, io.h, io.hb, io.gate, io.scale, io.shift, io.y, io.sum].map((t) => hostArray(t, Float32Array));
+  for (let r = 0; r < rows; r++) {
+    const o = r * D;
+    let mean = 0, v = 0;
+    for (let i = 0; i < D; i++) mean += (sum[o + i] = f32(x[o + i] + f32(f32(h[o + i] + hb[i]) * gate[i])));
+    mean /= D;
+    for (let i = 0; i < D; i++) v += (sum[o + i] - mean) ** 2;
+    const rstd = 1 / Math.sqrt(v / D + epsilon);
+    for (let i = 0; i < D; i++) y[o + i] = f32(f32(f32((sum[o + i] - mean) * rstd) * f32(1 + scale[i])) + shift[i]);
+  }
+}
 
 function biasGeluCpu(ctx: KernelContext): void {
   const [xt, bt] = [ctx.input(0), ctx.input(1)];
   expect(xt.element === ELEMENT.float32, BIAS_GELU, 'the CPU kernel takes float32');
   const N = bt.dims[0];
-  expect(bt.dims.length === 1 && xt.dims[xt.dims.length - 1] === N, BIAS_GELU, `bias [${bt.dims}] does not match x [${xt.dims}]`);
+  expect(isVector(bt, width(xt)), BIAS_GELU, `bias [${bt.dims}] does not match x [${xt.dims}]`);
   const yt = ctx.output(0, xt.dims);
   const [x, b, y] = [xt, bt, yt].map((t) => hostArray(t, Float32Array));
-  for (let i = 0; i < x.length; i++) y[i] = gelu(Math.fround(x[i] + b[i % N]));
+  for (let i = 0; i < x.length; i++) y[i] = gelu(f32(x[i] + b[i % N]));
 }
 
 // ---- CUDA (bfloat16)
@@ -118,13 +186,21 @@ __device__ __forceinline__ unsigned int f2bf(float f) {  // round to nearest eve
   return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
 }
 __device__ __forceinline__ float round_bf(float f) { return bf2f(f2bf(f)); }
+// element j (0..7) of eight bfloat16 in a uint4, as float
+__device__ __forceinline__ float elem(uint4 v, int j) {
+  unsigned int w = j < 2 ? v.x : j < 4 ? v.y : j < 6 ? v.z : v.w;
+  return bf2f((j & 1) ? w >> 16 : w & 0xffffu);
+}
+__device__ __forceinline__ uint4 pack8(const float* f) {
+  return make_uint4(f2bf(f[0]) | (f2bf(f[1]) << 16), f2bf(f[2]) | (f2bf(f[3]) << 16), f2bf(f[4]) | (f2bf(f[5]) << 16), f2bf(f[6]) | (f2bf(f[7]) << 16));
+}
 
 // L = hd / 4 lanes per (token, head) row (hd a power of two, 8..128): four elements and two rotation pairs a
 // lane, the sum of squares reduced within the row's lanes (aligned groups of a warp). Rows from "rotated" on are
-// the text rows of x2 (weight w2), normalized only.
-extern "C" __global__ void rms_norm_rope(const bf16* __restrict__ x, const bf16* __restrict__ w,
+// the text rows of x2 (bias b2, weight w2), normalized only.
+extern "C" __global__ void rms_norm_rope(const bf16* __restrict__ x, const bf16* __restrict__ b, const bf16* __restrict__ w,
     const float* __restrict__ cosT, const float* __restrict__ sinT, bf16* __restrict__ y, long long rows, int heads, int hd, float eps,
-    const bf16* __restrict__ x2, const bf16* __restrict__ w2, long long rotated) {
+    const bf16* __restrict__ x2, const bf16* __restrict__ b2, const bf16* __restrict__ w2, long long rotated) {
   int L = hd >> 2;
   long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   long long row = t >> (__ffs(L) - 1);
@@ -132,8 +208,11 @@ extern "C" __global__ void rms_norm_rope(const bf16* __restrict__ x, const bf16*
   bool live = row < rows;  // every lane of the warp joins the shuffles
   bool text = row >= rotated;
   const bf16* src = text ? x2 + (row - rotated) * hd : x + row * hd;
+  const bf16* bias = (text ? b2 : b) + (row % heads) * hd;
   uint2 v = live ? reinterpret_cast<const uint2*>(src)[lane] : make_uint2(0u, 0u);
-  float a0 = bf2f(v.x & 0xffffu), a1 = bf2f(v.x >> 16), a2 = bf2f(v.y & 0xffffu), a3 = bf2f(v.y >> 16);
+  uint2 bv = live ? reinterpret_cast<const uint2*>(bias)[lane] : make_uint2(0u, 0u);
+  float a0 = round_bf(bf2f(v.x & 0xffffu) + bf2f(bv.x & 0xffffu)), a1 = round_bf(bf2f(v.x >> 16) + bf2f(bv.x >> 16));
+  float a2 = round_bf(bf2f(v.y & 0xffffu) + bf2f(bv.y & 0xffffu)), a3 = round_bf(bf2f(v.y >> 16) + bf2f(bv.y >> 16));
   float ss = a0 * a0 + a1 * a1 + a2 * a2 + a3 * a3;
   for (int o = L >> 1; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
   if (!live) return;
@@ -154,6 +233,76 @@ extern "C" __global__ void rms_norm_rope(const bf16* __restrict__ x, const bf16*
   o.x = f2bf(h0 * c.x - h1 * s.x) | (f2bf(h1 * c.x + h0 * s.x) << 16);
   o.y = f2bf(h2 * c.y - h3 * s.y) | (f2bf(h3 * c.y + h2 * s.y) << 16);
   reinterpret_cast<uint2*>(y + row * hd)[lane] = o;
+}
+
+// Eight elements a thread (16-byte loads) over the rows of a then b; n8 and na8 in eights, w8 = D / 8.
+extern "C" __global__ void bias_concat(const bf16* __restrict__ a, const bf16* __restrict__ ab, const bf16* __restrict__ b,
+    const bf16* __restrict__ bb, bf16* __restrict__ y, long long na8, long long n8, long long w8) {
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (long long)gridDim.x * blockDim.x) {
+    bool first = i < na8;
+    uint4 v = first ? reinterpret_cast<const uint4*>(a)[i] : reinterpret_cast<const uint4*>(b)[i - na8];
+    uint4 bv = reinterpret_cast<const uint4*>(first ? ab : bb)[i % w8];
+    float f[8];
+    for (int j = 0; j < 8; j++) f[j] = elem(v, j) + elem(bv, j);
+    reinterpret_cast<uint4*>(y)[i] = pack8(f);
+  }
+}
+
+// The sum over the block (every thread gets it); red: one float per warp.
+__device__ __forceinline__ float block_sum(float v, float* red) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  __syncthreads();  // red is free again after an earlier call
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float t = 0.f;
+  for (int i = 0; i < (int)(blockDim.x >> 5); i++) t += red[i];
+  return t;
+}
+
+// One block per row of width D (D % 8 == 0, D / 8 <= GATED_CHUNKS * blockDim.x): the row stays in registers
+// between the statistics and the output.
+#define GATED_CHUNKS 4
+extern "C" __global__ void gated_residual_norm(const bf16* __restrict__ x, const bf16* __restrict__ h, const bf16* __restrict__ hb,
+    const bf16* __restrict__ gate, const bf16* __restrict__ scale, const bf16* __restrict__ shift, bf16* __restrict__ y,
+    bf16* __restrict__ sum, int D, float eps) {
+  __shared__ float red[32];
+  const int chunks = D >> 3;
+  const long long base = (long long)blockIdx.x * chunks;
+  float s[GATED_CHUNKS][8];
+  float part = 0.f;
+#pragma unroll
+  for (int k = 0; k < GATED_CHUNKS; k++) {
+    int c = threadIdx.x + k * blockDim.x;
+    if (c >= chunks) continue;
+    uint4 xv = reinterpret_cast<const uint4*>(x)[base + c], hv = reinterpret_cast<const uint4*>(h)[base + c];
+    uint4 bv = reinterpret_cast<const uint4*>(hb)[c], gv = reinterpret_cast<const uint4*>(gate)[c];
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+      float d = round_bf(round_bf(elem(hv, j) + elem(bv, j)) * elem(gv, j));
+      s[k][j] = round_bf(elem(xv, j) + d);
+      part += s[k][j];
+    }
+    reinterpret_cast<uint4*>(sum)[base + c] = pack8(s[k]);
+  }
+  const float mean = block_sum(part, red) / (float)D;
+  float dev = 0.f;
+#pragma unroll
+  for (int k = 0; k < GATED_CHUNKS; k++) {
+    if (threadIdx.x + k * blockDim.x >= chunks) continue;
+#pragma unroll
+    for (int j = 0; j < 8; j++) dev += (s[k][j] - mean) * (s[k][j] - mean);
+  }
+  const float rstd = rsqrtf(block_sum(dev, red) / (float)D + eps);
+#pragma unroll
+  for (int k = 0; k < GATED_CHUNKS; k++) {
+    int c = threadIdx.x + k * blockDim.x;
+    if (c >= chunks) continue;
+    uint4 sc = reinterpret_cast<const uint4*>(scale)[c], sh = reinterpret_cast<const uint4*>(shift)[c];
+    float o[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) o[j] = round_bf(round_bf(round_bf((s[k][j] - mean) * rstd) * round_bf(1.0f + elem(sc, j))) + elem(sh, j));
+    reinterpret_cast<uint4*>(y)[base + c] = pack8(o);
+  }
 }
 
 __device__ __forceinline__ unsigned int gelu2(unsigned int xv, unsigned int bv) {
@@ -179,49 +328,86 @@ extern "C" __global__ void bias_gelu(const bf16* __restrict__ x, const bf16* __r
 `;
 
 const THREADS = 256;
+const NORM_THREADS = 128; // a GatedResidualNorm row: D / 8 <= GATED_CHUNKS * 128, so D <= 4096
+const GATED_CHUNKS = 4;
 const MAX_BLOCKS = 132 * 16; // a grid-stride loop beyond this: enough blocks to fill an H100's 132 SMs
-let compiled: { normRope: CudaKernel; biasGelu: CudaKernel } | null = null;
+type Kernels = { normRope: CudaKernel; biasConcat: CudaKernel; gatedNorm: CudaKernel; biasGelu: CudaKernel };
+let compiled: Kernels | null = null;
 /** The kernels, compiled at the first call on this thread (a session worker serves one device). */
-const cuda = (stream: unknown) => (compiled ??= {
-  normRope: CudaKernel.compile(CUDA_SOURCE, 'rms_norm_rope', 12, stream),
-  biasGelu: CudaKernel.compile(CUDA_SOURCE, 'bias_gelu', 5, stream),
-});
+function cuda(stream: unknown): Kernels {
+  if (compiled) return compiled;
+  const m = CudaModule.compile(CUDA_SOURCE, 'dit_kernels', stream);
+  return (compiled = {
+    normRope: m.kernel('rms_norm_rope', 14),
+    biasConcat: m.kernel('bias_concat', 8),
+    gatedNorm: m.kernel('gated_residual_norm', 10),
+    biasGelu: m.kernel('bias_gelu', 5),
+  });
+}
+
+/** Grid of a grid-stride loop over n items, THREADS a block. */
+const strideGrid = (n: number) => Math.min(Math.ceil(n / THREADS), MAX_BLOCKS);
 
 const rmsNormRopeCuda = (joint: boolean) => (ctx: KernelContext, { epsilon }: Record<string, number>): void => {
-  const { op, x, w, cos, sin, S, H, hd, text, y } = normRopeIO(ctx, joint, 'bfloat16', 'CUDA');
+  const { op, x, xb, w, cos, sin, S, H, hd, text, y } = normRopeIO(ctx, joint, 'bfloat16', 'CUDA');
   expect([8, 16, 32, 64, 128].includes(hd), op, `the CUDA kernel takes head_dim 8 to 128 (a power of two), not ${hd}`);
   const rotated = S * H, rows = rotated + (text ? text.tokens * H : 0);
   if (rows === 0) return;
   const stream = ctx.stream;
   cuda(stream).normRope.launch(Math.ceil((rows * (hd / 4)) / THREADS), THREADS, stream, [
-    { ptr: x.data }, { ptr: w.data }, { ptr: cos.data }, { ptr: sin.data }, { ptr: y.data }, { i64: rows }, { i32: H }, { i32: hd }, { f32: epsilon },
-    { ptr: text ? text.x.data : x.data }, { ptr: text ? text.w.data : w.data }, { i64: rotated },
+    { ptr: x.data }, { ptr: xb.data }, { ptr: w.data }, { ptr: cos.data }, { ptr: sin.data }, { ptr: y.data }, { i64: rows }, { i32: H },
+    { i32: hd }, { f32: epsilon }, { ptr: text ? text.x.data : x.data }, { ptr: text ? text.b.data : xb.data }, { ptr: text ? text.w.data : w.data },
+    { i64: rotated },
   ]);
 };
+
+function biasConcatCuda(ctx: KernelContext): void {
+  const { a, ab, b, bb, D, y } = biasConcatIO(ctx, 'bfloat16');
+  expect(D % 8 === 0, BIAS_CONCAT, `the CUDA kernel takes widths in eights, not ${D}`);
+  const na8 = count(a.dims) / 8, n8 = na8 + count(b.dims) / 8;
+  if (n8 === 0) return;
+  const stream = ctx.stream;
+  cuda(stream).biasConcat.launch(strideGrid(n8), THREADS, stream, [
+    { ptr: a.data }, { ptr: ab.data }, { ptr: b.data }, { ptr: bb.data }, { ptr: y.data }, { i64: na8 }, { i64: n8 }, { i64: D / 8 },
+  ]);
+}
+
+function gatedNormCuda(ctx: KernelContext, { epsilon }: Record<string, number>): void {
+  const { x, h, hb, gate, scale, shift, D, rows, y, sum } = gatedNormIO(ctx, 'bfloat16');
+  expect(D % 8 === 0 && D / 8 <= GATED_CHUNKS * NORM_THREADS, GATED_RESIDUAL_NORM, `the CUDA kernel takes widths in eights up to ${8 * GATED_CHUNKS * NORM_THREADS}, not ${D}`);
+  if (rows === 0) return;
+  const stream = ctx.stream;
+  cuda(stream).gatedNorm.launch(rows, NORM_THREADS, stream, [
+    { ptr: x.data }, { ptr: h.data }, { ptr: hb.data }, { ptr: gate.data }, { ptr: scale.data }, { ptr: shift.data }, { ptr: y.data },
+    { ptr: sum.data }, { i32: D }, { f32: epsilon },
+  ]);
+}
 
 function biasGeluCuda(ctx: KernelContext): void {
   const [x, b] = [ctx.input(0), ctx.input(1)];
   expect(x.element === ELEMENT.bfloat16 && b.element === ELEMENT.bfloat16, BIAS_GELU, 'the CUDA kernel takes bfloat16');
   const N = b.dims[0];
-  expect(b.dims.length === 1 && x.dims[x.dims.length - 1] === N && N % 8 === 0, BIAS_GELU, `bias [${b.dims}] does not match x [${x.dims}] in groups of 8`);
+  expect(isVector(b, width(x)) && N % 8 === 0, BIAS_GELU, `bias [${b.dims}] does not match x [${x.dims}] in groups of 8`);
   const y = ctx.output(0, x.dims);
-  const n8 = x.dims.reduce((a, c) => a * c, 1) / 8;
+  const n8 = count(x.dims) / 8;
   if (n8 === 0) return;
   const stream = ctx.stream;
-  cuda(stream).biasGelu.launch(Math.min(Math.ceil(n8 / THREADS), MAX_BLOCKS), THREADS, stream, [
-    { ptr: x.data }, { ptr: b.data }, { ptr: y.data }, { i64: n8 }, { i64: N / 8 },
-  ]);
+  cuda(stream).biasGelu.launch(strideGrid(n8), THREADS, stream, [{ ptr: x.data }, { ptr: b.data }, { ptr: y.data }, { i64: n8 }, { i64: N / 8 }]);
 }
 
 /** The domain's kernels for one provider. */
 export function ditKernels(provider: 'cpu' | 'cuda'): CustomKernel[] {
   const onCuda = provider === 'cuda';
   const t = onCuda ? 'bfloat16' : 'float32';
+  const eps = { epsilon: 1e-6 };
   return [
-    { name: RMS_NORM_ROPE, provider, inputs: [t, t, 'float32', 'float32'], outputs: [t], attributes: { epsilon: 1e-6 },
+    { name: RMS_NORM_ROPE, provider, inputs: [t, t, t, 'float32', 'float32'], outputs: [t], attributes: eps,
       compute: (onCuda ? rmsNormRopeCuda : rmsNormRopeCpu)(false) },
-    { name: RMS_NORM_ROPE_JOINT, provider, inputs: [t, t, 'float32', 'float32', t, t], outputs: [t], attributes: { epsilon: 1e-6 },
+    { name: RMS_NORM_ROPE_JOINT, provider, inputs: [t, t, t, 'float32', 'float32', t, t, t], outputs: [t], attributes: eps,
       compute: (onCuda ? rmsNormRopeCuda : rmsNormRopeCpu)(true) },
+    { name: BIAS_CONCAT, provider, inputs: [t, t, t, t], outputs: [t], compute: onCuda ? biasConcatCuda : biasConcatCpu },
+    { name: GATED_RESIDUAL_NORM, provider, inputs: [t, t, t, t, t, t], outputs: [t, t], attributes: eps,
+      compute: onCuda ? gatedNormCuda : gatedNormCpu },
     { name: BIAS_GELU, provider, inputs: [t, t], outputs: [t], compute: onCuda ? biasGeluCuda : biasGeluCpu },
   ];
 }
