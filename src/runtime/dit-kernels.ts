@@ -195,141 +195,145 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
   return make_uint4(f2bf(f[0]) | (f2bf(f[1]) << 16), f2bf(f[2]) | (f2bf(f[3]) << 16), f2bf(f[4]) | (f2bf(f[5]) << 16), f2bf(f[6]) | (f2bf(f[7]) << 16));
 }
 
-// L = hd / 4 lanes per (token, head) row (hd a power of two, 8..128): four elements and two rotation pairs a
-// lane, the sum of squares reduced within the row's lanes (aligned groups of a warp). Rows from "rotated" on are
-// the text rows of x2 (bias b2, weight w2), normalized only.
+// A warp per token: lanes of Lh = hd / 8 each take eight elements of a head (16-byte loads), 32 / Lh heads a pass.
+// The weight and the token's rotation tables (its hd / 2 pairs) are read once per lane and serve every head. Tokens
+// from "rotated" on are the text rows of x2 (bias b2, weight w2), normalized only. hd a power of two, 8..256.
 extern "C" __global__ void rms_norm_rope(const bf16* __restrict__ x, const bf16* __restrict__ b, const bf16* __restrict__ w,
-    const float* __restrict__ cosT, const float* __restrict__ sinT, bf16* __restrict__ y, long long rows, int heads, int hd, float eps,
+    const float* __restrict__ cosT, const float* __restrict__ sinT, bf16* __restrict__ y, long long tokens, int heads, int hd, float eps,
     const bf16* __restrict__ x2, const bf16* __restrict__ b2, const bf16* __restrict__ w2, long long rotated) {
-  int L = hd >> 2;
-  long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-  long long row = t >> (__ffs(L) - 1);
-  int lane = (int)(t & (L - 1));
-  bool live = row < rows;  // every lane of the warp joins the shuffles
-  bool text = row >= rotated;
-  const bf16* src = text ? x2 + (row - rotated) * hd : x + row * hd;
-  const bf16* bias = (text ? b2 : b) + (row % heads) * hd;
-  uint2 v = live ? reinterpret_cast<const uint2*>(src)[lane] : make_uint2(0u, 0u);
-  uint2 bv = live ? reinterpret_cast<const uint2*>(bias)[lane] : make_uint2(0u, 0u);
-  float a0 = round_bf(bf2f(v.x & 0xffffu) + bf2f(bv.x & 0xffffu)), a1 = round_bf(bf2f(v.x >> 16) + bf2f(bv.x >> 16));
-  float a2 = round_bf(bf2f(v.y & 0xffffu) + bf2f(bv.y & 0xffffu)), a3 = round_bf(bf2f(v.y >> 16) + bf2f(bv.y >> 16));
-  float ss = a0 * a0 + a1 * a1 + a2 * a2 + a3 * a3;
-  for (int o = L >> 1; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-  if (!live) return;
-  long long token = row / heads;
-  float r = rsqrtf(ss / (float)hd + eps);
-  uint2 wv = reinterpret_cast<const uint2*>(text ? w2 : w)[lane];
-  float h0 = round_bf(round_bf(a0 * r) * bf2f(wv.x & 0xffffu)), h1 = round_bf(round_bf(a1 * r) * bf2f(wv.x >> 16));
-  float h2 = round_bf(round_bf(a2 * r) * bf2f(wv.y & 0xffffu)), h3 = round_bf(round_bf(a3 * r) * bf2f(wv.y >> 16));
-  uint2 o;
-  if (text) {
-    o.x = f2bf(h0) | (f2bf(h1) << 16);
-    o.y = f2bf(h2) | (f2bf(h3) << 16);
-    reinterpret_cast<uint2*>(y + row * hd)[lane] = o;
-    return;
+  const long long token = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (token >= tokens) return;  // the whole warp
+  const int lane = threadIdx.x & 31, Lh = hd >> 3, sub = lane & (Lh - 1), per = 32 / Lh;
+  const bool text = token >= rotated;
+  const long long width = (long long)heads * hd;
+  const bf16* src = text ? x2 + (token - rotated) * width : x + token * width;
+  const bf16* bias = text ? b2 : b;
+  const uint4 wv = reinterpret_cast<const uint4*>(text ? w2 : w)[sub];
+  float c[4] = {1.f, 1.f, 1.f, 1.f}, sn[4] = {0.f, 0.f, 0.f, 0.f};
+  if (!text) {
+    const float4 cv = reinterpret_cast<const float4*>(cosT + token * (hd >> 1))[sub];
+    const float4 sv = reinterpret_cast<const float4*>(sinT + token * (hd >> 1))[sub];
+    c[0] = cv.x; c[1] = cv.y; c[2] = cv.z; c[3] = cv.w; sn[0] = sv.x; sn[1] = sv.y; sn[2] = sv.z; sn[3] = sv.w;
   }
-  float2 c = reinterpret_cast<const float2*>(cosT + token * (hd >> 1))[lane];
-  float2 s = reinterpret_cast<const float2*>(sinT + token * (hd >> 1))[lane];
-  o.x = f2bf(h0 * c.x - h1 * s.x) | (f2bf(h1 * c.x + h0 * s.x) << 16);
-  o.y = f2bf(h2 * c.y - h3 * s.y) | (f2bf(h3 * c.y + h2 * s.y) << 16);
-  reinterpret_cast<uint2*>(y + row * hd)[lane] = o;
+  for (int h0 = 0; h0 < heads; h0 += per) {  // every lane takes every pass: the shuffles need the whole warp
+    const int head = h0 + lane / Lh;
+    const bool live = head < heads;
+    const long long at = (long long)head * hd / 8 + sub;  // in eights
+    const uint4 v = live ? reinterpret_cast<const uint4*>(src)[at] : make_uint4(0u, 0u, 0u, 0u);
+    const uint4 bv = live ? reinterpret_cast<const uint4*>(bias)[at] : make_uint4(0u, 0u, 0u, 0u);
+    float a[8], ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) { a[j] = round_bf(elem(v, j) + elem(bv, j)); ss += a[j] * a[j]; }
+    for (int o = Lh >> 1; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    const float r = rsqrtf(ss / (float)hd + eps);
+    float o[8];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      const float h0v = round_bf(round_bf(a[2 * k] * r) * elem(wv, 2 * k)), h1v = round_bf(round_bf(a[2 * k + 1] * r) * elem(wv, 2 * k + 1));
+      o[2 * k] = h0v * c[k] - h1v * sn[k];
+      o[2 * k + 1] = h1v * c[k] + h0v * sn[k];
+    }
+    if (live) reinterpret_cast<uint4*>(y + token * width)[at] = pack8(o);
+  }
 }
 
-// Eight elements a thread (16-byte loads) over the rows of a then b; n8 and na8 in eights, w8 = D / 8.
+// Eight elements a thread (16-byte loads) over the rows of a then b; n8 and na8 in eights, w8 = D / 8. The column
+// advances with the grid stride instead of a 64-bit remainder per element.
 extern "C" __global__ void bias_concat(const bf16* __restrict__ a, const bf16* __restrict__ ab, const bf16* __restrict__ b,
     const bf16* __restrict__ bb, bf16* __restrict__ y, long long na8, long long n8, long long w8) {
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (long long)gridDim.x * blockDim.x) {
-    bool first = i < na8;
-    uint4 v = first ? reinterpret_cast<const uint4*>(a)[i] : reinterpret_cast<const uint4*>(b)[i - na8];
-    uint4 bv = reinterpret_cast<const uint4*>(first ? ab : bb)[i % w8];
+  const long long stride = (long long)gridDim.x * blockDim.x, step = stride % w8;
+  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x, col = i % w8;
+  for (; i < n8; i += stride) {
+    const bool first = i < na8;
+    const uint4 v = first ? reinterpret_cast<const uint4*>(a)[i] : reinterpret_cast<const uint4*>(b)[i - na8];
+    const uint4 bv = reinterpret_cast<const uint4*>(first ? ab : bb)[col];
     float f[8];
     for (int j = 0; j < 8; j++) f[j] = elem(v, j) + elem(bv, j);
     reinterpret_cast<uint4*>(y)[i] = pack8(f);
+    col += step;
+    if (col >= w8) col -= w8;
   }
 }
 
-// The sum over the block (every thread gets it); red: one float per warp.
-__device__ __forceinline__ float block_sum(float v, float* red) {
+__device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  __syncthreads();  // red is free again after an earlier call
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float t = 0.f;
-  for (int i = 0; i < (int)(blockDim.x >> 5); i++) t += red[i];
-  return t;
+  return v;
 }
 
-// One block per row of width D (D % 8 == 0, D / 8 <= GATED_CHUNKS * blockDim.x): the row stays in registers
-// between the statistics and the output.
-#define GATED_CHUNKS 4
+// A warp per row of width D (D % 8 == 0, D / 8 <= 32 * GATED_CHUNKS): every load of the row issued at once, the
+// sum kept packed in registers (it is bfloat16 already) between the statistics and the output.
+#define GATED_CHUNKS 16
 extern "C" __global__ void gated_residual_norm(const bf16* __restrict__ x, const bf16* __restrict__ h, const bf16* __restrict__ hb,
     const bf16* __restrict__ gate, const bf16* __restrict__ scale, const bf16* __restrict__ shift, bf16* __restrict__ y,
-    bf16* __restrict__ sum, int D, float eps) {
-  __shared__ float red[32];
-  const int chunks = D >> 3;
-  const long long base = (long long)blockIdx.x * chunks;
-  float s[GATED_CHUNKS][8];
+    bf16* __restrict__ sum, long long rows, int D, float eps) {
+  const long long row = (long long)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+  if (row >= rows) return;  // the whole warp
+  const int lane = threadIdx.x & 31, chunks = D >> 3;
+  const long long base = row * chunks;
+  uint4 s[GATED_CHUNKS];
   float part = 0.f;
 #pragma unroll
   for (int k = 0; k < GATED_CHUNKS; k++) {
-    int c = threadIdx.x + k * blockDim.x;
-    if (c >= chunks) continue;
-    uint4 xv = reinterpret_cast<const uint4*>(x)[base + c], hv = reinterpret_cast<const uint4*>(h)[base + c];
-    uint4 bv = reinterpret_cast<const uint4*>(hb)[c], gv = reinterpret_cast<const uint4*>(gate)[c];
+    const int c = lane + 32 * k;
+    if (c >= chunks) break;
+    const uint4 xv = reinterpret_cast<const uint4*>(x)[base + c], hv = reinterpret_cast<const uint4*>(h)[base + c];
+    const uint4 bv = reinterpret_cast<const uint4*>(hb)[c], gv = reinterpret_cast<const uint4*>(gate)[c];
+    float f[8];
 #pragma unroll
     for (int j = 0; j < 8; j++) {
-      float d = round_bf(round_bf(elem(hv, j) + elem(bv, j)) * elem(gv, j));
-      s[k][j] = round_bf(elem(xv, j) + d);
-      part += s[k][j];
+      f[j] = round_bf(elem(xv, j) + round_bf(round_bf(elem(hv, j) + elem(bv, j)) * elem(gv, j)));
+      part += f[j];
     }
-    reinterpret_cast<uint4*>(sum)[base + c] = pack8(s[k]);
+    s[k] = pack8(f);
+    reinterpret_cast<uint4*>(sum)[base + c] = s[k];
   }
-  const float mean = block_sum(part, red) / (float)D;
+  const float mean = warp_sum(part) / (float)D;
   float dev = 0.f;
 #pragma unroll
   for (int k = 0; k < GATED_CHUNKS; k++) {
-    if (threadIdx.x + k * blockDim.x >= chunks) continue;
+    if (lane + 32 * k >= chunks) break;
 #pragma unroll
-    for (int j = 0; j < 8; j++) dev += (s[k][j] - mean) * (s[k][j] - mean);
+    for (int j = 0; j < 8; j++) dev += (elem(s[k], j) - mean) * (elem(s[k], j) - mean);
   }
-  const float rstd = rsqrtf(block_sum(dev, red) / (float)D + eps);
+  const float rstd = rsqrtf(warp_sum(dev) / (float)D + eps);
 #pragma unroll
   for (int k = 0; k < GATED_CHUNKS; k++) {
-    int c = threadIdx.x + k * blockDim.x;
-    if (c >= chunks) continue;
-    uint4 sc = reinterpret_cast<const uint4*>(scale)[c], sh = reinterpret_cast<const uint4*>(shift)[c];
+    const int c = lane + 32 * k;
+    if (c >= chunks) break;
+    const uint4 sc = reinterpret_cast<const uint4*>(scale)[c], sh = reinterpret_cast<const uint4*>(shift)[c];
     float o[8];
 #pragma unroll
-    for (int j = 0; j < 8; j++) o[j] = round_bf(round_bf(round_bf((s[k][j] - mean) * rstd) * round_bf(1.0f + elem(sc, j))) + elem(sh, j));
+    for (int j = 0; j < 8; j++) o[j] = round_bf(round_bf(round_bf((elem(s[k], j) - mean) * rstd) * round_bf(1.0f + elem(sc, j))) + elem(sh, j));
     reinterpret_cast<uint4*>(y)[base + c] = pack8(o);
   }
 }
 
-__device__ __forceinline__ unsigned int gelu2(unsigned int xv, unsigned int bv) {
-  unsigned int r = 0;
-  for (int k = 0; k < 2; k++) {
-    float t = round_bf(bf2f((xv >> (16 * k)) & 0xffffu) + bf2f((bv >> (16 * k)) & 0xffffu));
-    float g = 0.5f * t * (1.0f + tanhf(0.7978845608028654f * (t + 0.044715f * t * t * t)));
-    r |= f2bf(g) << (16 * k);
-  }
-  return r;
+// gelu_tanh in float32 as t * sigmoid(2u) (= 0.5 t (1 + tanh u)) on the fast exponential: a few instructions
+// instead of tanhf's many (the kernel was bound by them, not by memory), and accurate where 1 + tanh u is tiny.
+__device__ __forceinline__ float gelu_tanh(float t) {
+  const float u = 0.7978845608028654f * (t + 0.044715f * t * t * t);
+  return __fdividef(t, 1.0f + __expf(-2.0f * u));
 }
 
-// Eight elements a thread (16-byte loads); n8 = elements / 8, nb8 = bias length / 8.
+// Eight elements a thread (16-byte loads); n8 = elements / 8, nb8 = bias length / 8; the column as in bias_concat.
 extern "C" __global__ void bias_gelu(const bf16* __restrict__ x, const bf16* __restrict__ b, bf16* __restrict__ y, long long n8, long long nb8) {
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (long long)gridDim.x * blockDim.x) {
-    uint4 v = reinterpret_cast<const uint4*>(x)[i];
-    uint4 bb = reinterpret_cast<const uint4*>(b)[i % nb8];
-    uint4 o;
-    o.x = gelu2(v.x, bb.x); o.y = gelu2(v.y, bb.y); o.z = gelu2(v.z, bb.z); o.w = gelu2(v.w, bb.w);
-    reinterpret_cast<uint4*>(y)[i] = o;
+  const long long stride = (long long)gridDim.x * blockDim.x, step = stride % nb8;
+  long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x, col = i % nb8;
+  for (; i < n8; i += stride) {
+    const uint4 v = reinterpret_cast<const uint4*>(x)[i], bv = reinterpret_cast<const uint4*>(b)[col];
+    float f[8];
+#pragma unroll
+    for (int j = 0; j < 8; j++) f[j] = gelu_tanh(round_bf(elem(v, j) + elem(bv, j)));
+    reinterpret_cast<uint4*>(y)[i] = pack8(f);
+    col += step;
+    if (col >= nb8) col -= nb8;
   }
 }
 `;
 
 const THREADS = 256;
-const NORM_THREADS = 128; // a GatedResidualNorm row: D / 8 <= GATED_CHUNKS * 128, so D <= 4096
-const GATED_CHUNKS = 4;
+const WARPS = THREADS / 32; // tokens (rows) a block of the warp-per-token kernels
+const GATED_MAX_WIDTH = 8 * 32 * 16; // GATED_CHUNKS eights a lane
 const MAX_BLOCKS = 132 * 16; // a grid-stride loop beyond this: enough blocks to fill an H100's 132 SMs
 type Kernels = { normRope: CudaKernel; biasConcat: CudaKernel; gatedNorm: CudaKernel; biasGelu: CudaKernel };
 let compiled: Kernels | null = null;
@@ -340,7 +344,7 @@ function cuda(stream: unknown): Kernels {
   return (compiled = {
     normRope: m.kernel('rms_norm_rope', 14),
     biasConcat: m.kernel('bias_concat', 8),
-    gatedNorm: m.kernel('gated_residual_norm', 10),
+    gatedNorm: m.kernel('gated_residual_norm', 11),
     biasGelu: m.kernel('bias_gelu', 5),
   });
 }
@@ -350,14 +354,14 @@ const strideGrid = (n: number) => Math.min(Math.ceil(n / THREADS), MAX_BLOCKS);
 
 const rmsNormRopeCuda = (joint: boolean) => (ctx: KernelContext, { epsilon }: Record<string, number>): void => {
   const { op, x, xb, w, cos, sin, S, H, hd, text, y } = normRopeIO(ctx, joint, 'bfloat16', 'CUDA');
-  expect([8, 16, 32, 64, 128].includes(hd), op, `the CUDA kernel takes head_dim 8 to 128 (a power of two), not ${hd}`);
-  const rotated = S * H, rows = rotated + (text ? text.tokens * H : 0);
-  if (rows === 0) return;
+  expect([8, 16, 32, 64, 128, 256].includes(hd), op, `the CUDA kernel takes head_dim 8 to 256 (a power of two), not ${hd}`);
+  const tokens = S + (text ? text.tokens : 0);
+  if (tokens === 0) return;
   const stream = ctx.stream;
-  cuda(stream).normRope.launch(Math.ceil((rows * (hd / 4)) / THREADS), THREADS, stream, [
-    { ptr: x.data }, { ptr: xb.data }, { ptr: w.data }, { ptr: cos.data }, { ptr: sin.data }, { ptr: y.data }, { i64: rows }, { i32: H },
+  cuda(stream).normRope.launch(Math.ceil(tokens / WARPS), THREADS, stream, [
+    { ptr: x.data }, { ptr: xb.data }, { ptr: w.data }, { ptr: cos.data }, { ptr: sin.data }, { ptr: y.data }, { i64: tokens }, { i32: H },
     { i32: hd }, { f32: epsilon }, { ptr: text ? text.x.data : x.data }, { ptr: text ? text.b.data : xb.data }, { ptr: text ? text.w.data : w.data },
-    { i64: rotated },
+    { i64: S },
   ]);
 };
 
@@ -374,12 +378,12 @@ function biasConcatCuda(ctx: KernelContext): void {
 
 function gatedNormCuda(ctx: KernelContext, { epsilon }: Record<string, number>): void {
   const { x, h, hb, gate, scale, shift, D, rows, y, sum } = gatedNormIO(ctx, 'bfloat16');
-  expect(D % 8 === 0 && D / 8 <= GATED_CHUNKS * NORM_THREADS, GATED_RESIDUAL_NORM, `the CUDA kernel takes widths in eights up to ${8 * GATED_CHUNKS * NORM_THREADS}, not ${D}`);
+  expect(D % 8 === 0 && D <= GATED_MAX_WIDTH, GATED_RESIDUAL_NORM, `the CUDA kernel takes widths in eights up to ${GATED_MAX_WIDTH}, not ${D}`);
   if (rows === 0) return;
   const stream = ctx.stream;
-  cuda(stream).gatedNorm.launch(rows, NORM_THREADS, stream, [
+  cuda(stream).gatedNorm.launch(Math.ceil(rows / WARPS), THREADS, stream, [
     { ptr: x.data }, { ptr: h.data }, { ptr: hb.data }, { ptr: gate.data }, { ptr: scale.data }, { ptr: shift.data }, { ptr: y.data },
-    { ptr: sum.data }, { i32: D }, { f32: epsilon },
+    { ptr: sum.data }, { i64: rows }, { i32: D }, { f32: epsilon },
   ]);
 }
 
