@@ -508,7 +508,7 @@ export function ditKernelsChoice(p: Pick<Placement, 'ep' | 'precision' | 'quanti
   const missing = driverProblem();
   if (missing && v === 'on') throw appError('DIT_KERNELS_UNAVAILABLE', { detail: missing });
   if (missing) return off(`, but ${missing}`);
-  return { enabled: true, line: `DiT kernels: fused RMSNorm + RoPE and bias + GELU (CUDA, NVRTC; FRAMEPACK_DIT_KERNELS=${v})` };
+  return { enabled: true, line: `DiT kernels: q/k RMSNorm + RoPE, joint v, gated residual + AdaLN, bias + GELU (CUDA, NVRTC; FRAMEPACK_DIT_KERNELS=${v})` };
 }
 
 function ditOptions(p: Placement, { fp8, kernels }: { fp8: boolean; kernels: boolean }): TransformerOptions {

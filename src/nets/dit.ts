@@ -113,10 +113,11 @@ export interface DitGraphOptions {
    */
   fuse?: boolean;
   /**
-   * The blocks' per-head RMSNorm + RoPE of q and k (the dual blocks' text rows normalized into the same joint
-   * tensor) and the MLPs' bias + GELU as the custom operators of src/runtime/dit-kernels.ts: one pass each
-   * instead of several, float32 tables as the original. Their sessions must run on the C API runtime, which
-   * registers the kernels (BuiltModel.customDomains). Default off.
+   * The blocks' memory-bound passes as the custom operators of src/runtime/dit-kernels.ts, one pass each instead
+   * of several: per-head RMSNorm + RoPE of q and k (the dual blocks' text rows normalized into the same joint
+   * tensor, float32 tables as the original), the joint v, the gated residual with the next AdaLN, the MLPs' bias +
+   * GELU; each adds the bias of the linear whose output it reads. Their sessions must run on the C API runtime,
+   * which registers the kernels (BuiltModel.customDomains). Default off.
    */
   kernels?: boolean;
   /** FP8 linears in the blocks graph: those `layers` names, default fp8Layer of `set` ('attention') */
