@@ -583,24 +583,37 @@ function singleBlock(ctx: Ctx, i: number, zIn: Stream, temb: Value, cos: Value, 
     // Text rows of cos/sin are (1, 0): the rotation touches the image rows only.
     const q = normRope(ctx, n, `${p}.attn.to_q`, `${p}.attn.norm_q.weight`, cos, sin);
     const k = normRope(ctx, n, `${p}.attn.to_k`, `${p}.attn.norm_k.weight`, cos, sin);
-    const v = linear(ctx, n, `${p}.attn.to_v`);
+    // With the kernels v's bias moves past the attention, whose weights sum to 1 over the keys: attn(q, k, v + b)
+    // = attn(q, k, v) + b, so it joins proj_out's bias (projOut) and the v GEMM does not broadcast it.
+    const toV = `${p}.attn.to_v`;
+    const fold = ctx.kernels && splitProjOut(ctx, `${p}.proj_out`) && ctx.ck.has(`${toV}.bias`);
+    const v = fold ? g.linear(n, ctx.ck, toV, { bias: false }) : linear(ctx, n, toV);
     const a = g.attention(q, k, v, { heads: c.heads }); // no output projection (pre_only)
-    return { x: z, delta: projOut(ctx, a, mlp, `${p}.proj_out`, gate) };
+    return { x: z, delta: projOut(ctx, a, mlp, `${p}.proj_out`, gate, fold ? toV : null) };
   });
 }
+
+/** Whether projOut splits proj_out over its column blocks: fused graphs with plain weights, outside LoRA bodies. */
+const splitProjOut = (ctx: Ctx, layer: string): boolean => ctx.fuse && !ctx.lora && ctx.g.plainLinear(layer);
 
 /**
  * The gated update proj_out(cat(a, mlp)) * gate, a (1, N, D) and mlp (1, N, mlp). Fused: proj_out as two GEMMs
  * over the weight's column blocks, the second adding onto the first through its C input, so the (N, D + mlp)
  * concatenation is never written (on the H100 at 640 px its Concat took 0.8 ms of every single block); with
- * DitGraphOptions.kernels the bias is left to GatedResidualNorm. LoRA bodies, 8-bit and FP8 weights keep the
- * concatenation.
+ * DitGraphOptions.kernels the bias is left to GatedResidualNorm, and with `valueBias` (the v linear whose bias the
+ * attention output lacks) it is b_out + b_v W[:, :D]^T. LoRA bodies, 8-bit and FP8 weights keep the concatenation.
  */
-function projOut(ctx: Ctx, a: Value, mlp: Value, layer: string, gate: Value): Delta {
+function projOut(ctx: Ctx, a: Value, mlp: Value, layer: string, gate: Value, valueBias: string | null): Delta {
   const { g, ck, c } = ctx;
-  if (!ctx.fuse || ctx.lora || !g.plainLinear(layer)) return gatedLinear(ctx, g.concat([a, mlp], 2), layer, gate);
+  if (!splitProjOut(ctx, layer)) return gatedLinear(ctx, g.concat([a, mlp], 2), layer, gate);
   const inF = ck.entry(`${layer}.weight`).shape[1];
-  const bias = ctx.kernels && ck.has(`${layer}.bias`) ? g.param(ck, `${layer}.bias`, { dtype: mlp.dtype }) : null;
+  let bias: Value | null = null;
+  if (valueBias) {
+    const bv = g.reshape(g.param(ck, `${valueBias}.bias`, { dtype: mlp.dtype }), [1, c.dim]);
+    bias = g.reshape(g.linear(bv, ck, layer, { columns: [0, c.dim] }), [c.dim]); // (D): one row through the GEMM
+  } else if (ctx.kernels && ck.has(`${layer}.bias`)) {
+    bias = g.param(ck, `${layer}.bias`, { dtype: mlp.dtype });
+  }
   const y = g.linear(g.reshape(a, [-1, c.dim]), ck, layer, { columns: [0, c.dim], bias: !bias }); // (N, D): no shape plumbing
   return { h: g.linear(mlp, ck, layer, { columns: [c.dim, inF], bias: false, accumulate: y }), bias, gate };
 }

@@ -6,6 +6,8 @@
  * GPU machine: scripts/gpu/dit-forward.ts --variant kernels.)
  */
 import assert from 'node:assert/strict';
+import { fromBinary } from '@bufbuild/protobuf';
+import { ModelProtoSchema } from 'onnx-buf';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { AppError } from '../../src/errors.js';
@@ -139,11 +141,12 @@ describe('ort-custom-ops (JavaScript kernels, CPU)', () => {
 });
 
 describe('DiT kernels (RmsNormRope, RmsNormRopeJoint, BiasConcat, GatedResidualNorm, BiasGelu) on the CPU', () => {
-  test('the tiny transformer with the kernels matches the upstream reference forward (float32, 1e-4)', async () => {
+  test('the tiny transformer with the kernels (fused graphs) matches the upstream reference forward (float32, 1e-4)', async () => {
     const ref = await loadTensors(fixture('framepack-tiny', 'components', 'transformer.safetensors'));
     const { output: expected, masked_output, masked_encoder_hidden_states, masked_encoder_attention_mask, ...plain } = ref;
     const ck = await Checkpoint.open(join(tinyModels(), 'lllyasviel', 'FramePackI2V_HY'));
-    const graphs = buildDitGraphs(ck, { precision: 'float32', kernels: true });
+    // fused as on the GPU: proj_out split over its columns, with the single blocks' v bias folded into its bias
+    const graphs = buildDitGraphs(ck, { precision: 'float32', kernels: true, fuse: true });
     const ops = opCounts(graphs.blocks);
     // q and k of every block: joint (image rotated, text appended) in the dual blocks, over z in the single ones
     assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${RMS_NORM_ROPE_JOINT}`], 2 * (ck.config.num_layers as number));
@@ -155,6 +158,11 @@ describe('DiT kernels (RmsNormRope, RmsNormRopeJoint, BiasConcat, GatedResidualN
     assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${GATED_RESIDUAL_NORM}`], 4 * dual - 2 + single - 1);
     for (const op of ['com.microsoft.RotaryEmbedding', 'com.microsoft.FastGelu', 'RMSNormalization', 'com.microsoft.SkipLayerNormalization']) assert.equal(ops[op] ?? 0, 0, op);
     assert.deepEqual(graphs.blocks.customDomains, [DIT_KERNELS_DOMAIN]);
+    // the kernels add the biases of q, k, v and the output projections: those GEMMs broadcast none (the single
+    // blocks' v bias joins proj_out's)
+    const biased = (fromBinary(ModelProtoSchema, graphs.blocks.bytes).graph?.node ?? []).filter((n) => n.opType === 'Gemm' &&
+      /\.(attn\.(to_[qkv]|add_[qkv]_proj|to_out\.0|to_add_out)|ff(_context)?\.net\.2)\/Gemm/.test(n.name) && (n.input[2] ?? '') !== '');
+    assert.deepEqual(biased.map((n) => n.name), []);
     const dit = await PackedTransformer.create(graphs, { ep: 'cpu', precision: 'float32' });
     try {
       dit.beginSection({ steps: 2 });
