@@ -1,5 +1,5 @@
 /**
- * The DiT's fused CUDA kernels (src/runtime/dit-kernels.ts: RmsNormRope, BiasGelu; NVRTC) in the tiny
+ * The DiT's fused CUDA kernels (src/runtime/dit-kernels.ts: every operator of its domain; NVRTC) in the tiny
  * transformer on the CUDA execution provider, bfloat16: against the float32 forward on the same inputs (timestep
  * and guidance rounded to bfloat16 as the sampler hands them over; the CPU suite checks that float32 forward
  * against the upstream reference) at the parity suite's bfloat16 tolerance, and no further from it than ONNX
