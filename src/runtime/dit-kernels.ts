@@ -177,7 +177,8 @@ function biasGeluCpu(ctx: KernelContext): void {
 
 // ---- CUDA (bfloat16)
 
-const CUDA_SOURCE = String.raw`
+/** The CUDA C of the kernels (exported for test/runtime/dit-kernels-cuda.test.ts, which runs it on the CPU). */
+export const CUDA_SOURCE = String.raw`
 typedef unsigned short bf16;
 __device__ __forceinline__ float bf2f(unsigned int h) { return __uint_as_float(h << 16); }
 __device__ __forceinline__ unsigned int f2bf(float f) {  // round to nearest even; NaN stays NaN
