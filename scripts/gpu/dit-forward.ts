@@ -28,7 +28,7 @@
  * The CUDA provider options are the `dit` ones of src/runtime/providers.ts, with FRAMEPACK_CUDA_OPTIONS applied.
  * Writes JSON to --out and prints it; exits non-zero when a variant failed or gave a non-finite output.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { opCounts, type Precision } from '../../src/onnx/graph.js';
@@ -191,9 +191,25 @@ async function main(): Promise<void> {
     mkdirSync(dirname(resolve(values.out!)), { recursive: true });
     writeFileSync(values.out!, JSON.stringify(report, null, 2) + '\n'); // what finished survives a later failure
   }
+  // which cuDNN, cuBLAS and NVRTC the sessions actually loaded (the library path alone has misled before)
+  report.libraries = loadedLibraries(/lib(cudnn|cublas|cublasLt|nvrtc|onnxruntime)[^/]*\.so/);
+  writeFileSync(values.out!, JSON.stringify(report, null, 2) + '\n');
   await terminateWorkers();
   console.log(JSON.stringify(report, (k, val) => (k === 'blocksOps' ? undefined : val), 2));
   if (failed) process.exitCode = 1;
+}
+
+/** The shared libraries mapped into this process whose path matches `pattern` (Linux; empty elsewhere). */
+function loadedLibraries(pattern: RegExp): string[] {
+  try {
+    const paths = readFileSync('/proc/self/maps', 'utf8').split('\n').flatMap((line) => {
+      const path = line.slice(line.indexOf('/'));
+      return line.includes('/') && pattern.test(path) ? [path] : [];
+    });
+    return [...new Set(paths)].sort();
+  } catch {
+    return [];
+  }
 }
 
 await main();
