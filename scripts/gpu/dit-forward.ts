@@ -192,7 +192,7 @@ async function main(): Promise<void> {
     writeFileSync(values.out!, JSON.stringify(report, null, 2) + '\n'); // what finished survives a later failure
   }
   // which cuDNN, cuBLAS and NVRTC the sessions actually loaded (the library path alone has misled before)
-  report.libraries = loadedLibraries(/lib(cudnn|cublas|cublasLt|nvrtc|onnxruntime)[^/]*\.so/);
+  report.libraries = loadedLibraries(/lib(cudnn|cublas|nvrtc|onnxruntime)[^/]*\.so/);
   writeFileSync(values.out!, JSON.stringify(report, null, 2) + '\n');
   await terminateWorkers();
   console.log(JSON.stringify(report, (k, val) => (k === 'blocksOps' ? undefined : val), 2));
