@@ -489,8 +489,8 @@ export function loraSupport(p: Pick<Placement, 'ep' | 'policy' | 'gpu'>, env: No
 }
 
 /**
- * Whether the DiT's blocks use the fused custom kernels (FRAMEPACK_DIT_KERNELS=auto|on|off, default auto): RMSNorm +
- * RoPE of q and k, bias + GELU, as NVRTC-compiled CUDA kernels. They are written for a bfloat16 DiT on CUDA and
+ * Whether the DiT's blocks use the fused custom kernels (FRAMEPACK_DIT_KERNELS=auto|on|off, default auto): the
+ * blocks' memory-bound passes (docs/transformer.md, "Custom kernels") as NVRTC-compiled CUDA kernels. They are written for a bfloat16 DiT on CUDA and
  * need NVRTC: `auto` uses them where both hold, `on` too but fails setup where NVRTC is missing, and elsewhere
  * (the CPU, an 8-bit DiT) ONNX Runtime's operators stay; the line says which and why. On the H100 they took the
  * default request from 0.85 to 0.79 of the original's time, as close to the float32 forward as ONNX Runtime's own

@@ -40,7 +40,7 @@
  * linearFp8); a LoRA branch stays in the graph's precision and adds to their output as to any other.
  */
 import type { Checkpoint } from '../onnx/safetensors.js';
-import { Graph, type BuiltModel, type Dim, type Fp8Options, type Precision, type Value } from '../onnx/graph.js';
+import { Graph, type BuiltModel, type Dim, type DType, type Fp8Options, type Precision, type Value } from '../onnx/graph.js';
 import { ropeConfig, type RopeConfig } from './dit-rope.js';
 import { BIAS_CONCAT, BIAS_GELU, DIT_KERNELS_DOMAIN, GATED_RESIDUAL_NORM, RMS_NORM_ROPE, RMS_NORM_ROPE_JOINT } from '../runtime/dit-kernels.js';
 
@@ -235,11 +235,14 @@ function linear(ctx: Ctx, x: Value, layer: string, opts: { bias?: boolean } = {}
  * A layer without a bias gets zeros.
  */
 function linearParts(ctx: Ctx, x: Value, layer: string): [Value, Value] {
-  const { g, ck } = ctx;
-  const y = g.linear(x, ck, layer, { bias: false });
+  const y = ctx.g.linear(x, ctx.ck, layer, { bias: false });
+  return [ctx.lora ? ctx.g.add(y, loraDelta(ctx, x, layer)) : y, biasOf(ctx, layer, x.dtype)];
+}
+
+/** The bias of `layer` in `dtype`, zeros where it has none. */
+function biasOf({ g, ck }: Ctx, layer: string, dtype: DType): Value {
   const out = ck.entry(`${layer}.weight`).shape[0];
-  const bias = ck.has(`${layer}.bias`) ? g.param(ck, `${layer}.bias`, { shape: [out], dtype: x.dtype }) : g.constant(new Array(out).fill(0), [out], x.dtype);
-  return [ctx.lora ? g.add(y, loraDelta(ctx, x, layer)) : y, bias];
+  return ck.has(`${layer}.bias`) ? g.param(ck, `${layer}.bias`, { shape: [out], dtype }) : g.constant(new Array(out).fill(0), [out], dtype);
 }
 
 /** DitGraphOptions.fuse with its default: whether the blocks graph is built with the fused ops. */
@@ -611,8 +614,8 @@ function projOut(ctx: Ctx, a: Value, mlp: Value, layer: string, gate: Value, val
   if (valueBias) {
     const bv = g.reshape(g.param(ck, `${valueBias}.bias`, { dtype: mlp.dtype }), [1, c.dim]);
     bias = g.reshape(g.linear(bv, ck, layer, { columns: [0, c.dim] }), [c.dim]); // (D): one row through the GEMM
-  } else if (ctx.kernels && ck.has(`${layer}.bias`)) {
-    bias = g.param(ck, `${layer}.bias`, { dtype: mlp.dtype });
+  } else if (ctx.kernels) {
+    bias = biasOf(ctx, layer, mlp.dtype);
   }
   const y = g.linear(g.reshape(a, [-1, c.dim]), ck, layer, { columns: [0, c.dim], bias: !bias }); // (N, D): no shape plumbing
   return { h: g.linear(mlp, ck, layer, { columns: [c.dim, inF], bias: false, accumulate: y }), bias, gate };

@@ -93,6 +93,14 @@ function biasConcatIO(ctx: KernelContext, dtype: 'float32' | 'bfloat16') {
   return { a, ab, b, bb, D, y: ctx.output(0, [1, a.dims[1] + b.dims[1], D]) };
 }
 
+/** BiasGelu's inputs checked (`dtype`), and its output. */
+function biasGeluIO(ctx: KernelContext, dtype: 'float32' | 'bfloat16') {
+  const [x, b] = [ctx.input(0), ctx.input(1)];
+  expect(x.element === ELEMENT[dtype] && b.element === ELEMENT[dtype] && isVector(b, width(x)), BIAS_GELU,
+    `x [${x.dims}] and bias [${b.dims}] are not ${dtype} rows with their bias`);
+  return { x, b, N: b.dims[0], y: ctx.output(0, x.dims) };
+}
+
 /** GatedResidualNorm's inputs checked (`dtype`), and its outputs. */
 function gatedNormIO(ctx: KernelContext, dtype: 'float32' | 'bfloat16') {
   const [x, h, hb, gate, scale, shift] = [0, 1, 2, 3, 4, 5].map((i) => ctx.input(i));
@@ -166,16 +174,14 @@ function gatedNormCpu(ctx: KernelContext, { epsilon }: Record<string, number>): 
 }
 
 function biasGeluCpu(ctx: KernelContext): void {
-  const [xt, bt] = [ctx.input(0), ctx.input(1)];
-  expect(xt.element === ELEMENT.float32, BIAS_GELU, 'the CPU kernel takes float32');
-  const N = bt.dims[0];
-  expect(isVector(bt, width(xt)), BIAS_GELU, `bias [${bt.dims}] does not match x [${xt.dims}]`);
-  const yt = ctx.output(0, xt.dims);
-  const [x, b, y] = [xt, bt, yt].map((t) => hostArray(t, Float32Array));
+  const { N, ...io } = biasGeluIO(ctx, 'float32');
+  const [x, b, y] = [io.x, io.b, io.y].map((t) => hostArray(t, Float32Array));
   for (let i = 0; i < x.length; i++) y[i] = gelu(f32(x[i] + b[i % N]));
 }
 
 // ---- CUDA (bfloat16)
+
+const GATED_CHUNKS = 16; // eights a lane in gated_residual_norm: widths up to 8 * 32 * 16 = 4096
 
 /** The CUDA C of the kernels (exported for test/runtime/dit-kernels-cuda.test.ts, which runs it on the CPU). */
 export const CUDA_SOURCE = String.raw`
@@ -263,7 +269,7 @@ __device__ __forceinline__ float warp_sum(float v) {
 
 // A warp per row of width D (D % 8 == 0, D / 8 <= 32 * GATED_CHUNKS): every load of the row issued at once, the
 // sum kept packed in registers (it is bfloat16 already) between the statistics and the output.
-#define GATED_CHUNKS 16
+#define GATED_CHUNKS ${GATED_CHUNKS}
 extern "C" __global__ void gated_residual_norm(const bf16* __restrict__ x, const bf16* __restrict__ h, const bf16* __restrict__ hb,
     const bf16* __restrict__ gate, const bf16* __restrict__ scale, const bf16* __restrict__ shift, bf16* __restrict__ y,
     bf16* __restrict__ sum, long long rows, int D, float eps) {
@@ -334,7 +340,7 @@ extern "C" __global__ void bias_gelu(const bf16* __restrict__ x, const bf16* __r
 
 const THREADS = 256;
 const WARPS = THREADS / 32; // tokens (rows) a block of the warp-per-token kernels
-const GATED_MAX_WIDTH = 8 * 32 * 16; // GATED_CHUNKS eights a lane
+const GATED_MAX_WIDTH = 8 * 32 * GATED_CHUNKS;
 const MAX_BLOCKS = 132 * 16; // a grid-stride loop beyond this: enough blocks to fill an H100's 132 SMs
 type Kernels = { normRope: CudaKernel; biasConcat: CudaKernel; gatedNorm: CudaKernel; biasGelu: CudaKernel };
 let compiled: Kernels | null = null;
@@ -389,11 +395,8 @@ function gatedNormCuda(ctx: KernelContext, { epsilon }: Record<string, number>):
 }
 
 function biasGeluCuda(ctx: KernelContext): void {
-  const [x, b] = [ctx.input(0), ctx.input(1)];
-  expect(x.element === ELEMENT.bfloat16 && b.element === ELEMENT.bfloat16, BIAS_GELU, 'the CUDA kernel takes bfloat16');
-  const N = b.dims[0];
-  expect(isVector(b, width(x)) && N % 8 === 0, BIAS_GELU, `bias [${b.dims}] does not match x [${x.dims}] in groups of 8`);
-  const y = ctx.output(0, x.dims);
+  const { x, b, N, y } = biasGeluIO(ctx, 'bfloat16');
+  expect(N % 8 === 0, BIAS_GELU, `the CUDA kernel takes widths in eights, not ${N}`);
   const n8 = count(x.dims) / 8;
   if (n8 === 0) return;
   const stream = ctx.stream;
