@@ -43,13 +43,14 @@ COPY --from=openapi /openapi.json /openapi.json
 FROM ${NODE_IMAGE} AS node
 FROM ${CUDA_IMAGE}
 # The DiT's kernels (FRAMEPACK_DIT_KERNELS) are compiled at run time by NVRTC: installed if the base image lacks
-# it, and the build fails without it.
+# it, and the build fails without it. They also call cuBLASLt, which the CUDA provider needs anyway: checked too.
 RUN set -eux; \
     apt-get update; \
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ffmpeg tini ca-certificates; \
     has_nvrtc() { ls /usr/local/cuda/lib64/libnvrtc.so.13* >/dev/null 2>&1 || ldconfig -p | grep -q 'libnvrtc\.so\.13'; }; \
     has_nvrtc || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends cuda-nvrtc-13-0; \
     has_nvrtc; \
+    ls /usr/local/cuda/lib64/libcublasLt.so.13* >/dev/null 2>&1 || ldconfig -p | grep -q 'libcublasLt\.so\.13'; \
     rm -rf /var/lib/apt/lists/*
 COPY --from=node /usr/local/bin/node /usr/local/bin/node
 WORKDIR /opt/framepack

@@ -152,7 +152,8 @@ export const catalogue = {
   DIT_KERNELS_UNAVAILABLE: {
     message:
       'FRAMEPACK_DIT_KERNELS=on was asked for, but {detail}. The DiT kernels are compiled at run time with NVRTC ' +
-      '(libnvrtc.so.13, part of the CUDA runtime libraries); install it, or use auto or off.',
+      '(libnvrtc.so.13) and call cuBLASLt (libcublasLt.so.13), both part of the CUDA runtime libraries; install them, ' +
+      'or use auto or off.',
   },
 
   ORT_BINDING_UNAVAILABLE: { message: "ONNX Runtime's C API cannot be used here: {detail}" },

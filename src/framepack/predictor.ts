@@ -27,6 +27,7 @@ import type { BuiltModel } from '../onnx/graph.js';
 import { Checkpoint, loadTensors, saveTensors, type HostTensor } from '../onnx/safetensors.js';
 import type { Predictor, PredictorContext, PredictorOptions, SetupContext } from '../predictor.js';
 import { cudaDriverProblem } from '../runtime/cuda-driver.js';
+import { cublasLtProblem } from '../runtime/cublas-lt.js';
 import { chooseDitFp8 } from '../runtime/fp8-choice.js';
 import { gpuPlacements } from '../runtime/gpu-placements.js';
 import {
@@ -490,14 +491,15 @@ export function loraSupport(p: Pick<Placement, 'ep' | 'policy' | 'gpu'>, env: No
 
 /**
  * Whether the DiT's blocks use the fused custom kernels (FRAMEPACK_DIT_KERNELS=auto|on|off, default auto): the
- * blocks' memory-bound passes (docs/transformer.md, "Custom kernels") as NVRTC-compiled CUDA kernels. They are written for a bfloat16 DiT on CUDA and
- * need NVRTC: `auto` uses them where both hold, `on` too but fails setup where NVRTC is missing, and elsewhere
- * (the CPU, an 8-bit DiT) ONNX Runtime's operators stay; the line says which and why. On the H100 they took the
- * default request from 0.85 to 0.79 of the original's time, as close to the float32 forward as ONNX Runtime's own
- * bfloat16 operators (docs/gpu.md, thirteenth round): hence `auto` by default.
+ * blocks' memory-bound passes (docs/transformer.md, "Custom kernels") as NVRTC-compiled CUDA kernels and the FFNs'
+ * first linear with its GELU in cuBLASLt's epilogue. They are written for a bfloat16 DiT on CUDA and need NVRTC
+ * and cuBLASLt: `auto` uses them where all hold, `on` too but fails setup where a library is missing, and
+ * elsewhere (the CPU, an 8-bit DiT) ONNX Runtime's operators stay; the line says which and why. On the H100 they
+ * took the default request from 0.85 to 0.74 of the original's time, as close to the float32 forward as ONNX
+ * Runtime's own bfloat16 operators (docs/gpu.md, thirteenth to fifteenth rounds): hence `auto` by default.
  */
 export function ditKernelsChoice(p: Pick<Placement, 'ep' | 'precision' | 'quantize'>, env: NodeJS.ProcessEnv = process.env,
-  driverProblem: () => string | null = cudaDriverProblem): { enabled: boolean; line: string } {
+  driverProblem: () => string | null = () => cudaDriverProblem() ?? cublasLtProblem()): { enabled: boolean; line: string } {
   const v = (env.FRAMEPACK_DIT_KERNELS ?? '').trim().toLowerCase() || 'auto';
   if (v !== 'auto' && v !== 'on' && v !== 'off') throw appError('RUNTIME_SETTING_INVALID', { name: 'FRAMEPACK_DIT_KERNELS', value: env.FRAMEPACK_DIT_KERNELS, allowed: 'auto, on, off' });
   const off = (why: string) => ({ enabled: false, line: `DiT kernels: ONNX Runtime's (FRAMEPACK_DIT_KERNELS=${v}${why})` });
@@ -508,7 +510,7 @@ export function ditKernelsChoice(p: Pick<Placement, 'ep' | 'precision' | 'quanti
   const missing = driverProblem();
   if (missing && v === 'on') throw appError('DIT_KERNELS_UNAVAILABLE', { detail: missing });
   if (missing) return off(`, but ${missing}`);
-  return { enabled: true, line: `DiT kernels: q/k RMSNorm + RoPE, joint v, gated residual + AdaLN, bias + GELU (CUDA, NVRTC; FRAMEPACK_DIT_KERNELS=${v})` };
+  return { enabled: true, line: `DiT kernels: q/k RMSNorm + RoPE, joint v, gated residual + AdaLN (CUDA, NVRTC), FFN linear + bias + GELU (cuBLASLt); FRAMEPACK_DIT_KERNELS=${v}` };
 }
 
 function ditOptions(p: Placement, { fp8, kernels }: { fp8: boolean; kernels: boolean }): TransformerOptions {

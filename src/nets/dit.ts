@@ -42,7 +42,7 @@
 import type { Checkpoint } from '../onnx/safetensors.js';
 import { Graph, type BuiltModel, type Dim, type DType, type Fp8Options, type Precision, type Value } from '../onnx/graph.js';
 import { ropeConfig, type RopeConfig } from './dit-rope.js';
-import { BIAS_CONCAT, BIAS_GELU, DIT_KERNELS_DOMAIN, GATED_RESIDUAL_NORM, RMS_NORM_ROPE, RMS_NORM_ROPE_JOINT } from '../runtime/dit-kernels.js';
+import { BIAS_CONCAT, BIAS_GELU, DIT_KERNELS_DOMAIN, GATED_RESIDUAL_NORM, LINEAR_GELU, RMS_NORM_ROPE, RMS_NORM_ROPE_JOINT } from '../runtime/dit-kernels.js';
 
 export interface DitConfig {
   inChannels: number;
@@ -274,16 +274,20 @@ function feedForward(x: Value, ctx: Ctx, prefix: string): Value {
 
 /**
  * gelu_tanh(linear(x)). Fused: the GEMM leaves out its bias and FastGelu adds it, so the (S, 4D) output is not
- * first filled with the broadcast bias and read back by the GEMM.
+ * first filled with the broadcast bias and read back by the GEMM. With the kernels: one LinearGelu (bias and GELU
+ * in the GEMM's epilogue) where the layer is a plain GEMM, else the GEMM (and its LoRA delta) then BiasGelu.
  */
 function linearGelu(ctx: Ctx, x: Value, layer: string): Value {
   const { g, ck } = ctx;
   if (!ctx.fuse && !ctx.kernels) return g.gelu(linear(ctx, x, layer), 'tanh');
-  const h = linear(ctx, x, layer, { bias: false });
-  if (ctx.kernels && ck.has(`${layer}.bias`)) {
-    const bias = g.param(ck, `${layer}.bias`, { dtype: h.dtype });
-    return g.op(BIAS_GELU, [h, bias], {}, { domain: DIT_KERNELS_DOMAIN, dtype: h.dtype, shape: [...h.shape] })[0];
+  const kernel = (op: string, inputs: Value[], width: number) =>
+    g.scope(layer, () => g.op(op, inputs, {}, { domain: DIT_KERNELS_DOMAIN, dtype: x.dtype, shape: [...x.shape.slice(0, -1), width] })[0]);
+  if (ctx.kernels && !ctx.lora && g.plainLinear(layer)) {
+    const w = g.param(ck, `${layer}.weight`, { dtype: x.dtype });
+    return kernel(LINEAR_GELU, [x, w, biasOf(ctx, layer, x.dtype)], ck.entry(`${layer}.weight`).shape[0]);
   }
+  const h = linear(ctx, x, layer, { bias: false });
+  if (ctx.kernels && ck.has(`${layer}.bias`)) return kernel(BIAS_GELU, [h, g.param(ck, `${layer}.bias`, { dtype: h.dtype })], h.shape[h.shape.length - 1] as number);
   return g.fastGelu(h, ck.has(`${layer}.bias`) ? g.param(ck, `${layer}.bias`, { dtype: h.dtype }) : null);
 }
 

@@ -42,6 +42,8 @@ function load(): Libs {
     cuStreamGetCtx: cuda.func('int cuStreamGetCtx(void* stream, _Out_ void** ctx)'),
     cuModuleLoadData: cuda.func('int cuModuleLoadData(_Out_ void** module, const void* image)'),
     cuModuleGetFunction: cuda.func('int cuModuleGetFunction(_Out_ void** fn, void* module, const char* name)'),
+    cuMemAlloc: cuda.func('int cuMemAlloc_v2(_Out_ uint64_t* ptr, size_t bytes)'),
+    cuMemFree: cuda.func('int cuMemFree_v2(uint64_t ptr)'),
     cuLaunchKernel: cuda.func('int cuLaunchKernel(void* f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, unsigned int bz, unsigned int shared, void* stream, void* params, void* extra)'),
   };
   const nvrtc = {
@@ -168,5 +170,26 @@ export class CudaKernel {
       else koffi.encode(this.args, off, 'float', a.f32);
     });
     cuCheck('cuLaunchKernel', load().cu.cuLaunchKernel(this.fn, grid, 1, 1, block, 1, 1, 0, stream, this.params, null));
+  }
+}
+
+/**
+ * Device memory of the current context, owned here and released once (cuBLASLt's workspace; buffers of the
+ * benchmarks).
+ */
+export class DeviceMemory {
+  private live = true;
+  private constructor(readonly ptr: bigint, readonly bytes: number) {}
+
+  static alloc(bytes: number): DeviceMemory {
+    const { cu } = load();
+    cuCheck('cuInit', cu.cuInit(0));
+    return new DeviceMemory(BigInt(cuOut<bigint | number>('cuMemAlloc', bytes)), bytes);
+  }
+
+  release(): void {
+    if (!this.live) return;
+    this.live = false;
+    cuCheck('cuMemFree', load().cu.cuMemFree(this.ptr));
   }
 }

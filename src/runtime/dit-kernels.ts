@@ -23,6 +23,10 @@
  *   BiasGelu(x (..., N), b (N)) -> gelu_tanh(x + b)
  *     the sum rounded to x's dtype, GELU in float32, rounded once. In the graph: FastGelu, whose bfloat16 kernel
  *     rounds every step of the formula.
+ *   LinearGelu(x (..., K), w (N, K), b (N)) -> gelu_tanh(x w^T + b)
+ *     the FFNs' first linear with its bias and GELU in the GEMM's epilogue (cuBLASLt, cublas-lt.ts): the (S, 4D)
+ *     product is written once, GELU'd, instead of written, read back and written again by BiasGelu. Float32 from
+ *     the accumulator to the one rounding of the output.
  *
  * The CUDA kernels (bfloat16, compiled with NVRTC for the device at the first call on a thread) run on the stream
  * of the node; the CPU kernels (float32, plain loops) carry the same formulas for the tests on the host.
@@ -30,6 +34,7 @@
 import type { CustomKernel, KernelContext, KernelTensor } from './ort-custom-ops.js';
 import { ELEMENT, hostArray } from './ort-custom-ops.js';
 import { CudaModule, type CudaKernel } from './cuda-driver.js';
+import { linear } from './cublas-lt.js';
 
 export const DIT_KERNELS_DOMAIN = 'framepack.dit';
 export const RMS_NORM_ROPE = 'RmsNormRope';
@@ -37,6 +42,7 @@ export const RMS_NORM_ROPE_JOINT = 'RmsNormRopeJoint';
 export const BIAS_CONCAT = 'BiasConcat';
 export const GATED_RESIDUAL_NORM = 'GatedResidualNorm';
 export const BIAS_GELU = 'BiasGelu';
+export const LINEAR_GELU = 'LinearGelu';
 
 const GELU_C = Math.sqrt(2 / Math.PI);
 const gelu = (v: number) => 0.5 * v * (1 + Math.tanh(GELU_C * (v + 0.044715 * v * v * v)));
@@ -99,6 +105,15 @@ function biasGeluIO(ctx: KernelContext, dtype: 'float32' | 'bfloat16') {
   expect(x.element === ELEMENT[dtype] && b.element === ELEMENT[dtype] && isVector(b, width(x)), BIAS_GELU,
     `x [${x.dims}] and bias [${b.dims}] are not ${dtype} rows with their bias`);
   return { x, b, N: b.dims[0], y: ctx.output(0, x.dims) };
+}
+
+/** LinearGelu's inputs checked (`dtype`), and its output. */
+function linearGeluIO(ctx: KernelContext, dtype: 'float32' | 'bfloat16') {
+  const [x, w, b] = [ctx.input(0), ctx.input(1), ctx.input(2)];
+  const [N, K] = w.dims;
+  expect([x, w, b].every((t) => t.element === ELEMENT[dtype]) && w.dims.length === 2 && width(x) === K && isVector(b, N), LINEAR_GELU,
+    `x [${x.dims}], weight [${w.dims}] and bias [${b.dims}] are not ${dtype} rows of ${K}, (N, ${K}) and (N)`);
+  return { x, w, b, N, K, rows: count(x.dims.slice(0, -1)), y: ctx.output(0, [...x.dims.slice(0, -1), N]) };
 }
 
 /** GatedResidualNorm's inputs checked (`dtype`), and its outputs. */
@@ -179,6 +194,18 @@ function biasGeluCpu(ctx: KernelContext): void {
   for (let i = 0; i < x.length; i++) y[i] = gelu(f32(x[i] + b[i % N]));
 }
 
+function linearGeluCpu(ctx: KernelContext): void {
+  const { N, K, rows, ...io } = linearGeluIO(ctx, 'float32');
+  const [x, w, b, y] = [io.x, io.w, io.b, io.y].map((t) => hostArray(t, Float32Array));
+  for (let r = 0; r < rows; r++) {
+    for (let n = 0; n < N; n++) {
+      let acc = 0;
+      for (let k = 0; k < K; k++) acc += x[r * K + k] * w[n * K + k];
+      y[r * N + n] = gelu(acc + b[n]);
+    }
+  }
+}
+
 // ---- CUDA (bfloat16)
 
 const GATED_CHUNKS = 16; // eights a lane in gated_residual_norm: widths up to 8 * 32 * 16 = 4096
@@ -187,10 +214,28 @@ const GATED_CHUNKS = 16; // eights a lane in gated_residual_norm: widths up to 8
 export const CUDA_SOURCE = String.raw`
 typedef unsigned short bf16;
 __device__ __forceinline__ float bf2f(unsigned int h) { return __uint_as_float(h << 16); }
-__device__ __forceinline__ unsigned int f2bf(float f) {  // round to nearest even; NaN stays NaN
+// Round to nearest even. On the device one conversion instruction (canonical NaN); the integer form is for the CPU
+// emulation of the tests (NaN stays NaN): the same roundings in a fraction of the instructions.
+__device__ __forceinline__ unsigned int f2bf(float f) {
+#ifdef __CUDA_ARCH__
+  unsigned short r;
+  asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(r) : "f"(f));
+  return r;
+#else
   unsigned int u = __float_as_uint(f);
   if ((u & 0x7fffffffu) > 0x7f800000u) return (u >> 16) | 0x40u;
   return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+#endif
+}
+// two floats rounded into one word, lo in the low half
+__device__ __forceinline__ unsigned int pack2(float lo, float hi) {
+#ifdef __CUDA_ARCH__
+  unsigned int r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
+  return f2bf(lo) | (f2bf(hi) << 16);
+#endif
 }
 __device__ __forceinline__ float round_bf(float f) { return bf2f(f2bf(f)); }
 // element j (0..7) of eight bfloat16 in a uint4, as float
@@ -199,7 +244,7 @@ __device__ __forceinline__ float elem(uint4 v, int j) {
   return bf2f((j & 1) ? w >> 16 : w & 0xffffu);
 }
 __device__ __forceinline__ uint4 pack8(const float* f) {
-  return make_uint4(f2bf(f[0]) | (f2bf(f[1]) << 16), f2bf(f[2]) | (f2bf(f[3]) << 16), f2bf(f[4]) | (f2bf(f[5]) << 16), f2bf(f[6]) | (f2bf(f[7]) << 16));
+  return make_uint4(pack2(f[0], f[1]), pack2(f[2], f[3]), pack2(f[4], f[5]), pack2(f[6], f[7]));
 }
 
 // A warp per token: lanes of Lh = hd / 8 each take eight elements of a head (16-byte loads), 32 / Lh heads a pass.
@@ -403,6 +448,11 @@ function biasGeluCuda(ctx: KernelContext): void {
   cuda(stream).biasGelu.launch(strideGrid(n8), THREADS, stream, [{ ptr: x.data }, { ptr: b.data }, { ptr: y.data }, { i64: n8 }, { i64: N / 8 }]);
 }
 
+function linearGeluCuda(ctx: KernelContext): void {
+  const { x, w, b, N, K, rows, y } = linearGeluIO(ctx, 'bfloat16');
+  if (rows > 0) linear(x.data, w.data, b.data, y.data, rows, N, K, 'geluBias', ctx.stream);
+}
+
 /** The domain's kernels for one provider. */
 export function ditKernels(provider: 'cpu' | 'cuda'): CustomKernel[] {
   const onCuda = provider === 'cuda';
@@ -417,5 +467,6 @@ export function ditKernels(provider: 'cpu' | 'cuda'): CustomKernel[] {
     { name: GATED_RESIDUAL_NORM, provider, inputs: [t, t, t, t, t, t], outputs: [t, t], attributes: eps,
       compute: onCuda ? gatedNormCuda : gatedNormCpu },
     { name: BIAS_GELU, provider, inputs: [t, t], outputs: [t], compute: onCuda ? biasGeluCuda : biasGeluCpu },
+    { name: LINEAR_GELU, provider, inputs: [t, t, t], outputs: [t], compute: onCuda ? linearGeluCuda : linearGeluCpu },
   ];
 }

@@ -388,7 +388,7 @@ describe('LoRA', () => {
     assert.throws(() => loraSupport(cpu, { FRAMEPACK_LORA: 'yes' }), /FRAMEPACK_LORA=yes is not valid: use one of auto, on, off/);
   });
 
-  test('FRAMEPACK_DIT_KERNELS: auto by default; auto and on only for a bfloat16 CUDA DiT with NVRTC, else the reason is logged', () => {
+  test('FRAMEPACK_DIT_KERNELS: auto by default; auto and on only for a bfloat16 CUDA DiT with NVRTC and cuBLASLt, else the reason is logged', () => {
     const p = (ep: 'cuda' | 'cpu', dit: 'bfloat16' | 'float32', bits?: 8) => ({ ep, precision: { dit }, quantize: { dit: bits } }) as unknown as Placement;
     const ok = () => null, missing = () => 'NVRTC cannot be loaded (libnvrtc.so.13: not found)';
     assert.equal(ditKernelsChoice(p('cuda', 'bfloat16'), {}, ok).enabled, true);

@@ -15,7 +15,7 @@ import { Graph } from '../../src/onnx/graph.js';
 import { Checkpoint, loadTensors } from '../../src/onnx/safetensors.js';
 import { buildDitGraphs } from '../../src/nets/dit.js';
 import { PackedTransformer, type DitInputs } from '../../src/framepack/transformer.js';
-import { BIAS_CONCAT, BIAS_GELU, DIT_KERNELS_DOMAIN, GATED_RESIDUAL_NORM, RMS_NORM_ROPE, RMS_NORM_ROPE_JOINT } from '../../src/runtime/dit-kernels.js';
+import { BIAS_CONCAT, BIAS_GELU, DIT_KERNELS_DOMAIN, GATED_RESIDUAL_NORM, LINEAR_GELU, RMS_NORM_ROPE, RMS_NORM_ROPE_JOINT } from '../../src/runtime/dit-kernels.js';
 import * as capi from '../../src/runtime/ort-api.js';
 import { CustomOpDomain, hostArray, type CustomKernel } from '../../src/runtime/ort-custom-ops.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
@@ -140,7 +140,7 @@ describe('ort-custom-ops (JavaScript kernels, CPU)', () => {
   });
 });
 
-describe('DiT kernels (RmsNormRope, RmsNormRopeJoint, BiasConcat, GatedResidualNorm, BiasGelu) on the CPU', () => {
+describe('DiT kernels (RmsNormRope, RmsNormRopeJoint, BiasConcat, GatedResidualNorm, LinearGelu) on the CPU', () => {
   test('the tiny transformer with the kernels (fused graphs) matches the upstream reference forward (float32, 1e-4)', async () => {
     const ref = await loadTensors(fixture('framepack-tiny', 'components', 'transformer.safetensors'));
     const { output: expected, masked_output, masked_encoder_hidden_states, masked_encoder_attention_mask, ...plain } = ref;
@@ -152,7 +152,9 @@ describe('DiT kernels (RmsNormRope, RmsNormRopeJoint, BiasConcat, GatedResidualN
     assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${RMS_NORM_ROPE_JOINT}`], 2 * (ck.config.num_layers as number));
     assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${RMS_NORM_ROPE}`], 2 * (ck.config.num_single_layers as number));
     const [dual, single] = [ck.config.num_layers as number, ck.config.num_single_layers as number];
-    assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${BIAS_GELU}`], 2 * dual + single);
+    // the FFNs' first linear with its bias and GELU (image and text in the dual blocks): no GEMM + BiasGelu left
+    assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${LINEAR_GELU}`], 2 * dual + single);
+    assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${BIAS_GELU}`] ?? 0, 0);
     assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${BIAS_CONCAT}`], dual); // the dual blocks' joint v
     // every gated residual but the last dual block's two (resolved into z) and the last single block's (into the head)
     assert.equal(ops[`${DIT_KERNELS_DOMAIN}.${GATED_RESIDUAL_NORM}`], 4 * dual - 2 + single - 1);
