@@ -63,7 +63,8 @@ export const UNTILED_VAE_MIN_FREE_MIB = 88 * 1024;
 /**
  * Free VRAM for `medium` (DiT resident, encoders per request, VAE tiled): the default request ran with 44.1 GiB
  * free and peaked at 43.6 GiB (2026-12-05-h200-round2.json; its VAE moved from 2 x 2 to 3 x 3 tiles after
- * running out of memory once).
+ * running out of memory once); on the H100 held to 48 GiB, with 43.5 GiB free, it peaked at 43.3 GiB (28.3 GiB at
+ * READY) and took 56.3 s (2026-12-07-h100-round15.json).
  */
 export const MEDIUM_MIN_FREE_MIB = 44 * 1024;
 
@@ -72,7 +73,8 @@ export const DEFAULT_VAE_GRID = [2, 2] as const;
 
 /**
  * Free VRAM for `low`: the whole default request ran on an H100 with all but 19.5 GiB held by another process,
- * peaking at 17.4 GiB on onnxruntime-node (2026-11-25) and at 18.7 GiB on the C API (2026-12-06, 94.2 s).
+ * peaking at 17.4 GiB on onnxruntime-node (2026-11-25) and at 18.7 GiB on the C API (2026-12-06, 94.2 s;
+ * 2026-12-07-h100-round15.json, 79.0 s).
  * Below this the CPU is the only safe choice.
  */
 export const LOW_MIN_FREE_MIB = 20 * 1024;
