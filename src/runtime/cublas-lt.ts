@@ -8,8 +8,9 @@
  * cuBLASLt's bias epilogues take it. Accumulation and the epilogue are float32; y is rounded once.
  *
  * Bound with koffi like cuda-driver.ts; every call blocks, so plans are made and run in session workers. A plan
- * (descriptors and the algorithm cuBLASLt's heuristic picks) is made once per shape and kept for the thread's life,
- * like the kernels' modules: a process sees a handful of shapes.
+ * (descriptors and the algorithm cuBLASLt's heuristic picks: deterministic, so a seed gives the same video every
+ * run) is made once per shape; the rows change with the prompt's length and the resolution, so the last PLANS
+ * plans are kept and older ones destroyed. Each stream gets its own workspace, as two streams' GEMMs may overlap.
  */
 import koffi from 'koffi';
 import { DeviceMemory } from './cuda-driver.js';
@@ -28,6 +29,7 @@ const PREF_MAX_WORKSPACE_BYTES = 1;
 const OP_T = 1;
 const HEURISTIC_BYTES = 96; // cublasLtMatmulHeuristicResult_t: algo (64), workspaceSize, state, wavesCount, reserved[4]
 const WORKSPACE = 32 << 20; // what cuBLAS itself takes on Hopper
+const PLANS = 64;
 
 /** cuBLASLt's epilogues used here (cublasLtEpilogue_t). */
 export const EPILOGUE = { none: 1, bias: 4, geluBias: 36 } as const;
@@ -43,6 +45,8 @@ function load(): Record<string, Fn> {
         cublasLtCreate: lib.func('int cublasLtCreate(_Out_ void** handle)'),
         cublasLtGetStatusString: lib.func('const char* cublasLtGetStatusString(int status)'),
         cublasLtMatmulDescCreate: lib.func('int cublasLtMatmulDescCreate(_Out_ void** desc, int compute, int scale)'),
+        cublasLtMatmulDescDestroy: lib.func('int cublasLtMatmulDescDestroy(void* desc)'),
+        cublasLtMatrixLayoutDestroy: lib.func('int cublasLtMatrixLayoutDestroy(void* layout)'),
         cublasLtMatmulDescSetAttribute: lib.func('int cublasLtMatmulDescSetAttribute(void* desc, int attr, const void* buf, size_t size)'),
         cublasLtMatrixLayoutCreate: lib.func('int cublasLtMatrixLayoutCreate(_Out_ void** layout, int type, uint64_t rows, uint64_t cols, int64_t ld)'),
         cublasLtMatmulPreferenceCreate: lib.func('int cublasLtMatmulPreferenceCreate(_Out_ void** pref)'),
@@ -76,36 +80,49 @@ const ONE = scalar(1), ZERO = scalar(0);
 /** One shape and epilogue: the descriptors and the algorithm, kept for the thread's life. */
 interface Plan { desc: unknown; a: unknown; b: unknown; y: unknown; algo: Uint8Array; epilogue: Epilogue }
 
-/** cuBLASLt on one thread: a handle, a workspace and a plan per shape. */
+/** cuBLASLt on one thread: a handle, a workspace per stream and the recent plans. */
 class Lt {
   private readonly handle = out('cublasLtCreate');
-  private readonly workspace = DeviceMemory.alloc(WORKSPACE);
-  private readonly plans = new Map<string, Plan>();
+  private readonly workspaces = new Map<bigint, DeviceMemory>();
+  private readonly plans = new Map<string, Plan>(); // in order of use
 
   plan(rows: number, n: number, k: number, epilogue: Epilogue): Plan {
     const key = `${rows} ${n} ${k} ${epilogue}`;
     const known = this.plans.get(key);
-    if (known) return known;
+    if (known) {
+      this.plans.delete(key);
+      this.plans.set(key, known);
+      return known;
+    }
     const f = load();
     const desc = out('cublasLtMatmulDescCreate', CUBLAS_COMPUTE_32F, CUDA_R_32F);
-    check('cublasLtMatmulDescSetAttribute', f.cublasLtMatmulDescSetAttribute(desc, DESC_TRANSA, new Int32Array([OP_T]), 4));
-    check('cublasLtMatmulDescSetAttribute', f.cublasLtMatmulDescSetAttribute(desc, DESC_EPILOGUE, new Int32Array([EPILOGUE[epilogue]]), 4));
-    const a = out('cublasLtMatrixLayoutCreate', CUDA_R_16BF, k, n, k); // W: column-major (k, n), used transposed
-    const b = out('cublasLtMatrixLayoutCreate', CUDA_R_16BF, k, rows, k); // x: column-major (k, rows)
-    const y = out('cublasLtMatrixLayoutCreate', CUDA_R_16BF, n, rows, n); // y^T: column-major (n, rows)
+    const plan: Plan = { desc, a: null, b: null, y: null, algo: new Uint8Array(64), epilogue };
     const pref = out('cublasLtMatmulPreferenceCreate');
     try {
+      check('cublasLtMatmulDescSetAttribute', f.cublasLtMatmulDescSetAttribute(desc, DESC_TRANSA, new Int32Array([OP_T]), 4));
+      check('cublasLtMatmulDescSetAttribute', f.cublasLtMatmulDescSetAttribute(desc, DESC_EPILOGUE, new Int32Array([EPILOGUE[epilogue]]), 4));
+      plan.a = out('cublasLtMatrixLayoutCreate', CUDA_R_16BF, k, n, k); // W: column-major (k, n), used transposed
+      plan.b = out('cublasLtMatrixLayoutCreate', CUDA_R_16BF, k, rows, k); // x: column-major (k, rows)
+      plan.y = out('cublasLtMatrixLayoutCreate', CUDA_R_16BF, n, rows, n); // y^T: column-major (n, rows)
       check('cublasLtMatmulPreferenceSetAttribute', f.cublasLtMatmulPreferenceSetAttribute(pref, PREF_MAX_WORKSPACE_BYTES, new BigUint64Array([BigInt(WORKSPACE)]), 8));
       const result = new Uint8Array(HEURISTIC_BYTES);
       const count = [0];
-      check('cublasLtMatmulAlgoGetHeuristic', f.cublasLtMatmulAlgoGetHeuristic(this.handle, desc, a, b, y, y, pref, 1, result, count));
+      check('cublasLtMatmulAlgoGetHeuristic', f.cublasLtMatmulAlgoGetHeuristic(this.handle, desc, plan.a, plan.b, plan.y, plan.y, pref, 1, result, count));
       if (count[0] < 1) throw new Error(`cuBLASLt has no algorithm for (${rows} x ${k}) x (${n} x ${k})^T with epilogue ${epilogue}`);
-      const plan = { desc, a, b, y, algo: result.slice(0, 64), epilogue };
-      this.plans.set(key, plan);
-      return plan;
+      plan.algo.set(result.subarray(0, 64));
+    } catch (e) {
+      destroy(plan);
+      throw e;
     } finally {
       f.cublasLtMatmulPreferenceDestroy(pref);
     }
+    this.plans.set(key, plan);
+    for (const [old, p] of this.plans) {
+      if (this.plans.size <= PLANS) break;
+      this.plans.delete(old);
+      destroy(p);
+    }
+    return plan;
   }
 
   /** y (rows, n) = epilogue(x (rows, k) W^T + bias (n)), enqueued on `stream`; device addresses. */
@@ -116,8 +133,22 @@ class Lt {
       check('cublasLtMatmulDescSetAttribute', f.cublasLtMatmulDescSetAttribute(plan.desc, DESC_BIAS_POINTER, new BigUint64Array([bias]), 8));
     }
     check('cublasLtMatmul', f.cublasLtMatmul(this.handle, plan.desc, ONE, w, plan.a, x, plan.b, ZERO, y, plan.y, y, plan.y, plan.algo,
-      this.workspace.ptr, WORKSPACE, stream));
+      this.workspace(stream).ptr, WORKSPACE, stream));
   }
+
+  private workspace(stream: unknown): DeviceMemory {
+    const key = stream === null ? 0n : BigInt(koffi.address(stream as object));
+    let m = this.workspaces.get(key);
+    if (!m) this.workspaces.set(key, (m = DeviceMemory.alloc(WORKSPACE)));
+    return m;
+  }
+}
+
+/** Releases a plan's descriptors (those it got before a failure, too). */
+function destroy(p: Plan): void {
+  const f = load();
+  for (const layout of [p.a, p.b, p.y]) if (layout) f.cublasLtMatrixLayoutDestroy(layout);
+  f.cublasLtMatmulDescDestroy(p.desc);
 }
 
 let thread: Lt | null = null;

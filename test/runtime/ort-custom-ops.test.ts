@@ -15,7 +15,7 @@ import { Graph } from '../../src/onnx/graph.js';
 import { Checkpoint, loadTensors } from '../../src/onnx/safetensors.js';
 import { buildDitGraphs } from '../../src/nets/dit.js';
 import { PackedTransformer, type DitInputs } from '../../src/framepack/transformer.js';
-import { BIAS_CONCAT, BIAS_GELU, DIT_KERNELS_DOMAIN, GATED_RESIDUAL_NORM, LINEAR_GELU, RMS_NORM_ROPE, RMS_NORM_ROPE_JOINT } from '../../src/runtime/dit-kernels.js';
+import { BIAS_CONCAT, BIAS_GELU, DIT_KERNELS_DOMAIN, GATED_RESIDUAL_NORM, LINEAR_GELU, RMS_NORM_ROPE, RMS_NORM_ROPE_JOINT, ditKernels } from '../../src/runtime/dit-kernels.js';
 import * as capi from '../../src/runtime/ort-api.js';
 import { CustomOpDomain, hostArray, type CustomKernel } from '../../src/runtime/ort-custom-ops.js';
 import { terminateWorkers } from '../../src/runtime/session.js';
@@ -140,7 +140,38 @@ describe('ort-custom-ops (JavaScript kernels, CPU)', () => {
   });
 });
 
+/** y = LinearGelu(x (2, 3, k), w (n, wk), b (n)) over float32 (x fed flat), w and b constants */
+function linearGeluModel(k: number, n: number, wk: number, w: Float32Array, b: Float32Array) {
+  const g = new Graph({ name: 'linear-gelu', precision: 'float32' });
+  const x = g.reshape(g.input('x', 'float32', [6 * k]), [2, 3, k]);
+  const y = g.op(LINEAR_GELU, [x, g.constant(w, [n, wk]), g.constant(b, [n])], {}, { domain: DIT_KERNELS_DOMAIN, dtype: 'float32', shape: [2, 3, n] })[0];
+  g.output(y, 'y');
+  return g.toModel();
+}
+
 describe('DiT kernels (RmsNormRope, RmsNormRopeJoint, BiasConcat, GatedResidualNorm, LinearGelu) on the CPU', () => {
+  test('LinearGelu: gelu_tanh(x w^T + b) per row; a weight of another width fails the Run naming the operator and the shapes', () => {
+    const [k, n] = [4, 5];
+    const w = Float32Array.from({ length: n * k }, (_, i) => Math.sin(i + 1) / 2), b = Float32Array.from({ length: n }, (_, i) => i / 10 - 0.2);
+    const x = Float32Array.from({ length: 6 * k }, (_, i) => Math.cos(3 * i) * 2);
+    const domain = CustomOpDomain.create(DIT_KERNELS_DOMAIN, ditKernels('cpu'));
+    try {
+      const [y] = runWith(domain, linearGeluModel(k, n, k, w, b), [x]);
+      const gelu = (v: number) => 0.5 * v * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (v + 0.044715 * v ** 3)));
+      for (let r = 0; r < 6; r++) {
+        for (let j = 0; j < n; j++) {
+          let acc = b[j];
+          for (let i = 0; i < k; i++) acc += x[r * k + i] * w[j * k + i];
+          assert.ok(Math.abs(y[r * n + j] - gelu(acc)) <= 1e-6 * (1 + Math.abs(gelu(acc))), `row ${r}, column ${j}: ${y[r * n + j]} against ${gelu(acc)}`);
+        }
+      }
+      assert.throws(() => runWith(domain, linearGeluModel(k, n, k + 1, new Float32Array(n * (k + 1)), b), [x]),
+        (e: unknown) => e instanceof AppError && e.code === 'ORT_CALL_FAILED' && /LinearGelu: x \[2,3,4\], weight \[5,5\]/.test(e.message));
+    } finally {
+      domain.release();
+    }
+  });
+
   test('the tiny transformer with the kernels (fused graphs) matches the upstream reference forward (float32, 1e-4)', async () => {
     const ref = await loadTensors(fixture('framepack-tiny', 'components', 'transformer.safetensors'));
     const { output: expected, masked_output, masked_encoder_hidden_states, masked_encoder_attention_mask, ...plain } = ref;
