@@ -13,7 +13,7 @@
  * plans are kept and older ones destroyed. Each stream gets its own workspace, as two streams' GEMMs may overlap.
  */
 import koffi from 'koffi';
-import { DeviceMemory } from './cuda-driver.js';
+import { DeviceMemory, loadFirst, loadProblem } from './cuda-driver.js';
 
 type Fn = (...args: any[]) => any;
 let lt: { fn: Record<string, Fn>; keep: unknown } | null = null;
@@ -37,31 +37,23 @@ export type Epilogue = keyof typeof EPILOGUE;
 
 function load(): Record<string, Fn> {
   if (lt) return lt.fn;
-  const tried: string[] = [];
-  for (const name of NAMES) {
-    try {
-      const lib = koffi.load(name);
-      const fn = {
-        cublasLtCreate: lib.func('int cublasLtCreate(_Out_ void** handle)'),
-        cublasLtGetStatusString: lib.func('const char* cublasLtGetStatusString(int status)'),
-        cublasLtMatmulDescCreate: lib.func('int cublasLtMatmulDescCreate(_Out_ void** desc, int compute, int scale)'),
-        cublasLtMatmulDescDestroy: lib.func('int cublasLtMatmulDescDestroy(void* desc)'),
-        cublasLtMatrixLayoutDestroy: lib.func('int cublasLtMatrixLayoutDestroy(void* layout)'),
-        cublasLtMatmulDescSetAttribute: lib.func('int cublasLtMatmulDescSetAttribute(void* desc, int attr, const void* buf, size_t size)'),
-        cublasLtMatrixLayoutCreate: lib.func('int cublasLtMatrixLayoutCreate(_Out_ void** layout, int type, uint64_t rows, uint64_t cols, int64_t ld)'),
-        cublasLtMatmulPreferenceCreate: lib.func('int cublasLtMatmulPreferenceCreate(_Out_ void** pref)'),
-        cublasLtMatmulPreferenceSetAttribute: lib.func('int cublasLtMatmulPreferenceSetAttribute(void* pref, int attr, const void* buf, size_t size)'),
-        cublasLtMatmulPreferenceDestroy: lib.func('int cublasLtMatmulPreferenceDestroy(void* pref)'),
-        cublasLtMatmulAlgoGetHeuristic: lib.func('int cublasLtMatmulAlgoGetHeuristic(void* handle, void* desc, void* a, void* b, void* c, void* d, void* pref, int requested, void* results, _Out_ int* count)'),
-        cublasLtMatmul: lib.func('int cublasLtMatmul(void* handle, void* desc, const void* alpha, uint64_t a, void* adesc, uint64_t b, void* bdesc, const void* beta, uint64_t c, void* cdesc, uint64_t d, void* ddesc, const void* algo, uint64_t workspace, size_t wsSize, void* stream)'),
-      };
-      lt = { fn, keep: lib };
-      return fn;
-    } catch (e) {
-      tried.push(`${name}: ${(e as Error).message}`);
-    }
-  }
-  throw new Error(`cuBLASLt cannot be loaded (${tried.join('; ')})`);
+  const lib = loadFirst(NAMES, 'cuBLASLt');
+  const fn = {
+    cublasLtCreate: lib.func('int cublasLtCreate(_Out_ void** handle)'),
+    cublasLtGetStatusString: lib.func('const char* cublasLtGetStatusString(int status)'),
+    cublasLtMatmulDescCreate: lib.func('int cublasLtMatmulDescCreate(_Out_ void** desc, int compute, int scale)'),
+    cublasLtMatmulDescDestroy: lib.func('int cublasLtMatmulDescDestroy(void* desc)'),
+    cublasLtMatrixLayoutDestroy: lib.func('int cublasLtMatrixLayoutDestroy(void* layout)'),
+    cublasLtMatmulDescSetAttribute: lib.func('int cublasLtMatmulDescSetAttribute(void* desc, int attr, const void* buf, size_t size)'),
+    cublasLtMatrixLayoutCreate: lib.func('int cublasLtMatrixLayoutCreate(_Out_ void** layout, int type, uint64_t rows, uint64_t cols, int64_t ld)'),
+    cublasLtMatmulPreferenceCreate: lib.func('int cublasLtMatmulPreferenceCreate(_Out_ void** pref)'),
+    cublasLtMatmulPreferenceSetAttribute: lib.func('int cublasLtMatmulPreferenceSetAttribute(void* pref, int attr, const void* buf, size_t size)'),
+    cublasLtMatmulPreferenceDestroy: lib.func('int cublasLtMatmulPreferenceDestroy(void* pref)'),
+    cublasLtMatmulAlgoGetHeuristic: lib.func('int cublasLtMatmulAlgoGetHeuristic(void* handle, void* desc, void* a, void* b, void* c, void* d, void* pref, int requested, void* results, _Out_ int* count)'),
+    cublasLtMatmul: lib.func('int cublasLtMatmul(void* handle, void* desc, const void* alpha, uint64_t a, void* adesc, uint64_t b, void* bdesc, const void* beta, uint64_t c, void* cdesc, uint64_t d, void* ddesc, const void* algo, uint64_t workspace, size_t wsSize, void* stream)'),
+  };
+  lt = { fn, keep: lib }; // koffi unloads a library whose handle is collected
+  return fn;
 }
 
 function check(call: string, status: number): void {
@@ -163,11 +155,4 @@ export function linear(x: bigint, w: bigint, bias: bigint | null, y: bigint, row
 }
 
 /** Null when cuBLASLt loads in this process; otherwise why not (one line). */
-export function cublasLtProblem(): string | null {
-  try {
-    load();
-    return null;
-  } catch (e) {
-    return (e as Error).message.split('\n')[0];
-  }
-}
+export const cublasLtProblem = (): string | null => loadProblem(load);

@@ -18,20 +18,33 @@ const NVRTC_NAMES = ['libnvrtc.so.13', 'libnvrtc.so.12', 'libnvrtc.so'];
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75;
 const CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR = 76;
 
-function load(): Libs {
-  if (libs) return libs;
-  const cuda = koffi.load('libcuda.so.1');
-  let nv: ReturnType<typeof koffi.load> | null = null;
+/** The first of `names` that loads (a library's versioned names, newest first); an error naming every try. */
+export function loadFirst(names: readonly string[], what: string): ReturnType<typeof koffi.load> {
   const tried: string[] = [];
-  for (const name of NVRTC_NAMES) {
+  for (const name of names) {
     try {
-      nv = koffi.load(name);
-      break;
+      return koffi.load(name);
     } catch (e) {
       tried.push(`${name}: ${(e as Error).message}`);
     }
   }
-  if (!nv) throw new Error(`NVRTC cannot be loaded (${tried.join('; ')})`);
+  throw new Error(`${what} cannot be loaded (${tried.join('; ')})`);
+}
+
+/** Null when `load` succeeds; otherwise why not (the first line of its error). */
+export function loadProblem(load: () => unknown): string | null {
+  try {
+    load();
+    return null;
+  } catch (e) {
+    return (e as Error).message.split('\n')[0];
+  }
+}
+
+function load(): Libs {
+  if (libs) return libs;
+  const cuda = koffi.load('libcuda.so.1');
+  const nv = loadFirst(NVRTC_NAMES, 'NVRTC');
   const cu = {
     cuInit: cuda.func('int cuInit(unsigned int flags)'),
     cuGetErrorString: cuda.func('int cuGetErrorString(int error, _Out_ const char** out)'),
@@ -61,14 +74,7 @@ function load(): Libs {
 }
 
 /** Null when libcuda and NVRTC load in this process; otherwise why not (one line). */
-export function cudaDriverProblem(): string | null {
-  try {
-    load();
-    return null;
-  } catch (e) {
-    return (e as Error).message.split('\n')[0];
-  }
-}
+export const cudaDriverProblem = (): string | null => loadProblem(load);
 
 function cuCheck(call: string, result: number): void {
   if (result === 0) return;
